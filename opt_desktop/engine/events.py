@@ -1,0 +1,157 @@
+"""Plain events the engine emits while it works. numpy and dataclasses only: no torch, no Qt.
+
+Array shapes use L layers, H heads, D hidden width, q positions fed in one forward step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+import numpy as np
+
+FinishReason = Literal["length", "eos", "stop_string", "cancelled"]
+
+HIDDEN_STATS = ("norm", "mean", "std", "maxabs", "argmax")
+ATTENTION_STATS = ("entropy", "sink", "distance")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    source: str
+    label: str  # what the UI shows; says "random weights" for the demo model
+    n_layers: int
+    n_heads: int
+    hidden_size: int
+    word_embed_proj_dim: int
+    ffn_dim: int
+    vocab_size: int
+    context_length: int
+    n_params: int
+    dtype: str
+    device: str
+    memory_bytes: int
+    pre_layer_norm: bool
+    random_weights: bool = False
+    eos_token_id: int = 2
+    bos_token_id: int = 2
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    """A step of loading; `fraction` is None while the length of the step is unknown."""
+
+    message: str
+    fraction: float | None = None
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """Statistics of the positions [start, start + q) fed to the model in one forward step.
+
+    hidden[name]: (L+1, q), row 0 the input of decoder layer 0, row l the output of layer l.
+    attention[name]: (L, H, q). residual: (L+1, q, D) float16, for the logit lens.
+    attention_rows: per layer (H, q, k) float16, only when full rows are kept.
+    """
+
+    start: int
+    hidden: dict[str, np.ndarray] = field(default_factory=dict)
+    attention: dict[str, np.ndarray] = field(default_factory=dict)
+    residual: np.ndarray | None = None
+    attention_rows: tuple[np.ndarray, ...] | None = None
+
+    @property
+    def count(self) -> int:
+        for arrays in (self.hidden, self.attention):
+            for a in arrays.values():
+                return a.shape[-1]
+        return 0 if self.residual is None else self.residual.shape[1]
+
+
+@dataclass(frozen=True)
+class Started:
+    model: ModelInfo
+    prompt: str
+    prompt_ids: tuple[int, ...]
+    prompt_pieces: tuple[str, ...]
+    max_new_tokens: int  # after clamping to the context
+    seed: int
+    settings: dict
+    inspect: dict
+    notices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PromptScored:
+    """The prompt's own surprisal and internals, from the prefill forward pass.
+
+    logprob/entropy/rank: (P,) for token t under the raw distribution at t-1 (NaN / 0 at t = 0).
+    top_ids/top_probs: (P, K) alternatives at each position's predicting distribution.
+    """
+
+    logprob: np.ndarray
+    entropy: np.ndarray
+    rank: np.ndarray
+    top_ids: np.ndarray
+    top_probs: np.ndarray
+    fed: StepStats | None
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class TokenGenerated:
+    index: int  # 0-based among generated tokens
+    position: int  # index in the whole sequence (prompt included)
+    token_id: int
+    piece: str  # the token shown alone (bytes that are not whole characters shown as <0x..>)
+    text: str  # what this token adds to the streamed text (may be "" while a character is incomplete)
+    logprob: float
+    rank: int
+    entropy: float
+    top_ids: tuple[int, ...]
+    top_probs: tuple[float, ...]
+    top_pieces: tuple[str, ...]
+    elapsed_s: float
+    # Internals of the position fed in the step that produced this token (None for the first token,
+    # whose step was the prefill reported by PromptScored).
+    fed: StepStats | None = None
+
+    @property
+    def prob(self) -> float:
+        return float(np.exp(self.logprob))
+
+
+@dataclass(frozen=True)
+class Notice:
+    message: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    reason: FinishReason
+    text: str
+    token_ids: tuple[int, ...]  # generated ids only
+    n_tokens: int
+    elapsed_s: float
+    time_to_first_token_s: float | None
+    tokens_per_s: float | None  # decode rate after the first token
+    peak_memory_bytes: int | None = None
+
+
+Event = Union[Started, PromptScored, TokenGenerated, Notice, Finished]
+
+
+@dataclass(frozen=True)
+class LensResult:
+    """Logit lens at one position: each row of the residual stream read through the model's head.
+
+    top_ids/top_probs: (L+1, k); target_logprob: (L+1,) log-probability of `target_id`
+    (the token that actually came next; NaN when there is none).
+    """
+
+    position: int
+    top_ids: np.ndarray
+    top_probs: np.ndarray
+    top_pieces: tuple[tuple[str, ...], ...]
+    target_id: int | None
+    target_logprob: np.ndarray

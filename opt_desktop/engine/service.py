@@ -1,0 +1,112 @@
+"""The engine's front door: one worker thread owns the model; callers get futures and plain events.
+
+No torch at import time: the heavy modules are imported on the worker, so a window can appear
+before torch has loaded. The CLI, the tests and the GUI all drive the engine through this class.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
+from .errors import NoModelError
+from .events import Event, Finished, LensResult, LoadProgress, ModelInfo
+from .settings import GenerationRequest, LoadRequest
+
+EmitFn = Callable[[Event], None]
+ProgressFn = Callable[[LoadProgress], None]
+
+
+class EngineService:
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opt-engine")
+        self._loaded = None  # engine.loader.LoadedModel, touched only on the worker
+        self._info: ModelInfo | None = None
+        self._tokenizer = None
+        self._stop = threading.Event()  # the stop of the job now running, if any
+        self._closed = False
+
+    # --- state readable from any thread ------------------------------------------------------
+
+    @property
+    def info(self) -> ModelInfo | None:
+        return self._info
+
+    @property
+    def tokenizer(self):
+        """The current model's (fast, thread-safe) tokenizer, for token counts on the caller's thread."""
+        return self._tokenizer
+
+    def count_tokens(self, text: str) -> int | None:
+        """Prompt length in tokens, the leading `</s>` included; None before a model is loaded."""
+        tok = self._tokenizer
+        return None if tok is None else len(tok(text)["input_ids"])
+
+    # --- jobs ----------------------------------------------------------------------------------
+
+    def load(self, request: LoadRequest, progress: ProgressFn | None = None) -> Future[ModelInfo]:
+        """Load a model on the worker; the previous one is released first. Fails with ModelLoadError."""
+        stop = self._new_stop()
+
+        def job() -> ModelInfo:
+            from .loader import load_model
+
+            self._loaded = None  # let the old weights go before the new ones arrive
+            self._info = None
+            self._tokenizer = None
+            loaded = load_model(request, progress=progress, stop=stop)
+            self._loaded = loaded
+            self._tokenizer = loaded.tokenizer
+            self._info = loaded.info
+            return loaded.info
+
+        return self._executor.submit(job)
+
+    def generate(self, request: GenerationRequest, emit: EmitFn, stop: threading.Event | None = None) -> Future[Finished]:
+        """Run one generation on the worker, calling `emit` (on the worker thread) for each event.
+
+        `stop` (or `self.stop()`) ends it before the next forward step with reason "cancelled".
+        """
+        stop = self._new_stop(stop)
+
+        def job() -> Finished:
+            if self._loaded is None:
+                raise NoModelError("No model is loaded yet: load one first.")
+            from .generate import run_generation
+
+            return run_generation(self._loaded, request, emit, stop)
+
+        return self._executor.submit(job)
+
+    def logit_lens(self, residual_rows, target_id: int | None, position: int = -1, top_k: int = 5) -> Future[LensResult]:
+        """Read kept residual rows (L+1, D) through the model's head, on the worker."""
+
+        def job() -> LensResult:
+            if self._loaded is None:
+                raise NoModelError("No model is loaded yet: load one first.")
+            from .lens import logit_lens
+
+            return logit_lens(self._loaded, residual_rows, target_id, position=position, top_k=top_k)
+
+        return self._executor.submit(job)
+
+    def call(self, fn: Callable, *args) -> Future:
+        """Run `fn(loaded_model, *args)` on the worker (tests, benchmarks, the CLI's `info`)."""
+        return self._executor.submit(lambda: fn(self._loaded, *args))
+
+    def stop(self) -> None:
+        """Ask the running job to stop before its next forward step."""
+        self._stop.set()
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the running job, drop queued ones and (optionally) wait for the worker to end."""
+        self._closed = True
+        self._stop.set()
+        self._executor.shutdown(wait=wait, cancel_futures=True)
+
+    def _new_stop(self, stop: threading.Event | None = None) -> threading.Event:
+        if self._closed:
+            raise RuntimeError("the engine has been shut down")
+        self._stop = stop if stop is not None else threading.Event()
+        return self._stop
