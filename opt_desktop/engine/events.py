@@ -135,7 +135,7 @@ class Finished:
     elapsed_s: float
     time_to_first_token_s: float | None
     tokens_per_s: float | None  # decode rate after the first token
-    peak_memory_bytes: int | None = None
+    memory_bytes: int | None = None  # in use at the end (GPU memory on CUDA, else the process)
 
 
 Event = Union[Started, PromptScored, TokenGenerated, Notice, Finished]

@@ -86,6 +86,10 @@ class RunTrace:
             self.notices.append(event.message)
         elif isinstance(event, Finished):
             self.finished = event
+            # A character still incomplete when the run ended is only in the summary's text.
+            tail = event.text[len(self.text):] if event.text.startswith(self.text) else ""
+            if tail and self.text_parts:
+                self.text_parts[-1] += tail
         elif isinstance(event, Started):
             raise ValueError("a run trace starts from exactly one Started event")
 

@@ -1,0 +1,179 @@
+"""One generation run: transformers' `generate` with capture hooks, turned into plain events."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Callable
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from .capture import Capture, StopRequested, distribution_stats
+from .errors import EngineError, PromptError
+from .events import Event, Finished, Notice, PromptScored, Started, TokenGenerated
+from .loader import LoadedModel
+from .memory import memory_in_use
+from .settings import GenerationRequest
+from .text import IncrementalDecoder, token_piece
+
+
+class _StepObserver(StoppingCriteria):
+    """Called by `generate` right after each new token: turns the step into events, and honours Stop.
+
+    Stopping criteria run after every step and before the next forward, which is exactly where a
+    Stop must take effect.
+    """
+
+    def __init__(self, run: "_Run"):
+        self.run = run
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        self.run.on_token(int(input_ids[0, -1]))
+        stop = self.run.stop.is_set()
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+class _Run:
+    def __init__(self, loaded: LoadedModel, request: GenerationRequest, emit: Callable[[Event], None],
+                 stop: threading.Event):
+        self.loaded = loaded
+        self.request = request
+        self.emit = emit
+        self.stop = stop
+        self.tokenizer = loaded.tokenizer
+        self.info = loaded.info
+        self.generated: list[int] = []
+        self.decoder = IncrementalDecoder(self.tokenizer)
+        self.text_parts: list[str] = []
+        self.t0 = 0.0
+        self.t_first: float | None = None
+        self.t_last: float | None = None
+        self.capture: Capture | None = None
+        self.n_prompt = 0
+
+    # --- set-up -------------------------------------------------------------------------------
+
+    def prompt_ids(self) -> list[int]:
+        req = self.request
+        if req.prompt_ids is not None:
+            ids = list(req.prompt_ids)
+        else:
+            ids = self.tokenizer(req.prompt)["input_ids"]
+        if not ids or ids[0] != self.info.bos_token_id:
+            ids = [self.info.bos_token_id] + ids  # OPT was trained with </s> first
+        bad = [i for i in ids if not 0 <= i < self.info.vocab_size]
+        if bad:
+            raise PromptError(f"Token id {bad[0]} is outside this model's vocabulary of {self.info.vocab_size}.")
+        return ids
+
+    def run(self) -> Finished:
+        settings = self.request.settings
+        ids = self.prompt_ids()
+        P = self.n_prompt = len(ids)
+        ctx = self.info.context_length
+        if P >= ctx:
+            raise PromptError(
+                f"The prompt is {P:,} tokens long, but {self.info.label} reads at most {ctx:,}: "
+                "shorten it to leave room for the answer."
+            )
+        notices = []
+        max_new = settings.max_new_tokens
+        if P + max_new > ctx:
+            max_new = ctx - P
+            notices.append(f"Max new tokens lowered from {settings.max_new_tokens} to {max_new}: "
+                           f"the prompt ({P} tokens) and the answer must fit in the context of {ctx}.")
+        seed = settings.seed if settings.seed is not None else random.randrange(2**31)
+        torch.manual_seed(seed)
+
+        gc = settings.replace(max_new_tokens=max_new).to_generation_config(
+            eos_token_id=self.info.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+            bos_token_id=self.info.bos_token_id)
+        device = self.loaded.device
+        input_ids = torch.tensor([ids], device=device)
+        self.emit(Started(
+            model=self.info, prompt=self.request.prompt, prompt_ids=tuple(ids),
+            prompt_pieces=tuple(token_piece(self.tokenizer, i) for i in ids), max_new_tokens=max_new, seed=seed,
+            settings=settings.model_dump(), inspect=self.request.inspect.model_dump(), notices=tuple(notices)))
+        for message in notices:
+            self.emit(Notice(message))
+
+        cancelled = False
+        self.t0 = time.perf_counter()
+        kwargs = dict(generation_config=gc, stopping_criteria=StoppingCriteriaList([_StepObserver(self)]),
+                      attention_mask=torch.ones_like(input_ids))
+        if settings.stop_strings:
+            kwargs["tokenizer"] = self.tokenizer
+        with torch.inference_mode(), Capture(self.loaded.model, self.request.inspect, self.stop,
+                                             input_ids[0]) as capture:
+            self.capture = capture
+            try:
+                self.loaded.model.generate(input_ids, **kwargs)
+            except StopRequested:
+                cancelled = True
+        cancelled = cancelled or self.stop.is_set()
+        return self.finish(cancelled, gc)
+
+    # --- per token ----------------------------------------------------------------------------
+
+    def on_token(self, token_id: int) -> None:
+        now = time.perf_counter()
+        cap = self.capture
+        index = len(self.generated)
+        position = self.n_prompt + index
+        K = self.request.inspect.top_alternatives
+        ent, tgt, rank, top_lp, top_ids = distribution_stats(
+            cap.last_logits, torch.tensor(token_id, device=cap.last_logits.device), K)
+        scalars = torch.stack([ent, tgt, rank.float()]).tolist()
+        top_probs = top_lp.exp().tolist()
+        top_ids = top_ids.tolist()
+        fed = cap.take_step(start=position - 1 if index else 0)
+        if index == 0:
+            self.t_first = now
+            logprob, entropy, ranks, p_top_ids, p_top_probs = cap.prompt_scores
+            self.emit(PromptScored(logprob=logprob, entropy=entropy, rank=ranks, top_ids=p_top_ids,
+                                   top_probs=p_top_probs, fed=fed, elapsed_s=now - self.t0))
+            fed = None
+        self.t_last = now
+        self.generated.append(token_id)
+        text = self.decoder.push(token_id)
+        self.text_parts.append(text)
+        self.emit(TokenGenerated(
+            index=index, position=position, token_id=token_id, piece=token_piece(self.tokenizer, token_id),
+            text=text, logprob=scalars[1], rank=int(scalars[2]), entropy=scalars[0], top_ids=tuple(top_ids),
+            top_probs=tuple(top_probs), top_pieces=tuple(token_piece(self.tokenizer, i) for i in top_ids),
+            elapsed_s=now - self.t0, fed=fed))
+
+    def finish(self, cancelled: bool, gc) -> Finished:
+        self.text_parts.append(self.decoder.flush())
+        text = "".join(self.text_parts)
+        n = len(self.generated)
+        if cancelled:
+            reason = "cancelled"
+        elif n and self.generated[-1] == self.info.eos_token_id:
+            reason = "eos"
+        elif n and any(s in text[-(len(s) + 64):] for s in (gc.stop_strings or ())):
+            reason = "stop_string"
+        else:
+            reason = "length"
+        elapsed = time.perf_counter() - self.t0
+        ttft = None if self.t_first is None else self.t_first - self.t0
+        rate = (n - 1) / (self.t_last - self.t_first) if n > 1 and self.t_last > self.t_first else None
+        return Finished(reason=reason, text=text, token_ids=tuple(self.generated), n_tokens=n, elapsed_s=elapsed,
+                        time_to_first_token_s=ttft, tokens_per_s=rate,
+                        memory_bytes=memory_in_use(self.loaded.device))
+
+
+def run_generation(loaded: LoadedModel, request: GenerationRequest, emit: Callable[[Event], None],
+                   stop: threading.Event) -> Finished:
+    """Generate on the calling thread (the engine's worker), emitting events; returns the summary."""
+    try:
+        finished = _Run(loaded, request, emit, stop).run()
+    except (torch.OutOfMemoryError, MemoryError):
+        raise EngineError(
+            "Out of memory while generating: lower max new tokens, shorten the prompt, "
+            "or turn off keeping full attention rows."
+        ) from None
+    emit(finished)
+    return finished

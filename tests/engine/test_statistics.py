@@ -1,0 +1,174 @@
+"""Every captured statistic against one plain full forward pass over the final token sequence."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run
+from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSettings
+from opt_desktop.session import RunTrace
+
+PROMPT = "Hello, my dog is cute and"
+
+
+def _loaded(engine):
+    return engine.call(lambda loaded: loaded).result()
+
+
+@pytest.fixture(scope="module")
+def traced(engine):
+    """A greedy run with every kind of capture on, and the reference forward pass of its tokens."""
+    request = GenerationRequest(prompt=PROMPT, settings=GenerationSettings(max_new_tokens=7),
+                                inspect=InspectSettings(keep_attention_rows=True))
+    events, finished = run(engine, request)
+    trace = RunTrace(events[0])
+    for ev in events[1:]:
+        trace.apply(ev)
+
+    model = _loaded(engine).model
+    layers = model.model.decoder.layers
+    rows = {}
+    hooks = [layers[0].register_forward_pre_hook(
+        lambda m, a, kw: rows.__setitem__(0, (a[0] if a else kw["hidden_states"])[0].clone()), with_kwargs=True)]
+    for i, layer in enumerate(layers):
+        hooks.append(layer.register_forward_hook(
+            lambda m, a, out, i=i: rows.__setitem__(i + 1, (out[0] if isinstance(out, tuple) else out)[0].clone())))
+    try:
+        with torch.no_grad():
+            out = model(torch.tensor([trace.token_ids]), output_attentions=True, use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    hidden = torch.stack([rows[i] for i in range(len(layers) + 1)]).double().numpy()  # (L+1, T, D)
+    attn = torch.stack([a[0] for a in out.attentions]).double().numpy()  # (L, H, T, T)
+    logits = out.logits[0].double()
+    return trace, finished, hidden, attn, logits, model
+
+
+def test_run_shape(traced):
+    trace, finished, hidden, attn, _, model = traced
+    assert finished.n_tokens == 7
+    assert trace.length == trace.n_prompt + 7
+    assert trace.n_layers == model.config.num_hidden_layers
+    assert hidden.shape[:2] == (trace.n_layers + 1, trace.length)
+
+
+def test_hidden_statistics(traced):
+    trace, _, hidden, _, _, _ = traced
+    fed = trace.length - 1  # the last generated token is never fed
+    ref = hidden[:, :fed]
+    np.testing.assert_allclose(trace.hidden("norm")[:, :fed], np.linalg.norm(ref, axis=-1), rtol=1e-4)
+    np.testing.assert_allclose(trace.hidden("mean")[:, :fed], ref.mean(-1), atol=1e-4)
+    np.testing.assert_allclose(trace.hidden("std")[:, :fed], ref.std(-1), rtol=1e-4)
+    np.testing.assert_allclose(trace.hidden("maxabs")[:, :fed], np.abs(ref).max(-1), rtol=1e-4)
+    np.testing.assert_array_equal(trace.hidden("argmax")[:, :fed], np.abs(ref).argmax(-1))
+    assert np.isnan(trace.hidden("norm")[:, -1]).all()
+
+
+def test_last_hidden_row_is_before_final_norm_and_projection(traced):
+    """Row L is the last decoder layer's own output, not transformers' post-norm/post-projection state."""
+    trace, _, hidden, _, _, model = traced
+    assert hidden.shape[-1] == model.config.hidden_size
+    decoder = model.model.decoder
+    if decoder.project_out is not None or decoder.final_layer_norm is not None:
+        fed = trace.length - 1
+        with torch.no_grad():
+            out = model.model(torch.tensor([trace.token_ids]), use_cache=False).last_hidden_state[0].double()
+        after = np.linalg.norm(out.numpy(), axis=-1)[:fed]
+        assert not np.allclose(trace.hidden("norm")[-1, :fed], after, rtol=1e-3)
+
+
+def test_attention_statistics(traced):
+    trace, _, _, attn, _, _ = traced
+    T = trace.length
+    fed = T - 1
+    w = attn[:, :, :fed, :]  # (L, H, t, T): query t over keys (zero after t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -np.where(w > 0, w * np.log(w), 0.0).sum(-1)
+    dist = (w * (np.arange(fed)[:, None] - np.arange(T)[None, :])).sum(-1)
+    np.testing.assert_allclose(trace.attention("entropy")[..., :fed], ent, atol=2e-4)
+    np.testing.assert_allclose(trace.attention("sink")[..., :fed], w[..., 0], atol=1e-5)
+    np.testing.assert_allclose(trace.attention("distance")[..., :fed], dist, atol=2e-3)
+    assert np.isnan(trace.attention("entropy")[..., -1]).all()
+
+
+def test_full_attention_rows(traced):
+    trace, _, _, attn, _, _ = traced
+    fed = trace.length - 1
+    L, H = attn.shape[:2]
+    for layer in range(L):
+        for head in range(H):
+            m = trace.attention_matrix(layer, head)
+            lower = np.tril_indices(fed)
+            np.testing.assert_allclose(m[:fed][lower], attn[layer, head, :fed][lower], atol=2e-3)  # float16
+
+
+def test_token_probabilities(traced):
+    """logprob, rank and entropy of token t under the raw distribution at t-1, prompt included."""
+    trace, _, _, _, logits, _ = traced
+    logp = torch.log_softmax(logits, -1).numpy()
+    ids = np.array(trace.token_ids)
+    T = trace.length
+    ref_lp = logp[np.arange(T - 1), ids[1:]]
+    # ranks deep in the vocabulary meet float32 near-ties: allow exactly the tokens within 1e-5
+    rank_lo = (logp[: T - 1] > ref_lp[:, None] + 1e-5).sum(-1) + 1
+    rank_hi = (logp[: T - 1] > ref_lp[:, None] - 1e-5).sum(-1) + 1
+    ref_ent = -(np.exp(logp) * logp).sum(-1)[: T - 1]
+    np.testing.assert_allclose(trace.logprob[1:], ref_lp, atol=1e-4)
+    assert ((rank_lo <= trace.rank[1:]) & (trace.rank[1:] <= rank_hi)).all()
+    np.testing.assert_allclose(trace.entropy[1:], ref_ent, atol=1e-4)
+    assert np.isnan(trace.logprob[0]) and trace.rank[0] == 0
+    # the top-10 alternatives, in order, with their probabilities
+    ref_top = np.argsort(-logp[: T - 1], axis=-1)[:, :10]
+    np.testing.assert_array_equal(trace.top_ids[1:], ref_top)
+    np.testing.assert_allclose(trace.top_probs[1:], np.exp(np.take_along_axis(logp[: T - 1], ref_top, -1)),
+                               rtol=1e-4)
+
+
+def test_greedy_tokens_are_rank_one(traced):
+    trace, *_ = traced
+    assert (trace.rank[trace.n_prompt:] == 1).all()
+
+
+def test_logit_lens(engine, traced):
+    trace, _, hidden, _, logits, model = traced
+    decoder = model.model.decoder
+    for position in (0, trace.n_prompt - 1, trace.length - 2):
+        target = trace.next_token(position)
+        lens = engine.logit_lens(trace.residual_rows(position), target, position).result()
+        L1 = trace.n_layers + 1
+        assert lens.top_ids.shape == (L1, 5) and lens.target_logprob.shape == (L1,)
+        # the last row's lens is the model's own distribution
+        ref = torch.log_softmax(logits[position], -1)
+        np.testing.assert_array_equal(lens.top_ids[-1], torch.topk(ref, 5).indices.numpy())
+        np.testing.assert_allclose(lens.target_logprob[-1], ref[target].item(), atol=0.02)  # float16 rows
+        # every row: final_layer_norm (if any), project_out (if any), lm_head, from the reference states
+        with torch.no_grad():
+            x = torch.tensor(hidden[:, position], dtype=torch.float32)
+            if decoder.final_layer_norm is not None:
+                x = decoder.final_layer_norm(x)
+            if decoder.project_out is not None:
+                x = decoder.project_out(x)
+            ref_rows = torch.log_softmax(model.lm_head(x).double(), -1)
+        np.testing.assert_allclose(lens.target_logprob, ref_rows[:, target].numpy(), atol=0.02)
+        np.testing.assert_allclose(lens.top_probs, np.exp(torch.topk(ref_rows, 5).values.numpy()), atol=2e-3)
+
+
+def test_lens_of_a_position_without_next_token(engine, traced):
+    trace, *_ = traced
+    assert trace.residual_rows(trace.length - 1) is None  # the last token was never fed
+    lens = engine.logit_lens(trace.residual_rows(trace.length - 2), None).result()
+    assert np.isnan(lens.target_logprob).all()
+
+
+def test_statistics_can_be_turned_off(engine):
+    request = GenerationRequest(prompt=PROMPT, settings=GenerationSettings(max_new_tokens=3),
+                                inspect=InspectSettings(hidden_stats=False, attention_stats=False,
+                                                        keep_residuals=False))
+    events, finished = run(engine, request)
+    trace = RunTrace(events[0])
+    for ev in events[1:]:
+        trace.apply(ev)
+    assert np.isnan(trace.hidden("norm")).all() and np.isnan(trace.attention("sink")).all()
+    assert trace.residual_rows(0) is None
+    assert not np.isnan(trace.logprob[1:]).any()  # token probabilities are always there

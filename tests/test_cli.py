@@ -1,0 +1,86 @@
+"""The headless front end, run as a user would run it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+CLI = [sys.executable, "-m", "opt_desktop.cli"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+
+
+def cli(*args, timeout=240):
+    return subprocess.run(CLI + list(args), env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def test_generate_streams_text_and_summary():
+    out = cli("generate", "--model", "demo", "--prompt", "Hello", "--max-new-tokens", "12", "--sample", "--seed", "5")
+    assert out.returncode == 0, out.stderr
+    summary = out.stderr.strip().splitlines()[-1]
+    assert summary.startswith("12 tokens, ") and "tokens/s" in summary and summary.endswith("finished: length")
+    again = cli("generate", "--model", "demo", "--prompt", "Hello", "--max-new-tokens", "12", "--sample", "--seed", "5")
+    assert again.stdout == out.stdout and out.stdout.strip()
+
+
+def test_json_events():
+    out = cli("generate", "--model", "demo", "--prompt", "Hi there", "--max-new-tokens", "3", "--json")
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["Started", "PromptScored"] + ["TokenGenerated"] * 3 + ["Finished"]
+    tok = events[3]
+    assert {"token_id", "text", "logprob", "rank", "entropy", "top_ids", "top_probs", "elapsed_s"} <= set(tok)
+    assert len(tok["top_ids"]) == 10 and tok["fed"]["hidden"]["norm"]
+    assert events[-1]["reason"] == "length" and events[-1]["n_tokens"] == 3
+
+
+def test_config_file_and_flags(tmp_path):
+    cfg = tmp_path / "generation_config.json"
+    cfg.write_text(json.dumps({"do_sample": True, "temperature": 0.8, "max_new_tokens": 4, "seed": 7}))
+    out = cli("generate", "--model", "demo", "--prompt", "x", "--config", str(cfg), "--json")
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert events[0]["settings"]["temperature"] == 0.8 and events[0]["seed"] == 7
+    assert events[-1]["n_tokens"] == 4
+
+
+def test_bad_settings_are_one_line():
+    out = cli("generate", "--model", "demo", "--prompt", "x", "--sample", "--temperature", "0")
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.strip() == ("error: temperature must be greater than 0 when sampling "
+                                  "(use greedy decoding for deterministic output)")
+    out = cli("generate", "--model", "demo", "--prompt", "x", "--top-p", "1.5")
+    assert out.stderr.strip() == "error: top_p: must be in (0, 1], got 1.5"
+
+
+def test_missing_model_is_one_line(tmp_path):
+    out = cli("info", "--model", str(tmp_path / "missing"))
+    assert out.returncode == 1 and out.stderr.strip() == f"error: No such folder: {tmp_path / 'missing'}"
+
+
+def test_prompt_too_long_is_one_line():
+    out = cli("generate", "--model", "demo", "--prompt", "word " * 600)
+    assert out.returncode == 1
+    assert "reads at most 512" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_info():
+    out = cli("info", "--model", "demo")
+    assert out.returncode == 0
+    assert "random weights" in out.stdout and "layers: 4" in out.stdout and "parameters:" in out.stdout
+
+
+def test_ctrl_c_stops_with_partial_result():
+    proc = subprocess.Popen(CLI + ["generate", "--model", "demo", "--prompt", "Hi", "--max-new-tokens", "500",
+                                   "--json", "--keep-attention-rows"],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    while len(lines) < 5:  # wait until tokens are flowing
+        lines.append(proc.stdout.readline())
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    events = [json.loads(line) for line in lines + rest.splitlines() if line.strip()]
+    assert proc.returncode == 0, err
+    assert events[-1]["event"] == "Finished" and events[-1]["reason"] == "cancelled"
+    assert 3 <= events[-1]["n_tokens"] < 500
+    assert "finished: cancelled" in err
