@@ -1,0 +1,145 @@
+"""Decode speed and prefill memory of the engine, as ratios to bare `model.generate` in the same process.
+
+Random-weight models with the real opt-125m / opt-350m configs (../shared/fixtures/opt-configs).
+Speed: decode tokens/s with the default inspection on (all statistics, float16 residual rows for the
+lens; no full attention rows) against `model.generate` with SDPA attention and no capture.
+Memory: peak resident memory above the start while prefilling a 2,047-token prompt (+1 token), with
+statistics on against the same prefill without them.
+
+    python benchmarks/engine_speed_memory.py [--models opt-125m opt-350m] [--tokens 48] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+from transformers import GPT2TokenizerFast, OPTConfig, OPTForCausalLM
+
+from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSettings
+from opt_desktop.engine.generate import run_generation
+from opt_desktop.engine.loader import LoadedModel, _model_info
+from opt_desktop.engine.memory import process_rss
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+
+
+def build(name: str):
+    config = OPTConfig.from_pretrained(FIXTURES / "opt-configs" / name)
+    torch.manual_seed(0)
+    model = OPTForCausalLM(config).eval()
+    tokenizer = GPT2TokenizerFast.from_pretrained(FIXTURES / "opt-tokenizer")
+    return LoadedModel(model=model, tokenizer=tokenizer, info=_model_info(name, model, "float32", "cpu"),
+                       device=torch.device("cpu"))
+
+
+def bare_decode_rate(model, ids, n: int) -> float:
+    """tokens/s of the decode steps alone: (time for 1+n tokens - time for 1 token) / n."""
+    model.set_attn_implementation("sdpa")
+    kwargs = dict(do_sample=False, pad_token_id=1, eos_token_id=None)
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        model.generate(ids, max_new_tokens=1, **kwargs)
+        t1 = time.perf_counter()
+        model.generate(ids, max_new_tokens=n + 1, **kwargs)
+        t2 = time.perf_counter()
+    return n / ((t2 - t1) - (t1 - t0))
+
+
+def engine_decode_rate(loaded, prompt_ids, n: int, inspect: InspectSettings) -> tuple[float, int]:
+    loaded.model.set_attn_implementation("eager")
+    request = GenerationRequest(prompt_ids=tuple(prompt_ids), settings=GenerationSettings(max_new_tokens=n + 1),
+                                inspect=inspect)
+    finished = run_generation(loaded, request, lambda e: None, threading.Event())
+    return finished.tokens_per_s, finished.n_tokens
+
+
+class PeakRSS:
+    """Samples resident memory every millisecond; `peak` is the largest rise above the start."""
+
+    def __enter__(self):
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # give freed heap back so the baseline is honest
+        except OSError:
+            pass
+        self.start = process_rss()
+        self.peak = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self):
+        while not self._done.is_set():
+            self.peak = max(self.peak, process_rss() - self.start)
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, process_rss() - self.start)
+
+
+def memory_ratio(loaded, length: int) -> tuple[float, float]:
+    model = loaded.model
+    ids = [2] + [(i * 7919) % 50000 + 4 for i in range(length - 1)]
+    tensor = torch.tensor([ids])
+    model.set_attn_implementation("sdpa")
+    with PeakRSS() as base, torch.inference_mode():
+        model.generate(tensor, max_new_tokens=1, do_sample=False, pad_token_id=1)
+    loaded.model.set_attn_implementation("eager")
+    request = GenerationRequest(prompt_ids=tuple(ids), settings=GenerationSettings(max_new_tokens=1))
+    with PeakRSS() as ours:
+        run_generation(loaded, request, lambda e: None, threading.Event())
+    return base.peak / 2**20, ours.peak / 2**20
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["opt-125m", "opt-350m"])
+    parser.add_argument("--tokens", type=int, default=48, help="decode steps per timed run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--prompt-tokens", type=int, default=32)
+    parser.add_argument("--memory-prompt", type=int, default=2047)
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    for name in args.models:
+        loaded = build(name)
+        prompt = loaded.tokenizer("The history of the transformer architecture begins")["input_ids"]
+        prompt = (prompt * 8)[: args.prompt_tokens]
+        ids = torch.tensor([prompt])
+        bare_decode_rate(loaded.model, ids, 4)  # warm-up
+        engine_decode_rate(loaded, prompt, 4, InspectSettings())
+        bare, ours, off = [], [], []
+        for _ in range(args.repeats):  # interleaved, so drift in machine load hits both alike
+            bare.append(bare_decode_rate(loaded.model, ids, args.tokens))
+            rate, n = engine_decode_rate(loaded, prompt, args.tokens, InspectSettings())
+            ours.append(rate)
+            rate_off, _ = engine_decode_rate(loaded, prompt, args.tokens, InspectSettings(
+                hidden_stats=False, attention_stats=False, keep_residuals=False))
+            off.append(rate_off)
+            if n != args.tokens + 1:
+                print(f"  note: the engine stopped after {n} tokens (eos)")
+        b, o, f = statistics.median(bare), statistics.median(ours), statistics.median(off)
+        print(f"{name}: decode bare generate {b:.1f} tok/s | engine, default inspection {o:.1f} tok/s "
+              f"(ratio {o / b:.3f}) | engine, no statistics {f:.1f} tok/s (ratio {f / b:.3f})")
+        if not args.skip_memory:
+            base_mb, ours_mb = memory_ratio(loaded, args.memory_prompt)
+            print(f"{name}: prefill of {args.memory_prompt} tokens, peak memory above start: bare {base_mb:.0f} MiB | "
+                  f"with statistics {ours_mb:.0f} MiB (ratio {ours_mb / max(base_mb, 1):.2f})")
+        del loaded
+        gc.collect()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
