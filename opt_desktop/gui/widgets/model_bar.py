@@ -1,0 +1,257 @@
+"""Pick a model (Hub id, local folder or the demo), a dtype and a device; load it and watch it load."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...engine.events import LoadProgress, ModelInfo
+from ...engine.settings import DEMO_SOURCE, LoadRequest
+
+DEMO_LABEL = "demo — tiny OPT, random weights"
+
+# (Hub id, approximate download in float16) — the size helps people pick one their machine can hold.
+PRESETS: tuple[tuple[str, str], ...] = (
+    ("facebook/opt-125m", "about 250 MB"),
+    ("facebook/opt-350m", "about 700 MB"),
+    ("facebook/opt-1.3b", "about 2.6 GB"),
+    ("facebook/opt-2.7b", "about 5.3 GB"),
+    ("facebook/opt-6.7b", "about 13 GB"),
+    ("facebook/opt-13b", "about 26 GB"),
+    ("facebook/opt-30b", "about 60 GB"),
+    ("facebook/opt-66b", "about 130 GB"),
+)
+
+DTYPES: tuple[tuple[str, str], ...] = (
+    ("float32", "Full precision; the safe choice on a CPU."),
+    ("bfloat16", "Half the memory of float32; recent GPUs and CPUs."),
+    ("float16", "Half the memory of float32; GPUs (slow or unsupported on many CPUs)."),
+)
+DEVICES: tuple[tuple[str, str], ...] = (
+    ("auto", "The best device this machine has: CUDA, then MPS, then the CPU."),
+    ("cpu", "The processor: works everywhere, slowest."),
+    ("cuda", "An NVIDIA GPU."),
+    ("mps", "An Apple-silicon GPU."),
+)
+
+
+def format_count(n: int) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.1f}B"
+    if n >= 1e6:
+        return f"{n / 1e6:.0f}M" if n >= 1e8 else f"{n / 1e6:.1f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f}K"
+    return str(n)
+
+
+def format_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" or size >= 100 else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def _combo(items: tuple[tuple[str, str], ...], tip: str) -> QComboBox:
+    box = QComboBox()
+    for value, help_text in items:
+        box.addItem(value, value)
+        box.setItemData(box.count() - 1, help_text, Qt.ItemDataRole.ToolTipRole)
+    box.setToolTip(tip)
+    return box
+
+
+class ModelBar(QWidget):
+    """A strip across the top of the window: source, dtype, device, Load; then loading state or the model."""
+
+    load_requested = Signal(object)  # LoadRequest
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._loading = False
+        self._recent: list[str] = []
+
+        self.source_combo = QComboBox(self)
+        self.source_combo.setEditable(True)
+        self.source_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)  # recent ones come from set_recent
+        self.source_combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.source_combo.setMinimumContentsLength(24)
+        self.source_combo.setToolTip("A Hugging Face Hub id (facebook/opt-…), a local folder, or the demo model.")
+        self.source_combo.lineEdit().setPlaceholderText("Hub id, folder or demo")
+        self.source_combo.lineEdit().returnPressed.connect(self._on_load)
+        self.folder_button = QPushButton("Folder…", self)
+        self.folder_button.setToolTip("Load a model saved in a local folder (config.json and weights).")
+        self.folder_button.clicked.connect(self._choose_folder)
+        self.dtype_combo = _combo(DTYPES, "Number format of the weights.")
+        self.device_combo = _combo(DEVICES, "Where the model runs.")
+        self.load_button = QPushButton("Load", self)
+        self.load_button.clicked.connect(self._on_load)
+
+        self.model_label = QLabel(self)
+        self.model_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status_label = QLabel(self)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.progress = QProgressBar(self)
+        self.progress.setTextVisible(False)
+        self.progress.setMaximumWidth(180)
+        self.progress.hide()
+
+        top = QHBoxLayout()
+        top.setContentsMargins(0, 0, 0, 0)
+        top.addWidget(QLabel("Model", self))
+        top.addWidget(self.source_combo, 1)
+        top.addWidget(self.folder_button)
+        top.addSpacing(8)
+        top.addWidget(QLabel("dtype", self))
+        top.addWidget(self.dtype_combo)
+        top.addWidget(QLabel("device", self))
+        top.addWidget(self.device_combo)
+        top.addSpacing(8)
+        top.addWidget(self.load_button)
+        bottom = QHBoxLayout()
+        bottom.setContentsMargins(0, 0, 0, 0)
+        bottom.addWidget(self.model_label, 1)
+        bottom.addWidget(self.status_label)
+        bottom.addWidget(self.progress)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(4)
+        layout.addLayout(top)
+        layout.addLayout(bottom)
+
+        self._fill_sources()
+        self.set_model(None)
+
+    # --- public API -----------------------------------------------------------------------------
+
+    def request(self) -> LoadRequest:
+        """The request the controls describe; raises SettingsError for an empty source."""
+        return LoadRequest.parse(source=self._source(), dtype=self.dtype_combo.currentData(),
+                                 device=self.device_combo.currentData())
+
+    def set_request(self, request: LoadRequest) -> None:
+        self._set_source(request.source)
+        self._select(self.dtype_combo, request.dtype)
+        self._select(self.device_combo, request.device)
+
+    def set_recent(self, sources: list[str]) -> None:
+        """Sources loaded before, newest first; shown after the presets."""
+        self._recent = list(dict.fromkeys(s for s in sources if s))
+        self._fill_sources()
+
+    def set_loading(self, loading: bool) -> None:
+        self._loading = loading
+        self.load_button.setEnabled(not loading)
+        self.progress.setVisible(loading)
+        if loading:
+            self.progress.setRange(0, 0)  # busy until the first progress step says otherwise
+            self.status_label.setText("Loading…")
+        else:
+            self.status_label.clear()
+
+    def is_loading(self) -> bool:
+        return self._loading
+
+    def set_progress(self, progress: LoadProgress) -> None:
+        self.status_label.setText(progress.message)
+        if progress.fraction is None:
+            self.progress.setRange(0, 0)  # indeterminate: Qt animates a busy bar
+        else:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(round(min(max(progress.fraction, 0.0), 1.0) * 1000))
+
+    def set_model(self, info: ModelInfo | None) -> None:
+        if info is None:
+            self.model_label.setText("No model loaded: pick one above and press Load.")
+            self.model_label.setToolTip("")
+            return
+        self.model_label.setText(
+            f"<b>{html.escape(info.label)}</b> · {info.dtype} · {info.device} · "
+            f"{format_count(info.n_params)} parameters · {format_bytes(info.memory_bytes)}")
+        norm = "pre-LayerNorm" if info.pre_layer_norm else "post-LayerNorm"
+        tip = (f"{html.escape(info.source)}<br>{info.n_layers} layers · {info.n_heads} heads · "
+               f"hidden {info.hidden_size} · FFN {info.ffn_dim} · {norm}<br>"
+               f"context {info.context_length} tokens · vocabulary {info.vocab_size}")
+        if info.random_weights:
+            tip += "<br><b>Random weights: the text is noise; use it to try the app.</b>"
+        self.model_label.setToolTip(tip)
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _fill_sources(self) -> None:
+        combo = self.source_combo
+        current = self._source()
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItem(DEMO_LABEL, DEMO_SOURCE)
+        combo.setItemData(0, "A tiny OPT with random weights, built in seconds with no download.",
+                          Qt.ItemDataRole.ToolTipRole)
+        for source, size in PRESETS:
+            combo.addItem(source, source)
+            combo.setItemData(combo.count() - 1, f"Download {size} in float16, twice that in float32.",
+                              Qt.ItemDataRole.ToolTipRole)
+        known = {DEMO_SOURCE} | {s for s, _ in PRESETS}
+        recent = [s for s in self._recent if s not in known]
+        if recent:
+            combo.insertSeparator(combo.count())
+            for source in recent:
+                combo.addItem(source, source)
+                combo.setItemData(combo.count() - 1, "Recently used", Qt.ItemDataRole.ToolTipRole)
+        combo.blockSignals(False)
+        self._set_source(current or DEMO_SOURCE)
+
+    def _set_source(self, source: str) -> None:
+        index = self.source_combo.findData(source)
+        if index >= 0:
+            self.source_combo.setCurrentIndex(index)
+        else:
+            self.source_combo.setEditText(source)
+        self.source_combo.lineEdit().setCursorPosition(0)  # show a long label or path from its start
+
+    def _source(self) -> str:
+        """The typed text, or the data of the item whose label it is (the demo's label means "demo")."""
+        text = self.source_combo.currentText().strip()
+        index = self.source_combo.findText(text, Qt.MatchFlag.MatchExactly)
+        if index >= 0 and self.source_combo.itemData(index):
+            return str(self.source_combo.itemData(index))
+        return text
+
+    @staticmethod
+    def _select(box: QComboBox, value: str) -> None:
+        index = box.findData(value)
+        if index >= 0:
+            box.setCurrentIndex(index)
+
+    def _choose_folder(self) -> None:
+        start = self._source()
+        start = start if Path(start).is_dir() else str(Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Choose a folder with an OPT model", start)
+        if folder:
+            self._set_source(folder)
+
+    def _on_load(self) -> None:
+        if self._loading:
+            return
+        try:
+            request = self.request()
+        except ValueError as exc:  # SettingsError: say why next to the controls, load nothing
+            self.status_label.setText(str(exc))
+            self.source_combo.setFocus()
+            return
+        self.status_label.clear()
+        self.load_requested.emit(request)

@@ -1,0 +1,412 @@
+"""A run's text as it streams, each token shaded by how unlikely it was; hover for details, click to select.
+
+Every token's characters carry a `QTextCharFormat` whose user property `POSITION` holds the token's
+position in the run, so the mouse maps to a token through the document itself. Byte-level BPE can
+split one character over several tokens: those that add no text ("") wait until the token that
+completes the character arrives, which then carries the character (and, in `GROUP_START`, the
+first position of the group).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Callable
+
+import numpy as np
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, Qt, Signal
+from PySide6.QtGui import QColor, QHelpEvent, QMouseEvent, QPalette, QTextCharFormat, QTextCursor, QTextFormat
+from PySide6.QtWidgets import QApplication, QTextEdit, QToolTip, QWidget
+
+from ...session.trace import RunTrace
+
+POSITION = QTextFormat.UserProperty + 1  # position of the token these characters belong to
+GROUP_START = QTextFormat.UserProperty + 2  # first token of a character split over several tokens
+
+# Surprisal (bits) at which the shading is full; p = 1/1024 and anything rarer look the same.
+_FULL_SHADE_BITS = 10.0
+_MAX_ALPHA = 120  # of 255: readable text on the strongest shade, and clearly lighter than the selection
+_PROMPT_TEXT_MIX = 0.35  # prompt text is blended this far toward the background: input, not output
+
+
+def _visible(text: str) -> str:
+    """Token text for a tooltip: quoted, whitespace kept, control characters made visible."""
+    shown = text.replace("\n", "↵").replace("\r", "␍").replace("\t", "⇥")
+    return f"<span style='white-space:pre'>“{html.escape(shown)}”</span>"
+
+
+def _pct(p: float) -> str:
+    if not math.isfinite(p):
+        return "–"
+    if p >= 0.9995:
+        return "100%" if p >= 1.0 else "99.9%"
+    if p >= 1e-4:
+        return f"{100 * p:.3g}%"
+    return f"{100 * p:.1e}%"
+
+
+def _mix(a: QColor, b: QColor, t: float) -> QColor:
+    return QColor.fromRgbF(*(x + (y - x) * t for x, y in zip(a.getRgbF()[:3], b.getRgbF()[:3])))
+
+
+class OutputView(QTextEdit):
+    """Read-only view of one run. Call `refresh()` as the run grows: it appends only what is new."""
+
+    token_clicked = Signal(int)  # position in the run (prompt included)
+
+    def __init__(self, parent: QWidget | None = None, piece_fn: Callable[[int], str] | None = None):
+        super().__init__(parent)
+        self._piece_fn = piece_fn
+        self._trace: RunTrace | None = None
+        self._show_prompt = False
+        self._selected: int | None = None
+        self._hover: int | None = None
+        self._press: QPoint | None = None
+        self._reset_state()
+        self.setReadOnly(True)
+        self.setUndoRedoEnabled(False)  # an undo stack for streamed text only costs memory
+        self.viewport().setMouseTracking(True)  # hover underline and tooltips without a pressed button
+        self.setPlaceholderText("Generated text appears here; the less likely a token, the darker its shade.")
+
+    def _reset_state(self) -> None:
+        self._spans: dict[int, tuple[int, int]] = {}  # position -> document range of its characters
+        self._carrier: dict[int, int] = {}  # position of a textless token -> the token that carries its text
+        self._group: dict[int, int] = {}  # carrying position -> first position of its group
+        self._pending: list[int] = []  # textless tokens waiting for the rest of their character
+        self._consumed = 0  # generated tokens rendered (or pending) so far
+        self._last_part = ""  # the last consumed token's text as drawn (Finished may still extend it)
+        self._prompt_shaded = False
+
+    # --- public API -----------------------------------------------------------------------------
+
+    def trace(self) -> RunTrace | None:
+        return self._trace
+
+    def set_trace(self, trace: RunTrace | None) -> None:
+        self._trace = trace
+        self._selected = None
+        self._hover = None
+        self._render_all()
+
+    def set_show_prompt(self, show: bool) -> None:
+        if show != self._show_prompt:
+            self._show_prompt = show
+            self._render_all()
+
+    def show_prompt(self) -> bool:
+        return self._show_prompt
+
+    def refresh(self) -> None:
+        """Append the tokens generated since the last call (and shade the prompt once it is scored)."""
+        trace = self._trace
+        if trace is None:
+            return
+        if len(trace.text_parts) < self._consumed:  # the trace shrank: not the run we drew
+            self._render_all()
+            return
+        bar = self.verticalScrollBar()
+        follow = bar.value() >= bar.maximum() - 4  # keep the newest text in view unless the user scrolled up
+        cursor = QTextCursor(self.document())
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        cursor.beginEditBlock()
+        if self._show_prompt and not self._prompt_shaded:
+            self._reshade_prompt()
+        redraw = not self._extend_last(cursor)
+        if not redraw:
+            self._append_generated(cursor)
+        cursor.endEditBlock()
+        if redraw:
+            self._render_all()
+        if follow:
+            bar.setValue(bar.maximum())
+
+    def set_selected(self, pos: int | None) -> None:
+        """Highlight the token at `pos` (None or a position not shown clears the highlight)."""
+        self._selected = pos
+        self._update_extra_selections()
+        span = self._span_of(pos)
+        if span is not None:
+            self._scroll_to(span[0])
+
+    def selected(self) -> int | None:
+        return self._selected
+
+    def span(self, pos: int) -> tuple[int, int] | None:
+        """Document range [start, end) of the characters showing token `pos`, if they are shown."""
+        return self._span_of(pos)
+
+    def position_at(self, point: QPoint) -> int | None:
+        """Token position under a viewport point, or None when the point is not on a token's text."""
+        doc_point = QPointF(point) + QPointF(self.horizontalScrollBar().value(), self.verticalScrollBar().value())
+        index = self.document().documentLayout().hitTest(doc_point, Qt.HitTestAccuracy.ExactHit)
+        if index < 0:
+            return None
+        return self.position_of_character(index)
+
+    def position_of_character(self, index: int) -> int | None:
+        """Token position stored in the format of the character at document index `index`."""
+        block = self.document().findBlock(index)
+        if not block.isValid() or index >= block.position() + block.length() - 1:
+            return None  # past the end, or the paragraph separator
+        cursor = QTextCursor(self.document())
+        cursor.setPosition(index + 1)  # charFormat() is that of the character before the cursor
+        value = cursor.charFormat().property(POSITION)
+        return int(value) if value is not None else None
+
+    def tooltip_html(self, pos: int) -> str:
+        """What hovering token `pos` shows: its text and id, probability, rank, entropy, alternatives."""
+        t = self._trace
+        if t is None or not 0 <= pos < t.length:
+            return ""
+        tid = t.token_ids[pos]
+        where = "prompt" if pos < t.n_prompt else "generated"
+        rows = [f"<b>{_visible(t.pieces[pos])}</b>&nbsp;&nbsp;id {tid} · position {pos} ({where})"]
+        lp = float(t.logprob[pos])
+        if not math.isfinite(lp):
+            rows.append("Start of the sequence: no probability." if pos == 0 else "Not scored yet.")
+        else:
+            rows.append(f"probability <b>{_pct(math.exp(lp))}</b> · rank {int(t.rank[pos])} · "
+                        f"entropy {float(t.entropy[pos]):.2f} nats")
+        first = self._group.get(pos)
+        if first is not None:
+            joint = float(np.sum(t.logprob[first: pos + 1]))
+            before = ", ".join(f"{p} ({html.escape(t.pieces[p])})" for p in range(first, pos))
+            rows.append(f"Its character began in token{'s' if pos - first > 1 else ''} {before}; "
+                        f"together: probability {_pct(math.exp(joint))}")
+        alts = self._alternatives_html(pos) if math.isfinite(lp) else ""  # nothing predicted position 0
+        if alts:
+            rows.append(alts)
+        return "<br>".join(rows)
+
+    # --- rendering ------------------------------------------------------------------------------
+
+    def _render_all(self) -> None:
+        self._reset_state()
+        self.clear()
+        trace = self._trace
+        if trace is not None:
+            cursor = QTextCursor(self.document())
+            cursor.beginEditBlock()
+            if self._show_prompt:
+                for pos in range(trace.n_prompt):
+                    self._insert(cursor, trace.pieces[pos], pos, self._prompt_format(pos))
+                self._prompt_shaded = self._prompt_scored()
+            self._append_generated(cursor)
+            cursor.endEditBlock()
+        self._update_extra_selections()
+
+    def _append_generated(self, cursor: QTextCursor) -> None:
+        trace = self._trace
+        assert trace is not None
+        parts = trace.text_parts
+        for k in range(self._consumed, len(parts)):
+            pos = trace.n_prompt + k
+            if parts[k] == "":  # part of a character: it shows up with a later token
+                self._pending.append(pos)
+                continue
+            first = self._pending[0] if self._pending else pos
+            for p in self._pending:
+                self._carrier[p] = pos
+            self._pending = []
+            fmt = self._token_format(pos, float(np.sum(trace.logprob[first: pos + 1])))
+            if first != pos:
+                self._group[pos] = first
+                fmt.setProperty(GROUP_START, first)
+            self._insert(cursor, parts[k], pos, fmt)
+        self._consumed = len(parts)
+        self._last_part = parts[-1] if parts else ""
+
+    def _extend_last(self, cursor: QTextCursor) -> bool:
+        """Catch up with the last token's text if it grew since it was drawn (a character left
+        incomplete when the run ended reaches the trace with Finished). False: redraw everything."""
+        trace = self._trace
+        assert trace is not None
+        k = self._consumed - 1
+        if k < 0 or trace.text_parts[k] == self._last_part:
+            return True
+        pos, old, new = trace.n_prompt + k, self._last_part, trace.text_parts[k]
+        if self._pending and self._pending[-1] == pos:  # it had no text yet: draw it as a new token
+            self._pending.pop()
+            self._consumed = k
+            return True
+        span = self._spans.get(pos)
+        if span is None or span[1] != cursor.position() or not new.startswith(old):
+            return False
+        first = self._group.get(pos, pos)
+        fmt = self._token_format(pos, float(np.sum(trace.logprob[first: pos + 1])))
+        if first != pos:
+            fmt.setProperty(GROUP_START, first)
+        cursor.insertText(new[len(old):], fmt)
+        self._spans[pos] = (span[0], cursor.position())
+        self._last_part = new
+        return True
+
+    def _insert(self, cursor: QTextCursor, text: str, pos: int, fmt: QTextCharFormat) -> None:
+        start = cursor.position()
+        cursor.insertText(text, fmt)
+        self._spans[pos] = (start, cursor.position())
+
+    def _token_format(self, pos: int, logprob: float) -> QTextCharFormat:
+        fmt = QTextCharFormat()
+        fmt.setProperty(POSITION, pos)
+        if math.isfinite(logprob):
+            bits = -logprob / math.log(2)
+            strength = min(max(bits / _FULL_SHADE_BITS, 0.0), 1.0)
+            shade = QColor(self.palette().color(QPalette.ColorRole.Highlight))
+            shade.setAlpha(round(strength * _MAX_ALPHA))
+            fmt.setBackground(shade)
+        return fmt
+
+    def _prompt_format(self, pos: int) -> QTextCharFormat:
+        assert self._trace is not None
+        fmt = self._token_format(pos, float(self._trace.logprob[pos]))
+        pal = self.palette()
+        fmt.setForeground(_mix(pal.color(QPalette.ColorRole.Text), pal.color(QPalette.ColorRole.Base),
+                               _PROMPT_TEXT_MIX))
+        return fmt
+
+    def _prompt_scored(self) -> bool:
+        t = self._trace
+        return t is not None and (t.n_prompt < 2 or bool(np.isfinite(t.logprob[1: t.n_prompt]).any()))
+
+    def _reshade_prompt(self) -> None:
+        """The prompt was drawn before PromptScored arrived: give its tokens their shading now."""
+        if not self._prompt_scored():
+            return
+        cursor = QTextCursor(self.document())
+        for pos in range(self._trace.n_prompt):
+            start, end = self._spans[pos]
+            cursor.setPosition(start)
+            cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
+            cursor.setCharFormat(self._prompt_format(pos))
+        self._prompt_shaded = True
+
+    def _alternatives_html(self, pos: int) -> str:
+        t = self._trace
+        assert t is not None
+        ids, probs = t.top_ids[pos], t.top_probs[pos]
+        chosen = t.token_ids[pos]
+        rows = []
+        for tid, p in zip(ids, probs):
+            if not math.isfinite(float(p)):
+                continue
+            cell = _visible(self._piece(int(tid)))
+            if int(tid) == chosen:
+                cell = f"<b>{cell}</b>"
+            rows.append(f"<tr><td>{cell}</td><td align='right'>&nbsp;&nbsp;{_pct(float(p))}</td>"
+                        f"<td>&nbsp;&nbsp;#{int(tid)}</td></tr>")
+        if not rows:
+            return ""
+        return "Top alternatives:<table cellspacing='0'>" + "".join(rows) + "</table>"
+
+    def _piece(self, token_id: int) -> str:
+        if self._piece_fn is not None:
+            try:
+                return self._piece_fn(token_id)
+            except Exception:  # a tokenizer hiccup must not break a tooltip
+                pass
+        return f"#{token_id}"
+
+    # --- selection and hover --------------------------------------------------------------------
+
+    def _span_of(self, pos: int | None) -> tuple[int, int] | None:
+        if pos is None:
+            return None
+        return self._spans.get(self._carrier.get(pos, pos))
+
+    def _update_extra_selections(self) -> None:
+        pal = self.palette()
+        selections = []
+        hover = self._span_of(self._hover)
+        if hover is not None and self._hover != self._selected:
+            sel = QTextEdit.ExtraSelection()
+            sel.cursor = self._range_cursor(*hover)
+            fmt = QTextCharFormat()
+            fmt.setUnderlineStyle(QTextCharFormat.UnderlineStyle.SingleUnderline)
+            fmt.setUnderlineColor(pal.color(QPalette.ColorRole.Highlight))
+            sel.format = fmt
+            selections.append(sel)
+        chosen = self._span_of(self._selected)
+        if chosen is not None:
+            sel = QTextEdit.ExtraSelection()
+            sel.cursor = self._range_cursor(*chosen)
+            fmt = QTextCharFormat()
+            fmt.setBackground(pal.color(QPalette.ColorRole.Highlight))
+            fmt.setForeground(pal.color(QPalette.ColorRole.HighlightedText))
+            sel.format = fmt
+            selections.append(sel)
+        self.setExtraSelections(selections)
+
+    def _range_cursor(self, start: int, end: int) -> QTextCursor:
+        cursor = QTextCursor(self.document())
+        cursor.setPosition(start)
+        cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
+        return cursor
+
+    def _scroll_to(self, index: int) -> None:
+        cursor = QTextCursor(self.document())
+        cursor.setPosition(index)
+        rect = self.cursorRect(cursor)
+        if rect.top() < 0 or rect.bottom() > self.viewport().height():
+            bar = self.verticalScrollBar()
+            bar.setValue(bar.value() + rect.center().y() - self.viewport().height() // 2)
+
+    def _set_hover(self, pos: int | None) -> None:
+        if pos != self._hover:
+            self._hover = pos
+            self._update_extra_selections()
+
+    def _token_rect(self, pos: int, point: QPoint) -> QRect:
+        """The hovered character's box, so the tooltip goes away when the mouse leaves it."""
+        index = self.document().documentLayout().hitTest(
+            QPointF(point) + QPointF(self.horizontalScrollBar().value(), self.verticalScrollBar().value()),
+            Qt.HitTestAccuracy.ExactHit)
+        cursor = QTextCursor(self.document())
+        cursor.setPosition(index)
+        left = self.cursorRect(cursor)
+        cursor.setPosition(min(index + 1, self.document().characterCount() - 1))
+        right = self.cursorRect(cursor)
+        if right.top() != left.top():  # the character ends a line: no reliable right edge
+            return QRect()
+        return QRect(QPoint(left.left(), left.top()), QPoint(max(right.left(), left.left() + 1), left.bottom()))
+
+    # --- events ---------------------------------------------------------------------------------
+
+    def viewportEvent(self, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.ToolTip:
+            assert isinstance(event, QHelpEvent)
+            pos = self.position_at(event.pos())
+            if pos is None:
+                QToolTip.hideText()
+            else:
+                QToolTip.showText(event.globalPos(), self.tooltip_html(pos), self.viewport(),
+                                  self._token_rect(pos, event.pos()))
+            return True
+        if event.type() == QEvent.Type.Leave:
+            self._set_hover(None)
+        return super().viewportEvent(event)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        super().mouseMoveEvent(event)
+        if not event.buttons():
+            self._set_hover(self.position_at(event.position().toPoint()))
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        self._press = event.position().toPoint() if event.button() == Qt.MouseButton.LeftButton else None
+        super().mousePressEvent(event)
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        super().mouseReleaseEvent(event)
+        point = event.position().toPoint()
+        if (event.button() == Qt.MouseButton.LeftButton and self._press is not None
+                and (point - self._press).manhattanLength() < QApplication.startDragDistance()):
+            pos = self.position_at(point)  # a drag selects text for copying; only a click picks a token
+            if pos is not None:
+                self.set_selected(pos)
+                self.token_clicked.emit(pos)
+        self._press = None
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:  # light/dark switch: shading comes from the palette
+            self._render_all()

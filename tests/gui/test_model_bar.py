@@ -1,0 +1,135 @@
+"""ModelBar: the request it builds, the demo's label, Load, loading state, progress and the model label."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog
+
+from fakes import fake_info
+from opt_desktop.engine.errors import SettingsError
+from opt_desktop.engine.events import LoadProgress
+from opt_desktop.engine.settings import LoadRequest
+from opt_desktop.gui.widgets.model_bar import DEMO_LABEL, PRESETS, ModelBar
+
+
+@pytest.fixture
+def bar(qtbot):
+    b = ModelBar()
+    qtbot.addWidget(b)
+    b.show()
+    qtbot.waitExposed(b)
+    return b
+
+
+def sources(bar):
+    return [bar.source_combo.itemData(i) for i in range(bar.source_combo.count())]
+
+
+def test_demo_first_with_a_readable_label(bar):
+    assert bar.source_combo.itemText(0) == DEMO_LABEL
+    assert sources(bar)[: 1 + len(PRESETS)] == ["demo"] + [s for s, _ in PRESETS]
+    assert bar.source_combo.currentText() == DEMO_LABEL
+    assert bar.request().source == "demo"
+
+
+@pytest.mark.parametrize("request_", [
+    LoadRequest(source="facebook/opt-350m", dtype="float16", device="cpu"),
+    LoadRequest(source="demo", dtype="bfloat16", device="auto"),
+    LoadRequest(source="/data/models/my-opt", dtype="float32", device="cuda"),
+    LoadRequest(source="someone/opt-finetune", dtype="float32", device="mps"),
+])
+def test_request_round_trips(bar, request_):
+    bar.set_request(request_)
+    assert bar.request() == request_
+
+
+def test_typed_source_is_used_as_typed(bar):
+    bar.source_combo.setEditText("  facebook/opt-1.3b ")
+    assert bar.request().source == "facebook/opt-1.3b"
+    bar.source_combo.setEditText("demo")
+    assert bar.request().source == "demo"
+
+
+def test_empty_source_raises_and_load_says_why(bar, qtbot):
+    bar.source_combo.setEditText("   ")
+    with pytest.raises(SettingsError):
+        bar.request()
+    with qtbot.assertNotEmitted(bar.load_requested):
+        qtbot.mouseClick(bar.load_button, Qt.MouseButton.LeftButton)
+    assert "empty" in bar.status_label.text()
+
+
+def test_load_emits_the_request(bar, qtbot):
+    wanted = LoadRequest(source="facebook/opt-125m", dtype="bfloat16", device="cpu")
+    bar.set_request(wanted)
+    with qtbot.waitSignal(bar.load_requested, timeout=1000) as blocker:
+        qtbot.mouseClick(bar.load_button, Qt.MouseButton.LeftButton)
+    assert blocker.args == [wanted]
+
+
+def test_enter_in_the_source_emits_the_request(bar, qtbot):
+    bar.source_combo.setEditText("facebook/opt-2.7b")
+    with qtbot.waitSignal(bar.load_requested, timeout=1000) as blocker:
+        qtbot.keyClick(bar.source_combo.lineEdit(), Qt.Key.Key_Return)
+    assert blocker.args[0].source == "facebook/opt-2.7b"
+
+
+def test_loading_disables_load_and_shows_progress(bar, qtbot):
+    assert not bar.progress.isVisible()
+    bar.set_loading(True)
+    assert not bar.load_button.isEnabled() and bar.progress.isVisible() and bar.is_loading()
+    with qtbot.assertNotEmitted(bar.load_requested):
+        qtbot.keyClick(bar.source_combo.lineEdit(), Qt.Key.Key_Return)
+    bar.set_progress(LoadProgress("Reading the config"))
+    assert bar.progress.maximum() == 0  # indeterminate
+    assert bar.status_label.text() == "Reading the config"
+    bar.set_progress(LoadProgress("Downloading weights", 0.25))
+    assert bar.progress.maximum() > 0
+    assert bar.progress.value() / bar.progress.maximum() == pytest.approx(0.25)
+    assert bar.status_label.text() == "Downloading weights"
+    bar.set_loading(False)
+    assert bar.load_button.isEnabled() and not bar.progress.isVisible()
+
+
+def test_model_label(bar):
+    assert "No model" in bar.model_label.text()
+    info = fake_info()
+    bar.set_model(info)
+    text = bar.model_label.text()
+    assert "random weights" in text and "float32" in text and "cpu" in text and "12.3K" in text
+    assert "48.8 KB" in text
+    bar.set_model(None)
+    assert "No model" in bar.model_label.text()
+
+
+def test_model_label_sizes(bar):
+    from dataclasses import replace
+
+    bar.set_model(replace(fake_info(), label="facebook/opt-1.3b", n_params=1_315_758_080,
+                          memory_bytes=2_631_516_160, dtype="float16", device="cuda"))
+    text = bar.model_label.text()
+    assert "1.3B parameters" in text and "2.5 GB" in text
+    bar.set_model(replace(fake_info(), n_params=125_239_296))
+    assert "125M parameters" in bar.model_label.text()
+
+
+def test_recent_sources_follow_the_presets(bar):
+    bar.set_request(LoadRequest(source="/tmp/typed", dtype="float32", device="auto"))
+    bar.set_recent(["/models/a", "facebook/opt-125m", "/models/a", "someone/opt-x"])
+    items = sources(bar)
+    presets = ["demo"] + [s for s, _ in PRESETS]
+    assert items[: len(presets)] == presets
+    assert [s for s in items[len(presets):] if s] == ["/models/a", "someone/opt-x"]  # deduplicated, no presets
+    assert bar.request().source == "/tmp/typed"  # what was typed survives
+    bar.source_combo.setCurrentIndex(items.index("someone/opt-x"))
+    assert bar.request().source == "someone/opt-x"
+
+
+def test_folder_button_puts_the_path_in_the_combo(bar, qtbot, monkeypatch, tmp_path):
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(tmp_path)))
+    qtbot.mouseClick(bar.folder_button, Qt.MouseButton.LeftButton)
+    assert bar.request().source == str(tmp_path)
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: ""))  # cancelled
+    qtbot.mouseClick(bar.folder_button, Qt.MouseButton.LeftButton)
+    assert bar.request().source == str(tmp_path)
