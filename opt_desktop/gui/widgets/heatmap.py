@@ -1,0 +1,284 @@
+"""A reusable heatmap: pyqtgraph ImageItem + ColorBarItem, labelled axes, hover read-out, clicks.
+
+Rows run top to bottom (matrix convention), columns left to right. Cell (r, c) is centred on the
+view coordinate (c, r), so integer tick values land on cell centres. NaN cells are transparent and
+show the plot background.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QPalette, QPen
+from PySide6.QtWidgets import QGraphicsRectItem, QLabel, QVBoxLayout, QWidget
+
+COLORMAP = "viridis"
+
+
+def style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
+    """Take the plot's background and axis colours from the Qt palette (light or dark)."""
+    plot.setBackground(palette.color(QPalette.ColorRole.Base))
+    fg = palette.color(QPalette.ColorRole.Text)
+    item = plot.getPlotItem()
+    for name in ("left", "bottom", "right", "top"):
+        axis = item.getAxis(name)
+        axis.setPen(pg.mkPen(fg))
+        axis.setTextPen(pg.mkPen(fg))
+    item.titleLabel.setAttr("color", fg.name())
+    item.titleLabel.setText(item.titleLabel.text)  # re-render in the new colour
+
+
+def mix(a: QColor, b: QColor, t: float) -> QColor:
+    """a blended towards b by t in [0, 1]: palette-derived tints that work in light and dark mode."""
+    t = min(max(t, 0.0), 1.0)
+    return QColor.fromRgbF(
+        a.redF() + (b.redF() - a.redF()) * t,
+        a.greenF() + (b.greenF() - a.greenF()) * t,
+        a.blueF() + (b.blueF() - a.blueF()) * t,
+    )
+
+
+@dataclass
+class Axis:
+    """How one heatmap axis is labelled: `tick(i)` on the axis, `name(i)` in the hover read-out."""
+
+    title: str
+    tick: Callable[[int], str] = str
+    name: Callable[[int], str] | None = None
+
+    def describe(self, i: int) -> str:
+        return self.name(i) if self.name else f"{self.title} {self.tick(i)}"
+
+
+class IndexAxis(pg.AxisItem):
+    """An axis over integer indices 0..n-1 that labels ticks through a function.
+
+    pyqtgraph's own spacing picks the ticks (so they thin out when zoomed out); we keep only
+    the integer ones inside the data and ask `label` for their text.
+    """
+
+    def __init__(self, orientation: str, **kwargs):
+        super().__init__(orientation, **kwargs)
+        self.enableAutoSIPrefix(False)  # indices, not quantities: never "(x0.001)"
+        self.count = 0
+        self.label_fn: Callable[[int], str] = str
+
+    def tickValues(self, minVal, maxVal, size):  # noqa: N802 (pyqtgraph's name)
+        levels = []
+        for spacing, values in super().tickValues(minVal, maxVal, size):
+            if spacing < 1:
+                continue  # no fractional indices
+            keep = [v for v in values if 0 <= v < self.count and abs(v - round(v)) < 1e-6]
+            levels.append((spacing, keep))
+        if not levels and self.count:
+            lo, hi = max(0, math.ceil(min(minVal, maxVal))), min(self.count - 1, math.floor(max(minVal, maxVal)))
+            levels.append((1, list(range(lo, hi + 1))))
+        return levels
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802
+        return [self.label_fn(int(round(v))) for v in values]
+
+
+def format_value(v: float) -> str:
+    return "no value" if not np.isfinite(v) else f"{v:.4g}"
+
+
+class Heatmap(QWidget):
+    """A rows × columns heatmap with a colour bar, a hover read-out and clickable cells."""
+
+    cell_clicked = Signal(int, int)  # (row, col)
+
+    def __init__(self, rows: Axis | None = None, cols: Axis | None = None, *,
+                 colormap: str = COLORMAP, robust: bool = False,
+                 value_format: Callable[[float], str] = format_value,
+                 hint: str = "Hover a cell to read its value; click to select.",
+                 parent: QWidget | None = None):
+        super().__init__(parent)
+        self._rows_axis = rows or Axis("row")
+        self._cols_axis = cols or Axis("column")
+        self._robust = robust  # colour limits from the 1st..99th percentile: one outlier won't wash out the rest
+        self._fixed_levels: tuple[float, float] | None = None
+        self._value_format = value_format
+        self._hint = hint
+        self._data = np.zeros((0, 0), np.float32)
+        self._highlight: tuple[int | None, int | None] = (None, None)
+
+        self._left = IndexAxis("left")
+        self._bottom = IndexAxis("bottom")
+        self.plot = pg.PlotWidget(axisItems={"left": self._left, "bottom": self._bottom})
+        item = self.plot.getPlotItem()
+        item.setMenuEnabled(False)
+        self.view: pg.ViewBox = item.getViewBox()
+        self.view.invertY(True)
+        self.view.setDefaultPadding(0.0)
+
+        self.image_item = pg.ImageItem(axisOrder="row-major")
+        self.plot.addItem(self.image_item)
+        self.colorbar = pg.ColorBarItem(colorMap=colormap, interactive=False, width=14, colorMapMenu=False)
+        self.colorbar.setImageItem(self.image_item, insert_in=item)
+
+        # Two outlines, text colour under base colour: visible on every colour of the map.
+        self._markers = (QGraphicsRectItem(), QGraphicsRectItem())
+        for z, marker in enumerate(self._markers):
+            marker.setZValue(10 + z)
+            marker.setVisible(False)
+            self.plot.addItem(marker)
+
+        self.readout = QLabel(hint)
+        self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.readout.setMinimumWidth(10)  # long token texts must not widen the whole panel
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.plot, 1)
+        layout.addWidget(self.readout)
+
+        scene = self.plot.scene()
+        scene.sigMouseMoved.connect(self._on_mouse_moved)
+        scene.sigMouseClicked.connect(self._on_mouse_clicked)
+        self.set_axes(self._rows_axis, self._cols_axis)
+        self._apply_palette()
+
+    # --- configuration -------------------------------------------------------------------------
+
+    def set_axes(self, rows: Axis, cols: Axis) -> None:
+        self._rows_axis, self._cols_axis = rows, cols
+        self._left.label_fn, self._bottom.label_fn = rows.tick, cols.tick
+        self.plot.setLabel("left", rows.title)
+        self.plot.setLabel("bottom", cols.title)
+        self._left.picture = None  # pyqtgraph caches the drawn ticks
+        self._bottom.picture = None
+        self._left.update()
+        self._bottom.update()
+
+    def set_fixed_levels(self, levels: tuple[float, float] | None) -> None:
+        """Pin the colour range (e.g. (0, 1) for weights); None = follow the data."""
+        self._fixed_levels = levels
+        self._update_levels()
+
+    def set_colorbar_label(self, text: str) -> None:
+        self.colorbar.getAxis("left").setLabel(text)
+
+    # --- data ----------------------------------------------------------------------------------
+
+    def set_data(self, values: np.ndarray) -> None:
+        """Show a 2-D array, rows × columns. NaN cells stay blank."""
+        values = np.asarray(values, dtype=np.float32)
+        if values.ndim != 2:
+            raise ValueError(f"a heatmap needs a 2-D array, got shape {values.shape}")
+        shape_changed = values.shape != self._data.shape
+        self._data = values
+        n_rows, n_cols = values.shape
+        self._left.count, self._bottom.count = n_rows, n_cols
+        if values.size == 0:
+            self.image_item.clear()
+        else:
+            self.image_item.setImage(values, autoLevels=False)
+            if shape_changed:
+                self.image_item.setRect(QRectF(-0.5, -0.5, n_cols, n_rows))
+        if shape_changed:
+            # The view keeps auto-ranging to the data until the user zooms (the "A" button resets it).
+            self.view.setLimits(xMin=-0.5, xMax=max(n_cols, 1) - 0.5, yMin=-0.5, yMax=max(n_rows, 1) - 0.5)
+            self._place_marker()
+        self._update_levels()
+
+    def data(self) -> np.ndarray:
+        """The array shown now (rows × columns)."""
+        return self._data
+
+    def clear(self) -> None:
+        self.set_data(np.zeros((0, 0), np.float32))
+        self.readout.setText(self._hint)
+
+    def _update_levels(self) -> None:
+        if self._fixed_levels is not None:
+            lo, hi = self._fixed_levels
+        else:
+            finite = self._data[np.isfinite(self._data)]
+            if finite.size == 0:
+                lo, hi = 0.0, 1.0
+            elif self._robust and finite.size > 20:
+                lo, hi = (float(x) for x in np.percentile(finite, (1, 99)))
+            else:
+                lo, hi = float(finite.min()), float(finite.max())
+            if hi <= lo:  # a constant image still needs a non-empty range
+                pad = abs(lo) * 0.01 or 0.5
+                lo, hi = lo - pad, hi + pad
+        self.colorbar.setLevels((lo, hi))
+
+    # --- highlight -----------------------------------------------------------------------------
+
+    def set_highlight(self, row: int | None = None, col: int | None = None) -> None:
+        """Outline a column (row=None), a row (col=None), a cell (both) or nothing (neither)."""
+        self._highlight = (row, col)
+        self._place_marker()
+
+    def _place_marker(self) -> None:
+        row, col = self._highlight
+        n_rows, n_cols = self._data.shape
+        visible = not (row is None and col is None) and self._data.size > 0
+        if visible:
+            x, w = (col - 0.5, 1.0) if col is not None else (-0.5, float(n_cols))
+            y, h = (row - 0.5, 1.0) if row is not None else (-0.5, float(n_rows))
+            for marker in self._markers:
+                marker.setRect(QRectF(x, y, w, h))
+        for marker in self._markers:
+            marker.setVisible(visible)
+
+    # --- mouse ---------------------------------------------------------------------------------
+
+    def cell_at(self, scene_pos: QPointF) -> tuple[int, int] | None:
+        if not self.view.sceneBoundingRect().contains(scene_pos):
+            return None
+        p = self.view.mapSceneToView(scene_pos)
+        col, row = int(math.floor(p.x() + 0.5)), int(math.floor(p.y() + 0.5))
+        n_rows, n_cols = self._data.shape
+        if 0 <= row < n_rows and 0 <= col < n_cols:
+            return row, col
+        return None
+
+    def describe(self, row: int, col: int) -> str:
+        """The read-out for one cell, e.g. "layer 3, token 12 ' the': 4.21"."""
+        value = self._value_format(float(self._data[row, col]))
+        return f"{self._rows_axis.describe(row)}, {self._cols_axis.describe(col)}: {value}"
+
+    def _on_mouse_moved(self, scene_pos: QPointF) -> None:
+        cell = self.cell_at(scene_pos)
+        self.readout.setText(self.describe(*cell) if cell else self._hint)
+
+    def _on_mouse_clicked(self, event) -> None:
+        if event.button() != Qt.MouseButton.LeftButton:
+            return
+        cell = self.cell_at(event.scenePos())
+        if cell:
+            self.cell_clicked.emit(*cell)
+
+    def leaveEvent(self, event) -> None:  # noqa: N802
+        self.readout.setText(self._hint)
+        super().leaveEvent(event)
+
+    # --- palette -------------------------------------------------------------------------------
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
+        if event.type() == QEvent.Type.PaletteChange:
+            self._apply_palette()
+        super().changeEvent(event)
+
+    def _apply_palette(self) -> None:
+        palette = self.palette()
+        style_plot(self.plot, palette)
+        fg = palette.color(QPalette.ColorRole.Text)
+        for name in ("left", "right", "top", "bottom"):
+            axis = self.colorbar.getAxis(name)
+            axis.setPen(pg.mkPen(fg))
+            axis.setTextPen(pg.mkPen(fg))
+        for marker, role, width in zip(self._markers, (QPalette.ColorRole.Text, QPalette.ColorRole.Base), (3, 1)):
+            pen = QPen(palette.color(role), width)
+            pen.setCosmetic(True)  # the same width in pixels whatever the zoom
+            marker.setPen(pen)

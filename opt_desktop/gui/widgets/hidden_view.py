@@ -1,0 +1,207 @@
+"""Hidden-state statistics: a layers × tokens heatmap and, for the selected token, a per-layer plot.
+
+Row 0 is the input of decoder layer 0 ("embed"), row l the output of layer l. Each point of the
+plot is labelled with the hidden dimension of largest |x| there: OPT's outlier dimensions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QEvent, Qt, Signal
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
+
+from ...session.trace import RunTrace
+from .heatmap import Axis, Heatmap, IndexAxis, style_plot
+from .token_table import quote_piece
+
+STATS = (("norm", "norm ‖x‖"), ("mean", "mean"), ("std", "std"), ("maxabs", "max |x|"))
+MAX_DIM_LABELS = 25  # above this many layers the numbers would overlap: hover tooltips only
+
+
+def layer_tick(row: int) -> str:
+    return "emb" if row == 0 else str(row)
+
+
+def layer_name(row: int) -> str:
+    return "embed" if row == 0 else f"layer {row}"
+
+
+def token_name(trace: RunTrace | None, pos: int, max_chars: int = 24) -> str:
+    """"token 12 ' the'", the text cut short so titles and read-outs stay on one line."""
+    if trace is None or not (0 <= pos < trace.length):
+        return f"token {pos}"
+    piece = trace.pieces[pos]
+    if len(piece) > max_chars:
+        piece = piece[: max_chars - 1] + "…"
+    return f"token {pos} {quote_piece(piece)}"
+
+
+def outlier_summary(dims: np.ndarray) -> str:
+    """Runs of layers sharing one outlier dimension: "dim 588: layers 4–12; dim 12: embed–3"."""
+    parts, start = [], 0
+    for i in range(1, len(dims) + 1):
+        if i == len(dims) or dims[i] != dims[start]:
+            if dims[start] >= 0:
+                span = layer_name(start) if i - 1 == start else f"{layer_name(start)}–{i - 1}"
+                parts.append(f"dim {dims[start]}: {span}")
+            start = i
+    return "; ".join(parts)
+
+
+class HiddenView(QWidget):
+    position_selected = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._trace: RunTrace | None = None
+        self._pos: int | None = None
+        self._plot_key: tuple | None = None  # what the line plot shows now
+
+        self.stat_box = QComboBox()
+        for key, label in STATS:
+            self.stat_box.addItem(label, key)
+        self.stat_box.setToolTip("Statistic of the hidden state (the residual stream) over its dimensions")
+        self.stat_box.currentIndexChanged.connect(self._on_stat_changed)
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel("Statistic:"))
+        bar.addWidget(self.stat_box)
+        bar.addStretch(1)
+
+        self.heatmap = Heatmap(Axis("layer", layer_tick, layer_name), Axis("token"), robust=True,
+                               hint="Hover a cell to read its value; click a column to select that token.")
+        self.heatmap.cell_clicked.connect(lambda _row, col: self.position_selected.emit(col))
+
+        self._x_axis = IndexAxis("bottom")
+        self._x_axis.label_fn = layer_tick
+        self.plot = pg.PlotWidget(axisItems={"bottom": self._x_axis})
+        self.plot.getPlotItem().setMenuEnabled(False)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.setLabel("bottom", "layer")
+        self.plot.showGrid(x=False, y=True, alpha=0.3)
+        self.plot.getPlotItem().getViewBox().setDefaultPadding(0.12)  # headroom for the dim labels
+        self.curve = self.plot.plot([], [], connect="finite")
+        self.points = pg.ScatterPlotItem(size=7, hoverable=True, tip=self._tip)
+        self.plot.addItem(self.points)
+        self._dim_labels: list[pg.TextItem] = []
+        self.dims = np.zeros(0, np.int64)
+        self.outliers = QLabel()
+        self.outliers.setWordWrap(True)
+        self.outliers.setToolTip("Hidden dimension with the largest |x| at each layer (OPT's outlier dimensions)")
+
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(self.plot, 1)
+        rl.addWidget(self.outliers)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.heatmap)
+        split.addWidget(right)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        split.setChildrenCollapsible(False)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(bar)
+        layout.addWidget(split, 1)
+        self._apply_palette()
+
+    # --- inputs --------------------------------------------------------------------------------
+
+    @property
+    def stat(self) -> str:
+        return self.stat_box.currentData()
+
+    def set_stat(self, key: str) -> None:
+        self.stat_box.setCurrentIndex(self.stat_box.findData(key))
+
+    def set_trace(self, trace: RunTrace | None) -> None:
+        self._trace = trace
+        self.heatmap.set_axes(Axis("layer", layer_tick, layer_name),
+                              Axis("token", name=lambda c: token_name(self._trace, c)))
+        self.refresh()
+
+    def set_position(self, pos: int | None) -> None:
+        self._pos = pos
+        self.heatmap.set_highlight(col=pos)
+        self._update_plot(force=True)
+
+    def refresh(self, force: bool = False) -> None:
+        """Re-read the trace (it may have grown); `force` redraws the per-layer plot too."""
+        if self._trace is None:
+            self.heatmap.clear()
+        else:
+            self.heatmap.set_data(self._trace.hidden(self.stat))
+        self.heatmap.set_highlight(col=self._pos)
+        self._update_plot(force)
+
+    def _on_stat_changed(self) -> None:
+        self.heatmap.set_colorbar_label(self.stat_box.currentText())
+        self.plot.setLabel("left", self.stat_box.currentText())
+        self._plot_key = None
+        self.refresh()
+
+    # --- per-layer plot ------------------------------------------------------------------------
+
+    def _update_plot(self, force: bool = False) -> None:
+        t, pos = self._trace, self._pos
+        # A position's values only change when it is first fed: skip the redraw on other refreshes.
+        valid = t is not None and pos is not None and 0 <= pos < t.length
+        fed = valid and bool(np.isfinite(t.hidden(self.stat)[:, pos]).any())
+        key = (id(t), pos, self.stat, fed)
+        if key == self._plot_key and not force:
+            return
+        self._plot_key = key
+        for item in self._dim_labels:
+            self.plot.removeItem(item)
+        self._dim_labels.clear()
+        if t is None or pos is None or not (0 <= pos < t.length):
+            self.curve.setData([], [])
+            self.points.setData([], [])
+            self.dims = np.zeros(0, np.int64)
+            self.plot.setTitle("Select a token")
+            self.outliers.setText("")
+            return
+        y = t.hidden(self.stat)[:, pos].astype(np.float64)
+        self.dims = t.hidden("argmax")[:, pos]
+        x = np.arange(len(y), dtype=np.float64)
+        self._x_axis.count = len(y)
+        self.plot.setXRange(-0.5, len(y) - 0.5, padding=0.02)
+        self.curve.setData(x, y)
+        ok = np.isfinite(y)
+        self.points.setData(x[ok], y[ok], data=[int(d) for d in self.dims[ok]], brush=self._point_brush)
+        self.plot.setTitle(f"{self.stat_box.currentText()} at {token_name(t, pos)}")
+        if not ok.any():
+            self.plot.setTitle(f"{token_name(t, pos)}: not fed to the model yet")
+            self.outliers.setText("")
+            return
+        self.outliers.setText("Outlier dims (largest |x|): " + outlier_summary(self.dims))
+        if len(y) <= MAX_DIM_LABELS:
+            color = self.palette().color(QPalette.ColorRole.Text)
+            for xi, yi, d in zip(x[ok], y[ok], self.dims[ok]):
+                label = pg.TextItem(str(int(d)), color=color, anchor=(0.5, 1.2))
+                label.setPos(xi, yi)
+                self.plot.addItem(label)
+                self._dim_labels.append(label)
+
+    def _tip(self, x: float, y: float, data) -> str:
+        return f"{layer_name(int(round(x)))}: {y:.4g}\noutlier dim {data}"
+
+    # --- palette -------------------------------------------------------------------------------
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
+        if event.type() == QEvent.Type.PaletteChange:
+            self._apply_palette()
+        super().changeEvent(event)
+
+    def _apply_palette(self) -> None:
+        palette = self.palette()
+        style_plot(self.plot, palette)
+        accent = palette.color(QPalette.ColorRole.Highlight)
+        self.curve.setPen(pg.mkPen(accent, width=2))
+        self._point_brush = pg.mkBrush(accent)
+        self.points.setPen(pg.mkPen(palette.color(QPalette.ColorRole.Base)))
+        self.points.setBrush(self._point_brush)
+        self._on_stat_changed()

@@ -1,0 +1,211 @@
+"""The Inspector tab: the token table on top, and tabs of views that follow one selected position.
+
+Only the visible tab is redrawn on refresh(); the others are marked stale and catch up when shown,
+so refresh() stays cheap while a run grows. The logit lens is computed elsewhere (the engine):
+the Inspector asks for it with `lens_requested` and shows what `set_lens` hands back.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QLabel, QSplitter, QStackedWidget, QTabWidget, QVBoxLayout, QWidget
+
+from ...engine.events import LensResult
+from ...session.trace import RunTrace
+from .attention_view import AttentionView
+from .hidden_view import HiddenView
+from .lens_view import LensView
+from .token_table import TokenTable, TokenTexts, format_prob, quote_piece
+
+
+class Inspector(QWidget):
+    position_selected = Signal(int)  # the user picked a token in one of the views
+    lens_requested = Signal(int)  # the lens tab needs the logit lens at this position
+
+    def __init__(self, piece_fn: Callable[[int], str] | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._trace: RunTrace | None = None
+        self._pos: int | None = None
+        # What the lens tab holds: ("none" | "pending" | "result" | "unavailable" | "unfed", position).
+        # "unfed" means the Inspector itself found no residual yet; it re-asks once the token is fed.
+        self._lens_state: tuple[str, int | None] = ("none", None)
+        self.texts = TokenTexts(piece_fn)
+
+        self.header = QLabel()
+        self.header.setTextFormat(Qt.TextFormat.PlainText)
+        self.table = TokenTable(self.texts)
+        self.hidden = HiddenView()
+        self.attention = AttentionView()
+        self.lens = LensView()
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.hidden, "Hidden states")
+        self.tabs.addTab(self.attention, "Attention")
+        self.tabs.addTab(self.lens, "Logit lens")
+        self.tabs.setDocumentMode(True)
+        self._stale: set[QWidget] = set()
+
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.table)
+        split.addWidget(self.tabs)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)
+        split.setSizes([260, 440])  # about 9 rows of tokens over the views at 1000 × 700
+        split.setChildrenCollapsible(False)
+        # No run: one centred message rather than an empty table over empty plots.
+        self.placeholder = QLabel("Nothing to inspect yet.\n\nGenerate some text: every token of the run "
+                                  "appears here, with what the model computed for it.")
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setWordWrap(True)
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.placeholder)
+        self.pages.addWidget(split)
+        self._main_page = split
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.header)
+        layout.addWidget(self.pages, 1)
+
+        self.table.position_selected.connect(self._user_picked)
+        self.hidden.position_selected.connect(self._user_picked)
+        self.attention.position_selected.connect(self._user_picked)
+        self.tabs.currentChanged.connect(self._on_tab_changed)
+        self._update_header()
+
+    # --- public API ----------------------------------------------------------------------------
+
+    def set_trace(self, trace: RunTrace | None) -> None:
+        """Show a run (None: nothing). Selects the last prompt token, whose prediction is the first generated one."""
+        self._trace = trace
+        self._lens_state = ("none", None)
+        self.texts.set_trace(trace)
+        self.table.set_trace(trace)
+        for view in (self.hidden, self.attention):
+            view.set_trace(trace)
+        self._stale.clear()
+        self.pages.setCurrentWidget(self._main_page if trace is not None else self.placeholder)
+        pos = None
+        if trace is not None and trace.length:
+            pos = max(trace.n_prompt - 1, 0)
+        self._set_position(pos, force=True)
+
+    def refresh(self) -> None:
+        """The trace grew: add rows, redraw the visible tab, let the hidden ones catch up later."""
+        if self._trace is None:
+            return
+        self.table.refresh()
+        if self._pos is None and self._trace.length:
+            self._set_position(max(self._trace.n_prompt - 1, 0))
+        current = self.tabs.currentWidget()
+        for view in (self.hidden, self.attention):
+            if view is current:
+                view.refresh()
+            else:
+                self._stale.add(view)
+        state, pos = self._lens_state
+        if state == "unfed" and pos == self._pos:
+            self._lens_state = ("none", None)
+            self._request_lens()  # the token has been fed since: its lens may be readable now
+        self._update_header()
+
+    def select_position(self, pos: int | None) -> None:
+        """Follow `pos` (from outside: does not emit position_selected)."""
+        if pos is not None and (self._trace is None or not (0 <= pos < self._trace.length)):
+            return
+        self._set_position(pos)
+
+    def selected_position(self) -> int | None:
+        return self._pos
+
+    def set_lens(self, result: LensResult | None) -> None:
+        if result is None:
+            self._lens_state = ("none", None)
+            self.lens.set_result(None)
+            return
+        if result.position != self._pos:
+            return  # a lens for a position the user has already left
+        self._lens_state = ("result", result.position)
+        self.lens.set_result(result, self._next_piece(result))
+
+    def set_lens_unavailable(self, reason: str) -> None:
+        self._lens_state = ("unavailable", self._pos)
+        self.lens.set_unavailable(reason)
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _user_picked(self, pos: int) -> None:
+        if pos != self._pos:
+            self._set_position(pos)
+            self.position_selected.emit(pos)
+
+    def _set_position(self, pos: int | None, force: bool = False) -> None:
+        if pos == self._pos and not force:
+            return
+        self._pos = pos
+        self.table.select_position(pos)
+        self.hidden.set_position(pos)
+        self.attention.set_position(pos)
+        self._request_lens()
+        self._update_header()
+
+    def _on_tab_changed(self, _index: int) -> None:
+        current = self.tabs.currentWidget()
+        if current in self._stale:
+            self._stale.discard(current)
+            current.refresh(force=True)
+        self._request_lens()
+
+    def _request_lens(self) -> None:
+        """Ask for the lens at the selected position if the lens tab shows and lacks it."""
+        if self.tabs.currentWidget() is not self.lens:
+            return
+        t, pos = self._trace, self._pos
+        if t is None or pos is None:
+            self._lens_state = ("none", None)
+            self.lens.set_result(None)
+            return
+        state, at = self._lens_state
+        if at == pos and state != "none":
+            return  # already shown, on its way, or known to be unavailable
+        if t.residual_rows(pos) is None:
+            kept = t.started.inspect.get("keep_residuals", True)
+            if not kept:
+                self._lens_state = ("unavailable", pos)
+                self.lens.set_unavailable("The residual stream was not kept for this run, so there is nothing to "
+                                          "read through the lens. Turn on “keep residuals” before generating.")
+            else:
+                self._lens_state = ("unfed", pos)
+                self.lens.set_unavailable(f"Position {pos} has not been fed to the model yet (the last generated "
+                                          "token never is), so it has no hidden states to read.")
+            return
+        self._lens_state = ("pending", pos)
+        self.lens.set_pending(pos)
+        self.lens_requested.emit(pos)
+
+    def _next_piece(self, result: LensResult) -> str | None:
+        t = self._trace
+        if t is None or result.target_id is None:
+            return None
+        if t.next_token(result.position) == result.target_id:
+            return t.pieces[result.position + 1]
+        return self.texts.text(result.target_id)
+
+    def _update_header(self) -> None:
+        t, pos = self._trace, self._pos
+        self.header.setVisible(t is not None)  # the placeholder page says it all
+        if t is None:
+            return
+        if pos is None or pos >= t.length:
+            self.header.setText(f"{t.length} tokens. Pick one in the table to inspect it.")
+            return
+        part = "prompt" if pos < t.n_prompt else "generated"
+        bits = [f"Position {pos} of {t.length}", quote_piece(t.pieces[pos]), part]
+        if pos > 0:
+            lp = float(t.logprob[pos])
+            bits.append(f"p {format_prob(float(np.exp(lp)))}")
+            bits.append(f"rank {int(t.rank[pos])}")
+            bits.append(f"entropy {float(t.entropy[pos]):.2f} nats")
+        self.header.setText("  ·  ".join(bits))
