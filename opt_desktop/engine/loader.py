@@ -57,21 +57,38 @@ def looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~", "\\")) or "\\" in source or not _HUB_ID.match(source)
 
 
+def locate(request: LoadRequest, progress: Callable[[LoadProgress], None] | None = None,
+           stop: threading.Event | None = None) -> Path | None:
+    """Find (or download) the checkpoint folder and check it is OPT; None for the demo.
+
+    Cheap failures (no such folder, not OPT, Hub unreachable) surface here, before the caller lets
+    go of the model it already has.
+    """
+    report = progress or (lambda p: None)
+    if request.source == DEMO_SOURCE:
+        return None
+    try:
+        folder = _local_folder(request.source, report, stop)
+    except _Cancelled:
+        raise ModelLoadError(f"Loading {request.source} was cancelled.") from None
+    _check_opt_config(request.source, folder)
+    return folder
+
+
 def load_model(request: LoadRequest, progress: Callable[[LoadProgress], None] | None = None,
-               stop: threading.Event | None = None) -> LoadedModel:
+               stop: threading.Event | None = None, folder: Path | None = None) -> LoadedModel:
     report = progress or (lambda p: None)
     source = request.source
     dtype = _DTYPES[request.dtype]
     device = resolve_device(request.device)
+    if folder is None and source != DEMO_SOURCE:
+        folder = locate(request, progress, stop)
     try:
         if source == DEMO_SOURCE:
             report(LoadProgress("Building the demo model…"))
             tokenizer = build_demo_tokenizer()
             model = build_demo_model(tokenizer, dtype)
-            folder = None
         else:
-            folder = _local_folder(source, report, stop)
-            _check_opt_config(source, folder)
             report(LoadProgress("Loading the tokenizer…"))
             tokenizer = _load_tokenizer(source, folder)
             report(LoadProgress("Loading the weights…"))

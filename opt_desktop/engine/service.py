@@ -46,16 +46,19 @@ class EngineService:
     # --- jobs ----------------------------------------------------------------------------------
 
     def load(self, request: LoadRequest, progress: ProgressFn | None = None) -> Future[ModelInfo]:
-        """Load a model on the worker; the previous one is released first. Fails with ModelLoadError."""
+        """Load a model on the worker. Fails with ModelLoadError; a source that cannot be found or is
+        not OPT fails before the current model is released, so the current model stays usable."""
         stop = self._new_stop()
 
         def job() -> ModelInfo:
-            from .loader import load_model
+            from .loader import load_model, locate, resolve_device
 
+            resolve_device(request.device)
+            folder = locate(request, progress, stop)  # a bad source fails here, keeping the current model
             self._loaded = None  # let the old weights go before the new ones arrive
             self._info = None
             self._tokenizer = None
-            loaded = load_model(request, progress=progress, stop=stop)
+            loaded = load_model(request, progress=progress, stop=stop, folder=folder)
             self._loaded = loaded
             self._tokenizer = loaded.tokenizer
             self._info = loaded.info
@@ -104,6 +107,13 @@ class EngineService:
         self._closed = True
         self._stop.set()
         self._executor.shutdown(wait=wait, cancel_futures=True)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait up to `timeout` s for the worker thread to end (after shutdown); True if it has."""
+        threads = list(getattr(self._executor, "_threads", ()))
+        for t in threads:
+            t.join(timeout)
+        return not any(t.is_alive() for t in threads)
 
     def _new_stop(self, stop: threading.Event | None = None) -> threading.Event:
         if self._closed:

@@ -29,6 +29,7 @@ def style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
         axis = item.getAxis(name)
         axis.setPen(pg.mkPen(fg))
         axis.setTextPen(pg.mkPen(fg))
+        axis.enableAutoSIPrefix(False)  # "(x0.001)" scaling confuses more than it helps here
     item.titleLabel.setAttr("color", fg.name())
     item.titleLabel.setText(item.titleLabel.text)  # re-render in the new colour
 

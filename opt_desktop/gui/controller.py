@@ -1,0 +1,199 @@
+"""The GUI's side of the engine: jobs as asyncio tasks, events drained into a RunTrace at ~30 Hz.
+
+The worker pushes events into a thread-safe queue and never touches the event loop per token; a
+timer on the GUI thread drains the queue, so a fast model cannot flood Qt with wake-ups. Only job
+completion hops threads (asyncio.wrap_future: one call_soon_threadsafe per job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from ..engine import EngineError, EngineService, Finished, GenerationRequest, LoadRequest, Started
+from ..session import RunTrace
+
+DRAIN_INTERVAL_MS = 33  # ~30 view updates a second
+
+
+class Controller(QObject):
+    loading_changed = Signal(bool)
+    load_progress = Signal(object)  # LoadProgress
+    model_loaded = Signal(object)  # ModelInfo
+    load_failed = Signal(str)
+    running_changed = Signal(bool)
+    run_started = Signal(object)  # RunTrace
+    run_updated = Signal()
+    run_finished = Signal(object)  # Finished
+    run_failed = Signal(str)
+    lens_ready = Signal(object)  # LensResult
+    lens_failed = Signal(int, str)
+
+    def __init__(self, engine: EngineService | None = None, parent: QObject | None = None):
+        super().__init__(parent)
+        self.engine = engine or EngineService()
+        self.trace: RunTrace | None = None
+        self.last_request: GenerationRequest | None = None
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop: threading.Event | None = None
+        self._loading = False
+        self._running = False
+        self._closed = False
+        self._tasks: set[asyncio.Task] = set()
+        self._timer = QTimer(self)
+        self._timer.setInterval(DRAIN_INTERVAL_MS)
+        self._timer.timeout.connect(self._drain)
+
+    # --- state ---------------------------------------------------------------------------------
+
+    @property
+    def is_loading(self) -> bool:
+        return self._loading
+
+    @property
+    def is_running(self) -> bool:
+        return self._running
+
+    @property
+    def model(self):
+        return self.engine.info
+
+    # --- jobs ------------------------------------------------------------------------------------
+
+    def load(self, request: LoadRequest) -> asyncio.Task:
+        return self._spawn(self._load(request))
+
+    def generate(self, request: GenerationRequest) -> asyncio.Task | None:
+        if self._running or self._loading:
+            return None
+        return self._spawn(self._generate(request))
+
+    def lens(self, position: int) -> asyncio.Task | None:
+        return self._spawn(self._lens(self.trace, position))
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _load(self, request: LoadRequest) -> None:
+        if self._running:
+            self.stop()
+        self._set_loading(True)
+        loop = asyncio.get_running_loop()
+
+        def progress(p):
+            if not self._closed:
+                loop.call_soon_threadsafe(self._emit_progress, p)
+
+        try:
+            info = await asyncio.wrap_future(self.engine.load(request, progress))
+        except EngineError as exc:
+            if not self._closed:
+                self.load_failed.emit(str(exc))
+            return
+        except Exception as exc:  # the window must survive anything the loader throws
+            if not self._closed:
+                self.load_failed.emit(f"Could not load {request.source}: {exc}")
+            return
+        finally:
+            if not self._closed:
+                self._set_loading(False)
+        if not self._closed:
+            self.model_loaded.emit(info)
+
+    def _emit_progress(self, p) -> None:
+        if not self._closed:
+            self.load_progress.emit(p)
+
+    async def _generate(self, request: GenerationRequest) -> None:
+        self.last_request = request
+        self._stop = threading.Event()
+        self._events = queue.SimpleQueue()
+        self._set_running(True)
+        self._timer.start()
+        try:
+            finished = await asyncio.wrap_future(self.engine.generate(request, self._events.put, self._stop))
+        except EngineError as exc:
+            self._drain()
+            if not self._closed:
+                self.run_failed.emit(str(exc))
+            return
+        except Exception as exc:
+            self._drain()
+            if not self._closed:
+                self.run_failed.emit(f"Generation failed: {exc}")
+            return
+        finally:
+            self._timer.stop()
+            if not self._closed:
+                self._set_running(False)
+        self._drain()
+        if not self._closed:
+            self.run_finished.emit(finished)
+
+    async def _lens(self, trace: RunTrace | None, position: int) -> None:
+        if trace is None:
+            return
+        rows = trace.residual_rows(position)
+        if rows is None:
+            reason = ("the last token was never fed to the model" if position == trace.length - 1
+                      else "residual rows were not kept for this run")
+            self.lens_failed.emit(position, reason)
+            return
+        try:
+            result = await asyncio.wrap_future(self.engine.logit_lens(rows, trace.next_token(position), position))
+        except Exception as exc:
+            if not self._closed:
+                self.lens_failed.emit(position, str(exc))
+            return
+        if not self._closed and trace is self.trace:
+            self.lens_ready.emit(result)
+
+    def _drain(self) -> None:
+        changed = False
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(event, Started):
+                self.trace = RunTrace(event)
+                self.run_started.emit(self.trace)
+            elif self.trace is not None:
+                self.trace.apply(event)
+                changed = True
+        if changed and not self._closed:
+            self.run_updated.emit()
+
+    def _set_loading(self, value: bool) -> None:
+        self._loading = value
+        self.loading_changed.emit(value)
+
+    def _set_running(self, value: bool) -> None:
+        self._running = value
+        self.running_changed.emit(value)
+
+    # --- closing ---------------------------------------------------------------------------------
+
+    def shutdown(self, timeout: float = 1.5) -> bool:
+        """Stop the worker's job and wait up to `timeout` s for the worker thread; True if it ended."""
+        self._closed = True
+        self._timer.stop()
+        self.stop()
+        self.engine.shutdown(wait=False)
+        ended = self.engine.join(timeout)
+        for task in list(self._tasks):
+            task.cancel()
+        return ended
+
+
+__all__ = ["Controller", "Finished"]

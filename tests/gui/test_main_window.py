@@ -1,0 +1,266 @@
+"""The whole window, driven as a person would, on a real qasync loop with the demo model."""
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import qasync
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+
+from opt_desktop.engine import EngineService, GenerationRequest, GenerationSettings, LoadRequest, TokenGenerated
+from opt_desktop.gui.app_state import AppState
+from opt_desktop.gui.main_window import MainWindow
+from opt_desktop.presets import PresetStore
+from opt_desktop.session import RunTrace
+
+SEEDED = GenerationSettings(max_new_tokens=24, do_sample=True, temperature=1.0, top_k=0, seed=7)
+
+
+@pytest.fixture
+def loop(qapp):
+    loop = qasync.QEventLoop(qapp)
+    asyncio.set_event_loop(loop)
+    yield loop
+    loop.close()  # now, while its Qt objects exist (qasync's __del__ would fail later)
+    asyncio.set_event_loop(None)
+
+
+def run_until(loop, predicate, timeout=60.0):
+    async def wait():
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError("condition not met in time")
+            await asyncio.sleep(0.02)
+
+    loop.run_until_complete(wait())
+
+
+def engine_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("opt-engine") and t.is_alive()]
+
+
+@pytest.fixture
+def window(qtbot, loop, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPT_DESKTOP_CONFIG_DIR", str(tmp_path / "config"))
+    w = MainWindow(state=AppState(), presets=PresetStore(tmp_path / "presets"))
+    qtbot.addWidget(w)
+    w.show()
+    w.load_model(LoadRequest(source="demo", device="cpu"))
+    run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading)
+    yield w
+    w.close()
+
+
+def reference_run(prompt, settings):
+    svc = EngineService()
+    try:
+        svc.load(LoadRequest(source="demo", device="cpu")).result()
+        events = []
+        svc.generate(GenerationRequest(prompt=prompt, settings=settings), events.append).result()
+    finally:
+        svc.shutdown()
+    trace = RunTrace(events[0])
+    for e in events[1:]:
+        trace.apply(e)
+    return trace
+
+
+def finished(w):
+    return lambda: w.controller.trace is not None and w.controller.trace.finished is not None \
+        and not w.controller.is_running
+
+
+def test_generate_matches_the_engine(window, loop):
+    window.settings_panel.set_settings(SEEDED)
+    QTest.keyClicks(window.prompt.edit, "The weather today is")
+    QTest.keyClick(window.prompt.edit, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)  # Ctrl+Enter
+    run_until(loop, finished(window))
+    assert window.prompt.text() == "The weather today is"  # Ctrl+Enter did not type a newline
+
+    ref = reference_run("The weather today is", SEEDED)
+    trace = window.controller.trace
+    assert trace.token_ids == ref.token_ids
+    assert window.output.toPlainText() == ref.text
+    window.tabs.setCurrentWidget(window.inspector)
+    model = window.inspector.table.model
+    assert model.rowCount() == ref.length
+    for pos in range(1, ref.length):
+        assert model.raw(pos, 2) == ref.token_ids[pos]
+        assert model.raw(pos, 3) == pytest.approx(float(np.exp(ref.logprob[pos])), rel=1e-5)
+        assert model.raw(pos, 4) == ref.rank[pos]
+        assert model.raw(pos, 5) == pytest.approx(float(ref.entropy[pos]), rel=1e-5)
+    assert "finished" in window.run_status.reason.text()
+    assert window.run_status.tokens.text() == f"{ref.n_generated} tokens"
+
+
+def test_stop_keeps_the_partial_result(window, loop):
+    window.settings_panel.set_settings(GenerationSettings(max_new_tokens=450, do_sample=True, seed=1))
+    window.prompt.set_text("Once upon a time")
+    window.generate_button.click()
+    run_until(loop, lambda: window.controller.trace is not None and window.controller.trace.n_generated >= 3)
+    assert window.stop_button.isEnabled() and not window.generate_button.isEnabled()
+    QTest.keyClick(window, Qt.Key.Key_Escape)
+    run_until(loop, finished(window))
+    trace = window.controller.trace
+    assert trace.finished.reason == "cancelled"
+    assert 3 <= trace.n_generated < 450
+    assert window.output.toPlainText() == trace.text
+    assert "stopped" in window.run_status.reason.text()
+    assert window.generate_button.isEnabled() and not window.stop_button.isEnabled()
+
+
+def test_failed_load_shows_a_message_and_the_window_still_works(window, loop, tmp_path):
+    missing = tmp_path / "no-such-model"
+    window.load_model(LoadRequest(source=str(missing)))
+    run_until(loop, lambda: window.banner.isVisible())
+    assert window.banner.text() == f"No such folder: {missing}"
+    assert window.controller.model is not None  # the demo model is still there
+    window.banner.dismiss()
+    window.prompt.set_text("Still alive")
+    window.settings_panel.set_settings(GenerationSettings(max_new_tokens=4))
+    window.generate()
+    run_until(loop, finished(window))
+    assert window.controller.trace.n_generated == 4
+
+
+def test_unreachable_model_at_start_falls_back_to_demo(qtbot, loop, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPT_DESKTOP_CONFIG_DIR", str(tmp_path))
+    w = MainWindow(state=AppState(), presets=PresetStore(tmp_path / "presets"))
+    qtbot.addWidget(w)
+    w.show()
+    w.load_model(LoadRequest(source="facebook/opt-not-cached-anywhere"), auto=True)
+    run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading)
+    assert w.controller.model.random_weights
+    assert "unreachable" in w.banner.text() and "demo model" in w.banner.text()
+    w.close()
+
+
+def test_bad_settings_show_a_message(window, loop, monkeypatch):
+    from opt_desktop.engine import SettingsError
+
+    def broken():
+        raise SettingsError("top_p: must be in (0, 1], got 2.0")
+
+    monkeypatch.setattr(window.settings_panel, "settings", broken)
+    window.generate()
+    assert window.banner.text() == "Cannot generate: top_p: must be in (0, 1], got 2.0"
+    assert window.controller.trace is None
+
+
+def test_prompt_too_long_is_refused_with_a_message(window, loop):
+    window.prompt.set_text("word " * 600)
+    window.generate()
+    run_until(loop, lambda: window.banner.isVisible() and not window.controller.is_running)
+    assert "reads at most 512" in window.banner.text()
+
+
+def test_clicking_a_token_selects_it_in_the_inspector_with_its_lens(window, loop):
+    window.settings_panel.set_settings(GenerationSettings(max_new_tokens=6))
+    window.prompt.set_text("Hello there")
+    window.generate()
+    run_until(loop, finished(window))
+    trace = window.controller.trace
+    pos = trace.n_prompt + 2
+    start, _ = window.output.span(pos)
+    cursor = window.output.textCursor()
+    cursor.setPosition(start + 1 if window.output.span(pos)[1] > start + 1 else start)
+    rect = window.output.cursorRect(cursor)
+    QTest.mouseClick(window.output.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                     rect.center())
+    assert window.tabs.currentWidget() is window.inspector
+    assert window.inspector.selected_position() == pos
+    window.inspector.tabs.setCurrentWidget(window.inspector.lens)
+    run_until(loop, lambda: window.inspector._lens_state == ("result", pos))
+    svc_lens = window.controller.engine.logit_lens(trace.residual_rows(pos), trace.next_token(pos), pos).result()
+    table = window.inspector.lens.table
+    assert table.rowCount() == trace.n_layers + 1
+    shown = table.item(table.rowCount() - 1, 0).text()
+    assert svc_lens.top_pieces[-1][0].strip() in shown
+
+
+def test_continue_appends_to_the_output(window, loop):
+    window.settings_panel.set_settings(GenerationSettings(max_new_tokens=5))
+    window.prompt.set_text("Hello")
+    window.generate()
+    run_until(loop, finished(window))
+    first = window.controller.trace
+    window.continue_button.click()
+    run_until(loop, lambda: window.controller.trace is not first and finished(window)())
+    second = window.controller.trace
+    assert second.token_ids[: first.length] == first.token_ids
+    assert second.n_generated == 5
+    assert window.output.toPlainText().endswith(first.text + second.text)
+
+
+def test_closing_mid_generation_leaves_no_thread(qtbot, loop, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPT_DESKTOP_CONFIG_DIR", str(tmp_path))
+    w = MainWindow(state=AppState(), presets=PresetStore(tmp_path / "presets"))
+    qtbot.addWidget(w)
+    w.show()
+    w.load_model(LoadRequest(source="demo", device="cpu"))
+    run_until(loop, lambda: w.controller.model is not None)
+    w.settings_panel.set_settings(GenerationSettings(max_new_tokens=450))
+    w.prompt.set_text("Keep going")
+    w.generate()
+    run_until(loop, lambda: w.controller.trace is not None and w.controller.trace.n_generated >= 2)
+    t0 = time.monotonic()
+    w.close()
+    assert time.monotonic() - t0 < 2.0
+    assert engine_threads() == []
+
+
+def test_closing_while_loading_leaves_no_thread(qtbot, loop, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPT_DESKTOP_CONFIG_DIR", str(tmp_path))
+    w = MainWindow(state=AppState(), presets=PresetStore(tmp_path / "presets"))
+    qtbot.addWidget(w)
+    w.show()
+    w.load_model(LoadRequest(source="demo", device="cpu"))
+    run_until(loop, lambda: w.controller.is_loading)
+    t0 = time.monotonic()
+    w.close()
+    assert time.monotonic() - t0 < 2.0
+    assert engine_threads() == []
+
+
+def test_last_model_is_remembered(window, loop, tmp_path):
+    assert AppState.load().last_model.source == "demo"
+
+
+def test_window_appears_before_torch_is_imported(tmp_path):
+    code = (
+        "import os, sys\n"
+        "os.environ['QT_QPA_PLATFORM'] = 'offscreen'\n"
+        f"os.environ['OPT_DESKTOP_CONFIG_DIR'] = {str(tmp_path)!r}\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "app = QApplication([])\n"
+        "from opt_desktop.gui.main_window import MainWindow\n"
+        "w = MainWindow()\n"
+        "w.show()\n"
+        "app.processEvents()\n"
+        "print(w.isVisible(), 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False"]
+
+
+def test_events_are_coalesced(window, loop):
+    """Views refresh at most ~30 times a second, however fast tokens arrive."""
+    updates = []
+    window.controller.run_updated.connect(lambda: updates.append(time.monotonic()))
+    window.settings_panel.set_settings(GenerationSettings(max_new_tokens=200))
+    window.prompt.set_text("Fast")
+    window.generate()
+    run_until(loop, finished(window))
+    n = window.controller.trace.n_generated
+    assert n > 0
+    span = updates[-1] - updates[0] if len(updates) > 1 else 0
+    assert len(updates) <= span * 40 + 3  # ~30 Hz with slack for timer jitter
+    if n > 60:
+        assert len(updates) < n
