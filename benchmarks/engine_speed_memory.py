@@ -15,6 +15,7 @@ import argparse
 import ctypes
 import gc
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -24,11 +25,16 @@ import torch
 from transformers import GPT2TokenizerFast, OPTConfig, OPTForCausalLM
 
 from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSettings
+from opt_desktop.engine.attention import register as register_attention
 from opt_desktop.engine.generate import run_generation
 from opt_desktop.engine.loader import LoadedModel, _model_info
-from opt_desktop.engine.memory import process_rss
+from opt_desktop.engine.memory import process_rss, return_freed_memory_promptly
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+
+
+# As the app's engine does (EngineService): both the baseline and the engine run under it.
+return_freed_memory_promptly()
 
 
 def build(name: str):
@@ -54,15 +60,25 @@ def bare_decode_rate(model, ids, n: int) -> float:
 
 
 def engine_decode_rate(loaded, prompt_ids, n: int, inspect: InspectSettings) -> tuple[float, int]:
-    loaded.model.set_attn_implementation("eager")
+    loaded.model.set_attn_implementation(register_attention())
     request = GenerationRequest(prompt_ids=tuple(prompt_ids), settings=GenerationSettings(max_new_tokens=n + 1),
                                 inspect=inspect)
     finished = run_generation(loaded, request, lambda e: None, threading.Event())
     return finished.tokens_per_s, finished.n_tokens
 
 
+def anon_rss() -> int:
+    """Anonymous resident memory (heap, tensors): unlike total RSS, not moved by code pages of
+    torch's shared libraries being faulted in the first time a kernel runs."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return process_rss()
+
+
 class PeakRSS:
-    """Samples resident memory every millisecond; `peak` is the largest rise above the start."""
+    """Samples anonymous resident memory every millisecond; `peak` is the largest rise above the start."""
 
     def __enter__(self):
         gc.collect()
@@ -70,7 +86,7 @@ class PeakRSS:
             ctypes.CDLL("libc.so.6").malloc_trim(0)  # give freed heap back so the baseline is honest
         except OSError:
             pass
-        self.start = process_rss()
+        self.start = anon_rss()
         self.peak = 0
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -79,27 +95,39 @@ class PeakRSS:
 
     def _poll(self):
         while not self._done.is_set():
-            self.peak = max(self.peak, process_rss() - self.start)
+            self.peak = max(self.peak, anon_rss() - self.start)
             time.sleep(0.001)
 
     def __exit__(self, *exc):
         self._done.set()
         self._thread.join()
-        self.peak = max(self.peak, process_rss() - self.start)
+        self.peak = max(self.peak, anon_rss() - self.start)
 
 
-def memory_ratio(loaded, length: int) -> tuple[float, float]:
+def prefill_peak(loaded, length: int, with_stats: bool) -> float:
+    """MiB above the start while prefilling `length` tokens (+1 generated), with or without statistics."""
     model = loaded.model
     ids = [2] + [(i * 7919) % 50000 + 4 for i in range(length - 1)]
-    tensor = torch.tensor([ids])
-    model.set_attn_implementation("sdpa")
-    with PeakRSS() as base, torch.inference_mode():
-        model.generate(tensor, max_new_tokens=1, do_sample=False, pad_token_id=1)
-    loaded.model.set_attn_implementation("eager")
+    if not with_stats:
+        model.set_attn_implementation("sdpa")
+        with PeakRSS() as peak, torch.inference_mode():
+            model.generate(torch.tensor([ids]), max_new_tokens=1, do_sample=False, pad_token_id=1)
+        return peak.peak / 2**20
+    model.set_attn_implementation(register_attention())
     request = GenerationRequest(prompt_ids=tuple(ids), settings=GenerationSettings(max_new_tokens=1))
-    with PeakRSS() as ours:
+    with PeakRSS() as peak:
         run_generation(loaded, request, lambda e: None, threading.Event())
-    return base.peak / 2**20, ours.peak / 2**20
+    return peak.peak / 2**20
+
+
+def memory_ratio(name: str, length: int) -> tuple[float, float]:
+    """Each prefill in a fresh process: the allocator's leftovers from one run must not hide the other's."""
+    peaks = []
+    for mode in ("bare", "stats"):
+        out = subprocess.run([sys.executable, __file__, "--memory-child", mode, "--models", name,
+                              "--memory-prompt", str(length)], capture_output=True, text=True, check=True)
+        peaks.append(float(out.stdout.strip().splitlines()[-1]))
+    return peaks[0], peaks[1]
 
 
 def main() -> int:
@@ -110,7 +138,11 @@ def main() -> int:
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--memory-prompt", type=int, default=2047)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--memory-child", choices=["bare", "stats"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_child:
+        print(prefill_peak(build(args.models[0]), args.memory_prompt, args.memory_child == "stats"))
+        return 0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     for name in args.models:
         loaded = build(name)
@@ -133,7 +165,7 @@ def main() -> int:
         print(f"{name}: decode bare generate {b:.1f} tok/s | engine, default inspection {o:.1f} tok/s "
               f"(ratio {o / b:.3f}) | engine, no statistics {f:.1f} tok/s (ratio {f / b:.3f})")
         if not args.skip_memory:
-            base_mb, ours_mb = memory_ratio(loaded, args.memory_prompt)
+            base_mb, ours_mb = memory_ratio(name, args.memory_prompt)
             print(f"{name}: prefill of {args.memory_prompt} tokens, peak memory above start: bare {base_mb:.0f} MiB | "
                   f"with statistics {ours_mb:.0f} MiB (ratio {ours_mb / max(base_mb, 1):.2f})")
         del loaded

@@ -1,9 +1,10 @@
-"""Forward hooks that reduce OPT's internals to statistics while the model runs.
+"""Hooks that reduce OPT's internals to statistics while the model runs.
 
-Each decoder layer's attention matrix is reduced (or copied to float16, when asked) inside the
-hook on its `self_attn`, so it is freed as soon as that layer ends: peak memory grows with one
-layer's H x q x k, never with L x H x T x T. The residual stream is read with hooks on the decoder
-layers themselves, because transformers' last `hidden_states` entry has already been through
+Attention weights arrive block by block from the engine's chunked eager attention (see
+attention.py) through a sink set on each layer's `self_attn`; each block is reduced (or copied to
+float16, when asked) and freed at once, so peak memory grows with one block of queries, never
+with L x H x T x T. The residual stream is read with forward hooks on the decoder layers
+themselves, because transformers' last `hidden_states` entry has already been through
 `final_layer_norm` and `project_out`.
 """
 
@@ -14,10 +15,11 @@ import threading
 import numpy as np
 import torch
 
+from .attention import SINK_ATTRIBUTE
 from .events import ATTENTION_STATS, HIDDEN_STATS, StepStats
 from .settings import InspectSettings
 
-_PROMPT_CHUNK = 128  # prompt rows per vocabulary projection when scoring the prompt
+_PROMPT_CHUNK = 32  # prompt rows per vocabulary projection when scoring the prompt
 
 
 class StopRequested(Exception):
@@ -81,8 +83,8 @@ class Capture:
         L = self.n_layers
         self._hidden: list = [None] * (L + 1)  # per row: stats (5, q) when reduced, else the (q, D) tensor
         self._residual: list = [None] * (L + 1)
-        self._attn: list = [None] * L
-        self._rows: list = [None] * L
+        self._attn: list[list] = [[] for _ in range(L)]  # per layer: reduced blocks, or the raw decode row
+        self._rows: list[list] = [[] for _ in range(L)]
         self._decode_step = False  # one query position: per-layer tensors are stacked, then reduced once
 
     # --- hook management ----------------------------------------------------------------------
@@ -96,7 +98,7 @@ class Capture:
                 self._handles.append(layer.register_forward_hook(self._make_layer_hook(i + 1)))
         if ins.attention_stats or ins.keep_attention_rows:
             for i, layer in enumerate(self.layers):
-                self._handles.append(layer.self_attn.register_forward_hook(self._make_attn_hook(i)))
+                setattr(layer.self_attn, SINK_ATTRIBUTE, self._make_attn_sink(i))
         self._handles.append(self.decoder.register_forward_hook(self._on_decoder_output))
         self._handles.append(self.model.lm_head.register_forward_hook(self._on_logits))
         return self
@@ -105,6 +107,9 @@ class Capture:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        for layer in self.layers:
+            if hasattr(layer.self_attn, SINK_ATTRIBUTE):
+                delattr(layer.self_attn, SINK_ATTRIBUTE)
 
     # --- hooks --------------------------------------------------------------------------------
 
@@ -133,24 +138,16 @@ class Capture:
             # Decode steps are batched over layers in take_step; a long prefill is reduced at once.
             self._hidden[row] = h if self._decode_step else hidden_stats(h)
 
-    def _make_attn_hook(self, layer: int):
-        def hook(module, args, output):
-            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-            if weights is None:
-                raise RuntimeError("attention weights are missing: the model must use eager attention")
-            w = weights[0]  # (H, q, k)
-            q, k = w.shape[-2:]
+    def _make_attn_sink(self, layer: int):
+        def sink(weights: torch.Tensor, first_query: int) -> None:
+            w = weights[0]  # (H, q_block, k)
             if self.inspect.keep_attention_rows:
-                self._rows[layer] = w.to(torch.float16).cpu().numpy()
+                self._rows[layer].append(w.to(torch.float16).cpu().numpy())
             if self.inspect.attention_stats:
-                if not self._decode_step:
-                    offset = k - q
-                    # One head at a time keeps the float32 temporaries at q x k.
-                    self._attn[layer] = torch.stack([attention_stats(w[h], offset) for h in range(w.shape[0])], 1)
-                else:
-                    self._attn[layer] = w
+                # Decode rows are stacked over layers and reduced once in take_step.
+                self._attn[layer].append(w if self._decode_step else attention_stats(w, first_query))
 
-        return hook
+        return sink
 
     def _on_decoder_output(self, module, args, output):
         self._forwards += 1
@@ -196,18 +193,20 @@ class Capture:
             arr = stats.cpu().numpy()
             for j, name in enumerate(HIDDEN_STATS):
                 hidden[name] = arr[j].astype(np.int64) if name == "argmax" else arr[j]
-        if self.inspect.attention_stats and self._attn[0] is not None:
+        if self.inspect.attention_stats and self._attn[0]:
             if self._decode_step:  # raw (H, 1, k) weights, reduced together
-                k = self._attn[0].shape[-1]
-                stats = attention_stats(torch.stack(self._attn), k - 1)  # (3, L, H, 1)
+                raw = torch.stack([parts[0] for parts in self._attn])  # (L, H, 1, k)
+                stats = attention_stats(raw, raw.shape[-1] - 1)  # (3, L, H, 1)
             else:
-                stats = torch.stack(self._attn, 1)  # (3, L, H, q), reduced in the hooks
+                stats = torch.stack([torch.cat(parts, -1) for parts in self._attn], 1)  # (3, L, H, q)
             arr = stats.cpu().numpy()
             for j, name in enumerate(ATTENTION_STATS):
                 attention[name] = arr[j]
         residual = None
         if self.inspect.keep_residuals and self._residual[0] is not None:
             residual = torch.stack(self._residual).cpu().numpy()  # (L+1, q, D)
-        rows = tuple(self._rows) if self.inspect.keep_attention_rows and self._rows[0] is not None else None
+        rows = None
+        if self.inspect.keep_attention_rows and self._rows[0]:
+            rows = tuple(np.concatenate(parts, axis=1) for parts in self._rows)  # per layer (H, q, k)
         self._reset()
         return StepStats(start=start, hidden=hidden, attention=attention, residual=residual, attention_rows=rows)

@@ -52,7 +52,6 @@ def build_demo_model(tokenizer, dtype=None):
         pad_token_id=1, bos_token_id=2, eos_token_id=2, dropout=0.0, attention_dropout=0.0,
         activation_dropout=0.0,
     )
-    config._attn_implementation = "eager"
     # Same weights every time, without disturbing the caller's random state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import torch
 
+from .attention import register as register_attention
 from .demo import DEMO_LABEL, build_demo_model, build_demo_tokenizer
 from .errors import ModelLoadError
 from .events import LoadProgress, ModelInfo
@@ -97,8 +98,8 @@ def load_model(request: LoadRequest, progress: Callable[[LoadProgress], None] | 
             raise _Cancelled
         model.to(device)
         model.eval()
-        # Attention weights exist only with eager attention; the engine reads them in hooks.
-        model.set_attn_implementation("eager")
+        # SDPA returns no attention weights; the engine's chunked eager attention hands them to the capture.
+        model.set_attn_implementation(register_attention())
     except _Cancelled:
         raise ModelLoadError(f"Loading {source} was cancelled.") from None
     except ModelLoadError:
@@ -232,7 +233,8 @@ def _load_tokenizer(source: str, folder: Path):
 def _load_weights(source: str, folder: Path, dtype, device: str):
     from transformers import OPTForCausalLM
 
-    kwargs = dict(dtype=dtype, attn_implementation="eager", trust_remote_code=False, low_cpu_mem_usage=True)
+    kwargs = dict(dtype=dtype, attn_implementation=register_attention(), trust_remote_code=False,
+                  low_cpu_mem_usage=True)
     if device == "cuda" and torch.cuda.device_count() > 1:
         kwargs["device_map"] = "auto"  # accelerate spreads a large checkpoint over the GPUs
     return OPTForCausalLM.from_pretrained(folder, **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 
 def process_rss() -> int | None:
@@ -21,3 +22,23 @@ def memory_in_use(device=None) -> int | None:
 
         return int(torch.cuda.memory_allocated(device))
     return process_rss()
+
+
+_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+def return_freed_memory_promptly(threshold: int = 1 << 20) -> bool:
+    """Serve allocations above `threshold` with mmap, so freed tensors go back to the system.
+
+    glibc raises its mmap threshold (up to 32 MiB) after each large free; blocks below it then come
+    from the heap, where a long prefill's temporaries fragment it and resident memory only grows.
+    A fixed threshold keeps resident memory close to live memory. Linux/glibc only; a no-op elsewhere.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError):
+        return False

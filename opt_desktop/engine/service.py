@@ -11,6 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
 from .errors import NoModelError
+from .memory import return_freed_memory_promptly
 from .events import Event, Finished, LensResult, LoadProgress, ModelInfo
 from .settings import GenerationRequest, LoadRequest
 
@@ -20,6 +21,7 @@ ProgressFn = Callable[[LoadProgress], None]
 
 class EngineService:
     def __init__(self) -> None:
+        return_freed_memory_promptly()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opt-engine")
         self._loaded = None  # engine.loader.LoadedModel, touched only on the worker
         self._info: ModelInfo | None = None

@@ -10,6 +10,7 @@ import pytest
 
 from models import save_tiny_opt
 from opt_desktop.engine import EngineService, LoadRequest, ModelLoadError
+from opt_desktop.engine.attention import ATTN_IMPLEMENTATION
 from opt_desktop.engine.loader import load_model
 
 CLI = [sys.executable, "-m", "opt_desktop.cli"]
@@ -19,7 +20,7 @@ def test_demo_model_is_labelled_random(tmp_path):
     loaded = load_model(LoadRequest(source="demo", device="cpu"))
     assert loaded.info.random_weights and "random weights" in loaded.info.label
     assert loaded.info.n_layers >= 2 and loaded.info.pre_layer_norm
-    assert loaded.model.config._attn_implementation == "eager"
+    assert loaded.model.config._attn_implementation == ATTN_IMPLEMENTATION
 
 
 def test_demo_model_is_the_same_every_time():
@@ -33,7 +34,7 @@ def test_folder_loads_with_dtype(checkpoint, dtype):
     loaded = load_model(LoadRequest(source=str(checkpoint), dtype=dtype, device="cpu"))
     assert str(next(loaded.model.parameters()).dtype) == f"torch.{dtype}"
     assert loaded.info.dtype == dtype and loaded.info.device == "cpu"
-    assert loaded.model.config._attn_implementation == "eager"
+    assert loaded.model.config._attn_implementation == ATTN_IMPLEMENTATION
 
 
 def test_progress_is_reported(checkpoint):

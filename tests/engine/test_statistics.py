@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import run
+from opt_desktop.engine import attention
 from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSettings
 from opt_desktop.session import RunTrace
 
@@ -20,7 +21,14 @@ def traced(engine):
     """A greedy run with every kind of capture on, and the reference forward pass of its tokens."""
     request = GenerationRequest(prompt=PROMPT, settings=GenerationSettings(max_new_tokens=7),
                                 inspect=InspectSettings(keep_attention_rows=True))
-    events, finished = run(engine, request)
+    # Small attention blocks (6 queries over ~8 keys x 4 heads), so the prefill is split into several
+    # query blocks, as a long prompt's is.
+    saved = attention._CHUNK_ELEMENTS
+    attention._CHUNK_ELEMENTS = 4 * 3 * 16
+    try:
+        events, finished = run(engine, request)
+    finally:
+        attention._CHUNK_ELEMENTS = saved
     trace = RunTrace(events[0])
     for ev in events[1:]:
         trace.apply(ev)
@@ -33,16 +41,33 @@ def traced(engine):
     for i, layer in enumerate(layers):
         hooks.append(layer.register_forward_hook(
             lambda m, a, out, i=i: rows.__setitem__(i + 1, (out[0] if isinstance(out, tuple) else out)[0].clone())))
+    implementation = model.config._attn_implementation
+    model.set_attn_implementation("eager")  # the reference is transformers' own eager attention
     try:
         with torch.no_grad():
             out = model(torch.tensor([trace.token_ids]), output_attentions=True, use_cache=False)
     finally:
+        model.set_attn_implementation(implementation)
         for h in hooks:
             h.remove()
     hidden = torch.stack([rows[i] for i in range(len(layers) + 1)]).double().numpy()  # (L+1, T, D)
     attn = torch.stack([a[0] for a in out.attentions]).double().numpy()  # (L, H, T, T)
     logits = out.logits[0].double()
     return trace, finished, hidden, attn, logits, model
+
+
+def test_chunked_attention_equals_eager(engine, traced):
+    """The engine's attention gives transformers' eager logits, block size notwithstanding."""
+    trace, _, _, _, logits, model = traced
+    saved = attention._CHUNK_ELEMENTS
+    attention._CHUNK_ELEMENTS = 50
+    try:
+        with torch.no_grad():
+            ours = model(torch.tensor([trace.token_ids]), use_cache=False).logits[0].double()
+    finally:
+        attention._CHUNK_ELEMENTS = saved
+    assert model.config._attn_implementation == attention.ATTN_IMPLEMENTATION
+    torch.testing.assert_close(ours, logits, atol=1e-5, rtol=1e-5)
 
 
 def test_run_shape(traced):

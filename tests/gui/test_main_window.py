@@ -3,7 +3,6 @@
 import asyncio
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -41,8 +40,9 @@ def run_until(loop, predicate, timeout=60.0):
     loop.run_until_complete(wait())
 
 
-def engine_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("opt-engine") and t.is_alive()]
+def worker_threads(window):
+    """The window's own engine worker threads still alive (other tests' engines don't count)."""
+    return [t for t in window.controller.engine._executor._threads if t.is_alive()]
 
 
 @pytest.fixture
@@ -210,9 +210,11 @@ def test_closing_mid_generation_leaves_no_thread(qtbot, loop, tmp_path, monkeypa
     w.generate()
     run_until(loop, lambda: w.controller.trace is not None and w.controller.trace.n_generated >= 2)
     t0 = time.monotonic()
+    threads = list(w.controller.engine._executor._threads)
+    assert threads  # the worker was really running
     w.close()
     assert time.monotonic() - t0 < 2.0
-    assert engine_threads() == []
+    assert worker_threads(w) == []
 
 
 def test_closing_while_loading_leaves_no_thread(qtbot, loop, tmp_path, monkeypatch):
@@ -223,9 +225,11 @@ def test_closing_while_loading_leaves_no_thread(qtbot, loop, tmp_path, monkeypat
     w.load_model(LoadRequest(source="demo", device="cpu"))
     run_until(loop, lambda: w.controller.is_loading)
     t0 = time.monotonic()
+    threads = list(w.controller.engine._executor._threads)
+    assert threads  # the worker was really running
     w.close()
     assert time.monotonic() - t0 < 2.0
-    assert engine_threads() == []
+    assert worker_threads(w) == []
 
 
 def test_last_model_is_remembered(window, loop, tmp_path):
