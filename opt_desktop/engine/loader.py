@@ -96,7 +96,8 @@ def load_model(request: LoadRequest, progress: Callable[[LoadProgress], None] | 
             model = _load_weights(source, folder, dtype, device)
         if stop is not None and stop.is_set():
             raise _Cancelled
-        model.to(device)
+        if not getattr(model, "hf_device_map", None):  # accelerate already placed a spread model
+            model.to(device)
         model.eval()
         # SDPA returns no attention weights; the engine's chunked eager attention hands them to the capture.
         model.set_attn_implementation(register_attention())

@@ -29,7 +29,10 @@ def quote_piece(piece: str) -> str:
 def format_prob(p: float) -> str:
     if not np.isfinite(p):
         return "—"
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+    if p >= 0.001:
+        return f"{p:.3f}"
+    mantissa, exponent = f"{p:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"  # 2.2e-4, not 2.2e-04: fits the column
 
 
 class TokenTexts:
@@ -217,7 +220,7 @@ class TokenTable(QWidget):
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         hh.setStretchLastSection(True)
         em = self.fontMetrics().horizontalAdvance("M")
-        for col, width in ((COL_POS, 4), (COL_TOKEN, 9), (COL_ID, 5), (COL_PROB, 5), (COL_RANK, 4), (COL_ENTROPY, 6)):
+        for col, width in ((COL_POS, 4), (COL_TOKEN, 9), (COL_ID, 5), (COL_PROB, 6), (COL_RANK, 5), (COL_ENTROPY, 6)):
             self.view.setColumnWidth(col, width * em)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
