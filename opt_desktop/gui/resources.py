@@ -1,21 +1,13 @@
-"""Where the app's files (icon) live: the repository's resources/ or the installed copy."""
+"""Where the app's files (icon, screenshot) live: the repository's top-level resources/ folder."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-_CANDIDATES = (
-    Path(__file__).resolve().parents[2] / "resources",  # a checkout / editable install
-    Path(__file__).resolve().parents[1] / "resources",  # a wheel (resources packaged inside)
-)
-
-
-def resource_dir() -> Path:
-    for folder in _CANDIDATES:
-        if folder.is_dir():
-            return folder
-    return _CANDIDATES[0]
+# The README's install is editable, so the checkout's resources/ is beside the package. A missing
+# icon only means Qt's default one.
+RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 
 
 def icon_path() -> Path:
-    return resource_dir() / "opt-desktop.svg"
+    return RESOURCES / "opt-desktop.svg"

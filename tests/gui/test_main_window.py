@@ -45,12 +45,18 @@ def worker_threads(window):
     return [t for t in window.controller.engine._executor._threads if t.is_alive()]
 
 
-@pytest.fixture
-def window(qtbot, loop, tmp_path, monkeypatch):
+def new_window(qtbot, tmp_path, monkeypatch) -> MainWindow:
+    """A fresh window whose remembered state and presets live in tmp_path."""
     monkeypatch.setenv("OPT_DESKTOP_CONFIG_DIR", str(tmp_path / "config"))
     w = MainWindow(state=AppState(), presets=PresetStore(tmp_path / "presets"))
     qtbot.addWidget(w)
     w.show()
+    return w
+
+
+@pytest.fixture
+def window(qtbot, loop, tmp_path, monkeypatch):
+    w = new_window(qtbot, tmp_path, monkeypatch)
     w.load_model(LoadRequest(source="demo", device="cpu"))
     run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading)
     yield w
@@ -130,10 +136,7 @@ def test_failed_load_shows_a_message_and_the_window_still_works(window, loop, tm
 
 
 def test_unreachable_model_at_start_falls_back_to_demo(qtbot, loop, tmp_path, monkeypatch):
-    monkeypatch.setenv("OPT_DESKTOP_CONFIG_DIR", str(tmp_path))
-    w = MainWindow(state=AppState(), presets=PresetStore(tmp_path / "presets"))
-    qtbot.addWidget(w)
-    w.show()
+    w = new_window(qtbot, tmp_path, monkeypatch)
     w.load_model(LoadRequest(source="facebook/opt-not-cached-anywhere"), auto=True)
     run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading)
     assert w.controller.model.random_weights
@@ -199,10 +202,7 @@ def test_continue_appends_to_the_output(window, loop):
 
 
 def test_closing_mid_generation_leaves_no_thread(qtbot, loop, tmp_path, monkeypatch):
-    monkeypatch.setenv("OPT_DESKTOP_CONFIG_DIR", str(tmp_path))
-    w = MainWindow(state=AppState(), presets=PresetStore(tmp_path / "presets"))
-    qtbot.addWidget(w)
-    w.show()
+    w = new_window(qtbot, tmp_path, monkeypatch)
     w.load_model(LoadRequest(source="demo", device="cpu"))
     run_until(loop, lambda: w.controller.model is not None)
     w.settings_panel.set_settings(GenerationSettings(max_new_tokens=450))
@@ -218,10 +218,7 @@ def test_closing_mid_generation_leaves_no_thread(qtbot, loop, tmp_path, monkeypa
 
 
 def test_closing_while_loading_leaves_no_thread(qtbot, loop, tmp_path, monkeypatch):
-    monkeypatch.setenv("OPT_DESKTOP_CONFIG_DIR", str(tmp_path))
-    w = MainWindow(state=AppState(), presets=PresetStore(tmp_path / "presets"))
-    qtbot.addWidget(w)
-    w.show()
+    w = new_window(qtbot, tmp_path, monkeypatch)
     w.load_model(LoadRequest(source="demo", device="cpu"))
     run_until(loop, lambda: w.controller.is_loading)
     t0 = time.monotonic()
