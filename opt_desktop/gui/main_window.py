@@ -236,10 +236,10 @@ class MainWindow(QMainWindow):
     def _on_model_loaded(self, info: ModelInfo) -> None:
         self.model_bar.set_model(info)
         self.prompt.set_counter(self.controller.engine.count_tokens, info.context_length)
-        request = self.model_bar.request()
-        self.state.remember(request)
-        self.state.save()
-        self.model_bar.set_recent(self.state.recent_sources)
+        if not self._keep_banner:  # a demo loaded as a fallback was not the person's choice
+            self.state.remember(self.model_bar.request())
+            self.state.save()
+            self.model_bar.set_recent(self.state.recent_sources)
         title = f"{info.label} — {APP_NAME}"
         self.setWindowTitle(title)
         if not self._keep_banner:  # a fallback warning stays; an old error is resolved by this load

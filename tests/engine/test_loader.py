@@ -135,3 +135,19 @@ def test_hub_unreachable_and_not_cached(tmp_path):
     assert out.returncode == 1
     assert out.stderr.strip() == ("error: Cannot load facebook/opt-125m: the Hugging Face Hub is unreachable "
                                   "and the model is not in the local cache.")
+
+
+def test_download_progress_reports_bytes_and_honours_stop():
+    """huggingface_hub drives the tqdm class it is given; ours turns bytes into LoadProgress."""
+    import threading
+
+    from opt_desktop.engine.loader import _Cancelled, _progress_tqdm
+
+    seen, stop = [], threading.Event()
+    bar = _progress_tqdm(seen.append, stop)(desc="Downloading bytes", total=4 * 2**20, unit="B")
+    bar.update(2**20)
+    assert seen[-1].fraction == pytest.approx(0.25) and "1 / 4 MB" in seen[-1].message
+    stop.set()
+    with pytest.raises(_Cancelled):
+        bar.update(2**20)
+    bar.close()
