@@ -201,10 +201,11 @@ class MainWindow(QMainWindow):
 
     def _update_buttons(self) -> None:
         c = self.controller
-        ready = c.model is not None and not c.is_loading and not c.is_running
+        idle = not c.is_loading and not c.is_running
+        ready = idle and c.model is not None
         has_run = c.trace is not None and c.trace.finished is not None
         for w in (self.generate_button, self.generate_action):
-            w.setEnabled(ready)
+            w.setEnabled(idle)  # with no model, Generate explains what to do
         for w in (self.regenerate_button, self.regenerate_action):
             w.setEnabled(ready and c.last_request is not None)
         for w in (self.continue_button, self.continue_action):
@@ -236,13 +237,13 @@ class MainWindow(QMainWindow):
     def _on_model_loaded(self, info: ModelInfo) -> None:
         self.model_bar.set_model(info)
         self.prompt.set_counter(self.controller.engine.count_tokens, info.context_length)
-        if not self._keep_banner:  # a demo loaded as a fallback was not the person's choice
+        self.setWindowTitle(f"{info.label} — {APP_NAME}")
+        if not self._keep_banner:
+            # A demo loaded as a fallback was not the person's choice, and its warning stays;
+            # any other load is remembered and resolves an earlier error.
             self.state.remember(self.model_bar.request())
             self.state.save()
             self.model_bar.set_recent(self.state.recent_sources)
-        title = f"{info.label} — {APP_NAME}"
-        self.setWindowTitle(title)
-        if not self._keep_banner:  # a fallback warning stays; an old error is resolved by this load
             self.banner.dismiss()
         self._keep_banner = False
         self._auto_load = None

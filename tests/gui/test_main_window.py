@@ -230,6 +230,17 @@ def test_closing_while_loading_leaves_no_thread(qtbot, loop, tmp_path, monkeypat
     assert worker_threads(w) == []
 
 
+def test_generate_without_a_model_says_what_to_do(qtbot, loop, tmp_path, monkeypatch):
+    w = new_window(qtbot, tmp_path, monkeypatch)
+    w.activateWindow()
+    qtbot.waitUntil(w.isActiveWindow)  # window shortcuts need an active window
+    w.prompt.set_text("Hello")
+    QTest.keyClick(w.prompt.edit, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert w.banner.text() == "No model is loaded yet: choose one in the bar above and press Load."
+    assert w.controller.trace is None
+    w.close()
+
+
 def test_last_model_is_remembered(window, loop, tmp_path):
     assert AppState.load().last_model.source == "demo"
 
