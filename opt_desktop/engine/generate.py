@@ -31,13 +31,15 @@ class _StepObserver(StoppingCriteria):
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         self.run.on_token(int(input_ids[0, -1]))
+        self.run.between_steps()
         stop = self.run.stop.is_set()
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
 class _Run:
     def __init__(self, loaded: LoadedModel, request: GenerationRequest, emit: Callable[[Event], None],
-                 stop: threading.Event):
+                 stop: threading.Event, between_steps: Callable[[], None] = lambda: None):
+        self.between_steps = between_steps
         self.loaded = loaded
         self.request = request
         self.emit = emit
@@ -166,10 +168,12 @@ class _Run:
 
 
 def run_generation(loaded: LoadedModel, request: GenerationRequest, emit: Callable[[Event], None],
-                   stop: threading.Event) -> Finished:
-    """Generate on the calling thread (the engine's worker), emitting events; returns the summary."""
+                   stop: threading.Event, between_steps: Callable[[], None] = lambda: None) -> Finished:
+    """Generate on the calling thread (the engine's worker), emitting events; returns the summary.
+
+    `between_steps` is called after each token, before the next forward step (small side jobs)."""
     try:
-        finished = _Run(loaded, request, emit, stop).run()
+        finished = _Run(loaded, request, emit, stop, between_steps).run()
     except (torch.OutOfMemoryError, MemoryError):
         raise EngineError(
             "Out of memory while generating: lower max new tokens, shorten the prompt, "

@@ -23,7 +23,9 @@ def read_through_head(model, rows: torch.Tensor) -> torch.Tensor:
         x = decoder.final_layer_norm(x)
     if decoder.project_out is not None:
         x = decoder.project_out(x)
-    return model.lm_head(x)
+    # F.linear, not lm_head(...): the lens may run between decode steps, and hooks on lm_head
+    # (the capture's among them) must not take it for a generation step.
+    return torch.nn.functional.linear(x, model.lm_head.weight, model.lm_head.bias)
 
 
 def logit_lens(loaded: LoadedModel, residual_rows, target_id: int | None, position: int = -1,

@@ -6,6 +6,7 @@ before torch has loaded. The CLI, the tests and the GUI all drive the engine thr
 
 from __future__ import annotations
 
+import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
@@ -28,6 +29,10 @@ class EngineService:
         self._tokenizer = None
         self._stop = threading.Event()  # the stop of the job now running, if any
         self._closed = False
+        # Small jobs (the logit lens) that run between decode steps while a generation holds the worker.
+        self._between: queue.SimpleQueue = queue.SimpleQueue()
+        self._between_lock = threading.Lock()
+        self._generating = False
 
     # --- state readable from any thread ------------------------------------------------------
 
@@ -80,12 +85,23 @@ class EngineService:
                 raise NoModelError("No model is loaded yet: load one first.")
             from .generate import run_generation
 
-            return run_generation(self._loaded, request, emit, stop)
+            with self._between_lock:
+                self._generating = True
+            try:
+                return run_generation(self._loaded, request, emit, stop, between_steps=self._run_between_steps)
+            finally:
+                with self._between_lock:
+                    self._generating = False
+                self._run_between_steps()  # anything queued as the run ended
 
         return self._executor.submit(job)
 
     def logit_lens(self, residual_rows, target_id: int | None, position: int = -1, top_k: int = 5) -> Future[LensResult]:
-        """Read kept residual rows (L+1, D) through the model's head, on the worker."""
+        """Read kept residual rows (L+1, D) through the model's head, on the worker.
+
+        During a generation it runs between two decode steps, so the lens of a token is live
+        rather than queued behind the whole run.
+        """
 
         def job() -> LensResult:
             if self._loaded is None:
@@ -94,7 +110,25 @@ class EngineService:
 
             return logit_lens(self._loaded, residual_rows, target_id, position=position, top_k=top_k)
 
+        with self._between_lock:
+            if self._generating:
+                future: Future = Future()
+                self._between.put((job, future))
+                return future
         return self._executor.submit(job)
+
+    def _run_between_steps(self) -> None:
+        """On the worker, between decode steps: run the small jobs that arrived during the run."""
+        while True:
+            try:
+                job, future = self._between.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(job())
+                except BaseException as exc:  # the caller sees it where it awaits the future
+                    future.set_exception(exc)
 
     def call(self, fn: Callable, *args) -> Future:
         """Run `fn(loaded_model, *args)` on the worker (tests, benchmarks, the CLI's `info`)."""

@@ -1,6 +1,7 @@
 """Generation behaviour a user relies on: same tokens as transformers, reproducible seeds, Stop, text."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -204,3 +205,25 @@ def test_incomplete_character_at_the_end_is_flushed(tokenizer):
     parts = [dec.push(i) for i in ids[:-1]]  # the emoji's last byte never comes
     assert "".join(parts) == "a"
     assert dec.flush() == "\ufffd"
+
+
+def test_logit_lens_is_served_during_a_generation(engine):
+    """The lens of a streamed token arrives while the run goes on, not after it."""
+    rows_seen = threading.Event()
+    state = {}
+
+    def emit(ev):
+        if isinstance(ev, TokenGenerated) and ev.fed is not None and "rows" not in state:
+            state["rows"], state["pos"] = ev.fed.residual[:, 0], ev.fed.start
+            rows_seen.set()
+        if isinstance(ev, TokenGenerated):
+            time.sleep(0.005)  # a slower model: the run lasts well over the lens's few milliseconds
+
+    ctx = _loaded(engine).info.context_length
+    run_future = engine.generate(GenerationRequest(prompt=PROMPT, settings=GenerationSettings(
+        max_new_tokens=min(200, ctx - 16))), emit)
+    assert rows_seen.wait(30)
+    lens = engine.logit_lens(state["rows"], None, state["pos"]).result(timeout=30)
+    assert not run_future.done()  # served between two decode steps
+    assert lens.position == state["pos"] and lens.top_ids.shape[1] == 5
+    assert run_future.result().n_tokens > 0
