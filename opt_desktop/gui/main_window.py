@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 from ..engine import (
     DEMO_SOURCE,
     GenerationRequest,
+    GenerationSettings,
     InspectSettings,
     LoadRequest,
     ModelInfo,
@@ -276,24 +277,22 @@ class MainWindow(QMainWindow):
         self.banner.dismiss()
         return True
 
-    def generate(self) -> None:
-        if not self.generate_button.isEnabled():
-            return
+    def _settings(self, action: str) -> GenerationSettings | None:
+        """The panel's settings, or None after telling the person why they cannot be used."""
         try:
-            settings = self.settings_panel.settings()
+            return self.settings_panel.settings()
         except SettingsError as exc:
-            self.show_error(f"Cannot generate: {exc}")
+            self.show_error(f"Cannot {action}: {exc}")
+            return None
+
+    def generate(self) -> None:
+        if not self.generate_button.isEnabled() or (settings := self._settings("generate")) is None:
             return
         self._start(GenerationRequest(prompt=self.prompt.text(), settings=settings, inspect=self._inspect()))
 
     def regenerate(self) -> None:
         last = self.controller.last_request
-        if last is None or not self.regenerate_button.isEnabled():
-            return
-        try:
-            settings = self.settings_panel.settings()
-        except SettingsError as exc:
-            self.show_error(f"Cannot regenerate: {exc}")
+        if last is None or not self.regenerate_button.isEnabled() or (settings := self._settings("regenerate")) is None:
             return
         self._start(last.replace(settings=settings, inspect=self._inspect()))
 
@@ -301,10 +300,7 @@ class MainWindow(QMainWindow):
         trace = self.controller.trace
         if trace is None or trace.finished is None or not self.continue_button.isEnabled():
             return
-        try:
-            settings = self.settings_panel.settings()
-        except SettingsError as exc:
-            self.show_error(f"Cannot continue: {exc}")
+        if (settings := self._settings("continue")) is None:
             return
         # The earlier prompt and output become the new prompt, token for token (no re-tokenising).
         request = GenerationRequest(prompt=trace.started.prompt + trace.text, prompt_ids=tuple(trace.token_ids),
