@@ -77,7 +77,6 @@ class Capture:
         self._reset()
         self.last_logits: torch.Tensor | None = None
         self.prompt_scores = None  # set by the first (prefill) forward: see _score_prompt
-        self._forwards = 0
 
     def _reset(self) -> None:
         L = self.n_layers
@@ -150,8 +149,7 @@ class Capture:
         return sink
 
     def _on_decoder_output(self, module, args, output):
-        self._forwards += 1
-        if self._forwards == 1:
+        if self.prompt_scores is None:  # the first forward of a run is the prefill
             self._score_prompt(output.last_hidden_state[0])
 
     def _on_logits(self, module, args, output):

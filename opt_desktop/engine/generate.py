@@ -115,7 +115,7 @@ class _Run:
             except StopRequested:
                 cancelled = True
         cancelled = cancelled or self.stop.is_set()
-        return self.finish(cancelled, gc)
+        return self.finish(cancelled)
 
     # --- per token ----------------------------------------------------------------------------
 
@@ -147,7 +147,7 @@ class _Run:
             top_probs=tuple(top_probs), top_pieces=tuple(token_piece(self.tokenizer, i) for i in top_ids),
             elapsed_s=now - self.t0, fed=fed))
 
-    def finish(self, cancelled: bool, gc) -> Finished:
+    def finish(self, cancelled: bool) -> Finished:
         self.text_parts.append(self.decoder.flush())
         text = "".join(self.text_parts)
         n = len(self.generated)
@@ -155,7 +155,7 @@ class _Run:
             reason = "cancelled"
         elif n and self.generated[-1] == self.info.eos_token_id:
             reason = "eos"
-        elif n and any(s in text[-(len(s) + 64):] for s in (gc.stop_strings or ())):
+        elif n and any(s in text[-(len(s) + 64):] for s in self.request.settings.stop_strings):
             reason = "stop_string"
         else:
             reason = "length"

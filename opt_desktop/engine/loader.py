@@ -82,8 +82,8 @@ def load_model(request: LoadRequest, progress: Callable[[LoadProgress], None] | 
     source = request.source
     dtype = _DTYPES[request.dtype]
     device = resolve_device(request.device)
-    if folder is None and source != DEMO_SOURCE:
-        folder = locate(request, progress, stop)
+    if folder is None:
+        folder = locate(request, progress, stop)  # None for the demo
     try:
         if source == DEMO_SOURCE:
             report(LoadProgress("Building the demo model…"))

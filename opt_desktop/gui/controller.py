@@ -13,7 +13,7 @@ import threading
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from ..engine import EngineError, EngineService, Finished, GenerationRequest, LoadRequest, Started
+from ..engine import EngineError, EngineService, GenerationRequest, LoadRequest, Started
 from ..session import RunTrace
 
 DRAIN_INTERVAL_MS = 33  # ~30 view updates a second
@@ -195,5 +195,3 @@ class Controller(QObject):
             task.cancel()
         return ended
 
-
-__all__ = ["Controller", "Finished"]

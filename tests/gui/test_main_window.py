@@ -40,9 +40,14 @@ def run_until(loop, predicate, timeout=60.0):
     loop.run_until_complete(wait())
 
 
-def worker_threads(window):
-    """The window's own engine worker threads still alive (other tests' engines don't count)."""
-    return [t for t in window.controller.engine._executor._threads if t.is_alive()]
+def assert_closes_promptly(window):
+    """Closing stops the window's own worker (other tests' engines don't count) within 2 s."""
+    threads = list(window.controller.engine._executor._threads)
+    assert threads  # the worker was really running
+    t0 = time.monotonic()
+    window.close()
+    assert time.monotonic() - t0 < 2.0
+    assert [t for t in threads if t.is_alive()] == []
 
 
 def new_window(qtbot, tmp_path, monkeypatch) -> MainWindow:
@@ -210,24 +215,14 @@ def test_closing_mid_generation_leaves_no_thread(qtbot, loop, tmp_path, monkeypa
     w.prompt.set_text("Keep going")
     w.generate()
     run_until(loop, lambda: w.controller.trace is not None and w.controller.trace.n_generated >= 2)
-    t0 = time.monotonic()
-    threads = list(w.controller.engine._executor._threads)
-    assert threads  # the worker was really running
-    w.close()
-    assert time.monotonic() - t0 < 2.0
-    assert worker_threads(w) == []
+    assert_closes_promptly(w)
 
 
 def test_closing_while_loading_leaves_no_thread(qtbot, loop, tmp_path, monkeypatch):
     w = new_window(qtbot, tmp_path, monkeypatch)
     w.load_model(LoadRequest(source="demo", device="cpu"))
     run_until(loop, lambda: w.controller.is_loading)
-    t0 = time.monotonic()
-    threads = list(w.controller.engine._executor._threads)
-    assert threads  # the worker was really running
-    w.close()
-    assert time.monotonic() - t0 < 2.0
-    assert worker_threads(w) == []
+    assert_closes_promptly(w)
 
 
 def test_generate_without_a_model_says_what_to_do(qtbot, loop, tmp_path, monkeypatch):
