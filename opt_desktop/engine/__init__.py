@@ -3,6 +3,7 @@
 from .errors import EngineError, ModelLoadError, NoModelError, PromptError, SettingsError
 from .events import (
     Finished,
+    HeadMaskChanged,
     LensResult,
     LoadProgress,
     ModelInfo,
@@ -13,10 +14,17 @@ from .events import (
     TokenGenerated,
 )
 from .service import EngineService
-from .settings import DEMO_SOURCE, GenerationRequest, GenerationSettings, InspectSettings, LoadRequest
+from .settings import (
+    DEMO_SOURCE,
+    GenerationRequest,
+    GenerationSettings,
+    HeadScale,
+    InspectSettings,
+    LoadRequest,
+)
 
 __all__ = [
-    "DEMO_SOURCE", "EngineError", "EngineService", "Finished", "GenerationRequest", "GenerationSettings",
+    "DEMO_SOURCE", "EngineError", "EngineService", "Finished", "GenerationRequest", "GenerationSettings", "HeadMaskChanged", "HeadScale",
     "InspectSettings", "LensResult", "LoadProgress", "LoadRequest", "ModelInfo", "ModelLoadError",
     "NoModelError", "Notice", "PromptError", "PromptScored", "SettingsError", "Started", "StepStats",
     "TokenGenerated",

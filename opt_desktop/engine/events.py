@@ -35,6 +35,9 @@ class ModelInfo:
     random_weights: bool = False
     eos_token_id: int = 2
     bos_token_id: int = 2
+    revision: str | None = None  # the Hub commit the weights came from, when loaded from the Hub
+    # Where each part went when a checkpoint is spread over devices: (module name, device), in order.
+    placement: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ class Started:
     settings: dict
     inspect: dict
     notices: tuple[str, ...] = ()
+    head_mask: tuple[tuple[int, int, float], ...] = ()  # (layer, head, scale) in force at the start
+    hidden_positions: tuple[int, ...] = ()  # prompt positions hidden from attention
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,14 @@ class TokenGenerated:
 
 
 @dataclass(frozen=True)
+class HeadMaskChanged:
+    """The head mask was changed during the run; it applies from generated token `index` on."""
+
+    index: int
+    head_mask: tuple[tuple[int, int, float], ...]
+
+
+@dataclass(frozen=True)
 class Notice:
     message: str
 
@@ -138,7 +151,7 @@ class Finished:
     memory_bytes: int | None = None  # in use at the end (GPU memory on CUDA, else the process)
 
 
-Event = Union[Started, PromptScored, TokenGenerated, Notice, Finished]
+Event = Union[Started, PromptScored, TokenGenerated, HeadMaskChanged, Notice, Finished]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import SettingsError
 
-DType = Literal["float32", "bfloat16", "float16"]
+DType = Literal["float32", "bfloat16", "float16", "int8"]  # int8: dynamic int8 linear layers (CPU)
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
 DEMO_SOURCE = "demo"
@@ -177,6 +177,10 @@ class LoadRequest(_Plain):
     source: str = DEFAULT_SOURCE
     dtype: DType = "float32"
     device: Device = "auto"
+    # Big-model loading (accelerate): "spread" places layers over the GPUs, RAM and an offload folder.
+    placement: Literal["one-device", "spread"] = "one-device"
+    max_memory: dict[str, str] | None = Field(None, description='per device limit, e.g. {"0": "20GiB", "cpu": "30GiB"}')
+    offload_folder: str | None = None
 
     @field_validator("source")
     @classmethod
@@ -187,9 +191,20 @@ class LoadRequest(_Plain):
         return v
 
 
+class HeadScale(_Plain):
+    """Scale the output of one attention head: 0 ablates it, between 0 and 1 dampens, above 1 amplifies."""
+
+    layer: int = Field(ge=0)
+    head: int = Field(ge=0)
+    scale: float = Field(0.0, ge=0.0, le=2.0)
+
+
 class GenerationRequest(_Plain):
     prompt: str = ""
     # Token ids to start from instead of `prompt` (Continue appends to an earlier run without re-tokenising).
     prompt_ids: tuple[int, ...] | None = None
     settings: GenerationSettings = GenerationSettings()
     inspect: InspectSettings = InspectSettings()
+    # Interventions: heads scaled at their out_proj input, and prompt positions hidden from attention.
+    head_mask: tuple[HeadScale, ...] = ()
+    hidden_positions: tuple[int, ...] = ()
