@@ -13,6 +13,8 @@ from .events import (
     StepStats,
     TokenGenerated,
 )
+from .interventions_spec import format_head_mask, parse_head_mask, parse_positions
+from .results import Divergence, HeadImportance
 from .service import EngineService
 from .settings import (
     DEMO_SOURCE,
@@ -24,8 +26,8 @@ from .settings import (
 )
 
 __all__ = [
-    "DEMO_SOURCE", "EngineError", "EngineService", "Finished", "GenerationRequest", "GenerationSettings", "HeadMaskChanged", "HeadScale",
+    "DEMO_SOURCE", "Divergence", "EngineError", "EngineService", "Finished", "GenerationRequest", "GenerationSettings", "HeadImportance", "HeadMaskChanged", "HeadScale",
     "InspectSettings", "LensResult", "LoadProgress", "LoadRequest", "ModelInfo", "ModelLoadError",
     "NoModelError", "Notice", "PromptError", "PromptScored", "SettingsError", "Started", "StepStats",
-    "TokenGenerated",
+    "TokenGenerated", "format_head_mask", "parse_head_mask", "parse_positions",
 ]

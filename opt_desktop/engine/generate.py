@@ -12,18 +12,22 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from .capture import Capture, StopRequested, distribution_stats
 from .errors import EngineError, PromptError
-from .events import Event, Finished, Notice, PromptScored, Started, TokenGenerated
+from .events import Event, Finished, HeadMaskChanged, Notice, PromptScored, Started, TokenGenerated
+from .interventions import HeadMask, attention_inputs
+from .interventions_spec import check_head_mask, check_hidden_positions, mask_triples, normalize_head_mask
 from .loader import LoadedModel
 from .memory import memory_in_use
-from .settings import GenerationRequest
+from .settings import GenerationRequest, HeadScale
 from .text import IncrementalDecoder, token_piece
+
+MaskSource = Callable[[], tuple[HeadScale, ...] | None]  # polled between steps: a new head mask, or None
 
 
 class _StepObserver(StoppingCriteria):
     """Called by `generate` right after each new token: turns the step into events, and honours Stop.
 
     Stopping criteria run after every step and before the next forward, which is exactly where a
-    Stop must take effect.
+    Stop, or a head mask changed during the run, must take effect.
     """
 
     def __init__(self, run: "_Run"):
@@ -32,14 +36,17 @@ class _StepObserver(StoppingCriteria):
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         self.run.on_token(int(input_ids[0, -1]))
         self.run.between_steps()
+        self.run.apply_mask_change()
         stop = self.run.stop.is_set()
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
 class _Run:
     def __init__(self, loaded: LoadedModel, request: GenerationRequest, emit: Callable[[Event], None],
-                 stop: threading.Event, between_steps: Callable[[], None] = lambda: None):
+                 stop: threading.Event, between_steps: Callable[[], None] = lambda: None,
+                 mask_change: MaskSource = lambda: None):
         self.between_steps = between_steps
+        self.mask_change = mask_change
         self.loaded = loaded
         self.request = request
         self.emit = emit
@@ -53,7 +60,9 @@ class _Run:
         self.t_first: float | None = None
         self.t_last: float | None = None
         self.capture: Capture | None = None
+        self.head_mask: HeadMask | None = None
         self.n_prompt = 0
+        self.max_new = 0
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -86,6 +95,10 @@ class _Run:
             max_new = ctx - P
             notices.append(f"Max new tokens lowered from {settings.max_new_tokens} to {max_new}: "
                            f"the prompt ({P} tokens) and the answer must fit in the context of {ctx}.")
+        self.max_new = max_new
+        mask = normalize_head_mask(self.request.head_mask)
+        check_head_mask(mask, self.info.n_layers, self.info.n_heads, self.info.label)
+        hidden = check_hidden_positions(self.request.hidden_positions, P)
         seed = settings.seed if settings.seed is not None else random.randrange(2**31)
         torch.manual_seed(seed)
 
@@ -97,19 +110,25 @@ class _Run:
         self.emit(Started(
             model=self.info, prompt=self.request.prompt, prompt_ids=tuple(ids),
             prompt_pieces=tuple(token_piece(self.tokenizer, i) for i in ids), max_new_tokens=max_new, seed=seed,
-            settings=settings.model_dump(), inspect=self.request.inspect.model_dump(), notices=tuple(notices)))
+            settings=settings.model_dump(), inspect=self.request.inspect.model_dump(), notices=tuple(notices),
+            head_mask=mask_triples(mask), hidden_positions=hidden))
         for message in notices:
             self.emit(Notice(message))
 
         cancelled = False
         self.t0 = time.perf_counter()
+        # generate extends the mask with ones for new tokens, so hidden positions stay hidden throughout.
+        attention_mask, position_ids = attention_inputs(P, hidden, device)
         kwargs = dict(generation_config=gc, stopping_criteria=StoppingCriteriaList([_StepObserver(self)]),
-                      attention_mask=torch.ones_like(input_ids))
+                      attention_mask=attention_mask)
+        if position_ids is not None:
+            kwargs["position_ids"] = position_ids  # generate continues them one by one
         if settings.stop_strings:
             kwargs["tokenizer"] = self.tokenizer
-        with torch.inference_mode(), Capture(self.loaded.model, self.request.inspect, self.stop,
-                                             input_ids[0]) as capture:
+        with torch.inference_mode(), HeadMask(self.loaded.model, mask) as head_mask, \
+                Capture(self.loaded.model, self.request.inspect, self.stop, input_ids[0]) as capture:
             self.capture = capture
+            self.head_mask = head_mask
             try:
                 self.loaded.model.generate(input_ids, **kwargs)
             except StopRequested:
@@ -147,6 +166,20 @@ class _Run:
             top_probs=tuple(top_probs), top_pieces=tuple(token_piece(self.tokenizer, i) for i in top_ids),
             elapsed_s=now - self.t0, fed=fed))
 
+    def apply_mask_change(self) -> None:
+        """Between steps: switch to a head mask set during the run; it applies from the next token on."""
+        new = self.mask_change()
+        if new is None:
+            return
+        new = normalize_head_mask(new)
+        index = len(self.generated)
+        ending = (self.stop.is_set() or index >= self.max_new
+                  or (index and self.generated[-1] == self.info.eos_token_id))
+        if ending or new == self.head_mask.mask:
+            return  # no token will be produced under it, or nothing changes
+        self.head_mask.set(new)
+        self.emit(HeadMaskChanged(index=index, head_mask=mask_triples(new)))
+
     def finish(self, cancelled: bool) -> Finished:
         self.text_parts.append(self.decoder.flush())
         text = "".join(self.text_parts)
@@ -168,12 +201,15 @@ class _Run:
 
 
 def run_generation(loaded: LoadedModel, request: GenerationRequest, emit: Callable[[Event], None],
-                   stop: threading.Event, between_steps: Callable[[], None] = lambda: None) -> Finished:
+                   stop: threading.Event, between_steps: Callable[[], None] = lambda: None,
+                   mask_change: MaskSource = lambda: None) -> Finished:
     """Generate on the calling thread (the engine's worker), emitting events; returns the summary.
 
-    `between_steps` is called after each token, before the next forward step (small side jobs)."""
+    `between_steps` is called after each token, before the next forward step (small side jobs).
+    `mask_change` is polled there too: it returns (and forgets) a head mask set during the run, or
+    None; a new mask applies from the next generated token and is reported as HeadMaskChanged."""
     try:
-        finished = _Run(loaded, request, emit, stop, between_steps).run()
+        finished = _Run(loaded, request, emit, stop, between_steps, mask_change).run()
     except (torch.OutOfMemoryError, MemoryError):
         raise EngineError(
             "Out of memory while generating: lower max new tokens, shorten the prompt, "

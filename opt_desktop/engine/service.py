@@ -9,12 +9,14 @@ from __future__ import annotations
 import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable
+from typing import Callable, Sequence
 
 from .errors import NoModelError
 from .memory import return_freed_memory_promptly
 from .events import Event, Finished, LensResult, LoadProgress, ModelInfo
-from .settings import GenerationRequest, LoadRequest
+from .interventions_spec import check_head_mask, normalize_head_mask
+from .results import Divergence, HeadImportance
+from .settings import GenerationRequest, HeadScale, LoadRequest
 
 EmitFn = Callable[[Event], None]
 ProgressFn = Callable[[LoadProgress], None]
@@ -33,6 +35,7 @@ class EngineService:
         self._between: queue.SimpleQueue = queue.SimpleQueue()
         self._between_lock = threading.Lock()
         self._generating = False
+        self._mask_change: tuple[HeadScale, ...] | None = None  # set during a run, taken between its steps
 
     # --- state readable from any thread ------------------------------------------------------
 
@@ -87,12 +90,70 @@ class EngineService:
 
             with self._between_lock:
                 self._generating = True
+                self._mask_change = None
             try:
-                return run_generation(self._loaded, request, emit, stop, between_steps=self._run_between_steps)
+                return run_generation(self._loaded, request, emit, stop, between_steps=self._run_between_steps,
+                                      mask_change=self._take_mask_change)
             finally:
                 with self._between_lock:
                     self._generating = False
                 self._run_between_steps()  # anything queued as the run ended
+
+        return self._executor.submit(job)
+
+    def set_head_mask(self, mask: Sequence[HeadScale]) -> None:
+        """Change the head mask of the running generation, from its next token on (any thread).
+
+        The run reports the change as HeadMaskChanged. With no run going this does nothing: the
+        next request carries its own mask. A head the model lacks raises SettingsError here.
+        """
+        mask = normalize_head_mask(mask)
+        info = self._info
+        if info is not None:
+            check_head_mask(mask, info.n_layers, info.n_heads, info.label)
+        with self._between_lock:
+            if self._generating:
+                self._mask_change = mask
+
+    def _take_mask_change(self) -> tuple[HeadScale, ...] | None:
+        with self._between_lock:
+            mask, self._mask_change = self._mask_change, None
+        return mask
+
+    def divergence(self, token_ids: Sequence[int], base_mask: Sequence[HeadScale] = (),
+                   other_mask: Sequence[HeadScale] = (), base_hidden: Sequence[int] = (),
+                   other_hidden: Sequence[int] = ()) -> Future[Divergence]:
+        """Teacher-force `token_ids` twice, under the base and the other intervention, on the worker:
+        per position the log-probability of each token under both, and KL(base || other)."""
+        token_ids = tuple(token_ids)
+
+        def job() -> Divergence:
+            if self._loaded is None:
+                raise NoModelError("No model is loaded yet: load one first.")
+            from .scoring import divergence
+
+            return divergence(self._loaded, token_ids, base_mask, other_mask, base_hidden, other_hidden)
+
+        return self._executor.submit(job)
+
+    def head_importance(self, token_ids: Sequence[int], n_prompt: int, scale: float = 0.0,
+                        progress: Callable[[int, int], None] | None = None,
+                        stop: threading.Event | None = None) -> Future[HeadImportance]:
+        """Scale each head in turn on `token_ids` (teacher-forced) and measure the change in the
+        log-probability of the generated tokens (positions >= n_prompt), on the worker.
+
+        `progress(done, total)` is called on the worker after each head; `stop` (or `self.stop()`)
+        ends the job between heads with `completed` False.
+        """
+        token_ids = tuple(token_ids)
+        stop = self._new_stop(stop)
+
+        def job() -> HeadImportance:
+            if self._loaded is None:
+                raise NoModelError("No model is loaded yet: load one first.")
+            from .scoring import head_importance
+
+            return head_importance(self._loaded, token_ids, n_prompt, scale, progress=progress, stop=stop)
 
         return self._executor.submit(job)
 

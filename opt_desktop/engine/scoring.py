@@ -1,0 +1,138 @@
+"""Teacher-forced analyses of a fixed token sequence: divergence between two interventions, head importance.
+
+Each pass is one forward over the whole sequence (no `generate`) that stops at the decoder's
+final states; the vocabulary projection is then done a few rows at a time, so a 2,048-token
+sequence never holds a 2,048 x 50k logit matrix.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .errors import PromptError
+from .interventions import HeadMask, attention_inputs
+from .interventions_spec import check_head_mask, check_hidden_positions, normalize_head_mask
+from .loader import LoadedModel
+from .results import Divergence, HeadImportance
+from .settings import HeadScale
+
+_ROWS = 64  # positions per vocabulary projection: 64 x 50k float32 logits is about 13 MB
+
+ProgressFn = Callable[[int, int], None]
+
+
+def _token_tensor(loaded: LoadedModel, token_ids: Sequence[int]) -> torch.Tensor:
+    info = loaded.info
+    ids = [int(i) for i in token_ids]
+    if not ids:
+        raise PromptError("There are no tokens to score.")
+    if len(ids) > info.context_length:
+        raise PromptError(f"The sequence is {len(ids):,} tokens long, but {info.label} reads at most "
+                          f"{info.context_length:,}.")
+    bad = [i for i in ids if not 0 <= i < info.vocab_size]
+    if bad:
+        raise PromptError(f"Token id {bad[0]} is outside this model's vocabulary of {info.vocab_size}.")
+    return torch.tensor([ids], device=loaded.device)
+
+
+def _final_states(model, ids: torch.Tensor, hidden: Sequence[int]) -> torch.Tensor:
+    """(T, D) decoder output (after final_layer_norm / project_out) of one teacher-forced forward."""
+    attention_mask, position_ids = attention_inputs(ids.shape[1], hidden, ids.device)
+    out = model.model(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    return out.last_hidden_state[0]
+
+
+def _row_logprobs(model, states: torch.Tensor) -> torch.Tensor:
+    """(n, D) final states -> (n, V) float32 log-probabilities (call on at most _ROWS rows)."""
+    return torch.log_softmax(model.lm_head(states).float(), dim=-1)
+
+
+def _target_logprobs(model, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Log-probability of targets[i] under the distribution read from states[i]; (n,) float32 on the CPU."""
+    out = torch.empty(states.shape[0], dtype=torch.float32)
+    for i0 in range(0, states.shape[0], _ROWS):
+        logp = _row_logprobs(model, states[i0:i0 + _ROWS])
+        tgt = targets[i0:i0 + _ROWS].to(logp.device).unsqueeze(-1)
+        out[i0:i0 + logp.shape[0]] = logp.gather(-1, tgt).squeeze(-1).cpu()
+    return out
+
+
+def divergence(loaded: LoadedModel, token_ids: Sequence[int], base_mask: Sequence[HeadScale] = (),
+               other_mask: Sequence[HeadScale] = (), base_hidden: Sequence[int] = (),
+               other_hidden: Sequence[int] = ()) -> Divergence:
+    """Teacher-force `token_ids` under two interventions; per position log-probs and KL(base || other)."""
+    model, info = loaded.model, loaded.info
+    ids = _token_tensor(loaded, token_ids)
+    T = ids.shape[1]
+    masks = [normalize_head_mask(base_mask), normalize_head_mask(other_mask)]
+    for mask in masks:
+        check_head_mask(mask, info.n_layers, info.n_heads, info.label)
+    hidden = [check_hidden_positions(base_hidden, T, "sequence"), check_hidden_positions(other_hidden, T, "sequence")]
+    lp_base = np.full(T, np.nan, np.float32)
+    lp_other = np.full(T, np.nan, np.float32)
+    kl = np.full(T, np.nan, np.float32)
+    with torch.inference_mode():
+        states = []
+        for mask, hid in zip(masks, hidden):
+            with HeadMask(model, mask):
+                states.append(_final_states(model, ids, hid)[:-1])  # row t-1 predicts token t
+        base, other = states
+        targets = ids[0, 1:]
+        for i0 in range(0, T - 1, _ROWS):
+            i1 = min(T - 1, i0 + _ROWS)
+            lb = _row_logprobs(model, base[i0:i1])
+            lo = _row_logprobs(model, other[i0:i1]).to(lb.device)
+            tgt = targets[i0:i1].to(lb.device).unsqueeze(-1)
+            lp_base[i0 + 1:i1 + 1] = lb.gather(-1, tgt).squeeze(-1).cpu().numpy()
+            lp_other[i0 + 1:i1 + 1] = lo.gather(-1, tgt).squeeze(-1).cpu().numpy()
+            # KL is never negative; rounding over a 50k vocabulary could make a tiny one so.
+            kl[i0 + 1:i1 + 1] = (lb.exp() * (lb - lo)).sum(-1).clamp_min(0.0).cpu().numpy()
+    return Divergence(logprob_base=lp_base, logprob_other=lp_other, kl=kl)
+
+
+def head_importance(loaded: LoadedModel, token_ids: Sequence[int], n_prompt: int, scale: float = 0.0,
+                    progress: ProgressFn | None = None, stop: threading.Event | None = None) -> HeadImportance:
+    """Scale each head in turn by `scale` and sum the change in log-probability of the generated tokens.
+
+    `progress(done, total)` is called after each head; `stop` ends the job between heads, leaving
+    the heads not yet computed NaN and `completed` False.
+    """
+    model, info = loaded.model, loaded.info
+    ids = _token_tensor(loaded, token_ids)
+    T = ids.shape[1]
+    if not 1 <= n_prompt < T:
+        raise PromptError(f"Head importance needs generated tokens to score: the prompt length {n_prompt} "
+                          f"must be between 1 and {T - 1} for this sequence of {T} tokens.")
+    HeadScale.parse(layer=0, head=0, scale=scale)  # the same range check as a head mask's
+    L, H = info.n_layers, info.n_heads
+    targets = ids[0, n_prompt:]
+    delta = np.full((L, H), np.nan, np.float32)
+
+    def score() -> torch.Tensor:
+        return _target_logprobs(model, _final_states(model, ids, ())[n_prompt - 1:T - 1], targets)
+
+    done = 0
+    stopped = stop is not None and stop.is_set()
+    baseline = torch.tensor(float("nan"))
+    if not stopped:
+        with torch.inference_mode():
+            baseline = score()
+            for layer in range(L):
+                for head in range(H):
+                    if stop is not None and stop.is_set():
+                        stopped = True
+                        break
+                    with HeadMask(model, (HeadScale(layer=layer, head=head, scale=scale),)):
+                        scaled = score()
+                    delta[layer, head] = (scaled.double() - baseline.double()).sum().item()
+                    done += 1
+                    if progress is not None:
+                        progress(done, L * H)
+                if stopped:
+                    break
+    return HeadImportance(delta=delta, baseline_logprob=float(baseline.double().sum()), completed=not stopped,
+                          scale=float(scale), n_prompt=int(n_prompt))
