@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
@@ -26,7 +27,20 @@ from .engine import (
     Notice,
     TokenGenerated,
 )
-from .engine.settings import DEFAULT_SOURCE
+from .engine.interventions_spec import parse_head_mask, parse_positions
+from .engine.settings import DEFAULT_SOURCE, Device, DType
+from .session import EXPORT_FORMATS, RunTrace, Session, SessionFileError, load_session, save_session, write_export
+from .session.describe import (
+    changed_settings,
+    finish_text,
+    fork_text,
+    head_mask_text,
+    model_line,
+    run_name,
+    settings_text,
+    shorten,
+)
+from .session.export import export_text
 
 
 def _settings_args(p: argparse.ArgumentParser) -> None:
@@ -50,13 +64,17 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     i = p.add_argument_group("inspection")
     i.add_argument("--no-stats", action="store_true", help="capture no hidden-state or attention statistics")
     i.add_argument("--keep-attention-rows", action="store_true", help="keep full attention rows (float16)")
+    v = p.add_argument_group("interventions")
+    v.add_argument("--mask-heads", metavar="SPEC",
+                   help='heads to ablate or scale: "3:0,3:5,7:*", "3:0=0.5" (scaled), or a JSON file')
+    v.add_argument("--hide-positions", metavar="SPEC", help='prompt positions hidden from attention, e.g. "1,2,5-7"')
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_SOURCE,
                    help=f"Hub id, local folder, or 'demo' (built-in, random weights); default {DEFAULT_SOURCE}")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--dtype", default="float32", choices=get_args(DType))
+    p.add_argument("--device", default="auto", choices=get_args(Device))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,9 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--prompt", help="the prompt text")
     src.add_argument("--prompt-file", type=Path, help="read the prompt from a file ('-' for stdin)")
     gen.add_argument("--json", action="store_true", help="print the events as JSON lines instead of text")
+    gen.add_argument("--save", metavar="FILE", type=Path, help="save the run as a session file (.optsession)")
     _settings_args(gen)
     info = sub.add_parser("info", help="print the model's architecture")
     _model_args(info)
+    show = sub.add_parser("show", help="summarise the runs of a session file")
+    show.add_argument("file", type=Path, metavar="FILE")
+    export = sub.add_parser("export", help="write a session file as Markdown, CSV, JSON or an HTML report")
+    export.add_argument("file", type=Path, metavar="FILE")
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    export.add_argument("-o", "--output", type=Path, metavar="OUT", help="write here instead of to stdout")
+    export.add_argument("--run", type=int, metavar="N", help="only run N, numbered as `show` lists them (1 = first)")
     return parser
 
 
@@ -165,10 +191,16 @@ def cmd_generate(engine: EngineService, args) -> int:
     inspect = InspectSettings(hidden_stats=not args.no_stats, attention_stats=not args.no_stats,
                               keep_residuals=not args.no_stats, keep_attention_rows=args.keep_attention_rows)
     prompt = _read_prompt(args)
-    _load(engine, args)
+    hidden = parse_positions(args.hide_positions) if args.hide_positions else ()
+    info = _load(engine, args)
+    # After loading: "7:*" needs the model's number of heads.
+    mask = parse_head_mask(args.mask_heads, info.n_layers, info.n_heads) if args.mask_heads else ()
+    request = GenerationRequest(prompt=prompt, settings=settings, inspect=inspect, head_mask=mask,
+                                hidden_positions=hidden)
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
-    future = engine.generate(GenerationRequest(prompt=prompt, settings=settings, inspect=inspect), events.put, stop)
+    recorded: list = []
+    future = engine.generate(request, events.put, stop)
     future.add_done_callback(lambda f: events.put(None))
 
     # Ctrl+C asks the worker to stop; the partial result is still printed.
@@ -176,6 +208,7 @@ def cmd_generate(engine: EngineService, args) -> int:
     printed = 0
     try:
         while (event := events.get()) is not None:
+            recorded.append(event)
             if args.json:
                 print(event_to_json(event), flush=True)
             elif isinstance(event, TokenGenerated):
@@ -193,20 +226,70 @@ def cmd_generate(engine: EngineService, args) -> int:
     ttft = f"{finished.time_to_first_token_s * 1000:.0f} ms" if finished.time_to_first_token_s is not None else "–"
     print(f"{finished.n_tokens} tokens, {rate}, first token after {ttft}, finished: {finished.reason}",
           file=sys.stderr)
+    if args.save is not None:
+        trace = RunTrace(recorded[0])
+        for event in recorded[1:]:
+            trace.apply(event)
+        save_session(Session([trace]), args.save)
+        print(f"saved to {args.save}", file=sys.stderr)
+    return 0
+
+
+def cmd_show(args) -> int:
+    session = load_session(args.file)
+    n = len(session.runs)
+    print(f"{args.file}: {n} run{'s' * (n != 1)}")
+    for i, trace in enumerate(session.runs):
+        s = trace.started
+        rows = [
+            ("model", model_line(s.model)),
+            ("prompt", f"{shorten(s.prompt)!r}" if s.prompt else "(token ids only)"),
+            ("prompt tokens", str(trace.n_prompt)),
+            ("settings", settings_text(changed_settings(trace))),
+            ("seed", str(s.seed)),
+            ("output", shorten(trace.text)),
+            ("result", finish_text(trace.finished)),
+        ]
+        if s.head_mask:
+            rows.append(("head mask", head_mask_text(s.head_mask, s.model)))
+        rows += [(f"head mask from token {c.index}", head_mask_text(c.head_mask, s.model) or "none")
+                 for c in trace.mask_changes]
+        if s.hidden_positions:
+            rows.append(("hidden positions", ", ".join(map(str, s.hidden_positions))))
+        if (fork := fork_text(trace)) is not None:
+            rows.append(("fork", fork))
+        rows += [("note", notice) for notice in trace.notices]
+        print(f"\n{run_name(i, trace)}")
+        width = max(len(key) for key, _ in rows)
+        for key, value in rows:
+            print(f"  {key + ':':<{width + 1}} {value}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    session = load_session(args.file)
+    run = None if args.run is None else args.run - 1
+    if args.output is not None:
+        write_export(session, args.format, args.output, run)
+    else:
+        sys.stdout.write(export_text(session, args.format, run))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     args = build_parser().parse_args(argv)
-    engine = EngineService()
     try:
-        return {"info": cmd_info, "generate": cmd_generate}[args.command](engine, args)
-    except EngineError as exc:
+        if args.command in ("show", "export"):  # files only: no engine needed
+            return {"show": cmd_show, "export": cmd_export}[args.command](args)
+        engine = EngineService()
+        try:
+            return {"info": cmd_info, "generate": cmd_generate}[args.command](engine, args)
+        finally:
+            engine.shutdown(wait=True)
+    except (EngineError, SessionFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        engine.shutdown(wait=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 CLI = [sys.executable, "-m", "opt_desktop.cli"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
@@ -84,3 +83,59 @@ def test_ctrl_c_stops_with_partial_result():
     assert events[-1]["event"] == "Finished" and events[-1]["reason"] == "cancelled"
     assert 3 <= events[-1]["n_tokens"] < 500
     assert "finished: cancelled" in err
+
+
+def test_save_show_and_export_a_session(tmp_path):
+    path = tmp_path / "run.optsession"
+    out = cli("generate", "--model", "demo", "--prompt", 'Say "hi", then stop', "--max-new-tokens", "5", "--sample",
+              "--seed", "9", "--temperature", "0.8", "--mask-heads", "1:2,3:*=0.5", "--hide-positions", "1-2",
+              "--save", str(path))
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == f"saved to {path}"
+
+    from opt_desktop.session import load_session
+
+    trace = load_session(path).runs[0]
+    assert trace.n_generated == 5 and trace.started.seed == 9 and trace.text + "\n" == out.stdout
+    assert trace.started.head_mask == ((1, 2, 0.0),) + tuple((3, h, 0.5) for h in range(4))
+    assert trace.started.hidden_positions == (1, 2)
+
+    show = cli("show", str(path))
+    assert show.returncode == 0, show.stderr
+    lines = [line.split(":", 1) for line in show.stdout.splitlines()[3:]]
+    fields = {key.strip(): value.strip() for key, value in lines}
+    assert show.stdout.startswith(f"{path}: 1 run\n\nRun 1\n")
+    assert fields["model"].startswith("demo") and fields["prompt"] == "'Say \"hi\", then stop'"
+    assert fields["settings"] == "max_new_tokens=5, do_sample=True, temperature=0.8"
+    assert fields["seed"] == "9" and fields["prompt tokens"] == str(trace.n_prompt)
+    assert fields["result"].startswith("5 tokens, ") and fields["result"].endswith("finished: length")
+    assert fields["head mask"] == "1:2, 3:* ×0.5" and fields["hidden positions"] == "1, 2"
+
+    md = cli("export", str(path), "--format", "md")
+    assert md.returncode == 0 and 'Say "hi", then stop' in md.stdout and trace.text in md.stdout
+    csv_file = tmp_path / "tokens.csv"
+    assert cli("export", str(path), "--format", "csv", "-o", str(csv_file), "--run", "1").returncode == 0
+    assert len(csv_file.read_text(encoding="utf-8-sig").splitlines()) == 1 + trace.length
+    doc = json.loads(cli("export", str(path), "--format", "json").stdout)
+    assert [t["id"] for t in doc["runs"][0]["tokens"]] == trace.generated_ids
+    html_file = tmp_path / "report.html"
+    assert cli("export", str(path), "--format", "html", "-o", str(html_file)).returncode == 0
+    assert html_file.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+    bad_run = cli("export", str(path), "--format", "md", "--run", "2")
+    assert bad_run.returncode == 1 and bad_run.stderr == "error: There is no run 2 to export: the session has 1 run.\n"
+
+
+def test_a_bad_session_file_is_one_line(tmp_path):
+    path = tmp_path / "broken.optsession"
+    path.write_bytes(b"PK\x03\x04 cut short")
+    for args in (("show", str(path)), ("export", str(path), "--format", "html")):
+        out = cli(*args)
+        assert out.returncode == 1 and out.stdout == ""
+        assert out.stderr == (f"error: Cannot open {path}: the archive is damaged (its end is missing: the file was "
+                              "cut short, or data was added after it)\n")
+
+
+def test_dtype_choices_follow_the_engine():
+    out = cli("generate", "--help")
+    assert "{float32,bfloat16,float16,int8}" in out.stdout

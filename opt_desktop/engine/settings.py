@@ -177,6 +177,7 @@ class LoadRequest(_Plain):
     source: str = DEFAULT_SOURCE
     dtype: DType = "float32"
     device: Device = "auto"
+    revision: str | None = Field(None, description="a Hub branch, tag or commit; None takes main")
     # Big-model loading (accelerate): "spread" places layers over the GPUs, RAM and an offload folder.
     placement: Literal["one-device", "spread"] = "one-device"
     max_memory: dict[str, str] | None = Field(None, description='per device limit, e.g. {"0": "20GiB", "cpu": "30GiB"}')

@@ -2,10 +2,12 @@
 
 Positions 0..T-1 are the prompt tokens (the leading `</s>` included) then the generated tokens.
 Per-layer arrays hold NaN for positions not (yet) fed to the model, which is always true of the
-last generated token.
+last generated token. `arrays()` and `RunTrace.restore` are the saved form (docs/session-format.md).
 """
 
 from __future__ import annotations
+
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -14,6 +16,7 @@ from ..engine.events import (
     HIDDEN_STATS,
     Event,
     Finished,
+    HeadMaskChanged,
     Notice,
     PromptScored,
     Started,
@@ -23,13 +26,13 @@ from ..engine.events import (
 
 
 class RunTrace:
-    def __init__(self, started: Started):
+    def __init__(self, started: Started, *, capacity: int | None = None):
         self.started = started
         info = started.model
         self.n_layers = info.n_layers
         self.n_heads = info.n_heads
         self.n_prompt = len(started.prompt_ids)
-        cap = self.n_prompt + started.max_new_tokens
+        cap = self.n_prompt + started.max_new_tokens if capacity is None else capacity
         self.capacity = cap
         k = int(started.inspect.get("top_alternatives", 10))
         L, H = self.n_layers, self.n_heads
@@ -38,8 +41,16 @@ class RunTrace:
         self.pieces: list[str] = list(started.prompt_pieces)
         self.text_parts: list[str] = []  # generated text, one entry per generated token
         self.elapsed: list[float] = []  # per generated token
+        self.top_pieces: list[tuple[str, ...]] = []  # per generated token, its alternatives shown alone
         self.notices: list[str] = list(started.notices)
+        # The engine repeats each start notice as a Notice event; those echoes are not new notices.
+        self._echoes: list[str] = list(started.notices)
         self.finished: Finished | None = None
+        self.mask_changes: list[HeadMaskChanged] = []
+        # Where this run sits in its Session: the run it forks from and the position it replaced there.
+        self.parent: int | None = None
+        self.fork_position: int | None = None
+        self.label: str = ""
 
         nan = np.nan
         self._logprob = np.full(cap, nan, np.float32)
@@ -75,6 +86,7 @@ class RunTrace:
             self.pieces.append(event.piece)
             self.text_parts.append(event.text)
             self.elapsed.append(event.elapsed_s)
+            self.top_pieces.append(tuple(event.top_pieces))
             self._logprob[t] = event.logprob
             self._entropy[t] = event.entropy
             self._rank[t] = event.rank
@@ -83,7 +95,12 @@ class RunTrace:
             self._top_probs[t, :k] = event.top_probs[:k]
             self._put_stats(event.fed)
         elif isinstance(event, Notice):
-            self.notices.append(event.message)
+            if self._echoes and event.message == self._echoes[0]:
+                self._echoes.pop(0)
+            else:
+                self.notices.append(event.message)
+        elif isinstance(event, HeadMaskChanged):
+            self.mask_changes.append(event)
         elif isinstance(event, Finished):
             self.finished = event
             # A character still incomplete when the run ended is only in the summary's text.
@@ -182,3 +199,128 @@ class RunTrace:
             out[fed.start: fed.start + q, :k] = rows
         out[np.triu_indices(T, 1)] = np.nan  # keys after the query were never visible
         return out
+
+    def attention_rows(self) -> np.ndarray | None:
+        """(L, H, T, T) float16 kept attention weights, NaN above the diagonal and where not kept."""
+        if not self._attention_rows:
+            return None
+        T = self.length
+        out = np.full((self.n_layers, self.n_heads, T, T), np.nan, np.float16)
+        for fed in self._attention_rows:
+            for layer, rows in enumerate(fed.attention_rows):  # (H, q, k)
+                q, k = rows.shape[1:]
+                out[layer, :, fed.start: fed.start + q, :k] = rows
+        above = np.triu_indices(T, 1)
+        out[:, :, above[0], above[1]] = np.nan
+        return out
+
+    # --- interventions and pieces --------------------------------------------------------------
+
+    def head_mask_at(self, index: int) -> tuple[tuple[int, int, float], ...]:
+        """The head mask in force when generated token `index` was produced (start mask + changes)."""
+        mask = self.started.head_mask
+        for change in self.mask_changes:
+            if change.index <= index:
+                mask = change.head_mask
+        return mask
+
+    def known_pieces(self) -> dict[int, str]:
+        """Every token id this run has a piece for (its own tokens and the alternatives it showed)."""
+        known: dict[int, str] = {}
+        for ids, pieces in zip(self.top_ids[self.n_prompt:].tolist(), self.top_pieces):
+            known.update(zip(ids, pieces))
+        known.update(zip(self.token_ids, self.pieces))
+        return known
+
+    # --- saved form (see docs/session-format.md) -----------------------------------------------
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The run's arrays trimmed to its T positions, by the names they have in a session file."""
+        T = self.length
+        out = {
+            "token_ids": np.asarray(self.token_ids, np.int64),
+            "logprob": self.logprob, "entropy": self.entropy, "rank": self.rank,
+            "top_ids": self.top_ids, "top_probs": self.top_probs,
+        }
+        for name in HIDDEN_STATS:
+            out[f"hidden_{name}"] = self.hidden(name)
+        for name in ATTENTION_STATS:
+            out[f"attn_{name}"] = self.attention(name)
+        if self._residual is not None:
+            out["residual"] = self._residual[:, :T]
+            out["residual_mask"] = self._residual_mask[:T]
+        rows = self.attention_rows()
+        if rows is not None:
+            out["attention_rows"] = rows
+        return {name: np.ascontiguousarray(a) for name, a in out.items()}
+
+    @classmethod
+    def restore(cls, started: Started, arrays: Mapping[str, np.ndarray], *, pieces: Sequence[str],
+                text_parts: Sequence[str], elapsed: Sequence[float], top_pieces: Sequence[Sequence[str]],
+                notices: Sequence[str], finished: Finished | None,
+                mask_changes: Sequence[HeadMaskChanged] = (), parent: int | None = None,
+                fork_position: int | None = None, label: str = "") -> "RunTrace":
+        """Rebuild a run from saved data (`arrays()` and the fields beside it).
+
+        Raises ValueError naming the first array or field that does not fit the others.
+        """
+        ids = arrays.get("token_ids")
+        if ids is None:
+            raise ValueError("the array token_ids is missing")
+        T = int(ids.shape[0]) if ids.ndim == 1 else -1
+        trace = cls(started, capacity=max(T, 0))
+        L, H, P = trace.n_layers, trace.n_heads, trace.n_prompt
+        if T < P:
+            raise ValueError(f"token_ids has shape {ids.shape}, expected ({P} prompt tokens or more,)")
+        n_gen = T - P
+        for name, values in (("pieces", pieces), ("text_parts", text_parts), ("elapsed", elapsed),
+                             ("top_pieces", top_pieces)):
+            expected = T if name == "pieces" else n_gen
+            if len(values) != expected:
+                raise ValueError(f"{name} has {len(values)} entries for {expected} tokens")
+        if ids[:P].tolist() != list(started.prompt_ids):
+            raise ValueError("token_ids does not start with the prompt's token ids")
+        top = arrays.get("top_ids")
+        K = int(top.shape[1]) if top is not None and top.ndim == 2 else 1
+        D = started.model.hidden_size
+        expected = {
+            "token_ids": ((T,), np.int64), "logprob": ((T,), np.float32), "entropy": ((T,), np.float32),
+            "rank": ((T,), np.int64), "top_ids": ((T, K), np.int64), "top_probs": ((T, K), np.float32),
+            **{f"hidden_{n}": ((L + 1, T), np.int64 if n == "argmax" else np.float32) for n in HIDDEN_STATS},
+            **{f"attn_{n}": ((L, H, T), np.float32) for n in ATTENTION_STATS},
+        }
+        optional = {"residual": ((L + 1, T, D), np.float16), "residual_mask": ((T,), np.bool_),
+                    "attention_rows": ((L, H, T, T), np.float16)}
+        if ("residual" in arrays) != ("residual_mask" in arrays):
+            raise ValueError("residual and residual_mask must be stored together")
+        for name, (shape, dtype) in {**expected, **optional}.items():
+            a = arrays.get(name)
+            if a is None:
+                if name in expected:
+                    raise ValueError(f"the array {name} is missing")
+                continue
+            if a.dtype != dtype or a.shape != shape:
+                raise ValueError(f"the array {name} is {a.dtype} {a.shape}, expected {np.dtype(dtype)} {shape}")
+
+        trace.token_ids = ids.tolist()
+        trace.pieces = list(pieces)
+        trace.text_parts = list(text_parts)
+        trace.elapsed = [float(x) for x in elapsed]
+        trace.top_pieces = [tuple(p) for p in top_pieces]
+        trace.notices = list(notices)
+        trace._echoes = []
+        trace.finished = finished
+        trace.mask_changes = list(mask_changes)
+        trace.parent, trace.fork_position, trace.label = parent, fork_position, label
+        copy = np.array  # the trace owns writable arrays, never views into a file's buffer
+        trace._logprob, trace._entropy, trace._rank = copy(arrays["logprob"]), copy(arrays["entropy"]), copy(arrays["rank"])
+        trace._top_ids, trace._top_probs = copy(arrays["top_ids"]), copy(arrays["top_probs"])
+        trace._hidden = {n: copy(arrays[f"hidden_{n}"]) for n in HIDDEN_STATS}
+        trace._attention = {n: copy(arrays[f"attn_{n}"]) for n in ATTENTION_STATS}
+        if "residual" in arrays:
+            trace._residual = copy(arrays["residual"])
+            trace._residual_mask = copy(arrays["residual_mask"])
+        if "attention_rows" in arrays:
+            rows = arrays["attention_rows"]
+            trace._attention_rows = [StepStats(start=0, attention_rows=tuple(copy(rows[l]) for l in range(L)))]
+        return trace

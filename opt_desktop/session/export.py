@@ -1,0 +1,311 @@
+"""A session (or one run of it) as Markdown, CSV, JSON or one self-contained HTML report.
+
+`run` is an index into `session.runs` (0-based); None exports every run. Token text is escaped in
+every format: in HTML a token reading `<script>` is text, never markup.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..engine.events import ATTENTION_STATS
+from .atomic import write_atomic
+from .describe import (
+    changed_settings,
+    finish_text,
+    fork_text,
+    head_mask_text,
+    model_line,
+    run_name,
+    settings_text,
+)
+from .file import SessionFileError, session_document
+from .session import Session
+from .trace import RunTrace
+
+EXPORT_FORMATS = ("md", "csv", "json", "html")
+
+_FULL_SHADE_BITS = 10.0  # as in the output view: a token this surprising (or more) gets the full shade
+_SHADE_RGB = (255, 140, 0)
+_MAX_ALPHA = 0.47
+
+
+class ExportError(SessionFileError):
+    """An export cannot be made or written; str() is one line naming the file and the problem."""
+
+
+def _runs(session: Session, run: int | None) -> list[int]:
+    n = len(session.runs)
+    if run is None:
+        return list(range(n))
+    if not 0 <= run < n:
+        raise ExportError(f"There is no run {run + 1} to export: the session has {n} run{'s' * (n != 1)}.")
+    return [run]
+
+
+def _num(x) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+# --- Markdown ----------------------------------------------------------------------------------
+
+
+def _fence(text: str) -> str:
+    longest = max((len(run) for run in text.split("\n") for run in _backtick_runs(run)), default=0)
+    ticks = "`" * max(3, longest + 1)
+    return f"{ticks}text\n{text}\n{ticks}"
+
+
+def _backtick_runs(line: str):
+    run = 0
+    for ch in line + " ":
+        if ch == "`":
+            run += 1
+        else:
+            if run:
+                yield "`" * run
+            run = 0
+
+
+def _md_escape(text: str) -> str:
+    # Inline markup only: every line this module writes starts with its own markup, never with the text.
+    return "".join("\\" + ch if ch in "\\`*_[]<>|" else ch for ch in text)
+
+
+def export_markdown(session: Session, run: int | None = None) -> str:
+    out = ["# OPT Desktop session", ""]
+    for i in _runs(session, run):
+        t = session.runs[i]
+        s = t.started
+        out += [f"## {_md_escape(run_name(i, t))}", ""]
+        out.append(f"- **Model:** {_md_escape(model_line(s.model))}")
+        out.append(f"- **Seed:** {s.seed}")
+        out.append(f"- **Settings changed from the defaults:** {_md_escape(settings_text(changed_settings(t)))}")
+        if s.head_mask:
+            out.append(f"- **Head mask:** {head_mask_text(s.head_mask, s.model)}")
+        for change in t.mask_changes:
+            out.append(f"- **Head mask from token {change.index}:** "
+                       f"{head_mask_text(change.head_mask, s.model) or 'none'}")
+        if s.hidden_positions:
+            out.append(f"- **Hidden positions:** {', '.join(map(str, s.hidden_positions))}")
+        if (fork := fork_text(t)) is not None:
+            out.append(f"- **Fork:** {fork}")
+        out.append(f"- **Result:** {finish_text(t.finished)}")
+        for notice in t.notices:
+            out.append(f"- **Note:** {_md_escape(notice)}")
+        out += ["", "### Settings", "", "| setting | value |", "| --- | --- |"]
+        for key, value in {**s.settings, "seed": s.seed}.items():
+            out.append(f"| {key} | {_md_escape(json.dumps(value, ensure_ascii=False))} |")
+        out += ["", f"### Prompt ({t.n_prompt} tokens)", "", _fence(s.prompt), "",
+                f"### Output ({t.n_generated} tokens)", "", _fence(t.text), ""]
+    return "\n".join(out)
+
+
+# --- CSV ---------------------------------------------------------------------------------------
+
+
+def export_csv(session: Session, run: int | None = None) -> str:
+    """One row per position (prompt included): run number, position, token, its probability and
+    the top alternatives of the distribution it was drawn from. Empty cells where there is no value."""
+    chosen = _runs(session, run)
+    k = max((session.runs[i].top_ids.shape[1] for i in chosen), default=0)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = ["run", "position", "part", "token_id", "text", "prob", "logprob", "rank", "entropy"]
+    for j in range(1, k + 1):
+        header += [f"top{j}_id", f"top{j}_text", f"top{j}_prob"]
+    writer.writerow(header)
+    for i in chosen:
+        t = session.runs[i]
+        known = t.known_pieces()
+        for pos in range(t.length):
+            logprob = _num(t.logprob[pos])
+            row = [i + 1, pos, "prompt" if pos < t.n_prompt else "output", t.token_ids[pos], t.pieces[pos],
+                   "" if logprob is None else repr(math.exp(logprob)), "" if logprob is None else repr(logprob),
+                   "" if logprob is None else int(t.rank[pos]),
+                   "" if (e := _num(t.entropy[pos])) is None else repr(e)]
+            for tid, p in zip(t.top_ids[pos].tolist(), t.top_probs[pos].tolist()):
+                row += ["", "", ""] if math.isnan(p) else [tid, known.get(tid, ""), repr(p)]
+            row += [""] * (len(header) - len(row))
+            writer.writerow(row)
+    return buffer.getvalue()
+
+
+# --- JSON --------------------------------------------------------------------------------------
+
+
+def export_json(session: Session, run: int | None = None) -> str:
+    """session.json of the chosen runs (docs/session-format.md); `parent` keeps the session's numbering."""
+    return json.dumps(session_document(session, _runs(session, run)), ensure_ascii=False, allow_nan=False, indent=1)
+
+
+# --- HTML --------------------------------------------------------------------------------------
+
+_CSS = """
+body { font: 15px/1.5 system-ui, sans-serif; margin: 2em auto; max-width: 70em; padding: 0 1em; color: #222; }
+h1, h2, h3 { line-height: 1.2; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
+table.meta { border-collapse: collapse; } table.meta td, table.meta th { padding: 2px 10px; text-align: left;
+  vertical-align: top; border-bottom: 1px solid #eee; }
+.text { white-space: pre-wrap; font-family: ui-monospace, monospace; padding: 0.8em; border: 1px solid #ddd;
+  border-radius: 4px; }
+.text .prompt { color: #777; }
+figure { margin: 1em 0; } figure img { image-rendering: pixelated; display: block; border: 1px solid #ddd; }
+figcaption, .legend { color: #555; font-size: 90%; }
+.legend img { vertical-align: middle; margin: 0 0.4em; }
+"""
+
+
+def _png_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _shade(logprob: float) -> str:
+    if not math.isfinite(logprob):
+        return ""
+    strength = min(max(-logprob / math.log(2) / _FULL_SHADE_BITS, 0.0), 1.0)
+    r, g, b = _SHADE_RGB
+    return f' style="background: rgba({r},{g},{b},{strength * _MAX_ALPHA:.3f})"'
+
+
+def _token_title(t: RunTrace, pos: int) -> str:
+    logprob = float(t.logprob[pos])
+    head = f"position {pos} · token {t.token_ids[pos]} {t.pieces[pos]!r}"
+    if math.isnan(logprob):
+        return head + " · not scored (first position)"
+    return (f"{head} · p = {math.exp(logprob):.4f} · logprob {logprob:.3f} · rank {int(t.rank[pos])} · "
+            f"entropy {float(t.entropy[pos]):.3f} nats")
+
+
+def _text_html(t: RunTrace) -> str:
+    spans = []
+    for pos in range(1, t.length):  # position 0 is the leading </s>
+        if pos < t.n_prompt:
+            text, cls = t.pieces[pos], "prompt"
+        else:
+            text, cls = t.text_parts[pos - t.n_prompt], "tok"
+        spans.append(f'<span class="{cls}" title="{html.escape(_token_title(t, pos))}"'
+                     f'{_shade(float(t.logprob[pos]))}>{html.escape(text)}</span>')
+    return "".join(spans)
+
+
+def _figure(data: np.ndarray, caption: str, cell=(8, 8), vmin=None, vmax=None) -> str:
+    from .images import heatmap_png, value_range
+
+    lo, hi = value_range(data)
+    lo = lo if vmin is None else vmin
+    hi = hi if vmax is None else vmax
+    uri = _png_uri(heatmap_png(data, cell=cell, vmin=vmin, vmax=vmax))
+    return (f'<figure><img src="{uri}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}. Colour: {lo:.4g} (dark) to {hi:.4g} (yellow); "
+            "grey: no value.</figcaption></figure>")
+
+
+def _meta_rows(rows: list[tuple[str, str]]) -> str:
+    return "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+
+
+def _run_html(i: int, t: RunTrace) -> str:
+    s = t.started
+    info = s.model
+    rows = [("model", model_line(info)),
+            ("architecture", f"{info.n_layers} layers, {info.n_heads} heads, hidden {info.hidden_size}, "
+                             f"{'pre' if info.pre_layer_norm else 'post'}-LayerNorm, {info.n_params:,} parameters"),
+            ("seed", str(s.seed)), ("result", finish_text(t.finished))]
+    rows += [(k, json.dumps(v, ensure_ascii=False)) for k, v in s.settings.items() if k != "seed"]
+    rows += [("inspect", settings_text(s.inspect))]
+    if s.head_mask:
+        rows.append(("head mask", head_mask_text(s.head_mask, info)))
+    rows += [(f"head mask from token {c.index}", head_mask_text(c.head_mask, info) or "none")
+             for c in t.mask_changes]
+    if s.hidden_positions:
+        rows.append(("hidden positions", ", ".join(map(str, s.hidden_positions))))
+    if (fork := fork_text(t)) is not None:
+        rows.append(("fork", fork))
+    rows += [("note", n) for n in t.notices]
+
+    parts = [f"<section class=\"run\"><h2>{html.escape(run_name(i, t))}</h2>",
+             f"<table class=\"meta\">{_meta_rows(rows)}</table>",
+             "<h3>Text</h3>",
+             "<p class=\"legend\">Prompt in grey. Shaded by surprise: the darker the background, the less likely "
+             "the model found the token (full shade at 10 bits). Hover a token for its probability.</p>",
+             f"<div class=\"text\">{_text_html(t)}</div>"]
+    T = t.length
+    wide = max(1, min(24, 960 // max(T, 1)))  # position maps about 960 px wide, cells at most 24 px
+    scores = np.vstack([np.exp(t.logprob.astype(np.float64)), t.entropy])
+    parts.append("<h3>Probability and entropy per position</h3>")
+    parts.append(_figure(scores[:1], f"Probability of each token (positions 0 to {T - 1})", cell=(wide, 20),
+                         vmin=0.0, vmax=1.0))
+    parts.append(_figure(scores[1:], f"Entropy of each predicting distribution, nats (positions 0 to {T - 1})",
+                         cell=(wide, 20)))
+    norm = t.hidden("norm")
+    if np.isfinite(norm).any():
+        parts.append("<h3>Hidden states</h3>")
+        parts.append(_figure(norm, f"Residual-stream norm: rows layer 0 (embeddings) to {t.n_layers}, "
+                                   f"columns positions 0 to {T - 1}", cell=(wide, 16)))
+    entropy = t.attention("entropy")
+    if np.isfinite(entropy).any():
+        with np.errstate(all="ignore"):  # a head with no fed position at all stays NaN (grey)
+            by_head = np.nanmean(entropy, axis=2)
+        parts.append("<h3>Attention</h3>")
+        parts.append(_figure(by_head, f"Attention entropy averaged over positions, nats: rows layers 1 to "
+                                      f"{t.n_layers}, columns heads 0 to {t.n_heads - 1}", cell=(24, 24)))
+        for name in ATTENTION_STATS[1:]:
+            with np.errstate(all="ignore"):
+                mean = np.nanmean(t.attention(name), axis=2)
+            parts.append(_figure(mean, f"Attention {name} averaged over positions (layers x heads)", cell=(24, 24)))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def export_html(session: Session, run: int | None = None) -> str:
+    """One file with everything inline (styles, PNG heatmaps as data: URIs) and no scripts."""
+    from .images import colorbar_png
+
+    try:
+        runs = "\n".join(_run_html(i, session.runs[i]) for i in _runs(session, run))
+        bar = _png_uri(colorbar_png())
+    except ImportError:
+        raise ExportError("The HTML report needs Pillow to draw its images: pip install pillow") from None
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        # Nothing in the report may run or load: images are inline, styles are inline.
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
+        "style-src 'unsafe-inline'\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>OPT Desktop session</title><style>{_CSS}</style></head><body>\n"
+        "<h1>OPT Desktop session</h1>\n"
+        f"<p class=\"legend\">Heatmap colour scale: low<img src=\"{bar}\" alt=\"colour scale\">high</p>\n"
+        f"{runs}\n</body></html>\n"
+    )
+
+
+# --- files -------------------------------------------------------------------------------------
+
+_EXPORTERS = {"md": export_markdown, "csv": export_csv, "json": export_json, "html": export_html}
+
+
+def export_text(session: Session, fmt: str, run: int | None = None) -> str:
+    if fmt not in _EXPORTERS:
+        raise ExportError(f"Unknown export format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}.")
+    return _EXPORTERS[fmt](session, run)
+
+
+def write_export(session: Session, fmt: str, path: str | Path, run: int | None = None) -> None:
+    """Write an export to `path` atomically (the previous file survives a failure)."""
+    path = Path(path)
+    text = export_text(session, fmt, run)
+    # CSV opens in spreadsheets as UTF-8 only with a byte-order mark.
+    data = text.encode("utf-8-sig" if fmt == "csv" else "utf-8")
+    try:
+        write_atomic(path, lambda f: f.write(data))
+    except OSError as exc:
+        raise ExportError(f"Could not write {path}: {exc.strerror or exc}") from None
