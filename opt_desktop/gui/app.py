@@ -6,15 +6,26 @@ import argparse
 import asyncio
 import os
 import sys
+from pathlib import Path
+from typing import get_args
 
-from ..engine.settings import DEFAULT_SOURCE, LoadRequest
+from ..engine.settings import DEFAULT_SOURCE, Device, DType, LoadRequest
+from .resources import APP_ID
+
+APP_NAME = "OPT Desktop"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="opt-desktop", description="Run OPT models and watch their internals.")
+    p.add_argument("file", nargs="?", help="a session file (.optsession) to open")
     p.add_argument("--model", help="Hub id, local folder or 'demo' (default: the last model used)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--dtype", choices=get_args(DType))
+    p.add_argument("--device", choices=get_args(Device))
+    entry = p.add_mutually_exclusive_group()
+    entry.add_argument("--install-desktop-entry", action="store_true",
+                       help="add OPT Desktop to this user's applications menu and open .optsession files with it")
+    entry.add_argument("--uninstall-desktop-entry", action="store_true",
+                       help="remove what --install-desktop-entry added")
     return p
 
 
@@ -32,21 +43,69 @@ def initial_request(args, state) -> tuple[LoadRequest, bool]:
     return (base.replace(**changes) if changes else base), auto
 
 
+def desktop_entry(args) -> int:
+    """--install-desktop-entry / --uninstall-desktop-entry: print what was done and exit."""
+    from ..desktop_entry import DesktopEntryError, install, uninstall
+
+    try:
+        report = install() if args.install_desktop_entry else uninstall()
+    except DesktopEntryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(report)
+    return 0
+
+
+def app_icon():
+    """The icon at every rendered size (crisp in a taskbar and in a dock), the SVG as a fallback."""
+    from PySide6.QtGui import QIcon
+
+    from .resources import ICON_SIZES, icon_path, icon_png
+
+    icon = QIcon()
+    for size in ICON_SIZES:
+        if icon_png(size).is_file():
+            icon.addFile(str(icon_png(size)))
+    if icon.isNull() and icon_path().is_file():
+        icon.addFile(str(icon_path()))
+    return icon
+
+
+def configure_application(app) -> None:
+    """Name, icon and desktop file: the taskbar and the dock then show OPT Desktop, not 'python'."""
+    app.setApplicationName(APP_NAME)
+    app.setApplicationDisplayName(APP_NAME)
+    app.setOrganizationName(APP_ID)
+    # Wayland compositors and X11 taskbars match the window to opt-desktop.desktop (its Icon= and Name=).
+    app.setDesktopFileName(APP_ID)
+    app.setWindowIcon(app_icon())
+
+
+def start(window, args, state) -> None:
+    """Show the window, start the model load, then open the session file given on the command line."""
+    window.show()
+    request, auto = initial_request(args, state)
+    window.load_model(request, auto=auto)  # the window is up before torch is imported
+    if args.file:
+        window.open_session_file(Path(args.file).expanduser())
+    else:
+        window.check_recovery()  # offer what a crashed session left unsaved
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.install_desktop_entry or args.uninstall_desktop_entry:
+        return desktop_entry(args)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
     import qasync
 
     from .app_state import AppState
     from .main_window import MainWindow
-    from .resources import icon_path
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    app.setApplicationName("OPT Desktop")
-    app.setOrganizationName("opt-desktop")
-    app.setWindowIcon(QIcon(str(icon_path())))
+    # argv[0] names the X11 window class, which StartupWMClass in the .desktop file matches.
+    app = QApplication.instance() or QApplication([APP_ID])
+    configure_application(app)
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     closed = asyncio.Event()
@@ -54,9 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     state = AppState.load()
     window = MainWindow(state=state)
     window.closed.connect(closed.set)
-    window.show()
-    request, auto = initial_request(args, state)
-    window.load_model(request, auto=auto)  # the window is up before torch is imported
+    start(window, args, state)
     with loop:
         loop.run_until_complete(closed.wait())
     if not window.controller.engine.join(0.5):
