@@ -339,3 +339,42 @@ def test_heatmap_nan_and_constant_data(qtbot):
     assert hm.describe(0, 0).endswith("no value")
     with pytest.raises(ValueError):
         hm.set_data(np.zeros(3))
+
+
+# --- forks from the token table --------------------------------------------------------------------
+
+def test_table_menu_forks_with_an_alternative(qtbot, inspector, trace):
+    pos = trace.n_prompt + 1
+    menu = inspector.table.fork_menu(pos)
+    forks = [a for a in menu.actions() if a.text().startswith("Fork here with")]
+    expected = [(int(t), float(p)) for t, p in zip(trace.top_ids[pos], trace.top_probs[pos])
+                if int(t) != trace.token_ids[pos]]
+    assert len(forks) == len(expected) > 0
+    assert forks[0].text().startswith(f"Fork here with ' tok{expected[0][0]}' (p = ")
+    with qtbot.waitSignal(inspector.fork_requested, timeout=1000) as blocker:
+        forks[-1].trigger()
+    assert blocker.args == [pos, expected[-1][0]]
+
+
+def test_table_cannot_fork_position_0(inspector):
+    menu = inspector.table.fork_menu(0)
+    assert [a.text() for a in menu.actions() if not a.isSeparator()] == [
+        "Position 0 (the leading </s>) cannot be forked: nothing predicts it"]
+    assert not menu.actions()[-1].isEnabled()
+
+
+def test_table_right_click_and_double_click_open_the_fork_menu(qtbot, inspector, trace):
+    from fake_runs import capture_next_menu
+
+    view = inspector.table.view
+    pos = trace.n_prompt + 2
+    rect = view.visualRect(inspector.table.model.index(pos, COL_ALTS))
+    shown = capture_next_menu()
+    inspector.table.view.customContextMenuRequested.emit(rect.center())
+    qtbot.waitUntil(lambda: bool(shown), timeout=2000)
+    assert shown[0][0] == f"Fork the run at position {pos} ('{trace.pieces[pos]}')"
+    shown = capture_next_menu()
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())  # a double click's first press
+    qtbot.mouseDClick(view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qtbot.waitUntil(lambda: bool(shown), timeout=2000)
+    assert any(t.startswith("Fork here with") for t in shown[0])

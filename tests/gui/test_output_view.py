@@ -287,3 +287,130 @@ def test_new_trace_replaces_the_old(view):
     view.set_trace(None)
     assert view.toPlainText() == ""
     view.refresh()  # no trace: nothing to do
+
+
+# --- interventions: hiding prompt tokens, forking ---------------------------------------------------
+
+def menu_texts(menu):
+    return [a.text() for a in menu.actions()]
+
+
+def menu_action(menu, text):
+    found = [a for a in menu.actions() if a.text() == text]
+    assert found, f"no action {text!r} in {menu_texts(menu)}"
+    return found[0]
+
+
+def select_range(view, start, end):
+    cursor = view.textCursor()
+    cursor.setPosition(start)
+    cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
+    view.setTextCursor(cursor)
+
+
+def marks(view):
+    """{(start, end): has background} for the struck-through extra selections."""
+    return {(s.cursor.selectionStart(), s.cursor.selectionEnd()): s.format.background().style() != Qt.BrushStyle.NoBrush
+            for s in view.extraSelections() if s.format.fontStrikeOut()}
+
+
+def test_selected_prompt_tokens_are_hidden_but_never_position_0(view, qtbot):
+    view.set_show_prompt(True)
+    trace = stream(view, fake_events(n_prompt=5))
+    select_range(view, view.span(0)[0], view.span(trace.n_prompt + 1)[1])  # </s>, the prompt and 2 generated
+    menu = view.context_menu(click_point(view, view.span(2)[0]))
+    texts = menu_texts(menu)
+    zero = next(a for a in menu.actions() if a.text().startswith("The leading </s> (position 0) cannot be hidden"))
+    assert not zero.isEnabled()
+    with qtbot.waitSignal(view.hidden_positions_changed, timeout=1000) as blocker:
+        menu_action(menu, "Hide from attention (positions 1–4)").trigger()
+    assert blocker.args == [(1, 2, 3, 4)]
+    assert view.hidden_positions() == (1, 2, 3, 4)
+    assert "Clear hidden tokens" not in texts  # nothing was hidden when the menu opened
+    # Struck through on a tint: exactly the hidden prompt tokens.
+    assert marks(view) == {view.span(p): True for p in (1, 2, 3, 4)}
+    assert "Will be hidden from attention in the next run" in view.tooltip_html(2)
+
+
+def test_show_again_and_clear_hidden_tokens(view, qtbot):
+    view.set_show_prompt(True)
+    trace = stream(view, fake_events(n_prompt=5))
+    with qtbot.assertNotEmitted(view.hidden_positions_changed):
+        view.set_hidden_positions([0, 3, 1, 2, 3])  # 0 can never be hidden: dropped
+    assert view.hidden_positions() == (1, 2, 3)
+    menu = view.context_menu(click_point(view, view.span(2)[0] + 1))  # no selection: the token under the mouse
+    assert not any(t.startswith("Hide from attention") for t in menu_texts(menu))
+    with qtbot.waitSignal(view.hidden_positions_changed, timeout=1000) as blocker:
+        menu_action(menu, "Show to attention again (position 2)").trigger()
+    assert blocker.args == [(1, 3)]
+    assert marks(view) == {view.span(1): True, view.span(3): True}
+    menu = view.context_menu(click_point(view, view.span(trace.n_prompt)[0] + 1))  # a generated token
+    with qtbot.waitSignal(view.hidden_positions_changed, timeout=1000) as blocker:
+        menu_action(menu, "Clear hidden tokens").trigger()
+    assert blocker.args == [()]
+    assert marks(view) == {}
+
+
+def test_hiding_needs_the_prompt_shown(view):
+    trace = stream(view, fake_events())
+    menu = view.context_menu(click_point(view, view.span(trace.n_prompt)[0] + 1))
+    hint = menu_action(menu, "Show the prompt tokens (View menu) to hide some from attention")
+    assert not hint.isEnabled()
+    assert not any(t.startswith("Hide from attention") for t in menu_texts(menu))
+
+
+def test_tokens_the_run_hid_are_struck_through(view):
+    events = fake_events(n_prompt=5)
+    events[0] = dataclasses.replace(events[0], hidden_positions=(2, 3))
+    view.set_show_prompt(True)
+    stream(view, events)
+    assert marks(view) == {view.span(2): False, view.span(3): False}  # struck through, no tint
+    assert "Hidden from attention in this run" in view.tooltip_html(3)
+    view.set_hidden_positions([3])
+    assert marks(view) == {view.span(2): False, view.span(3): True}
+
+
+def test_fork_menu_offers_the_alternatives_but_not_the_token_itself(view, qtbot):
+    from fake_runs import with_alternatives
+
+    events = fake_events(n_prompt=4, n_gen=5)
+    pos = 4 + 2
+    chosen = next(ev.token_id for ev in events if isinstance(ev, TokenGenerated) and ev.position == pos)
+    alts = (chosen + 7, chosen, chosen + 9)
+    trace = stream(view, with_alternatives(events, pos, alts))
+    menu = view.context_menu(span_middle(view, *view.span(pos)))
+    forks = [a for a in menu.actions() if a.text().startswith("Fork here with")]
+    p0, p2 = trace.top_probs[pos][0], trace.top_probs[pos][2]
+    assert [a.text() for a in forks] == [f"Fork here with 'tok{chosen + 7}' (p = {100 * p0:.3g}%)",
+                                         f"Fork here with 'tok{chosen + 9}' (p = {100 * p2:.3g}%)"]
+    with qtbot.waitSignal(view.fork_requested, timeout=1000) as blocker:
+        forks[1].trigger()
+    assert blocker.args == [pos, chosen + 9]
+
+
+def test_prompt_tokens_fork_too_except_position_0(view, qtbot):
+    view.set_show_prompt(True)
+    trace = stream(view, fake_events(n_prompt=5))
+    menu = view.context_menu(click_point(view, view.span(0)[0] + 1))
+    assert not menu_action(menu, "Position 0 (the leading </s>) cannot be forked: nothing predicts it").isEnabled()
+    assert not any(t.startswith("Fork here with") for t in menu_texts(menu))
+    menu = view.context_menu(click_point(view, view.span(2)[0] + 1))
+    first = next(a for a in menu.actions() if a.text().startswith("Fork here with"))
+    expected = next(int(t) for t in trace.top_ids[2] if int(t) != trace.token_ids[2])
+    with qtbot.waitSignal(view.fork_requested, timeout=1000) as blocker:
+        first.trigger()
+    assert blocker.args == [2, expected]
+
+
+def test_right_click_opens_the_menu(view, qtbot):
+    from PySide6.QtGui import QContextMenuEvent
+
+    from fake_runs import capture_next_menu
+
+    trace = stream(view, fake_events())
+    point = span_middle(view, *view.span(trace.n_prompt + 1))
+    shown = capture_next_menu()
+    vp = view.viewport()
+    QApplication.sendEvent(vp, QContextMenuEvent(QContextMenuEvent.Reason.Mouse, point, vp.mapToGlobal(point)))
+    qtbot.waitUntil(lambda: bool(shown), timeout=2000)
+    assert any(t.startswith("Fork here with") for t in shown[0])

@@ -3,19 +3,26 @@ full attention rows, the whole attention matrix of one head.
 
 Layers and heads are numbered from 1 in the UI (layer l is decoder layer l-1 in code, whose output
 is the logit lens's "layer l").
+
+The grid also edits the head mask for the next run: right-click a head, a layer number or a head
+number for the mask menu, or turn on "Edit head mask" and click. Masked heads are hatched.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Iterable
 
 import numpy as np
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QPointF, Qt, QTimer, Signal
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
-    QComboBox, QHBoxLayout, QLabel, QSpinBox, QSplitter, QStackedWidget, QVBoxLayout, QWidget,
+    QComboBox, QHBoxLayout, QInputDialog, QLabel, QMenu, QSpinBox, QSplitter, QStackedWidget, QVBoxLayout, QWidget,
 )
 
+from ...engine.settings import HeadScale
 from ...session.trace import RunTrace
+from .head_mask_editor import Cell, HeadMaskBar, HeadMaskOverlay, MaskDict, cell_name, head_scales, mask_dict
 from .heatmap import Axis, Heatmap
 from .hidden_view import token_name
 
@@ -34,13 +41,20 @@ def one_based(i: int) -> str:
     return str(i + 1)
 
 
+# What a click on the grid points at: a head (layer, head), a whole layer (row number) or one head
+# index in every layer (column number).
+Target = tuple[str, int, int]  # ("head", layer, head) | ("layer", layer, -1) | ("index", -1, head)
+
+
 class AttentionView(QWidget):
     position_selected = Signal(int)
+    head_mask_changed = Signal(object)  # tuple[HeadScale, ...] sorted by (layer, head): the user edited the mask
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self._trace: RunTrace | None = None
         self._pos: int | None = None
+        self._mask: MaskDict = {}
         self._matrix_key: tuple[int, int, int] | None = None  # (layer, head, T) shown
         self._matrix_time = 0.0
         self._matrix_timer = QTimer(self, singleShot=True)
@@ -51,17 +65,24 @@ class AttentionView(QWidget):
             self.stat_box.addItem(label, key)
             self.stat_box.setItemData(self.stat_box.count() - 1, STAT_TIPS[key], Qt.ItemDataRole.ToolTipRole)
         self.stat_box.currentIndexChanged.connect(self._on_stat_changed)
+        self.mask_bar = HeadMaskBar()
+        self.mask_bar.edit_button.toggled.connect(self._on_edit_toggled)
+        self.mask_bar.clear_button.clicked.connect(self.clear_head_mask)
         bar = QHBoxLayout()
         bar.addWidget(QLabel("Statistic:"))
         bar.addWidget(self.stat_box)
-        bar.addStretch(1)
+        bar.addSpacing(16)
+        bar.addWidget(self.mask_bar, 1)
 
         # Left: every head at the selected token.
         self.grid_caption = QLabel()
         self.grid_caption.setWordWrap(True)
         self.grid = Heatmap(Axis("layer", one_based), Axis("head", one_based),
-                            hint="Hover a head to read its value; click it to show its matrix.")
+                            hint="Click a head to show its matrix; right-click to mask it.")
         self.grid.cell_clicked.connect(self._on_grid_clicked)
+        self.grid.plot.scene().sigMouseClicked.connect(self._on_grid_scene_clicked)
+        self.mask_overlay = HeadMaskOverlay()
+        self.grid.plot.addItem(self.mask_overlay, ignoreBounds=True)
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 0, 0)
@@ -107,6 +128,8 @@ class AttentionView(QWidget):
         layout.addLayout(bar)
         layout.addWidget(split, 1)
         self._on_stat_changed()
+        self._show_mask()
+        self._apply_palette()
 
     # --- inputs --------------------------------------------------------------------------------
 
@@ -130,6 +153,7 @@ class AttentionView(QWidget):
         name = lambda i: token_name(self._trace, i)  # noqa: E731
         self.matrix.set_axes(Axis("query", name=lambda i: "query " + name(i)),
                              Axis("key", name=lambda i: "key " + name(i)))
+        self.mask_bar.show_mask(self._mask, *self._model_shape())  # "3:*" needs the model's head count
         self.refresh()
 
     def set_position(self, pos: int | None) -> None:
@@ -155,18 +179,164 @@ class AttentionView(QWidget):
         t, pos = self._trace, self._pos
         if t is None or pos is None or not (0 <= pos < t.length):
             self.grid.clear()
+            self._place_overlay()
             self.grid_caption.setText("Select a token to see its attention heads.")
             return
         values = t.attention(self.stat)[:, :, pos]
         self.grid.set_data(values)
+        if self.mask_overlay.grid_shape != values.shape:
+            self._place_overlay()  # the grid's shape changed (a new model): re-fit the marks
         if np.isnan(values).all():
             self.grid_caption.setText(f"{token_name(t, pos)} was never fed to the model: no attention yet.")
         else:
             self.grid_caption.setText(f"{self.stat_box.currentText()} of each head at {token_name(t, pos)}")
 
     def _on_grid_clicked(self, row: int, col: int) -> None:
-        self.layer_spin.setValue(row + 1)
-        self.head_spin.setValue(col + 1)
+        if self.mask_bar.editing:
+            self.toggle_heads(self._cells(("head", row, col)))
+            return
+        self.show_head(row, col)
+
+    def show_head(self, layer: int, head: int) -> None:
+        """Pick the head (0-based) whose full attention matrix is shown."""
+        self.layer_spin.setValue(layer + 1)
+        self.head_spin.setValue(head + 1)
+
+    # --- head mask -----------------------------------------------------------------------------
+
+    def head_mask(self) -> tuple[HeadScale, ...]:
+        """The mask being edited, sorted by (layer, head), 0-based."""
+        return head_scales(self._mask)
+
+    def set_head_mask(self, mask: Iterable) -> None:
+        """Show `mask` (HeadScale items or (layer, head, scale) tuples) as the one being edited; no signal."""
+        self._mask = mask_dict(mask)
+        self._show_mask()
+
+    def mask_heads(self, cells: Iterable[Cell], scale: float) -> None:
+        """Scale each (layer, head) by `scale` (1 unmasks)."""
+        new = dict(self._mask)
+        for cell in cells:
+            if scale == 1.0:
+                new.pop(cell, None)
+            else:
+                new[cell] = float(scale)
+        self._commit(new)
+
+    def unmask_heads(self, cells: Iterable[Cell]) -> None:
+        self.mask_heads(cells, 1.0)
+
+    def toggle_heads(self, cells: list[Cell]) -> None:
+        """The edit-mode click: unmask when every cell already has the bar's scale, else apply it."""
+        scale = self.mask_bar.scale
+        if cells and all(self._mask.get(c, 1.0) == scale for c in cells):
+            self.unmask_heads(cells)
+        else:
+            self.mask_heads(cells, scale)
+
+    def clear_head_mask(self) -> None:
+        self._commit({})
+
+    def _commit(self, new: MaskDict) -> None:
+        if new == self._mask:
+            return
+        self._mask = new
+        self._show_mask()
+        self.head_mask_changed.emit(self.head_mask())
+
+    def _show_mask(self) -> None:
+        self.mask_bar.show_mask(self._mask, *self._model_shape())
+        self._place_overlay()
+
+    def _place_overlay(self) -> None:
+        self.mask_overlay.set_cells(self._mask, self.grid.data().shape)
+
+    def _model_shape(self) -> tuple[int | None, int | None]:
+        t = self._trace
+        return (t.n_layers, t.n_heads) if t is not None else (None, None)
+
+    def _cells(self, target: Target) -> list[Cell]:
+        kind, layer, head = target
+        n_layers, n_heads = (n or 0 for n in self._model_shape())
+        if kind == "layer":
+            return [(layer, h) for h in range(n_heads)]
+        if kind == "index":
+            return [(la, head) for la in range(n_layers)]
+        return [(layer, head)]
+
+    def _describe(self, target: Target) -> str:
+        kind, layer, head = target
+        if kind == "layer":
+            return f"layer {layer + 1}"
+        if kind == "index":
+            return f"head {head + 1} in every layer"
+        return f"head {cell_name(layer, head)}"
+
+    def target_at(self, scene_pos: QPointF) -> Target | None:
+        """The head under a scene point, or the layer / head index whose axis number is under it."""
+        cell = self.grid.cell_at(scene_pos)
+        if cell is not None:
+            return ("head", *cell)
+        n_layers, n_heads = self.grid.data().shape
+        item = self.grid.plot.getPlotItem()
+        p = self.grid.view.mapSceneToView(scene_pos)
+        row, col = int(np.floor(p.y() + 0.5)), int(np.floor(p.x() + 0.5))
+        if item.getAxis("left").sceneBoundingRect().contains(scene_pos) and 0 <= row < n_layers:
+            return ("layer", row, -1)
+        if item.getAxis("bottom").sceneBoundingRect().contains(scene_pos) and 0 <= col < n_heads:
+            return ("index", -1, col)
+        return None
+
+    def mask_menu(self, target: Target) -> QMenu:
+        """The right-click menu for a head, a layer or a head index."""
+        menu = QMenu(self)
+        kind, layer, head = target
+        targets = [target]
+        if kind == "head":
+            targets += [("layer", layer, -1), ("index", -1, head)]
+        for t in targets:
+            menu.addAction(f"Ablate {self._describe(t)}", lambda t=t: self.mask_heads(self._cells(t), 0.0))
+        menu.addSeparator()
+        for t in targets:
+            menu.addAction(f"Scale {self._describe(t)}…", lambda t=t: self._ask_scale(t))
+        menu.addSeparator()
+        for t in targets:
+            action = menu.addAction(f"Unmask {self._describe(t)}", lambda t=t: self.unmask_heads(self._cells(t)))
+            action.setEnabled(any(c in self._mask for c in self._cells(t)))
+        menu.addAction("Clear mask", self.clear_head_mask).setEnabled(bool(self._mask))
+        return menu
+
+    def _ask_scale(self, target: Target) -> None:
+        cells = self._cells(target)
+        current = self._mask.get(cells[0], self.mask_bar.scale) if len(cells) == 1 else self.mask_bar.scale
+        scale, ok = QInputDialog.getDouble(
+            self, "Scale heads", f"Scale the output of {self._describe(target)} by (0 removes it, 1 leaves it):",
+            current, 0.0, 2.0, 2)
+        if ok:
+            self.mask_heads(cells, scale)
+
+    def _on_grid_scene_clicked(self, event) -> None:
+        target = self.target_at(event.scenePos())
+        if target is None:
+            return
+        if event.button() == Qt.MouseButton.RightButton:
+            event.accept()
+            self.mask_menu(target).exec(event.screenPos().toPoint())
+        elif event.button() == Qt.MouseButton.LeftButton and self.mask_bar.editing and target[0] != "head":
+            self.toggle_heads(self._cells(target))  # head cells come through the heatmap's cell_clicked
+
+    def _on_edit_toggled(self, on: bool) -> None:
+        cursor = Qt.CursorShape.PointingHandCursor if on else Qt.CursorShape.ArrowCursor
+        self.grid.plot.viewport().setCursor(cursor)
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
+        if event.type() == QEvent.Type.PaletteChange:
+            self._apply_palette()
+        super().changeEvent(event)
+
+    def _apply_palette(self) -> None:
+        palette = self.palette()
+        self.mask_overlay.set_colors(palette.color(QPalette.ColorRole.Text), palette.color(QPalette.ColorRole.Base))
 
     # --- full matrix ---------------------------------------------------------------------------
 

@@ -3,27 +3,34 @@
 Only the visible tab is redrawn on refresh(); the others are marked stale and catch up when shown,
 so refresh() stays cheap while a run grows. The logit lens is computed elsewhere (the engine):
 the Inspector asks for it with `lens_requested` and shows what `set_lens` hands back.
+
+Under the header, a line states the run's interventions (heads masked, mid-run mask changes,
+prompt tokens hidden from attention) and the head mask being edited for the next run, when it differs.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QLabel, QSplitter, QStackedWidget, QTabWidget, QVBoxLayout, QWidget
 
 from ...engine.events import LensResult
+from ...engine.settings import HeadScale
 from ...session.trace import RunTrace
 from .attention_view import AttentionView
+from .head_mask_editor import mask_dict, mask_text
 from .hidden_view import HiddenView
 from .lens_view import LensView
-from .token_table import TokenTable, TokenTexts, format_prob, quote_piece
+from .token_table import TokenTable, TokenTexts, format_prob, position_ranges, quote_piece
 
 
 class Inspector(QWidget):
     position_selected = Signal(int)  # the user picked a token in one of the views
     lens_requested = Signal(int)  # the lens tab needs the logit lens at this position
+    head_mask_changed = Signal(object)  # tuple[HeadScale, ...]: the user edited the mask in the attention grid
+    fork_requested = Signal(int, int)  # (position, token id): fork the run there with that token
 
     def __init__(self, piece_fn: Callable[[int], str] | None = None, parent: QWidget | None = None):
         super().__init__(parent)
@@ -36,6 +43,10 @@ class Inspector(QWidget):
 
         self.header = QLabel()
         self.header.setTextFormat(Qt.TextFormat.PlainText)
+        self.interventions = QLabel()
+        self.interventions.setTextFormat(Qt.TextFormat.PlainText)
+        self.interventions.setWordWrap(True)
+        self.interventions.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.table = TokenTable(self.texts)
         self.hidden = HiddenView()
         self.attention = AttentionView()
@@ -67,12 +78,16 @@ class Inspector(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.header)
+        layout.addWidget(self.interventions)
         layout.addWidget(self.pages, 1)
 
         self.table.position_selected.connect(self._user_picked)
         self.hidden.position_selected.connect(self._user_picked)
         self.attention.position_selected.connect(self._user_picked)
         self.tabs.currentChanged.connect(self._on_tab_changed)
+        self.table.fork_requested.connect(self.fork_requested)
+        self.attention.head_mask_changed.connect(self._on_head_mask_edited)
+        self._interventions_key: tuple | None = None
         self._update_header()
 
     # --- public API ----------------------------------------------------------------------------
@@ -91,6 +106,7 @@ class Inspector(QWidget):
         if trace is not None and trace.length:
             pos = max(trace.n_prompt - 1, 0)
         self._set_position(pos, force=True)
+        self._update_interventions(force=True)
 
     def refresh(self) -> None:
         """The trace grew: add rows, redraw the visible tab, let the hidden ones catch up later."""
@@ -110,6 +126,7 @@ class Inspector(QWidget):
             self._lens_state = ("none", None)
             self._request_lens()  # the token has been fed since: its lens may be readable now
         self._update_header()
+        self._update_interventions()
 
     def select_position(self, pos: int | None) -> None:
         """Follow `pos` (from outside: does not emit position_selected)."""
@@ -133,6 +150,19 @@ class Inspector(QWidget):
     def set_lens_unavailable(self, reason: str) -> None:
         self._lens_state = ("unavailable", self._pos)
         self.lens.set_unavailable(reason)
+
+    def head_mask(self) -> tuple[HeadScale, ...]:
+        """The head mask being edited in the attention grid (for the next run), sorted by (layer, head)."""
+        return self.attention.head_mask()
+
+    def set_head_mask(self, mask: Iterable) -> None:
+        """Show `mask` (HeadScale items or (layer, head, scale) tuples) as the one being edited; no signal."""
+        self.attention.set_head_mask(mask)
+        self._update_interventions(force=True)
+
+    def _on_head_mask_edited(self, mask: tuple[HeadScale, ...]) -> None:
+        self._update_interventions(force=True)
+        self.head_mask_changed.emit(mask)
 
     # --- internals -----------------------------------------------------------------------------
 
@@ -209,3 +239,33 @@ class Inspector(QWidget):
             bits.append(f"rank {int(t.rank[pos])}")
             bits.append(f"entropy {float(t.entropy[pos]):.2f} nats")
         self.header.setText("  ·  ".join(bits))
+
+    def _update_interventions(self, force: bool = False) -> None:
+        t = self._trace
+        key = (id(t), len(t.mask_changes)) if t is not None else None
+        if key == self._interventions_key and not force:
+            return  # refresh() runs per batch of tokens: only a new mask change alters this line
+        self._interventions_key = key
+        text = interventions_text(t, self.attention.head_mask()) if t is not None else ""
+        self.interventions.setText(text)
+        self.interventions.setVisible(bool(text))
+
+
+def interventions_text(trace: RunTrace, edited: tuple[HeadScale, ...]) -> str:
+    """"Heads masked: 4:1, 8:*; from position 12: 4:1 · Hidden from attention: positions 2–4" and,
+    when the mask being edited differs from the one in force at the run's end, what the next run gets."""
+    shape = (trace.n_layers, trace.n_heads)
+    started = trace.started
+    parts = []
+    if started.head_mask or trace.mask_changes:
+        bits = [f"Heads masked: {mask_text(started.head_mask, *shape) or 'none'}"]
+        for change in trace.mask_changes:
+            at = trace.n_prompt + change.index
+            bits.append(f"from position {at}: {mask_text(change.head_mask, *shape) or 'none'}")
+        parts.append("; ".join(bits))
+    if started.hidden_positions:
+        parts.append(f"Hidden from attention: positions {position_ranges(started.hidden_positions)}")
+    in_force = trace.mask_changes[-1].head_mask if trace.mask_changes else started.head_mask
+    if mask_dict(edited) != mask_dict(in_force):
+        parts.append(f"Next run's head mask: {mask_text(edited, *shape) or 'none'}")
+    return "  ·  ".join(parts)

@@ -5,20 +5,28 @@ position in the run, so the mouse maps to a token through the document itself. B
 split one character over several tokens: those that add no text ("") wait until the token that
 completes the character arrives, which then carries the character (and, in `GROUP_START`, the
 first position of the group).
+
+Interventions start here too. Right-clicking a token offers to fork the run there with one of the
+alternatives the model considered (`fork_requested`). With the prompt shown, prompt tokens selected
+with the mouse can be hidden from attention in the next run (`hidden_positions_changed`): those are
+struck through on a tinted background; the prompt tokens this run hid are struck through.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, Qt, Signal
-from PySide6.QtGui import QColor, QHelpEvent, QMouseEvent, QPalette, QTextCharFormat, QTextCursor, QTextFormat
-from PySide6.QtWidgets import QApplication, QTextEdit, QToolTip, QWidget
+from PySide6.QtGui import (
+    QColor, QContextMenuEvent, QHelpEvent, QMouseEvent, QPalette, QTextCharFormat, QTextCursor, QTextFormat,
+)
+from PySide6.QtWidgets import QApplication, QMenu, QTextEdit, QToolTip, QWidget
 
 from ...session.trace import RunTrace
+from .token_table import add_fork_actions, format_percent as _pct, menu_text, position_ranges
 
 POSITION = QTextFormat.UserProperty + 1  # position of the token these characters belong to
 GROUP_START = QTextFormat.UserProperty + 2  # first token of a character split over several tokens
@@ -27,22 +35,13 @@ GROUP_START = QTextFormat.UserProperty + 2  # first token of a character split o
 _FULL_SHADE_BITS = 10.0
 _MAX_ALPHA = 120  # of 255: readable text on the strongest shade, and clearly lighter than the selection
 _PROMPT_TEXT_MIX = 0.35  # prompt text is blended this far toward the background: input, not output
+_HIDDEN_TINT = 0.3  # tokens to hide next run: background blended this far from Base toward Mid
 
 
 def _visible(text: str) -> str:
     """Token text for a tooltip: quoted, whitespace kept, control characters made visible."""
     shown = text.replace("\n", "↵").replace("\r", "␍").replace("\t", "⇥")
     return f"<span style='white-space:pre'>“{html.escape(shown)}”</span>"
-
-
-def _pct(p: float) -> str:
-    if not math.isfinite(p):
-        return "–"
-    if p >= 0.9995:
-        return "100%" if p >= 1.0 else "99.9%"
-    if p >= 1e-4:
-        return f"{100 * p:.3g}%"
-    return f"{100 * p:.1e}%"
 
 
 def _mix(a: QColor, b: QColor, t: float) -> QColor:
@@ -53,6 +52,8 @@ class OutputView(QTextEdit):
     """Read-only view of one run. Call `refresh()` as the run grows: it appends only what is new."""
 
     token_clicked = Signal(int)  # position in the run (prompt included)
+    fork_requested = Signal(int, int)  # (position, token id): fork the run there with that token
+    hidden_positions_changed = Signal(object)  # tuple[int, ...]: prompt positions to hide from attention next run
 
     def __init__(self, parent: QWidget | None = None, piece_fn: Callable[[int], str] | None = None):
         super().__init__(parent)
@@ -62,6 +63,7 @@ class OutputView(QTextEdit):
         self._selected: int | None = None
         self._hover: int | None = None
         self._press: QPoint | None = None
+        self._hidden: tuple[int, ...] = ()  # prompt positions to hide from attention in the next run
         self._reset_state()
         self.setReadOnly(True)
         self.setUndoRedoEnabled(False)  # an undo stack for streamed text only costs memory
@@ -131,6 +133,78 @@ class OutputView(QTextEdit):
     def selected(self) -> int | None:
         return self._selected
 
+    def hidden_positions(self) -> tuple[int, ...]:
+        """Prompt positions to hide from attention in the next run, sorted."""
+        return self._hidden
+
+    def set_hidden_positions(self, positions: Iterable[int]) -> None:
+        """Replace the positions to hide (position 0 and negatives are dropped); no signal."""
+        self._hidden = tuple(sorted({int(p) for p in positions if int(p) > 0}))
+        self._update_extra_selections()
+
+    def prompt_positions_in(self, start: int, end: int) -> list[int]:
+        """Shown prompt positions whose characters overlap the document range [start, end)."""
+        t = self._trace
+        if t is None:
+            return []
+        out = []
+        for pos in range(t.n_prompt):
+            span = self._spans.get(pos)
+            if span is not None and span[0] < end and start < span[1]:
+                out.append(pos)
+        return out
+
+    def context_menu(self, point: QPoint) -> QMenu:
+        """The right-click menu at a viewport point: copy, fork at the token there, hide prompt tokens."""
+        menu = self.createStandardContextMenu()
+        t = self._trace
+        if t is None:
+            return menu
+        pos = self.position_at(point)
+        if pos is not None:
+            add_fork_actions(menu, t, pos, self._piece, self.fork_requested.emit)
+        self._add_hiding_actions(menu, pos)
+        return menu
+
+    def _add_hiding_actions(self, menu: QMenu, pos: int | None) -> None:
+        t = self._trace
+        assert t is not None
+        menu.addSection("Attention")
+        if not self._show_prompt:
+            menu.addAction("Show the prompt tokens (View menu) to hide some from attention").setEnabled(False)
+        else:
+            cursor = self.textCursor()
+            if cursor.hasSelection():
+                targets = self.prompt_positions_in(cursor.selectionStart(), cursor.selectionEnd())
+            else:
+                targets = [pos] if pos is not None and pos < t.n_prompt else []
+            if 0 in targets:
+                menu.addAction("The leading </s> (position 0) cannot be hidden: every token "
+                               "must be able to attend to it").setEnabled(False)
+            targets = [p for p in targets if p > 0]
+            if not targets:
+                menu.addAction("Select prompt tokens to hide them from attention").setEnabled(False)
+            else:
+                where = position_ranges(targets)
+                to_hide = [p for p in targets if p not in self._hidden]
+                to_show = [p for p in targets if p in self._hidden]
+                if to_hide:
+                    menu.addAction(menu_text(f"Hide from attention (position{'s' if len(targets) > 1 else ''} "
+                                             f"{where})"), lambda: self._change_hidden(add=to_hide))
+                if to_show:
+                    menu.addAction(menu_text(f"Show to attention again (position{'s' if len(to_show) > 1 else ''} "
+                                             f"{position_ranges(to_show)})"),
+                                   lambda: self._change_hidden(remove=to_show))
+        if self._hidden:
+            menu.addAction("Clear hidden tokens", lambda: self._change_hidden(remove=self._hidden))
+
+    def _change_hidden(self, add: Iterable[int] = (), remove: Iterable[int] = ()) -> None:
+        new = tuple(sorted((set(self._hidden) | {p for p in add if p > 0}) - set(remove)))
+        if new != self._hidden:
+            self._hidden = new
+            self._update_extra_selections()
+            self.hidden_positions_changed.emit(new)
+
     def span(self, pos: int) -> tuple[int, int] | None:
         """Document range [start, end) of the characters showing token `pos`, if they are shown."""
         return self._span_of(pos)
@@ -173,9 +247,14 @@ class OutputView(QTextEdit):
             before = ", ".join(f"{p} ({html.escape(t.pieces[p])})" for p in range(first, pos))
             rows.append(f"Its character began in token{'s' if pos - first > 1 else ''} {before}; "
                         f"together: probability {_pct(math.exp(joint))}")
+        if pos in t.started.hidden_positions:
+            rows.append("Hidden from attention in this run: later tokens could not look at it.")
+        if pos in self._hidden:
+            rows.append("Will be hidden from attention in the next run.")
         alts = self._alternatives_html(pos) if math.isfinite(lp) else ""  # nothing predicted position 0
         if alts:
             rows.append(alts)
+            rows.append("<i>Right-click to fork the run here with one of these.</i>")
         return "<br>".join(rows)
 
     # --- rendering ------------------------------------------------------------------------------
@@ -316,7 +395,7 @@ class OutputView(QTextEdit):
 
     def _update_extra_selections(self) -> None:
         pal = self.palette()
-        selections = []
+        selections = self._hidden_marks(pal)
         hover = self._span_of(self._hover)
         if hover is not None and self._hover != self._selected:
             sel = QTextEdit.ExtraSelection()
@@ -336,6 +415,27 @@ class OutputView(QTextEdit):
             sel.format = fmt
             selections.append(sel)
         self.setExtraSelections(selections)
+
+    def _hidden_marks(self, pal: QPalette) -> list[QTextEdit.ExtraSelection]:
+        """Struck-through prompt tokens: those this run hid, and (on a tint) those the next run will hide."""
+        t = self._trace
+        if t is None or not self._show_prompt:
+            return []
+        tint = _mix(pal.color(QPalette.ColorRole.Base), pal.color(QPalette.ColorRole.Mid), _HIDDEN_TINT)
+        marks = []
+        for pos in sorted(set(t.started.hidden_positions) | set(self._hidden)):
+            span = self._spans.get(pos) if pos < t.n_prompt else None
+            if span is None:
+                continue
+            sel = QTextEdit.ExtraSelection()
+            sel.cursor = self._range_cursor(*span)
+            fmt = QTextCharFormat()
+            fmt.setFontStrikeOut(True)
+            if pos in self._hidden:
+                fmt.setBackground(tint)
+            sel.format = fmt
+            marks.append(sel)
+        return marks
 
     def _range_cursor(self, start: int, end: int) -> QTextCursor:
         cursor = QTextCursor(self.document())
@@ -405,6 +505,9 @@ class OutputView(QTextEdit):
                 self.set_selected(pos)
                 self.token_clicked.emit(pos)
         self._press = None
+
+    def contextMenuEvent(self, event: QContextMenuEvent) -> None:  # noqa: N802
+        self.context_menu(event.pos()).exec(event.globalPos())
 
     def changeEvent(self, event: QEvent) -> None:
         super().changeEvent(event)

@@ -1,17 +1,18 @@
 """Per-token table of a run: position, token, id, probability, rank, entropy, top alternatives.
 
 The model reads the RunTrace's arrays directly and only announces new rows (rowsInserted), so a
-refresh while the run grows costs nothing for rows already shown.
+refresh while the run grows costs nothing for rows already shown. Right-clicking a row (or
+double-clicking its alternatives) offers to fork the run there with one of the alternatives.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
-from PySide6.QtCore import QAbstractTableModel, QEvent, QItemSelectionModel, QModelIndex, Qt, Signal
+from PySide6.QtCore import QAbstractTableModel, QEvent, QItemSelectionModel, QModelIndex, QPoint, Qt, Signal
 from PySide6.QtGui import QBrush, QFont, QPalette
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QMenu, QTableView, QVBoxLayout, QWidget
 
 from ...session.trace import RunTrace
 from .heatmap import mix
@@ -33,6 +34,66 @@ def format_prob(p: float) -> str:
         return f"{p:.3f}"
     mantissa, exponent = f"{p:.1e}".split("e")
     return f"{mantissa}e{int(exponent)}"  # 2.2e-4, not 2.2e-04: fits the column
+
+
+def position_ranges(positions: Iterable[int]) -> str:
+    """"2–4, 7" for (2, 3, 4, 7)."""
+    out: list[str] = []
+    ps = sorted(set(int(p) for p in positions))
+    i = 0
+    while i < len(ps):
+        j = i
+        while j + 1 < len(ps) and ps[j + 1] == ps[j] + 1:
+            j += 1
+        out.append(str(ps[i]) if i == j else f"{ps[i]}–{ps[j]}")
+        i = j + 1
+    return ", ".join(out)
+
+
+def fork_choices(trace: RunTrace | None, pos: int) -> list[tuple[int, float]]:
+    """(token id, probability) of the alternatives a run can be forked with at `pos`, most likely first.
+
+    Position 0 (the leading </s>) is never predicted, so it cannot be forked; elsewhere every scored
+    alternative other than the token already there qualifies.
+    """
+    if trace is None or not (1 <= pos < trace.length):
+        return []
+    chosen = int(trace.token_ids[pos])
+    return [(int(tid), float(p)) for tid, p in zip(trace.top_ids[pos], trace.top_probs[pos])
+            if np.isfinite(p) and int(tid) != chosen]
+
+
+def menu_text(text: str) -> str:
+    """Text for a QMenu entry: a literal '&' would otherwise mark a keyboard shortcut."""
+    return text.replace("&", "&&")
+
+
+def add_fork_actions(menu: QMenu, trace: RunTrace | None, pos: int, piece: PieceFn,
+                     fork: Callable[[int, int], None]) -> None:
+    """A section "Fork the run at position P" with one "Fork here with ' x' (p = 12%)" entry per alternative."""
+    if trace is None or not (0 <= pos < trace.length):
+        return
+    choices = fork_choices(trace, pos)
+    menu.addSection(menu_text(f"Fork the run at position {pos} ({quote_piece(trace.pieces[pos])})"))
+    if not choices:
+        why = ("Position 0 (the leading </s>) cannot be forked: nothing predicts it" if pos == 0
+               else "No alternatives were recorded at this position")
+        menu.addAction(why).setEnabled(False)
+        return
+    for tid, p in choices:
+        label = f"Fork here with {quote_piece(piece(tid))} (p = {format_percent(p)})"
+        menu.addAction(menu_text(label), lambda tid=tid: fork(pos, tid))
+
+
+def format_percent(p: float) -> str:
+    """12.3%, 0.0123%, 1.2e-05%; never rounds a probability below 1 up to "100%"."""
+    if not np.isfinite(p):
+        return "–"
+    if p >= 0.9995:
+        return "100%" if p >= 1.0 else "99.9%"
+    if p >= 1e-4:
+        return f"{100 * p:.3g}%"
+    return f"{100 * p:.1e}%"
 
 
 class TokenTexts:
@@ -94,6 +155,9 @@ class TokenTableModel(QAbstractTableModel):
         self._italic = QFont()
         self._italic.setItalic(True)
         self.prompt_brush = QBrush()
+
+    def trace(self) -> RunTrace | None:
+        return self._trace
 
     def set_trace(self, trace: RunTrace | None) -> None:
         self.beginResetModel()
@@ -192,18 +256,24 @@ class TokenTableModel(QAbstractTableModel):
     def _tooltip(self, pos: int, col: int, is_prompt: bool) -> str:
         if col == COL_ALTS:
             alts = self.alternatives(pos, n=len(self._trace.top_ids[pos]))
-            return "\n".join(f"{quote_piece(s)}  {format_prob(p)}" for s, p in alts) or "no prediction at position 0"
+            if not alts:
+                return "no prediction at position 0"
+            return ("\n".join(f"{quote_piece(s)}  {format_prob(p)}" for s, p in alts)
+                    + "\n\nDouble-click or right-click to fork the run here with one of these.")
         part = "prompt" if is_prompt else "generated"
         return f"position {pos} ({part}): {quote_piece(self._trace.pieces[pos])}, id {self._trace.token_ids[pos]}"
 
 
 class TokenTable(QWidget):
-    """The table view; emits `position_selected` when the user picks a row."""
+    """The table view; emits `position_selected` when the user picks a row, `fork_requested` when
+    they choose an alternative to fork the run with (context menu, or double-click on the alternatives)."""
 
     position_selected = Signal(int)
+    fork_requested = Signal(int, int)  # (position, token id)
 
     def __init__(self, texts: TokenTexts, parent: QWidget | None = None):
         super().__init__(parent)
+        self._texts = texts
         self.model = TokenTableModel(texts, self)
         self.view = QTableView()
         self.view.setModel(self.model)
@@ -227,7 +297,28 @@ class TokenTable(QWidget):
         layout.addWidget(self.view)
         self._quiet = False  # True while the selection is moved by code, not by the user
         self.view.selectionModel().currentRowChanged.connect(self._on_current_row)
+        self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.view.customContextMenuRequested.connect(self._on_context_menu)
+        self.view.doubleClicked.connect(self._on_double_clicked)
         self._apply_palette()
+
+    # --- forks ---------------------------------------------------------------------------------
+
+    def fork_menu(self, pos: int) -> QMenu:
+        """The menu offering to fork the run at `pos` with each recorded alternative."""
+        menu = QMenu(self)
+        add_fork_actions(menu, self.model.trace(), pos, self._texts.text, self.fork_requested.emit)
+        return menu
+
+    def _on_context_menu(self, point: QPoint) -> None:
+        index = self.view.indexAt(point)
+        if index.isValid():
+            self.fork_menu(index.row()).exec(self.view.viewport().mapToGlobal(point))
+
+    def _on_double_clicked(self, index: QModelIndex) -> None:
+        if index.column() == COL_ALTS:
+            rect = self.view.visualRect(index)
+            self.fork_menu(index.row()).exec(self.view.viewport().mapToGlobal(rect.bottomLeft()))
 
     def set_trace(self, trace: RunTrace | None) -> None:
         self.model.set_trace(trace)

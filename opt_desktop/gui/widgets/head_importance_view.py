@@ -1,0 +1,172 @@
+"""Head importance: how much the log-probability of a run's generated tokens changes when each
+attention head is scaled (0 = removed), as a layers × heads heatmap centred on zero.
+
+The engine does the work, one head at a time; this view starts and stops it (`start_requested`,
+`stop_requested`) and shows what comes back (`set_progress`, `set_result`, partial results included:
+heads not done yet are blank).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PySide6.QtCore import QEvent, QRectF, Qt, Signal
+from PySide6.QtGui import QBrush, QPalette, QPen
+from PySide6.QtWidgets import (
+    QDoubleSpinBox, QGraphicsRectItem, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget,
+)
+
+from ...engine.results import HeadImportance
+from .attention_view import one_based
+from .heatmap import Axis, Heatmap
+
+COLORMAP = "CET-D1"  # blue - white - red: negative (the head helped) blue, positive red
+EXPLANATION = ("Each head is scaled in turn and the run's generated tokens are scored again: the colour is "
+               "the change in their total log-probability. Blue: the text became less likely (the head "
+               "helped write it); red: more likely. Hatched: not measured yet. Click a head to inspect it.")
+
+
+def format_delta(v: float) -> str:
+    return "not computed yet" if not math.isfinite(v) else f"Δ log p = {v:+.3g}"
+
+
+class HeadImportanceView(QWidget):
+    start_requested = Signal(float)  # the scale each head gets in turn (0 = ablate)
+    stop_requested = Signal()
+    head_clicked = Signal(int, int)  # 0-based (layer, head)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.result: HeadImportance | None = None
+        self._running = False
+        self._available: tuple[bool, str] = (False, "Generate a run first.")
+
+        self.scale_spin = QDoubleSpinBox()
+        self.scale_spin.setRange(0.0, 2.0)
+        self.scale_spin.setSingleStep(0.1)
+        self.scale_spin.setDecimals(2)
+        self.scale_spin.setPrefix("scale each head ×")
+        self.scale_spin.setSpecialValueText("ablate each head (×0)")
+        self.scale_spin.setToolTip("The factor each head's output is scaled by in turn: 0 removes it")
+        self.start_button = QPushButton("Start")
+        self.start_button.setToolTip("Measure every head on the current run (needs the run's model loaded)")
+        self.start_button.clicked.connect(lambda: self.start_requested.emit(float(self.scale_spin.value())))
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop after the head being measured; the heads done so far stay shown")
+        self.stop_button.clicked.connect(self.stop_requested)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("%v / %m heads")
+        bar = QHBoxLayout()
+        bar.addWidget(self.scale_spin)
+        bar.addWidget(self.start_button)
+        bar.addWidget(self.stop_button)
+        bar.addWidget(self.progress, 1)
+
+        self.reason = QLabel()  # why Start is disabled
+        self.reason.setWordWrap(True)
+        self.status = QLabel()  # what the map shows
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.explanation = QLabel(EXPLANATION)
+        self.explanation.setWordWrap(True)
+        self.heatmap = Heatmap(Axis("layer", one_based), Axis("head", one_based), colormap=COLORMAP,
+                               value_format=format_delta,
+                               hint="Hover a head to read its effect; click it to inspect it.")
+        self.heatmap.set_colorbar_label("Δ log p of the generated tokens")
+        self.heatmap.cell_clicked.connect(self.head_clicked)
+        # Heads not measured yet are NaN, which the image leaves transparent: hatch what shows through,
+        # so they cannot be mistaken for the white "no effect" of the colour map.
+        self._not_measured = QGraphicsRectItem()
+        self._not_measured.setZValue(-10)
+        self._not_measured.setPen(QPen(Qt.PenStyle.NoPen))
+        self.heatmap.plot.addItem(self._not_measured, ignoreBounds=True)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(bar)
+        layout.addWidget(self.reason)
+        layout.addWidget(self.status)
+        layout.addWidget(self.explanation)
+        layout.addWidget(self.heatmap, 1)
+        self._update_controls()
+        self._update_status()
+        self._apply_palette()
+
+    # --- state from the window -------------------------------------------------------------------
+
+    def set_available(self, ok: bool, reason: str) -> None:
+        """Whether a measurement can start now (a finished run, its model loaded), and why not."""
+        self._available = (bool(ok), reason)
+        self._update_controls()
+
+    def set_running(self, running: bool) -> None:
+        self._running = bool(running)
+        self._update_controls()
+        self._update_status()
+
+    def set_progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(int(total), 1))
+        self.progress.setValue(min(int(done), max(int(total), 1)))
+
+    def set_result(self, imp: HeadImportance | None) -> None:
+        """Show a (possibly partial) result; None clears the map."""
+        self.result = imp
+        if imp is None:
+            self.heatmap.clear()
+            self._not_measured.setVisible(False)
+        else:
+            delta = np.asarray(imp.delta, np.float32)
+            self.heatmap.set_data(delta)
+            n_layers, n_heads = delta.shape
+            self._not_measured.setRect(QRectF(-0.5, -0.5, n_heads, n_layers))
+            self._not_measured.setVisible(True)
+            finite = np.abs(delta[np.isfinite(delta)])
+            reach = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+            self.heatmap.set_fixed_levels((-reach, reach))  # centred on 0: white = no effect
+        self._update_status()
+
+    def _update_status(self) -> None:
+        imp = self.result
+        if imp is None:
+            self.status.setText("Measuring heads…" if self._running
+                                else "Press Start to measure every head of the current run.")
+            return
+        delta = np.asarray(imp.delta)
+        done = int(np.isfinite(delta).sum())
+        what = "removing" if imp.scale == 0 else f"scaling by ×{imp.scale:g}"
+        if self._running:
+            state = f" ({done} of {delta.size} heads so far)"
+        else:
+            state = "" if imp.completed else f" (stopped: {done} of {delta.size} heads measured)"
+        text = (f"Effect of {what} each head on the log-probability of the generated tokens "
+                f"(baseline {imp.baseline_logprob:.3f}){state}.")
+        if done:
+            layer, head = np.unravel_index(int(np.nanargmin(delta)), delta.shape)
+            text += (f" Most needed: layer {layer + 1}, head {head + 1} "
+                     f"(Δ log p = {float(delta[layer, head]):+.3g}).")
+        self.status.setText(text)
+
+    def _update_controls(self) -> None:
+        ok, reason = self._available
+        self.start_button.setEnabled(ok and not self._running)
+        self.scale_spin.setEnabled(not self._running)
+        self.stop_button.setEnabled(self._running)
+        self.start_button.setToolTip("Measure every head on the current run" if ok else reason)
+        self.reason.setText(reason if not ok and not self._running else "")
+        self.reason.setVisible(bool(self.reason.text()))
+
+    # --- palette ---------------------------------------------------------------------------------
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
+        if event.type() == QEvent.Type.PaletteChange:
+            self._apply_palette()
+        super().changeEvent(event)
+
+    def _apply_palette(self) -> None:
+        color = self.palette().color(QPalette.ColorRole.Text)
+        color.setAlphaF(0.35)
+        brush = QBrush(color, Qt.BrushStyle.BDiagPattern)
+        self._not_measured.setBrush(brush)
