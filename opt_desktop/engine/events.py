@@ -17,6 +17,17 @@ ATTENTION_STATS = ("entropy", "sink", "distance")
 
 
 @dataclass(frozen=True)
+class ModeAccuracy:
+    """How far an approximate precision mode is from float32, measured when the model was loaded:
+    both read a short fixed text (teacher-forced, one forward pass each) and their next-token
+    distributions are compared at every position."""
+
+    mean_kl: float  # mean over positions of KL(float32 || mode), in nats; 0 when identical
+    top1_agreement: float  # fraction of positions where both rank the same token first, in [0, 1]
+    n_positions: int
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     source: str
     label: str  # what the UI shows; says "random weights" for the demo model
@@ -38,6 +49,9 @@ class ModelInfo:
     revision: str | None = None  # the Hub commit the weights came from, when loaded from the Hub
     # Where each part went when a checkpoint is spread over devices: (module name, device), in order.
     placement: tuple[tuple[str, str], ...] = ()
+    # The precision mode (`dtype`) against float32; None for float32 itself and where it was not
+    # measured (on a GPU, or when a float32 copy would not fit in memory).
+    accuracy: ModeAccuracy | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,8 @@ class PromptScored:
     top_probs: np.ndarray
     fed: StepStats | None
     elapsed_s: float
+    # Each alternative in top_ids shown alone, so a saved run can name them without its tokenizer.
+    alternative_pieces: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

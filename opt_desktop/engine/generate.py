@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Callable
 
+import numpy as np
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -153,7 +154,9 @@ class _Run:
         if index == 0:
             self.t_first = now
             logprob, entropy, ranks, p_top_ids, p_top_probs = cap.prompt_scores
-            self.emit(PromptScored(logprob=logprob, entropy=entropy, rank=ranks, top_ids=p_top_ids,
+            alt_pieces = {int(i): token_piece(self.tokenizer, int(i)) for i in np.unique(p_top_ids[1:])}
+            self.emit(PromptScored(alternative_pieces=alt_pieces, logprob=logprob, entropy=entropy, rank=ranks,
+                                   top_ids=p_top_ids,
                                    top_probs=p_top_probs, fed=fed, elapsed_s=now - self.t0))
             fed = None
         self.t_last = now

@@ -25,6 +25,7 @@ def config_dir() -> Path:
 class AppState(BaseModel):
     last_model: LoadRequest | None = None
     recent_sources: list[str] = []
+    recent_sessions: list[str] = []
     keep_attention_rows: bool = False
 
     @classmethod
@@ -50,3 +51,9 @@ class AppState(BaseModel):
         if request.source != "demo":
             self.recent_sources = [request.source] + [s for s in self.recent_sources if s != request.source]
             self.recent_sources = self.recent_sources[:MAX_RECENT]
+
+    def remember_session(self, path: str) -> None:
+        self.recent_sessions = ([path] + [p for p in self.recent_sessions if p != path])[:MAX_RECENT]
+
+    def forget_session(self, path: str) -> None:
+        self.recent_sessions = [p for p in self.recent_sessions if p != path]

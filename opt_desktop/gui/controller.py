@@ -13,7 +13,7 @@ import threading
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from ..engine import EngineError, EngineService, GenerationRequest, LoadRequest, Started
+from ..engine import EngineError, EngineService, Finished, GenerationRequest, LoadRequest, Notice, Started
 from ..session import RunTrace
 
 DRAIN_INTERVAL_MS = 33  # ~30 view updates a second
@@ -31,16 +31,24 @@ class Controller(QObject):
     run_failed = Signal(str)
     lens_ready = Signal(object)  # LensResult
     lens_failed = Signal(int, str)
+    analysing_changed = Signal(bool)  # head importance holds the worker
+    importance_progress = Signal(int, int)  # heads done, heads in all
+    importance_ready = Signal(object)  # HeadImportance (partial when stopped)
+    importance_failed = Signal(str)
+    divergence_ready = Signal(object)  # Divergence
+    divergence_failed = Signal(str)
 
     def __init__(self, engine: EngineService | None = None, parent: QObject | None = None):
         super().__init__(parent)
         self.engine = engine or EngineService()
         self.trace: RunTrace | None = None
+        self._events_started_run: RunTrace | None = None
         self.last_request: GenerationRequest | None = None
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._stop: threading.Event | None = None
         self._loading = False
         self._running = False
+        self._analysing = False
         self._closed = False
         self._tasks: set[asyncio.Task] = set()
         self._timer = QTimer(self)
@@ -58,6 +66,14 @@ class Controller(QObject):
         return self._running
 
     @property
+    def is_analysing(self) -> bool:
+        return self._analysing
+
+    @property
+    def is_busy(self) -> bool:
+        return self._loading or self._running or self._analysing
+
+    @property
     def model(self):
         return self.engine.info
 
@@ -67,12 +83,26 @@ class Controller(QObject):
         return self._spawn(self._load(request))
 
     def generate(self, request: GenerationRequest) -> asyncio.Task | None:
-        if self._running or self._loading:
+        if self.is_busy:
             return None
         return self._spawn(self._generate(request))
 
-    def lens(self, position: int) -> asyncio.Task | None:
-        return self._spawn(self._lens(self.trace, position))
+    def set_head_mask(self, mask) -> None:
+        """During a run, the new mask applies from the next token; otherwise the next request carries it."""
+        if self._running:
+            self.engine.set_head_mask(tuple(mask))
+
+    def divergence(self, token_ids, base_mask=(), other_mask=(), base_hidden=(), other_hidden=()) -> asyncio.Task:
+        return self._spawn(self._divergence(tuple(token_ids), tuple(base_mask), tuple(other_mask),
+                                            tuple(base_hidden), tuple(other_hidden)))
+
+    def head_importance(self, token_ids, n_prompt: int, scale: float = 0.0) -> asyncio.Task | None:
+        if self.is_busy:
+            return None
+        return self._spawn(self._head_importance(tuple(token_ids), n_prompt, scale))
+
+    def lens(self, trace: RunTrace | None, position: int) -> asyncio.Task | None:
+        return self._spawn(self._lens(trace, position))
 
     def stop(self) -> None:
         if self._stop is not None:
@@ -118,19 +148,17 @@ class Controller(QObject):
         self.last_request = request
         self._stop = threading.Event()
         self._events = queue.SimpleQueue()
+        self._events_started_run = None  # the trace this request's Started made, if it got that far
         self._set_running(True)
         self._timer.start()
         try:
             finished = await asyncio.wrap_future(self.engine.generate(request, self._events.put, self._stop))
-        except EngineError as exc:
-            self._drain()
-            if not self._closed:
-                self.run_failed.emit(str(exc))
-            return
         except Exception as exc:
+            message = str(exc) if isinstance(exc, EngineError) else f"Generation failed: {exc}"
             self._drain()
+            self._end_failed_run(message)
             if not self._closed:
-                self.run_failed.emit(f"Generation failed: {exc}")
+                self.run_failed.emit(message)
             return
         finally:
             self._timer.stop()
@@ -139,6 +167,17 @@ class Controller(QObject):
         self._drain()
         if not self._closed:
             self.run_finished.emit(finished)
+
+    def _end_failed_run(self, message: str) -> None:
+        """A run that broke mid-way keeps what it produced, marked as stopped, so it can still be saved."""
+        trace = self.trace
+        if trace is None or trace.finished is not None or self._events_started_run is not trace:
+            return
+        trace.apply(Notice(f"The run ended early: {message}"))
+        elapsed = trace.elapsed[-1] if trace.elapsed else 0.0
+        trace.apply(Finished(reason="cancelled", text=trace.text, token_ids=tuple(trace.generated_ids),
+                             n_tokens=trace.n_generated, elapsed_s=elapsed, time_to_first_token_s=None,
+                             tokens_per_s=None))
 
     async def _lens(self, trace: RunTrace | None, position: int) -> None:
         if trace is None:
@@ -155,8 +194,46 @@ class Controller(QObject):
             if not self._closed:
                 self.lens_failed.emit(position, str(exc))
             return
-        if not self._closed and trace is self.trace:
+        if not self._closed:
             self.lens_ready.emit(result)
+
+    async def _divergence(self, token_ids, base_mask, other_mask, base_hidden, other_hidden) -> None:
+        try:
+            result = await asyncio.wrap_future(self.engine.divergence(
+                token_ids, base_mask=base_mask, other_mask=other_mask, base_hidden=base_hidden,
+                other_hidden=other_hidden))
+        except Exception as exc:
+            if not self._closed:
+                self.divergence_failed.emit(str(exc))
+            return
+        if not self._closed:
+            self.divergence_ready.emit(result)
+
+    async def _head_importance(self, token_ids, n_prompt: int, scale: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._stop = threading.Event()
+        self._set_analysing(True)
+
+        def progress(done: int, total: int) -> None:
+            if not self._closed:
+                loop.call_soon_threadsafe(self._emit_importance_progress, done, total)
+
+        try:
+            result = await asyncio.wrap_future(self.engine.head_importance(
+                token_ids, n_prompt, scale=scale, progress=progress, stop=self._stop))
+        except Exception as exc:
+            if not self._closed:
+                self.importance_failed.emit(str(exc))
+            return
+        finally:
+            if not self._closed:
+                self._set_analysing(False)
+        if not self._closed:
+            self.importance_ready.emit(result)
+
+    def _emit_importance_progress(self, done: int, total: int) -> None:
+        if not self._closed:
+            self.importance_progress.emit(done, total)
 
     def _drain(self) -> None:
         changed = False
@@ -166,7 +243,7 @@ class Controller(QObject):
             except queue.Empty:
                 break
             if isinstance(event, Started):
-                self.trace = RunTrace(event)
+                self.trace = self._events_started_run = RunTrace(event)
                 self.run_started.emit(self.trace)
             elif self.trace is not None:
                 self.trace.apply(event)
@@ -177,6 +254,10 @@ class Controller(QObject):
     def _set_loading(self, value: bool) -> None:
         self._loading = value
         self.loading_changed.emit(value)
+
+    def _set_analysing(self, value: bool) -> None:
+        self._analysing = value
+        self.analysing_changed.emit(value)
 
     def _set_running(self, value: bool) -> None:
         self._running = value

@@ -87,6 +87,8 @@ class RunDoc(_Doc):
     text: str
     finished: FinishedDoc | None
     tokens: list[TokenDoc]
+    # The prompt's alternatives shown alone ({"id": piece}), so the file names them without a tokenizer.
+    alternative_pieces: dict[int, str] = {}
 
 
 class SessionDoc(_Doc):
@@ -150,6 +152,7 @@ def run_document(trace: RunTrace) -> dict:
         "mask_changes": [{"index": c.index, "head_mask": [list(x) for x in c.head_mask]} for c in trace.mask_changes],
         "start_notices": list(s.notices), "notices": list(trace.notices),
         "text": trace.text, "finished": finished, "tokens": tokens,
+        "alternative_pieces": {str(i): piece for i, piece in sorted(trace.alternative_pieces.items())},
     }
 
 
@@ -206,4 +209,5 @@ def restore_run(doc: RunDoc, arrays: dict) -> RunTrace:
         text_parts=[t.adds for t in doc.tokens], elapsed=[t.elapsed_s for t in doc.tokens],
         top_pieces=[[a.text for a in t.top] for t in doc.tokens], notices=doc.notices, finished=finished,
         mask_changes=[HeadMaskChanged(index=c.index, head_mask=tuple(c.head_mask)) for c in doc.mask_changes],
-        parent=doc.parent, fork_position=doc.fork_position, label=doc.label)
+        parent=doc.parent, fork_position=doc.fork_position, label=doc.label,
+        alternative_pieces=doc.alternative_pieces)

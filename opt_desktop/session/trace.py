@@ -41,6 +41,7 @@ class RunTrace:
         self.pieces: list[str] = list(started.prompt_pieces)
         self.text_parts: list[str] = []  # generated text, one entry per generated token
         self.elapsed: list[float] = []  # per generated token
+        self.alternative_pieces: dict[int, str] = {}  # the prompt's alternatives, shown alone
         self.top_pieces: list[tuple[str, ...]] = []  # per generated token, its alternatives shown alone
         self.notices: list[str] = list(started.notices)
         # The engine repeats each start notice as a Notice event; those echoes are not new notices.
@@ -77,6 +78,7 @@ class RunTrace:
             if k:
                 self._top_ids[:n, :k] = event.top_ids[:, :k]
                 self._top_probs[:n, :k] = event.top_probs[:, :k]
+            self.alternative_pieces.update(event.alternative_pieces)
             self._put_stats(event.fed)
         elif isinstance(event, TokenGenerated):
             t = event.position
@@ -226,7 +228,7 @@ class RunTrace:
 
     def known_pieces(self) -> dict[int, str]:
         """Every token id this run has a piece for (its own tokens and the alternatives it showed)."""
-        known: dict[int, str] = {}
+        known: dict[int, str] = dict(self.alternative_pieces)
         for ids, pieces in zip(self.top_ids[self.n_prompt:].tolist(), self.top_pieces):
             known.update(zip(ids, pieces))
         known.update(zip(self.token_ids, self.pieces))
@@ -259,7 +261,8 @@ class RunTrace:
                 text_parts: Sequence[str], elapsed: Sequence[float], top_pieces: Sequence[Sequence[str]],
                 notices: Sequence[str], finished: Finished | None,
                 mask_changes: Sequence[HeadMaskChanged] = (), parent: int | None = None,
-                fork_position: int | None = None, label: str = "") -> "RunTrace":
+                fork_position: int | None = None, label: str = "",
+                alternative_pieces: Mapping[int, str] | None = None) -> "RunTrace":
         """Rebuild a run from saved data (`arrays()` and the fields beside it).
 
         Raises ValueError naming the first array or field that does not fit the others.
@@ -307,6 +310,7 @@ class RunTrace:
         trace.text_parts = list(text_parts)
         trace.elapsed = [float(x) for x in elapsed]
         trace.top_pieces = [tuple(p) for p in top_pieces]
+        trace.alternative_pieces = dict(alternative_pieces or {})
         trace.notices = list(notices)
         trace._echoes = []
         trace.finished = finished

@@ -12,6 +12,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
 from opt_desktop.engine import EngineService, GenerationRequest, GenerationSettings, LoadRequest, TokenGenerated
+from opt_desktop.gui import session_dialogs
 from opt_desktop.gui.app_state import AppState
 from opt_desktop.gui.main_window import MainWindow
 from opt_desktop.presets import PresetStore
@@ -53,6 +54,8 @@ def assert_closes_promptly(window):
 def new_window(qtbot, tmp_path, monkeypatch) -> MainWindow:
     """A fresh window whose remembered state and presets live in tmp_path."""
     monkeypatch.setenv("OPT_DESKTOP_CONFIG_DIR", str(tmp_path / "config"))
+    # Closing a window with unsaved runs asks; tests that don't care answer "discard".
+    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name: "discard")
     w = MainWindow(state=AppState(), presets=PresetStore(tmp_path / "presets"))
     qtbot.addWidget(w)
     w.show()

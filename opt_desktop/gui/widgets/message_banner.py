@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QStyle, QToolButton, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QStyle, QToolButton, QWidget
 
 
 class MessageBanner(QFrame):
@@ -29,10 +31,21 @@ class MessageBanner(QFrame):
         close.clicked.connect(self.dismiss)
         layout.addWidget(self.icon)
         layout.addWidget(self.label, 1)
+        self._actions_at = layout.count()
         layout.addWidget(close)
+        self._layout = layout
+        self.buttons: list[QPushButton] = []
         self.hide()
 
-    def show_message(self, text: str, kind: str = "error") -> None:
+    def show_message(self, text: str, kind: str = "error",
+                     actions: Sequence[tuple[str, Callable[[], None]]] = ()) -> None:
+        """Show `text`; each action is a button that runs its callback and then dismisses the banner."""
+        self._clear_buttons()
+        for i, (label, callback) in enumerate(actions):
+            button = QPushButton(label)
+            button.clicked.connect(lambda _=False, cb=callback: (self.dismiss(), cb()))
+            self._layout.insertWidget(self._actions_at + i, button)
+            self.buttons.append(button)
         icon = {"error": QStyle.StandardPixmap.SP_MessageBoxCritical,
                 "warning": QStyle.StandardPixmap.SP_MessageBoxWarning}.get(kind, QStyle.StandardPixmap.SP_MessageBoxInformation)
         self.icon.setPixmap(self.style().standardIcon(icon).pixmap(18, 18))
@@ -45,4 +58,11 @@ class MessageBanner(QFrame):
 
     def dismiss(self) -> None:
         self.label.clear()
+        self._clear_buttons()
         self.hide()
+
+    def _clear_buttons(self) -> None:
+        for button in self.buttons:
+            button.hide()
+            button.deleteLater()
+        self.buttons = []

@@ -1,0 +1,147 @@
+"""The window's open session: its runs, its file, unsaved changes, autosave and recent files.
+
+Qt only for signals and the autosave timer; the file format and the autosave store are the
+session layer's. Every failure becomes one line on `error`, and leaves the open session as it was.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from ..session import RunTrace
+from ..session.autosave import Autosave, RecoveredSession
+from ..session.file import SESSION_SUFFIX, SessionFileError, load_session, save_session
+from ..session.session import Session
+from .app_state import AppState
+
+AUTOSAVE_INTERVAL_MS = 60_000  # every minute while there are unsaved changes
+
+
+class SessionKeeper(QObject):
+    replaced = Signal()  # another session is now open (new, opened, restored)
+    modified_changed = Signal(bool)
+    path_changed = Signal(object)  # Path | None
+    recent_changed = Signal()
+    error = Signal(str)
+
+    def __init__(self, state: AppState, autosave: Autosave | None = None, parent: QObject | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.autosave = autosave if autosave is not None else Autosave()
+        self.session = Session()
+        self.path: Path | None = None
+        self.modified = False
+        self._timer = QTimer(self)
+        self._timer.setInterval(AUTOSAVE_INTERVAL_MS)
+        self._timer.timeout.connect(self.autosave_now)
+
+    # --- changes ---------------------------------------------------------------------------------
+
+    def add_run(self, trace: RunTrace) -> int:
+        index = self.session.add(trace)
+        self.set_modified(True)
+        return index
+
+    def set_modified(self, modified: bool = True) -> None:
+        if modified and not self._timer.isActive():
+            self._timer.start()
+        if not modified:
+            self._timer.stop()
+        if modified != self.modified:
+            self.modified = modified
+            self.modified_changed.emit(modified)
+
+    def display_name(self) -> str:
+        return self.path.name if self.path is not None else "Untitled session"
+
+    # --- files -----------------------------------------------------------------------------------
+
+    def new(self) -> None:
+        self._replace(Session(), None)
+
+    def open(self, path: str | Path) -> bool:
+        """Open a session file; on any problem say why and keep the open session untouched."""
+        path = Path(path)
+        try:
+            session = load_session(path)
+        except SessionFileError as exc:
+            self.error.emit(str(exc))
+            return False
+        self._replace(session, path)
+        self._remember(path)
+        return True
+
+    def save(self, path: str | Path | None = None) -> bool:
+        target = Path(path) if path is not None else self.path
+        if target is None:
+            raise ValueError("save() needs a path for a session that has never been saved")
+        if target.suffix != SESSION_SUFFIX:
+            target = target.with_name(target.name + SESSION_SUFFIX)
+        try:
+            save_session(self.session, target)
+        except SessionFileError as exc:
+            self.error.emit(str(exc))
+            return False
+        if target != self.path:
+            self.path = target
+            self.path_changed.emit(target)
+        self._remember(target)
+        self.set_modified(False)
+        self.autosave.discard()  # the file itself now holds everything
+        return True
+
+    def restore(self, recovered: RecoveredSession) -> bool:
+        """Open an autosave left by a session that crashed; it stays unsaved until the person saves."""
+        try:
+            session = load_session(recovered.path)
+        except SessionFileError as exc:
+            self.error.emit(str(exc))
+            return False
+        self._replace(session, recovered.source)
+        self.autosave.forget(recovered)
+        self.set_modified(True)
+        self.autosave_now()  # it is this instance's to protect now
+        return True
+
+    def _replace(self, session: Session, path: Path | None) -> None:
+        self.session = session
+        self.path = path
+        self.set_modified(False)
+        self.autosave.discard()
+        self.path_changed.emit(path)
+        self.replaced.emit()
+
+    # --- autosave --------------------------------------------------------------------------------
+
+    def autosave_now(self) -> None:
+        if not self.modified or not self.session.runs:
+            return
+        if any(run.finished is None for run in self.session.runs):
+            return  # a run is still streaming: the autosave after it finishes catches it
+        try:
+            self.autosave.save(self.session, self.path)
+        except (SessionFileError, OSError) as exc:
+            self.error.emit(f"Autosave failed: {exc}")
+
+    def recoverable(self) -> list[RecoveredSession]:
+        try:
+            return self.autosave.recoverable()
+        except OSError:
+            return []
+
+    def close_cleanly(self) -> None:
+        """The person closed the window having saved or discarded: nothing is left to recover."""
+        self._timer.stop()
+        self.autosave.discard()
+
+    # --- recent files ----------------------------------------------------------------------------
+
+    def recent(self) -> list[Path]:
+        return [Path(p) for p in self.state.recent_sessions]
+
+    def _remember(self, path: Path) -> None:
+        self.state.remember_session(str(path.resolve()))
+        self.state.save()
+        self.recent_changed.emit()

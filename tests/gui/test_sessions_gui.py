@@ -1,0 +1,178 @@
+"""Sessions in the window: save, close, reopen, unsaved-changes guard, bad files, autosave and restore, re-run, forks."""
+
+import math
+
+import numpy as np
+import psutil
+import pytest
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent
+
+from opt_desktop.engine import GenerationSettings, LoadRequest
+from opt_desktop.gui import session_dialogs
+from opt_desktop.session.autosave import Autosave
+from test_main_window import finished, loop, new_window, run_until  # noqa: F401  (fixtures)
+
+SEEDED = GenerationSettings(max_new_tokens=12, do_sample=True, top_k=0, seed=11)
+
+
+def _dead_pid() -> int:
+    pid = 4_000_000
+    while psutil.pid_exists(pid):
+        pid += 1
+    return pid
+
+
+@pytest.fixture
+def make_window(qtbot, loop, tmp_path, monkeypatch):  # noqa: F811
+    windows = []
+
+    def make(autosave=None, load=True):
+        w = new_window(qtbot, tmp_path, monkeypatch)
+        if autosave is not None:
+            w.keeper.autosave = autosave
+        if load:
+            w.load_model(LoadRequest(source="demo", device="cpu"))
+            run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading)
+        windows.append(w)
+        return w
+
+    yield make
+    for w in windows:
+        if w.isVisible():
+            w.close()
+
+
+def generate(w, loop, prompt="The cat sat", settings=SEEDED):  # noqa: F811
+    w.settings_panel.set_settings(settings)
+    w.prompt.set_text(prompt)
+    w.generate()
+    run_until(loop, finished(w))
+    return w.current_trace
+
+
+def _plain(value):
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def table_values(w):
+    """Every cell of the inspector's token table, as shown (alternatives' text included)."""
+    w.tabs.setCurrentWidget(w.inspector)
+    w.inspector.refresh()
+    model = w.inspector.table.model
+    return [[_plain(model.raw(pos, col)) for col in range(model.columnCount())] for pos in range(model.rowCount())]
+
+
+def test_save_close_reopen_shows_the_same_inspector(make_window, loop, tmp_path, monkeypatch):  # noqa: F811
+    w = make_window()
+    trace = generate(w, loop)
+    assert w.isWindowModified()
+    path = tmp_path / "work.optsession"
+    monkeypatch.setattr(session_dialogs, "choose_save_path", lambda parent, suggested: path)
+    assert w.save_session()  # never saved: goes through Save As
+    assert path.is_file() and not w.isWindowModified()
+    assert w.windowTitle().startswith("work.optsession[*]")
+    before = table_values(w)
+    hidden_before = w.current_trace.hidden("norm").copy()
+    w.close()
+
+    w2 = make_window(load=False)  # no model: the file alone must show everything
+    assert w2.open_session_file(path)
+    assert w2.current_trace.token_ids == trace.token_ids
+    assert w2.output.toPlainText() == trace.text
+    assert table_values(w2) == before
+    np.testing.assert_array_equal(w2.current_trace.hidden("norm"), hidden_before)
+    assert not w2.isWindowModified() and "work.optsession" in w2.windowTitle()
+    assert [a.text() for a in w2.recent_menu.actions()] == ["work.optsession"]
+
+
+def test_closing_with_unsaved_runs_asks(make_window, loop, monkeypatch):  # noqa: F811
+    w = make_window()
+    generate(w, loop)
+    answers = []
+    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name: answers.append(name) or "cancel")
+    w.close()
+    assert answers == ["Untitled session"] and w.isVisible()  # cancelled: still open, run still there
+    assert len(w.keeper.session.runs) == 1
+    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name: "discard")
+    w.close()
+    assert not w.isVisible()
+
+
+def test_a_bad_file_changes_nothing(make_window, loop, tmp_path):  # noqa: F811
+    w = make_window()
+    trace = generate(w, loop)
+    w.keeper.set_modified(False)
+    bad = tmp_path / "broken.optsession"
+    bad.write_bytes(b"this is not a zip archive")
+    assert not w.open_session_file(bad)
+    assert "broken.optsession" in w.banner.text()
+    assert "\n" not in w.banner.text()
+    assert w.keeper.session.runs == [trace] and w.current_trace is trace
+    assert w.output.toPlainText() == trace.text
+
+
+def test_dropping_a_session_file_opens_it(make_window, loop, tmp_path, monkeypatch):  # noqa: F811
+    w = make_window()
+    trace = generate(w, loop)
+    path = tmp_path / "dropped.optsession"
+    assert w.keeper.save(path)
+    w.keeper.new()
+    assert w.keeper.session.runs == []
+
+    data = QMimeData()
+    data.setUrls([QUrl.fromLocalFile(str(path))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, data, Qt.MouseButton.NoButton,
+                       Qt.KeyboardModifier.NoModifier)
+    w.dropEvent(event)
+    assert w.current_trace.token_ids == trace.token_ids
+
+
+def test_autosave_after_a_run_is_offered_after_a_crash(make_window, loop, tmp_path):  # noqa: F811
+    folder = tmp_path / "autosave"
+    crashed = make_window(autosave=Autosave(folder, pid=_dead_pid()))
+    trace = generate(crashed, loop)
+    assert crashed.keeper.autosave.path.is_file()  # written when the run finished
+    crashed.keeper.close_cleanly = lambda: None  # the process "dies": no clean exit
+    crashed.close()
+
+    w = make_window(autosave=Autosave(folder), load=False)
+    w.check_recovery()
+    assert "can be restored" in w.banner.text()
+    restore = next(b for b in w.banner.buttons if b.text() == "Restore")
+    restore.click()
+    assert w.current_trace.token_ids == trace.token_ids
+    assert w.isWindowModified()  # restored work is unsaved until the person saves it
+    assert Autosave(folder).recoverable() == [] or all(r.path != crashed.keeper.autosave.path
+                                                       for r in Autosave(folder).recoverable())
+
+
+def test_rerun_reproduces_a_seeded_run(make_window, loop):  # noqa: F811
+    w = make_window()
+    first = generate(w, loop)
+    w.settings_panel.set_settings(GenerationSettings(max_new_tokens=3))  # re-run ignores the panel
+    w.rerun()
+    run_until(loop, lambda: len(w.keeper.session.runs) == 2 and finished(w)())
+    again = w.keeper.session.runs[1]
+    assert again.token_ids == first.token_ids
+    assert again.label == "re-run of #1"
+
+
+def test_fork_continues_from_the_chosen_alternative(make_window, loop):  # noqa: F811
+    w = make_window()
+    base = generate(w, loop, settings=GenerationSettings(max_new_tokens=8))
+    pos = base.n_prompt + 2
+    alt = int(next(t for t in base.top_ids[pos] if t != base.token_ids[pos]))
+    w.fork(pos, alt)
+    run_until(loop, lambda: len(w.keeper.session.runs) == 2 and finished(w)())
+    fork = w.keeper.session.runs[1]
+    assert fork.parent == 0 and fork.fork_position == pos
+    assert fork.token_ids[:pos] == base.token_ids[:pos] and fork.token_ids[pos] == alt
+    assert w.current_trace is fork
+    assert w.run_list.topLevelItemCount() == 1 and w.run_list.topLevelItem(0).childCount() == 1
+    w.show_run(0)  # moving between branches
+    assert w.output.toPlainText() == base.text
