@@ -20,3 +20,17 @@ def _private_app_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("OPT_DESKTOP_DATA_DIR", str(root / "data"))
     if "OPT_DESKTOP_CONFIG_DIR" not in os.environ:
         monkeypatch.setenv("OPT_DESKTOP_CONFIG_DIR", str(root / "config"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if any engine worker outlived its test (every fixture has been torn down by now)."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + 5.0
+    while (leaked := [t.name for t in threading.enumerate() if t.name.startswith("opt-engine") and t.is_alive()]) \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if leaked:
+        print(f"\nengine worker threads left running: {leaked}")
+        session.exitstatus = 1

@@ -14,7 +14,6 @@ import threading
 
 import numpy as np
 import torch
-from accelerate.utils import align_module_device
 
 from .attention import SINK_ATTRIBUTE
 from .events import ATTENTION_STATS, HIDDEN_STATS, StepStats
@@ -39,7 +38,7 @@ def attention_stats(w: torch.Tensor, offset: int) -> torch.Tensor:
     """(..., q, k) attention weights of queries offset..offset+q-1 -> (3, ..., q): entropy, sink, distance."""
     w = w.float()
     q, k = w.shape[-2:]
-    entropy = -torch.special.xlogy(w, w).sum(-1)
+    entropy = -(w * w.clamp_min(1e-45).log()).sum(-1)  # 0·log 0 = 0; ~3x faster than xlogy
     sink = w[..., 0]
     query_pos = torch.arange(offset, offset + q, device=w.device, dtype=w.dtype)
     key_pos = torch.arange(k, device=w.device, dtype=w.dtype)
@@ -166,19 +165,18 @@ class Capture:
         top_ids = torch.zeros(P, K, dtype=torch.long)
         top_probs = torch.full((P, K), float("nan"))
         head = self.model.lm_head
-        with align_module_device(head):  # real weights even when accelerate offloaded the head
-            device = head.weight.device
-            targets = self.prompt_ids.to(device)
-            for i0 in range(0, P - 1, _PROMPT_CHUNK):
-                i1 = min(P - 1, i0 + _PROMPT_CHUNK)
-                # F.linear, not head(...): this extra projection must not look like a generation step to hooks
-                logits = torch.nn.functional.linear(final_hidden[i0:i1].to(device), head.weight, head.bias)
-                ent, tgt, rk, top_lp, top_id = distribution_stats(logits, targets[i0 + 1:i1 + 1], K)
-                entropy[i0 + 1:i1 + 1] = ent.cpu()
-                logprob[i0 + 1:i1 + 1] = tgt.cpu()
-                rank[i0 + 1:i1 + 1] = rk.cpu()
-                top_ids[i0 + 1:i1 + 1] = top_id.cpu()
-                top_probs[i0 + 1:i1 + 1] = top_lp.exp().cpu()
+        for i0 in range(0, P - 1, _PROMPT_CHUNK):
+            i1 = min(P - 1, i0 + _PROMPT_CHUNK)
+            # head.forward, not head(...): this extra projection must not look like a generation step to
+            # hooks, yet it runs the precision mode's own head and accelerate's device/offload wrapper.
+            logits = head.forward(final_hidden[i0:i1])
+            targets = self.prompt_ids[i0 + 1:i1 + 1].to(logits.device)
+            ent, tgt, rk, top_lp, top_id = distribution_stats(logits, targets, K)
+            entropy[i0 + 1:i1 + 1] = ent.cpu()
+            logprob[i0 + 1:i1 + 1] = tgt.cpu()
+            rank[i0 + 1:i1 + 1] = rk.cpu()
+            top_ids[i0 + 1:i1 + 1] = top_id.cpu()
+            top_probs[i0 + 1:i1 + 1] = top_lp.exp().cpu()
         self.prompt_scores = (logprob.numpy(), entropy.numpy(), rank.numpy(), top_ids.numpy(), top_probs.numpy())
 
     # --- per step -----------------------------------------------------------------------------

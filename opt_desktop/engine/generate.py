@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from .attention import new_cache
 from .capture import Capture, StopRequested, distribution_stats
 from .errors import EngineError, PromptError
 from .events import Event, Finished, HeadMaskChanged, Notice, PromptScored, Started, TokenGenerated
@@ -122,6 +123,8 @@ class _Run:
         attention_mask, position_ids = attention_inputs(P, hidden, device)
         kwargs = dict(generation_config=gc, stopping_criteria=StoppingCriteriaList([_StepObserver(self)]),
                       attention_mask=attention_mask)
+        # transformers' DynamicCache copies itself at every token; this one grows in place (same numbers).
+        kwargs["cache"] = new_cache(self.loaded.model.config)
         if position_ids is not None:
             kwargs["position_ids"] = position_ids  # generate continues them one by one
         if settings.stop_strings:

@@ -110,12 +110,13 @@ def cached_models(cache: str | Path | None = None) -> dict[str, CachedModel]:
     return out
 
 
-def cached_snapshot(repo_id: str, cache: str | Path | None = None) -> Path | None:
-    """The cached snapshot of `repo_id` at `main`, when it holds all a load needs; no network."""
+def cached_snapshot(repo_id: str, cache: str | Path | None = None, revision: str | None = None) -> Path | None:
+    """The cached snapshot of `repo_id` at `revision` (default `main`), when it holds all a load needs;
+    no network."""
     from huggingface_hub import try_to_load_from_cache
 
     try:
-        config = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache)
+        config = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache, revision=revision)
     except ValueError:  # not a valid repo id
         return None
     if not isinstance(config, str):
@@ -179,7 +180,8 @@ def hub_reachable(timeout: float = 2.0) -> bool:
     return bool(answer and answer[0])
 
 
-def fetch_snapshot(repo_id: str, *, tqdm_class=None, cache: str | Path | None = None) -> Path:
+def fetch_snapshot(repo_id: str, *, tqdm_class=None, cache: str | Path | None = None,
+                   revision: str | None = None) -> Path:
     """Download (or find in the cache) what loading `repo_id` needs: small files, then one weights format.
 
     Raises huggingface_hub's errors (LocalEntryNotFoundError when offline and not cached, ...), and
@@ -187,7 +189,7 @@ def fetch_snapshot(repo_id: str, *, tqdm_class=None, cache: str | Path | None = 
     """
     from huggingface_hub import snapshot_download
 
-    kw = dict(tqdm_class=tqdm_class, cache_dir=cache)
+    kw = dict(tqdm_class=tqdm_class, cache_dir=cache, revision=revision)
     snapshot_download(repo_id, allow_patterns=SMALL_FILES, **kw)
     folder = Path(snapshot_download(repo_id, allow_patterns=SAFETENSORS, **kw))
     if not any(folder.glob("*.safetensors")):

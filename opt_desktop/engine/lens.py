@@ -7,8 +7,6 @@ The last row's lens is therefore the model's own next-token distribution.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 
@@ -18,45 +16,32 @@ from .text import token_piece
 
 
 def head_device(model) -> torch.device:
-    """Where the output head computes: its accelerate execution device when offloaded, else its weights'."""
+    """Where the output head computes: its accelerate execution device when offloaded, else the
+    embeddings' (the head is tied to them; an int8 head has no `weight` tensor to ask)."""
     hook = getattr(model.lm_head, "_hf_hook", None)
     device = getattr(hook, "execution_device", None)
-    return torch.device(device) if device is not None else model.lm_head.weight.device
-
-
-@contextlib.contextmanager
-def head_weights(model):
-    """Within: the modules after the last layer hold real weights, even when accelerate offloaded them
-    to RAM or disk (their weights are then on the meta device outside a forward)."""
-    from accelerate.utils import align_module_device
-
-    decoder = model.model.decoder
-    with contextlib.ExitStack() as stack:
-        for module in (decoder.final_layer_norm, decoder.project_out, model.lm_head):
-            if module is not None:
-                stack.enter_context(align_module_device(module))
-        yield
+    return torch.device(device) if device is not None else model.model.decoder.embed_tokens.weight.device
 
 
 def read_through_head(model, rows: torch.Tensor) -> torch.Tensor:
     """(..., hidden_size) residual rows -> (..., vocab) logits."""
     decoder = model.model.decoder
     x = rows
-    with head_weights(model):
-        if decoder.final_layer_norm is not None:
-            x = decoder.final_layer_norm(x)
-        if decoder.project_out is not None:
-            x = decoder.project_out(x)
-        # F.linear, not lm_head(...): the lens may run between decode steps, and hooks on lm_head
-        # (the capture's among them) must not take it for a generation step.
-        weight = model.lm_head.weight
-        return torch.nn.functional.linear(x.to(weight.device), weight, model.lm_head.bias)
+    if decoder.final_layer_norm is not None:
+        x = decoder.final_layer_norm(x)
+    if decoder.project_out is not None:
+        x = decoder.project_out(x)
+    # lm_head.forward, not lm_head(...): the lens may run between decode steps, and hooks on lm_head
+    # (the capture's among them) must not take it for a generation step. forward still runs the
+    # precision mode's own head and accelerate's wrapper, which brings offloaded weights in.
+    return model.lm_head.forward(x)
 
 
 def logit_lens(loaded: LoadedModel, residual_rows, target_id: int | None, position: int = -1,
                top_k: int = 5) -> LensResult:
     model = loaded.model
-    rows = torch.as_tensor(np.asarray(residual_rows)).to(device=head_device(model), dtype=model.lm_head.weight.dtype)
+    rows = torch.as_tensor(np.asarray(residual_rows)).to(
+        device=head_device(model), dtype=model.model.decoder.embed_tokens.weight.dtype)  # the compute dtype
     with torch.inference_mode():
         logp = torch.log_softmax(read_through_head(model, rows).float(), dim=-1)
         top_lp, top_ids = logp.topk(top_k, dim=-1)

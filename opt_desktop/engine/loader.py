@@ -6,22 +6,21 @@ import json
 import os
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from . import precision
 from .attention import register as register_attention
 from .demo import DEMO_LABEL, build_demo_model, build_demo_tokenizer
 from .errors import ModelLoadError
 from .events import LoadProgress, ModelInfo
 from .settings import DEMO_SOURCE, LoadRequest
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# What a Hub download needs; the weights are fetched in a second step so only one format comes down.
-_HUB_SMALL_FILES = ["config.json", "generation_config.json", "tokenizer*", "vocab.json", "merges.txt",
-                    "special_tokens_map.json"]
+# The dtype the weights load in; int8 is quantised from float32 weights once they are loaded.
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.float32}
 
 
 @dataclass
@@ -62,17 +61,19 @@ def locate(request: LoadRequest, progress: Callable[[LoadProgress], None] | None
            stop: threading.Event | None = None) -> Path | None:
     """Find (or download) the checkpoint folder and check it is OPT; None for the demo.
 
-    Cheap failures (no such folder, not OPT, Hub unreachable) surface here, before the caller lets
-    go of the model it already has.
+    Cheap failures (a precision mode this machine cannot run, no such folder, not OPT, Hub
+    unreachable) surface here, before the caller lets go of the model it already has.
     """
     report = progress or (lambda p: None)
+    precision.check_mode(request.dtype, resolve_device(request.device), request.placement)
     if request.source == DEMO_SOURCE:
         return None
     try:
-        folder = _local_folder(request.source, report, stop)
+        folder = _local_folder(request.source, report, stop, request.revision)
     except _Cancelled:
         raise ModelLoadError(f"Loading {request.source} was cancelled.") from None
     _check_opt_config(request.source, folder)
+    _check_tokenizer_files(request.source, folder)
     return folder
 
 
@@ -80,10 +81,15 @@ def load_model(request: LoadRequest, progress: Callable[[LoadProgress], None] | 
                stop: threading.Event | None = None, folder: Path | None = None) -> LoadedModel:
     report = progress or (lambda p: None)
     source = request.source
-    dtype = _DTYPES[request.dtype]
     device = resolve_device(request.device)
+    precision.check_mode(request.dtype, device, request.placement)
     if folder is None:
         folder = locate(request, progress, stop)  # None for the demo
+    # On the CPU an approximate mode starts from float32 weights (int8 is quantised from them), and
+    # while they are in hand the mode is measured against them, where a float32 copy fits in memory.
+    measure = (device == "cpu" and precision.is_approximate(request.dtype) and request.placement == "one-device"
+               and (request.dtype == "int8" or precision.float32_copy_fits(folder)))
+    dtype = torch.float32 if measure else _DTYPES[request.dtype]
     try:
         if source == DEMO_SOURCE:
             report(LoadProgress("Building the demo model…"))
@@ -93,7 +99,7 @@ def load_model(request: LoadRequest, progress: Callable[[LoadProgress], None] | 
             report(LoadProgress("Loading the tokenizer…"))
             tokenizer = _load_tokenizer(source, folder)
             report(LoadProgress("Loading the weights…"))
-            model = _load_weights(source, folder, dtype, device)
+            model = _load_weights(source, folder, dtype, device, request)
         if stop is not None and stop.is_set():
             raise _Cancelled
         if not getattr(model, "hf_device_map", None):  # accelerate already placed a spread model
@@ -101,6 +107,12 @@ def load_model(request: LoadRequest, progress: Callable[[LoadProgress], None] | 
         model.eval()
         # SDPA returns no attention weights; the engine's chunked eager attention hands them to the capture.
         model.set_attn_implementation(register_attention())
+        n_params = sum(p.numel() for p in model.parameters())  # before int8 takes weights out of parameters()
+        accuracy = None
+        if measure:
+            accuracy = _convert_measured(model, tokenizer, request.dtype, device, report)
+        elif not getattr(model, "hf_device_map", None):  # loaded in its dtype: lay weights out for the device
+            precision.convert(model, request.dtype, device)
     except _Cancelled:
         raise ModelLoadError(f"Loading {source} was cancelled.") from None
     except ModelLoadError:
@@ -108,7 +120,7 @@ def load_model(request: LoadRequest, progress: Callable[[LoadProgress], None] | 
     except (torch.OutOfMemoryError, MemoryError):
         raise ModelLoadError(
             f"Not enough memory to load {source} in {request.dtype} on {device}: "
-            "try a smaller model, bfloat16/float16, or another device."
+            "try a smaller model, bfloat16 or float16 (int8 loads float32 weights first), or another device."
         ) from None
     except RuntimeError as exc:
         if "out of memory" in str(exc).lower():
@@ -118,8 +130,20 @@ def load_model(request: LoadRequest, progress: Callable[[LoadProgress], None] | 
         raise ModelLoadError(f"Could not load {source}: {_one_line(exc)}") from None
 
     report(LoadProgress("Ready", 1.0))
-    return LoadedModel(model=model, tokenizer=tokenizer, info=_model_info(source, model, request.dtype, device),
-                       device=torch.device(device))
+    info = replace(_model_info(source, model, request.dtype, device), n_params=n_params,
+                   memory_bytes=precision.footprint(model), accuracy=accuracy)
+    return LoadedModel(model=model, tokenizer=tokenizer, info=info, device=torch.device(device))
+
+
+def _convert_measured(model, tokenizer, dtype_name: str, device: str, report):
+    """Turn a loaded float32 model into `dtype_name` in place; returns its ModeAccuracy against float32."""
+    bos = model.config.bos_token_id if model.config.bos_token_id is not None else 2
+    ids = precision.reference_ids(tokenizer, bos)
+    report(LoadProgress(f"Measuring {dtype_name} against float32…"))
+    reference = precision.next_token_logprobs(model, ids)
+    report(LoadProgress(f"Converting the weights to {dtype_name}…"))
+    precision.convert(model, dtype_name, device)
+    return precision.compare(reference, precision.next_token_logprobs(model, ids))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -127,7 +151,7 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _local_folder(source: str, report, stop) -> Path:
+def _local_folder(source: str, report, stop, revision: str | None = None) -> Path:
     """A folder holding the checkpoint: the source itself, or the Hub snapshot (downloaded or cached)."""
     path = Path(source).expanduser()
     if path.is_dir():
@@ -136,11 +160,16 @@ def _local_folder(source: str, report, stop) -> Path:
         raise ModelLoadError(f"{source} is a file, not a model folder: choose the folder that holds config.json.")
     if looks_like_path(source):
         raise ModelLoadError(f"No such folder: {source}")
-    return _hub_snapshot(source, report, stop)
+    return _hub_snapshot(source, report, stop, revision)
 
 
-def _hub_snapshot(repo_id: str, report, stop) -> Path:
-    from huggingface_hub import snapshot_download
+def _hub_snapshot(repo_id: str, report, stop, revision: str | None = None) -> Path:
+    """The checkpoint's folder in the shared Hugging Face cache, downloading what is missing.
+
+    A complete cached snapshot is used without touching the network (instant, and no timeout when
+    offline); otherwise a short reachability check fails fast, before huggingface_hub's own
+    10-second timeouts, when the Hub cannot be reached.
+    """
     from huggingface_hub.errors import (
         GatedRepoError,
         HFValidationError,
@@ -149,32 +178,30 @@ def _hub_snapshot(repo_id: str, report, stop) -> Path:
         RevisionNotFoundError,
     )
 
-    tqdm_class = _progress_tqdm(report, stop)
+    from . import hub_cache
+
+    unreachable = f"Cannot load {repo_id}: {hub_cache.UNREACHABLE} and the model is not in the local cache."
+    cached = hub_cache.cached_snapshot(repo_id, revision=revision)
+    if cached is not None:
+        report(LoadProgress(f"Found {repo_id} in the Hugging Face cache"))
+        return cached
+    if not hub_cache.hub_reachable():
+        raise ModelLoadError(unreachable)
     try:
-        report(LoadProgress(f"Fetching {repo_id} (configuration)…"))
-        folder = Path(snapshot_download(repo_id, allow_patterns=_HUB_SMALL_FILES, tqdm_class=tqdm_class))
-        weights = ["*.safetensors", "*.safetensors.index.json"]
-        report(LoadProgress(f"Fetching {repo_id} (weights)…", 0.0))
-        folder = Path(snapshot_download(repo_id, allow_patterns=weights, tqdm_class=tqdm_class))
-        if not any(folder.glob("*.safetensors")):
-            # Older OPT repos have only PyTorch .bin weights; transformers reads them with weights_only=True.
-            folder = Path(snapshot_download(repo_id, allow_patterns=["pytorch_model*.bin", "pytorch_model*.json"],
-                                            tqdm_class=tqdm_class))
+        report(LoadProgress(f"Fetching {repo_id}…", 0.0))
+        return hub_cache.fetch_snapshot(repo_id, tqdm_class=_progress_tqdm(report, stop), revision=revision)
     except _Cancelled:
         raise
+    except GatedRepoError:  # a subclass of RepositoryNotFoundError: test it first
+        raise ModelLoadError(f"{repo_id} is gated on the Hub: log in with `hf auth login` and accept its licence.") from None
     except (RepositoryNotFoundError, HFValidationError):
         raise ModelLoadError(f"{repo_id} is not a model on the Hugging Face Hub, nor a local folder.") from None
-    except GatedRepoError:
-        raise ModelLoadError(f"{repo_id} is gated on the Hub: log in with `hf auth login` and accept its licence.") from None
     except RevisionNotFoundError:
         raise ModelLoadError(f"{repo_id}: the requested revision does not exist on the Hub.") from None
     except LocalEntryNotFoundError:
-        raise ModelLoadError(
-            f"Cannot load {repo_id}: the Hugging Face Hub is unreachable and the model is not in the local cache."
-        ) from None
+        raise ModelLoadError(unreachable) from None
     except OSError as exc:
         raise ModelLoadError(f"Cannot download {repo_id}: {_one_line(exc)}") from None
-    return folder
 
 
 def _progress_tqdm(report, stop):
@@ -222,6 +249,13 @@ def _check_opt_config(source: str, folder: Path) -> None:
         raise ModelLoadError(f"{source} has no weights (no *.safetensors or pytorch_model.bin).")
 
 
+def _check_tokenizer_files(source: str, folder: Path) -> None:
+    """Fail before the current model is let go, rather than after the weights have loaded."""
+    if (folder / "tokenizer.json").is_file() or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
+        return
+    raise ModelLoadError(f"{source} has no tokenizer files (tokenizer.json, or vocab.json and merges.txt).")
+
+
 def _load_tokenizer(source: str, folder: Path):
     from transformers import AutoTokenizer
 
@@ -231,14 +265,29 @@ def _load_tokenizer(source: str, folder: Path):
         raise ModelLoadError(f"{source} has no usable tokenizer (vocab.json/merges.txt): {_one_line(exc)}") from None
 
 
-def _load_weights(source: str, folder: Path, dtype, device: str):
+def _load_weights(source: str, folder: Path, dtype, device: str, request: LoadRequest | None = None):
+    """The model's weights on `device`, or, with placement "spread", over the GPUs, RAM and disk."""
     from transformers import OPTForCausalLM
+
+    from .errors import SettingsError
+    from .placement import spread_kwargs
 
     kwargs = dict(dtype=dtype, attn_implementation=register_attention(), trust_remote_code=False,
                   low_cpu_mem_usage=True)
-    if device == "cuda" and torch.cuda.device_count() > 1:
-        kwargs["device_map"] = "auto"  # accelerate spreads a large checkpoint over the GPUs
+    if request is not None and request.placement == "spread":
+        try:
+            kwargs.update(spread_kwargs(source, device, request.max_memory, request.offload_folder))
+        except SettingsError as exc:
+            raise ModelLoadError(f"Cannot spread {source}: {exc}") from None
+    elif request is None and device == "cuda" and torch.cuda.device_count() > 1:
+        kwargs["device_map"] = "auto"  # callers that predate `placement`: spread over the GPUs
     return OPTForCausalLM.from_pretrained(folder, **kwargs)
+
+
+def _revision(model) -> str | None:
+    """The Hub commit of a model loaded from the cache: its folder is .../snapshots/<commit>."""
+    folder = Path(getattr(model, "name_or_path", "") or "")
+    return folder.name if folder.parent.name == "snapshots" else None
 
 
 def _model_info(source: str, model, dtype_name: str, device: str) -> ModelInfo:
@@ -247,6 +296,9 @@ def _model_info(source: str, model, dtype_name: str, device: str) -> ModelInfo:
     memory = sum(p.numel() * p.element_size() for p in model.parameters()) + sum(
         b.numel() * b.element_size() for b in model.buffers())
     demo = source == DEMO_SOURCE
+    from .placement import condense
+
+    device_map = getattr(model, "hf_device_map", None)
     return ModelInfo(
         source=source,
         label=DEMO_LABEL if demo else source,
@@ -265,4 +317,6 @@ def _model_info(source: str, model, dtype_name: str, device: str) -> ModelInfo:
         random_weights=demo,
         eos_token_id=cfg.eos_token_id if cfg.eos_token_id is not None else 2,
         bos_token_id=cfg.bos_token_id if cfg.bos_token_id is not None else 2,
+        revision=_revision(model),
+        placement=condense(device_map, cfg.num_hidden_layers) if device_map else (),
     )

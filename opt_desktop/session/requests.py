@@ -23,15 +23,15 @@ def rerun_requests(trace: RunTrace) -> tuple[LoadRequest, GenerationRequest]:
     inspection, head mask (the one in force at the start) and hidden positions.
 
     Head-mask changes made while the run streamed are not part of a request, so a run with
-    `mask_changes` is reproduced only up to its first change. The Hub revision is not pinned
-    (LoadRequest has no revision field); compare `ModelInfo.revision` after loading.
+    `mask_changes` is reproduced only up to its first change. A model from the Hub is pinned to
+    the commit the run used.
     """
     s = trace.started
     info = s.model
     device = info.device.split(":")[0]
     load = LoadRequest.parse(
         source=info.source, dtype=info.dtype, device=device if device in get_args(Device) else "auto",
-        placement="spread" if info.placement else "one-device")
+        placement="spread" if info.placement else "one-device", revision=info.revision)
     request = GenerationRequest.parse(
         prompt=s.prompt, prompt_ids=tuple(s.prompt_ids), settings=_settings(trace),
         inspect=InspectSettings.parse(**s.inspect), head_mask=_head_mask(s.head_mask),

@@ -73,6 +73,18 @@ def test_loads_by_hub_id_from_the_cache_with_its_revision(hub, checkpoint, famil
     assert any("cache" in p.message for p in seen)
 
 
+def test_a_pinned_revision_loads_that_commit_and_only_that(hub, checkpoint):
+    """Re-running a saved run pins the commit it used; a commit that is not cached is not silently replaced."""
+    from opt_desktop.engine.errors import ModelLoadError
+    from opt_desktop.engine.loader import load_model
+
+    build_hub_cache(hub, REPO, checkpoint)
+    loaded = load_model(LoadRequest(source=REPO, device="cpu", revision=COMMIT))
+    assert loaded.info.revision == COMMIT
+    with pytest.raises(ModelLoadError, match="not in the local cache"):
+        load_model(LoadRequest(source=REPO, device="cpu", revision="f" * 40))
+
+
 def test_cache_location_follows_hf_home(tmp_path, checkpoint):
     """HF_HOME set before huggingface_hub is imported, as a person (or another tool) sets it."""
     build_hub_cache(tmp_path / "hub", REPO, checkpoint)

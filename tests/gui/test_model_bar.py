@@ -8,7 +8,8 @@ from PySide6.QtWidgets import QFileDialog
 
 from fakes import fake_info
 from opt_desktop.engine.errors import SettingsError
-from opt_desktop.engine.events import LoadProgress
+from opt_desktop.engine.events import LoadProgress, ModeAccuracy
+from opt_desktop.engine.precision import Capabilities
 from opt_desktop.engine.settings import LoadRequest
 from opt_desktop.gui.widgets.model_bar import DEMO_LABEL, PRESETS, ModelBar
 
@@ -38,6 +39,7 @@ def test_demo_first_with_a_readable_label(bar):
     LoadRequest(source="demo", dtype="bfloat16", device="auto"),
     LoadRequest(source="/data/models/my-opt", dtype="float32", device="cuda"),
     LoadRequest(source="someone/opt-finetune", dtype="float32", device="mps"),
+    LoadRequest(source="facebook/opt-125m", dtype="int8", device="cpu"),
 ])
 def test_request_round_trips(bar, request_):
     bar.set_request(request_)
@@ -133,3 +135,64 @@ def test_folder_button_puts_the_path_in_the_combo(bar, qtbot, monkeypatch, tmp_p
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: ""))  # cancelled
     qtbot.mouseClick(bar.folder_button, Qt.MouseButton.LeftButton)
     assert bar.request().source == str(tmp_path)
+
+
+CPU_ONLY = Capabilities(cpu_bf16=True, int8_engine="x86", cuda=False, mps=False, probed=True)
+WITH_GPU = Capabilities(cpu_bf16=True, int8_engine="x86", cuda=True, mps=False, probed=True)
+
+
+def modes(bar):
+    combo = bar.dtype_combo
+    return {combo.itemData(i): (combo.itemText(i), combo.model().item(i).isEnabled(),
+                                combo.itemData(i, Qt.ItemDataRole.ToolTipRole)) for i in range(combo.count())}
+
+
+def test_every_mode_is_offered_and_the_approximate_ones_say_so(bar):
+    bar.set_capabilities(Capabilities(cpu_bf16=True, int8_engine="x86"))  # before torch: "auto" is not known yet
+    shown = modes(bar)
+    assert list(shown) == ["float32", "bfloat16", "float16", "int8"]
+    assert "approx" not in shown["float32"][0] and "Exact" in shown["float32"][2]
+    for mode in ("bfloat16", "float16", "int8"):
+        assert "approx" in shown[mode][0] and "Approximate" in shown[mode][2] and shown[mode][1]
+
+
+def test_modes_this_machine_cannot_run_are_greyed_out_with_the_reason(bar, qtbot):
+    bar.set_capabilities(CPU_ONLY)
+    bar.set_request(LoadRequest(source="demo", dtype="float32", device="auto"))  # auto is the CPU here
+    shown = modes(bar)
+    assert not shown["float16"][1] and "GPUs" in shown["float16"][2]
+    assert shown["int8"][1] and shown["bfloat16"][1] and "fast here" in shown["bfloat16"][2]
+
+    bar.set_capabilities(WITH_GPU)  # auto is now the GPU: int8 cannot run there, float16 can
+    shown = modes(bar)
+    assert not shown["int8"][1] and "CPU only" in shown["int8"][2] and shown["float16"][1]
+    bar.set_request(LoadRequest(source="demo", dtype="float16", device="cpu"))
+    assert not modes(bar)["float16"][1]
+
+
+def test_load_refuses_a_mode_that_cannot_run_and_says_why(bar, qtbot):
+    bar.set_capabilities(Capabilities(cpu_bf16=False, int8_engine=None, cuda=False, mps=False, probed=True))
+    assert "slower than float32" in modes(bar)["bfloat16"][2]  # allowed, but said to be slow
+    bar.set_request(LoadRequest(source="demo", dtype="int8", device="cpu"))
+    assert "quantized" in bar.status_label.text() and not modes(bar)["int8"][1]
+    with qtbot.assertNotEmitted(bar.load_requested):
+        qtbot.mouseClick(bar.load_button, Qt.MouseButton.LeftButton)
+    assert "int8" in bar.status_label.text()
+    bar.set_request(LoadRequest(source="demo", dtype="bfloat16", device="cpu"))
+    assert bar.status_label.text() == ""
+    with qtbot.waitSignal(bar.load_requested, timeout=1000):
+        qtbot.mouseClick(bar.load_button, Qt.MouseButton.LeftButton)
+
+
+def test_model_tooltip_gives_the_measured_accuracy(bar):
+    from dataclasses import replace
+
+    bar.set_model(replace(fake_info(), dtype="int8",
+                          accuracy=ModeAccuracy(mean_kl=0.00312, top1_agreement=0.9811, n_positions=53)))
+    assert "int8 (approximate)" in bar.model_label.text()
+    tip = bar.model_label.toolTip()
+    assert "mean KL 0.00312" in tip and "top-1 agreement 98%" in tip and "vs float32" in tip
+    bar.set_model(replace(fake_info(), dtype="bfloat16", device="cuda"))
+    assert "not measured" in bar.model_label.toolTip()
+    bar.set_model(fake_info())
+    assert "exact" in bar.model_label.toolTip() and "approximate" not in bar.model_label.text()

@@ -1,7 +1,5 @@
 """Tiny OPT checkpoints of both families, loaded once per test session, for real runs to save and read."""
 
-import threading
-
 import pytest
 
 from models import load_tokenizer, save_tiny_opt
@@ -29,7 +27,7 @@ def engines(tmp_path_factory, tokenizer):
     yield get
     for svc in made.values():
         svc.shutdown()
-    assert not [t for t in threading.enumerate() if t.name.startswith("opt-engine")]
+        assert svc.join(5.0)  # its worker ended (other session fixtures' engines may still be alive)
 
 
 @pytest.fixture(scope="session", params=["pre", "post"])

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...engine import precision
 from ...engine.events import LoadProgress, ModelInfo
 from ...engine.settings import DEMO_SOURCE, LoadRequest
 
@@ -35,11 +36,9 @@ PRESETS: tuple[tuple[str, str], ...] = (
     ("facebook/opt-66b", "about 130 GB"),
 )
 
-DTYPES: tuple[tuple[str, str], ...] = (
-    ("float32", "Full precision; the safe choice on a CPU."),
-    ("bfloat16", "Half the memory of float32; recent GPUs and CPUs."),
-    ("float16", "Half the memory of float32; GPUs (slow or unsupported on many CPUs)."),
-)
+# Precision modes: (value, what the combo shows). Every mode but float32 is approximate.
+DTYPES: tuple[tuple[str, str], ...] = tuple(
+    (mode, f"{mode} (approx.)" if precision.is_approximate(mode) else mode) for mode in precision.MODES)
 DEVICES: tuple[tuple[str, str], ...] = (
     ("auto", "The best device this machine has: CUDA, then MPS, then the CPU."),
     ("cpu", "The processor: works everywhere, slowest."),
@@ -97,8 +96,13 @@ class ModelBar(QWidget):
         self.folder_button = QPushButton("Folder…", self)
         self.folder_button.setToolTip("Load a model saved in a local folder (config.json and weights).")
         self.folder_button.clicked.connect(self._choose_folder)
-        self.dtype_combo = _combo(DTYPES, "Number format of the weights.")
+        self.dtype_combo = QComboBox(self)
+        for value, text in DTYPES:
+            self.dtype_combo.addItem(text, value)
+        self.dtype_combo.currentIndexChanged.connect(self._show_mode_problem)
         self.device_combo = _combo(DEVICES, "Where the model runs.")
+        self.device_combo.currentIndexChanged.connect(self._refresh_modes)
+        self._caps = precision.capabilities()  # a guess until torch has loaded; see set_model
         self.load_button = QPushButton("Load", self)
         self.load_button.clicked.connect(self._on_load)
 
@@ -135,6 +139,7 @@ class ModelBar(QWidget):
         layout.addLayout(bottom)
 
         self._fill_sources()
+        self._refresh_modes()
         self.set_model(None)
 
     # --- public API -----------------------------------------------------------------------------
@@ -162,7 +167,7 @@ class ModelBar(QWidget):
             self.progress.setRange(0, 0)  # busy until the first progress step says otherwise
             self.status_label.setText("Loading…")
         else:
-            self.status_label.clear()
+            self._show_mode_problem()  # clears the status, or says why the chosen mode cannot run
 
     def is_loading(self) -> bool:
         return self._loading
@@ -175,18 +180,31 @@ class ModelBar(QWidget):
             self.progress.setRange(0, 1000)
             self.progress.setValue(round(min(max(progress.fraction, 0.0), 1.0) * 1000))
 
+    def set_capabilities(self, caps: precision.Capabilities) -> None:
+        """What this machine runs (the model bar guesses without torch until a model has loaded)."""
+        self._caps = caps
+        self._refresh_modes()
+
+    def mode_problem(self) -> str | None:
+        """Why the chosen precision mode cannot run on the chosen device here; None when it can."""
+        return precision.mode_problem(self.dtype_combo.currentData(), self.device_combo.currentData(), self._caps)
+
     def set_model(self, info: ModelInfo | None) -> None:
         if info is None:
             self.model_label.setText("No model loaded: pick one above and press Load.")
             self.model_label.setToolTip("")
             return
+        if not self._caps.probed:  # torch has loaded by now: ask it instead of guessing
+            self.set_capabilities(precision.capabilities())
+        mode = info.dtype if not precision.is_approximate(info.dtype) else f"{info.dtype} (approximate)"
         self.model_label.setText(
-            f"<b>{html.escape(info.label)}</b> · {info.dtype} · {info.device} · "
+            f"<b>{html.escape(info.label)}</b> · {mode} · {info.device} · "
             f"{format_count(info.n_params)} parameters · {format_bytes(info.memory_bytes)}")
         norm = "pre-LayerNorm" if info.pre_layer_norm else "post-LayerNorm"
         tip = (f"{html.escape(info.source)}<br>{info.n_layers} layers · {info.n_heads} heads · "
                f"hidden {info.hidden_size} · FFN {info.ffn_dim} · {norm}<br>"
                f"context {info.context_length} tokens · vocabulary {info.vocab_size}")
+        tip += f"<br>{html.escape(accuracy_text(info))}"
         if info.random_weights:
             tip += "<br><b>Random weights: the text is noise; use it to try the app.</b>"
         self.model_label.setToolTip(tip)
@@ -231,6 +249,25 @@ class ModelBar(QWidget):
             return str(self.source_combo.itemData(index))
         return text
 
+    def _refresh_modes(self) -> None:
+        """Grey out the modes this machine cannot run on the chosen device, saying why in their tooltips."""
+        device = self.device_combo.currentData()
+        model = self.dtype_combo.model()
+        for i in range(self.dtype_combo.count()):
+            mode = self.dtype_combo.itemData(i)
+            problem = precision.mode_problem(mode, device, self._caps)
+            model.item(i).setEnabled(problem is None)
+            self.dtype_combo.setItemData(i, problem or precision.mode_note(mode, device, self._caps),
+                                         Qt.ItemDataRole.ToolTipRole)
+        self._show_mode_problem()
+
+    def _show_mode_problem(self) -> None:
+        mode, device = self.dtype_combo.currentData(), self.device_combo.currentData()
+        problem = self.mode_problem()
+        self.dtype_combo.setToolTip(problem or precision.mode_note(mode, device, self._caps))
+        if not self._loading:
+            self.status_label.setText(problem or "")
+
     @staticmethod
     def _select(box: QComboBox, value: str) -> None:
         index = box.findData(value)
@@ -253,5 +290,21 @@ class ModelBar(QWidget):
             self.status_label.setText(str(exc))
             self.source_combo.setFocus()
             return
+        problem = self.mode_problem()
+        if problem:  # the engine would refuse it in the same words
+            self.status_label.setText(problem)
+            self.dtype_combo.setFocus()
+            return
         self.status_label.clear()
         self.load_requested.emit(request)
+
+
+def accuracy_text(info: ModelInfo) -> str:
+    """One line on how exact the loaded model's precision mode is."""
+    if not precision.is_approximate(info.dtype):
+        return f"{info.dtype}: exact (the reference for the other modes)"
+    acc = info.accuracy
+    if acc is None:
+        return f"{info.dtype}: approximate; its distance from float32 was not measured (on a GPU, or no room for a float32 copy)"
+    return (f"{info.dtype}: approximate — mean KL {acc.mean_kl:.3g}, top-1 agreement {acc.top1_agreement:.0%} "
+            f"vs float32 on a reference text ({acc.n_positions} positions)")
