@@ -196,3 +196,21 @@ def test_model_tooltip_gives_the_measured_accuracy(bar):
     assert "not measured" in bar.model_label.toolTip()
     bar.set_model(fake_info())
     assert "exact" in bar.model_label.toolTip() and "approximate" not in bar.model_label.text()
+
+
+def test_a_spread_model_shows_where_its_parts_went(qtbot):
+    import dataclasses
+
+    from opt_desktop.engine.events import ModelInfo
+
+    bar = ModelBar()
+    qtbot.addWidget(bar)
+    info = ModelInfo(source="facebook/opt-66b", label="facebook/opt-66b", n_layers=64, n_heads=72, hidden_size=9216,
+                     word_embed_proj_dim=9216, ffn_dim=36864, vocab_size=50272, context_length=2048,
+                     n_params=65_700_000_000, dtype="float16", device="cuda", memory_bytes=131 * 2**30,
+                     pre_layer_norm=True,
+                     placement=(("layers 0-31", "cuda:0"), ("layers 32-63", "cuda:1"), ("lm_head", "cpu")))
+    bar.set_model(info)
+    assert "layers 0-31: cuda:0 · layers 32-63: cuda:1 · lm_head: cpu" in bar.model_label.text()
+    bar.set_model(dataclasses.replace(info, placement=()))
+    assert " · cuda · " in bar.model_label.text()

@@ -185,3 +185,21 @@ def test_progress_text():
 
     text = describe_progress("facebook/opt-125m", DownloadProgress(done=120 * 2**20, total=250 * 2**20, elapsed=24.0))
     assert text == "Downloading facebook/opt-125m: 120 MB of 250 MB · 5.0 MB/s · 26 s left"
+
+
+def test_a_mode_this_machine_cannot_run_is_refused_in_the_dialog(qtbot, tmp_path, monkeypatch):
+    from opt_desktop.engine import precision
+
+    monkeypatch.setattr(precision, "capabilities", lambda probe=None: precision.Capabilities(
+        cpu_bf16=True, int8_engine=None, cuda=False, mps=False, probed=True))
+    dlg = ModelManager(None, cache=tmp_path / "hub", check_network=False)
+    qtbot.addWidget(dlg)
+    dlg.select("demo")
+    dlg.precision_combo.setCurrentIndex(dlg.precision_combo.findData("int8"))
+    emitted = []
+    dlg.load_requested.connect(emitted.append)
+    dlg.load()
+    assert emitted == [] and dlg.message.text() == precision.NO_INT8
+    dlg.precision_combo.setCurrentIndex(dlg.precision_combo.findData("float32"))
+    dlg.load()
+    assert [r.dtype for r in emitted] == ["float32"]

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 
 from ...engine import precision
 from ...engine.events import LoadProgress, ModelInfo
+from ...engine.placement import placement_summary
 from ...engine.settings import DEMO_SOURCE, LoadRequest
 
 DEMO_LABEL = "demo — tiny OPT, random weights"
@@ -197,8 +198,10 @@ class ModelBar(QWidget):
         if not self._caps.probed:  # torch has loaded by now: ask it instead of guessing
             self.set_capabilities(precision.capabilities())
         mode = info.dtype if not precision.is_approximate(info.dtype) else f"{info.dtype} (approximate)"
+        spread = placement_summary(info)  # "" on one device
+        where = html.escape(spread) if spread else info.device
         self.model_label.setText(
-            f"<b>{html.escape(info.label)}</b> · {mode} · {info.device} · "
+            f"<b>{html.escape(info.label)}</b> · {mode} · {where} · "
             f"{format_count(info.n_params)} parameters · {format_bytes(info.memory_bytes)}")
         norm = "pre-LayerNorm" if info.pre_layer_norm else "post-LayerNorm"
         tip = (f"{html.escape(info.source)}<br>{info.n_layers} layers · {info.n_heads} heads · "

@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from ...engine import hub_cache
+from ...engine import precision as modes
 from ...engine.catalog import CATALOG, Checkpoint, MachineMemory, fit, from_config, machine_memory
 from ...engine.errors import SettingsError
 from ...engine.placement import format_max_memory, parse_max_memory
@@ -155,10 +156,12 @@ class ModelManager(QDialog):
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         self.precision_combo = QComboBox(self)
+        caps = modes.capabilities()  # asks torch only when it is already loaded
         for p in PRECISIONS:
-            self.precision_combo.addItem(p, p)
-        self.precision_combo.setItemData(PRECISIONS.index("int8"), "Dynamic int8 linear layers, on the CPU.",
-                                         Qt.ItemDataRole.ToolTipRole)
+            label = f"{p} (approx.)" if modes.is_approximate(p) else p
+            self.precision_combo.addItem(label, p)
+            self.precision_combo.setItemData(self.precision_combo.count() - 1, modes.mode_note(p, "auto", caps),
+                                             Qt.ItemDataRole.ToolTipRole)
         self.device_combo = QComboBox(self)
         for d in DEVICES:
             self.device_combo.addItem(d, d)
@@ -511,6 +514,10 @@ class ModelManager(QDialog):
             request = self.request()
         except SettingsError as exc:
             self.show_message(str(exc), error=True)
+            return
+        problem = modes.mode_problem(request.dtype, request.device, modes.capabilities(), request.placement)
+        if problem is not None:  # the engine would refuse it too; say so here, with the dialog still open
+            self.show_message(problem, error=True)
             return
         self.load_requested.emit(request)
         self.accept()
