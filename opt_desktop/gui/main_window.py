@@ -183,6 +183,7 @@ class MainWindow(QMainWindow):
 
         self.new_action = action("&New session", self.new_session, "Ctrl+N")
         self.open_session_action = action("&Open session…", self.open_session, "Ctrl+O")
+        self.add_runs_action = action("&Add runs from another session…", self.add_runs_from_file)
         self.save_action = action("&Save session", self.save_session, "Ctrl+S")
         self.save_as_action = action("Save session &as…", self.save_session_as, "Ctrl+Shift+S")
         self.export_actions = {
@@ -214,6 +215,7 @@ class MainWindow(QMainWindow):
         for a in (self.new_action, self.open_session_action):
             file_menu.addAction(a)
         self.recent_menu = file_menu.addMenu("Open &recent")
+        file_menu.addAction(self.add_runs_action)
         for a in (self.save_action, self.save_as_action):
             file_menu.addAction(a)
         export_menu = file_menu.addMenu("&Export")
@@ -680,6 +682,20 @@ class MainWindow(QMainWindow):
         path = session_dialogs.choose_open_path(self, folder)
         if path is not None:
             self.keeper.open(path)
+
+    def add_runs_from_file(self, path: Path | None = None) -> bool:
+        """Bring another file's runs into this session, e.g. to compare them in the Compare tab."""
+        if self.controller.is_running:
+            return False
+        path = path or session_dialogs.choose_open_path(self, str(self.keeper.path.parent) if self.keeper.path else "")
+        if path is None or not (added := self.keeper.add_from(path)):
+            return False
+        self.run_list.refresh()
+        self._refresh_compare_choices()
+        self.show_run(added[-1])
+        self.show_notice(f"Added {len(added)} run{'s' if len(added) != 1 else ''} from {Path(path).name}: "
+                         "compare them with this session's runs in the Compare tab.")
+        return True
 
     def open_session_file(self, path: Path) -> bool:
         """Open a session file (command line, drag and drop, recent files); the open session stays on failure."""

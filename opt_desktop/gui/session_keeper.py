@@ -73,6 +73,19 @@ class SessionKeeper(QObject):
         self._remember(path)
         return True
 
+    def add_from(self, path: str | Path) -> list[int]:
+        """Append the runs of another session file to the open one (to compare across files)."""
+        path = Path(path)
+        try:
+            other = load_session(path)
+        except SessionFileError as exc:
+            self.error.emit(str(exc))
+            return []
+        added = self.session.merge(other, label=path.stem)
+        if added:
+            self.set_modified(True)
+        return added
+
     def save(self, path: str | Path | None = None) -> bool:
         target = Path(path) if path is not None else self.path
         if target is None:

@@ -15,6 +15,19 @@ class Session:
         self.runs.append(trace)
         return len(self.runs) - 1
 
+    def merge(self, other: "Session", label: str = "") -> list[int]:
+        """Append every run of `other` (to compare runs of two files), keeping its forks' tree; the
+        runs' new indices. `label` names where they came from in run lists."""
+        offset = len(self.runs)
+        added = []
+        for run in other.runs:
+            if run.parent is not None:
+                run.parent += offset
+            if label:
+                run.label = f"{label}: {run.label}" if run.label else label
+            added.append(self.add(run))
+        return added
+
     @property
     def model(self) -> ModelInfo | None:
         """The model of the latest run."""

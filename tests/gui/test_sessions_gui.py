@@ -176,3 +176,23 @@ def test_fork_continues_from_the_chosen_alternative(make_window, loop):  # noqa:
     assert w.run_list.topLevelItemCount() == 1 and w.run_list.topLevelItem(0).childCount() == 1
     w.show_run(0)  # moving between branches
     assert w.output.toPlainText() == base.text
+
+
+def test_runs_of_two_files_can_be_compared(make_window, loop, tmp_path):  # noqa: F811
+    w = make_window()
+    first = generate(w, loop, prompt="One file", settings=GenerationSettings(max_new_tokens=5))
+    a = tmp_path / "a.optsession"
+    assert w.keeper.save(a)
+    w.keeper.new()
+    second = generate(w, loop, prompt="Other file", settings=GenerationSettings(max_new_tokens=5))
+    assert w.add_runs_from_file(a)
+    runs = w.keeper.session.runs
+    assert [r.token_ids for r in runs] == [second.token_ids, first.token_ids]
+    assert runs[1].label == "a" and w.isWindowModified()
+    w.tabs.setCurrentWidget(w.compare)
+    w._compare_runs(0, 1)
+    assert w.compare.comparison.first_diff is not None
+    bad = tmp_path / "bad.optsession"
+    bad.write_bytes(b"junk")
+    assert not w.add_runs_from_file(bad) and len(w.keeper.session.runs) == 2
+    assert "bad.optsession" in w.banner.text()
