@@ -46,3 +46,10 @@ def save_tiny_opt(folder: Path, family: str, tokenizer=None, seed: int = 0, cont
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def run(engine, request):
+    """Generate and return (events, finished)."""
+    events = []
+    finished = engine.generate(request, events.append).result()
+    return events, finished

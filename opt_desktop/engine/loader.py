@@ -138,7 +138,7 @@ def load_model(request: LoadRequest, progress: Callable[[LoadProgress], None] | 
 def _convert_measured(model, tokenizer, dtype_name: str, device: str, report):
     """Turn a loaded float32 model into `dtype_name` in place; returns its ModeAccuracy against float32."""
     bos = model.config.bos_token_id if model.config.bos_token_id is not None else 2
-    ids = precision.reference_ids(tokenizer, bos)
+    ids = precision.reference_ids(tokenizer, bos)[:, : model.config.max_position_embeddings]  # fits the context
     report(LoadProgress(f"Measuring {dtype_name} against float32…"))
     reference = precision.next_token_logprobs(model, ids)
     report(LoadProgress(f"Converting the weights to {dtype_name}…"))

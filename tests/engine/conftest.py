@@ -28,10 +28,3 @@ def engine(checkpoint):
     yield svc
     svc.shutdown()
     assert svc.join(5.0)  # its worker ended (other session fixtures' engines may still be alive)
-
-
-def run(engine, request):
-    """Generate and return (events, finished)."""
-    events = []
-    finished = engine.generate(request, events.append).result()
-    return events, finished

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run
+from models import run
 from opt_desktop.engine import (
     GenerationRequest,
     GenerationSettings,

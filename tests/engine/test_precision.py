@@ -168,7 +168,7 @@ def test_accuracy_is_measured_against_float32(loads, checkpoint, mode):
     acc = loaded.info.accuracy
     assert acc is not None and acc.mean_kl >= 0 and 0 <= acc.top1_agreement <= 1
     # An independent reference: the plain float32 model and the loaded one on the same text.
-    ids = precision.reference_ids(loaded.tokenizer, loaded.info.bos_token_id)
+    ids = precision.reference_ids(loaded.tokenizer, loaded.info.bos_token_id)[:, : loaded.info.context_length]
     assert acc.n_positions == ids.shape[1]
     with torch.inference_mode():
         p = torch.log_softmax(plain_model(checkpoint)(ids).logits[0].double(), -1)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run
+from models import run
 from opt_desktop.engine import attention
 from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSettings
 from opt_desktop.session import RunTrace
