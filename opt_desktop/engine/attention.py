@@ -28,6 +28,10 @@ def chunked_eager_attention(module, query, key, value, attention_mask, scaling: 
     batch, heads, q_len, _ = query.shape
     k_len = key.shape[-2]
     step = max(1, _CHUNK_ELEMENTS // max(1, batch * heads * k_len))
+    if key.dtype != query.dtype and q_len > 1:
+        # A bfloat16 model's float32 cache (see GrowingLayer): float32 arithmetic is the faster at one
+        # query, bfloat16's at a prefill's many (measured: the prompt's matmuls took twice as long).
+        key, value = key.to(query.dtype), value.to(query.dtype)
     key_t = key.transpose(-1, -2)
     if q_len <= step:  # one block (every decode step): no output buffer to fill
         out = _block(query, key_t, value, attention_mask, scaling, sink, k_len - q_len)
@@ -43,8 +47,12 @@ def chunked_eager_attention(module, query, key, value, attention_mask, scaling: 
 
 def _block(query, key_t, value, attention_mask, scaling, sink, first_query: int):
     """Eager attention for one block of queries; the float32 weights go to the sink before they are
-    rounded to the model's dtype, so statistics of a bfloat16 or float16 model are not rounded twice."""
+    rounded to the model's dtype, so statistics of a bfloat16 or float16 model are not rounded twice.
+    Keys and values may be float32 for a bfloat16 query (GrowingLayer's CPU cache): the arithmetic is
+    then float32 and only the output is rounded to the query's dtype."""
     k_len = key_t.shape[-1]
+    out_dtype = query.dtype
+    query = query.to(key_t.dtype)
     scores = torch.matmul(query, key_t) * scaling
     if attention_mask is not None:
         scores = scores + attention_mask[..., :k_len]
@@ -52,7 +60,7 @@ def _block(query, key_t, value, attention_mask, scaling, sink, first_query: int)
     del scores
     if sink is not None:
         sink(weights, first_query)
-    return torch.matmul(weights.to(query.dtype), value)
+    return torch.matmul(weights.to(value.dtype), value).to(out_dtype)
 
 
 def new_cache(config):
@@ -75,12 +83,17 @@ def _growing_layer_class():
         DynamicLayer concatenates the whole cache with every new token: at a 512-token context that
         copy took 44% of an int8 decode step of opt-350m (measured). Here a decode step writes one
         position, and `keys`/`values` are views of the filled part of the buffers; the attention
-        results are bit for bit the same. bfloat16 and float16 caches grow as DynamicLayer's do: their
-        matmuls copy a strided view to a contiguous one anyway (measured: no faster this way).
+        results are bit for bit the same. A bfloat16 model on the CPU keeps its keys and values here in
+        float32 too (twice the cache memory): PyTorch's CPU bfloat16 batched matmul is slow at one query
+        and copies a strided view to a contiguous one, so a bfloat16 cache had to be concatenated, and
+        the float32 one made a 512-token decode step of opt-350m ~6% faster on 2 threads (measured).
+        float16 caches, and bfloat16 ones on a GPU, grow as DynamicLayer's do.
         """
 
         def update(self, key_states, value_states, *args, **kwargs):
-            if key_states.dtype != torch.float32:
+            if key_states.dtype == torch.bfloat16 and key_states.device.type == "cpu":
+                key_states, value_states = key_states.float(), value_states.float()
+            elif key_states.dtype != torch.float32:
                 return super().update(key_states, value_states, *args, **kwargs)
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)

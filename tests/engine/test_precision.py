@@ -238,8 +238,21 @@ def test_capabilities_without_torch_are_a_guess():
 @pytest.mark.parametrize("mode", RUNNABLE)
 def test_growing_kv_cache_gives_the_same_logits(loads, mode, monkeypatch):
     """The engine's KV cache (views of buffers grown in place) against transformers' DynamicCache,
-    across several growths of its buffers and a crop: bit for bit the same next-token logits."""
+    across several growths of its buffers and a crop: bit for bit the same next-token logits. A
+    bfloat16 model's cache holds float32 keys and values (exact widenings of its bfloat16 ones), so its
+    reference is a DynamicCache that widens them before concatenating."""
     from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class WideningLayer(DynamicLayer):
+        def update(self, key_states, value_states, *args, **kwargs):
+            return super().update(key_states.float(), value_states.float(), *args, **kwargs)
+
+    def reference_cache(config):
+        cache = DynamicCache(config=config)
+        if mode == "bfloat16":
+            cache.layers = [WideningLayer() for _ in cache.layers]
+        return cache
 
     monkeypatch.setattr(attention, "_CACHE_BLOCK", 4)
     model = loads(mode).model
@@ -258,11 +271,11 @@ def test_growing_kv_cache_gives_the_same_logits(loads, mode, monkeypatch):
 
     with torch.inference_mode():
         for crop_at in (None, 5):
-            grown, plain = attention.new_cache(model.config), DynamicCache(config=model.config)
+            grown, plain = attention.new_cache(model.config), reference_cache(model.config)
             assert torch.equal(decode(grown, crop_at), decode(plain, crop_at))
             assert grown.get_seq_length() == plain.get_seq_length()
-    if mode != "bfloat16":  # bfloat16 caches grow by concatenation (see GrowingLayer)
-        assert grown.layers[0]._buf_k.shape[-2] > grown.get_seq_length()  # it did grow in place
+    assert grown.layers[0]._buf_k.shape[-2] > grown.get_seq_length()  # it did grow in place
+    assert grown.layers[0]._buf_k.dtype == torch.float32
 
 
 @pytest.mark.parametrize("mode", RUNNABLE)
