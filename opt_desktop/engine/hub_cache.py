@@ -230,7 +230,7 @@ DownloadState = Literal["running", "cancelling", "done", "cancelled", "failed"]
 FetchFn = Callable[..., Path]
 
 
-def _byte_tqdm(on_update: Callable[[object], None], stop: threading.Event):
+def byte_tqdm(on_update: Callable[[object], None], stop: threading.Event):
     """A tqdm stand-in for huggingface_hub: reports every byte bar's position and raises on stop."""
     from tqdm.auto import tqdm
 
@@ -331,7 +331,7 @@ class Download:
     def _run(self) -> None:
         before = self._partials()  # another tool's download in progress is not ours to remove
         try:
-            folder = self._fetch(self.repo_id, tqdm_class=_byte_tqdm(self._on_update, self._stop), cache=self._cache)
+            folder = self._fetch(self.repo_id, tqdm_class=byte_tqdm(self._on_update, self._stop), cache=self._cache)
         except DownloadCancelled:
             self._state = "cancelled"
         except BaseException as exc:  # noqa: BLE001 - the caller gets one line, the thread never dies loudly

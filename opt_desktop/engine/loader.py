@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 from dataclasses import dataclass, replace
@@ -17,6 +16,7 @@ from .attention import register as register_attention
 from .demo import DEMO_LABEL, build_demo_model, build_demo_tokenizer
 from .errors import ModelLoadError
 from .events import LoadProgress, ModelInfo
+from .hub_cache import DownloadCancelled, byte_tqdm
 from .settings import DEMO_SOURCE, LoadRequest
 
 # The dtype the weights load in; int8 is quantised from float32 weights once they are loaded.
@@ -31,8 +31,7 @@ class LoadedModel:
     device: torch.device
 
 
-class _Cancelled(Exception):
-    pass
+_Cancelled = DownloadCancelled  # a stop during a download, or between the steps of a load
 
 
 def resolve_device(name: str) -> str:
@@ -205,33 +204,15 @@ def _hub_snapshot(repo_id: str, report, stop, revision: str | None = None) -> Pa
 
 
 def _progress_tqdm(report, stop):
-    """A tqdm stand-in for huggingface_hub that turns byte counts into LoadProgress and honours stop."""
-    from tqdm.auto import tqdm
+    """huggingface_hub's byte counts as LoadProgress; a stop raises inside the download."""
 
-    class _Reporting(tqdm):
-        def __init__(self, *args, **kwargs):
-            kwargs["disable"] = False
-            kwargs["file"] = open(os.devnull, "w")  # progress goes to the caller, not the terminal
-            super().__init__(*args, **kwargs)
+    def on_update(bar) -> None:
+        if bar.total:
+            done, total = bar.n / 2**20, bar.total / 2**20
+            report(LoadProgress(f"Downloading {bar.desc or 'weights'}: {done:,.0f} / {total:,.0f} MB",
+                                min(1.0, bar.n / bar.total)))
 
-        def update(self, n=1):
-            if stop is not None and stop.is_set():
-                raise _Cancelled
-            out = super().update(n)
-            if self.total and self.unit == "B":
-                done, total = self.n / 2**20, self.total / 2**20
-                report(LoadProgress(f"Downloading {self.desc or 'weights'}: {done:,.0f} / {total:,.0f} MB",
-                                    min(1.0, self.n / self.total)))
-            return out
-
-        def close(self):
-            super().close()
-            try:
-                self.fp.close()
-            except Exception:
-                pass
-
-    return _Reporting
+    return byte_tqdm(on_update, stop if stop is not None else threading.Event())
 
 
 def _check_opt_config(source: str, folder: Path) -> None:

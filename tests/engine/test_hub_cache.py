@@ -205,7 +205,7 @@ def test_download_offline_and_not_cached_fails_with_one_line(tmp_path):
 def test_download_stop_raises_inside_the_progress_bar():
     stop = threading.Event()
     seen = []
-    bar = hub_cache._byte_tqdm(seen.append, stop)(total=100, unit="B")
+    bar = hub_cache.byte_tqdm(seen.append, stop)(total=100, unit="B")
     bar.update(10)
     assert seen and seen[-1].n == 10
     stop.set()
