@@ -109,15 +109,19 @@ class Checkpoint:
             return 4 * (self.n_params - linear_in_layers) + self.linear_weight_params + 16 * self.linear_output_rows
         return _BYTES[precision] * self.n_params
 
-    def kv_cache_bytes(self, precision: Precision, tokens: int | None = None) -> int:
-        """Keys and values of every layer for `tokens` positions (default: the whole context)."""
+    def kv_cache_bytes(self, precision: Precision, tokens: int | None = None, on_cpu: bool = False) -> int:
+        """Keys and values of every layer for `tokens` positions (default: the whole context).
+
+        int8 runs its activations in float32; so does bfloat16's cache on a CPU (engine/attention.py
+        keeps it in float32 there, which decodes faster than bfloat16)."""
         tokens = self.context_length if tokens is None else tokens
-        per_value = 4 if precision == "int8" else _BYTES[precision]  # int8 runs its activations in float32
+        wide = precision == "int8" or (precision == "bfloat16" and on_cpu)
+        per_value = 4 if wide else _BYTES[precision]
         return 2 * self.n_layers * tokens * self.hidden_size * per_value
 
-    def memory_bytes(self, precision: Precision) -> int:
+    def memory_bytes(self, precision: Precision, on_cpu: bool = False) -> int:
         """What running the model needs: the weights plus a full context's key/value cache."""
-        return self.weights_bytes(precision) + self.kv_cache_bytes(precision)
+        return self.weights_bytes(precision) + self.kv_cache_bytes(precision, on_cpu=on_cpu)
 
 
 def _opt(size: str, n_layers: int, n_heads: int, hidden: int, **kw) -> Checkpoint:

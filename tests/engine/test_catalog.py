@@ -169,3 +169,22 @@ def test_gpu_memory_does_not_import_torch():
     code = "import sys; from opt_desktop.engine.catalog import gpu_memory; print(gpu_memory(), 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "() False", out.stderr
+
+
+def test_bfloat16_cache_on_a_cpu_is_float32(checkpoint):
+    """The engine keeps a CPU bfloat16 model's KV cache in float32 (faster there): the estimate follows."""
+    import torch
+
+    from opt_desktop.engine.attention import new_cache
+    from opt_desktop.engine.loader import load_model
+    from opt_desktop.engine.settings import LoadRequest
+
+    loaded = load_model(LoadRequest(source=str(checkpoint), dtype="bfloat16", device="cpu"))
+    cache = new_cache(loaded.model.config)
+    ids = torch.tensor([[2, 5, 6, 7]])
+    with torch.inference_mode():
+        loaded.model(ids, cache=cache, use_cache=True)
+    assert cache.layers[0].keys.dtype == torch.float32
+    c = DEMO
+    assert c.kv_cache_bytes("bfloat16", 10, on_cpu=True) == 2 * c.kv_cache_bytes("bfloat16", 10)
+    assert c.kv_cache_bytes("bfloat16", 10, on_cpu=True) == c.kv_cache_bytes("float32", 10)

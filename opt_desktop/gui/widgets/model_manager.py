@@ -298,8 +298,8 @@ class ModelManager(QDialog):
         spread = self.placement_combo.currentData() == "spread"
         for precision, col in MEMORY_COLUMN.items():
             item = self.table.item(row, col)
-            need = c.memory_bytes(precision)
             capacity, where = self._capacity(precision)
+            need = c.memory_bytes(precision, on_cpu=where == "RAM")
             if capacity is None:
                 item.setText(format_bytes(need))
                 item.setForeground(QBrush())
