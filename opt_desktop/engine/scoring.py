@@ -95,11 +95,13 @@ def divergence(loaded: LoadedModel, token_ids: Sequence[int], base_mask: Sequenc
 
 
 def head_importance(loaded: LoadedModel, token_ids: Sequence[int], n_prompt: int, scale: float = 0.0,
-                    progress: ProgressFn | None = None, stop: threading.Event | None = None) -> HeadImportance:
+                    progress: ProgressFn | None = None, stop: threading.Event | None = None,
+                    base_mask: Sequence = (), hidden: Sequence[int] = ()) -> HeadImportance:
     """Scale each head in turn by `scale` and sum the change in log-probability of the generated tokens.
 
-    `progress(done, total)` is called after each head; `stop` ends the job between heads, leaving
-    the heads not yet computed NaN and `completed` False.
+    The baseline is the run as it was made: `base_mask` and `hidden` positions applied; each head's
+    scale is set on top of that mask. `progress(done, total)` is called after each head; `stop`
+    ends the job between heads, leaving the heads not yet computed NaN and `completed` False.
     """
     model, info = loaded.model, loaded.info
     ids = _token_tensor(loaded, token_ids)
@@ -112,22 +114,27 @@ def head_importance(loaded: LoadedModel, token_ids: Sequence[int], n_prompt: int
     targets = ids[0, n_prompt:]
     delta = np.full((L, H), np.nan, np.float32)
 
-    def score() -> torch.Tensor:
-        return _target_logprobs(model, _final_states(model, ids, ())[n_prompt - 1:T - 1], targets)
+    base = normalize_head_mask(base_mask)
+    check_head_mask(base, L, H, info.label)
+    hidden = check_hidden_positions(hidden, n_prompt)
+
+    def score(mask) -> torch.Tensor:
+        with HeadMask(model, mask):
+            return _target_logprobs(model, _final_states(model, ids, hidden)[n_prompt - 1:T - 1], targets)
 
     done = 0
     stopped = stop is not None and stop.is_set()
     baseline = torch.tensor(float("nan"))
     if not stopped:
         with torch.inference_mode():
-            baseline = score()
+            baseline = score(base)
             for layer in range(L):
                 for head in range(H):
                     if stop is not None and stop.is_set():
                         stopped = True
                         break
-                    with HeadMask(model, (HeadScale(layer=layer, head=head, scale=scale),)):
-                        scaled = score()
+                    # A later entry for the same head wins: this head's scale replaces the base's.
+                    scaled = score(normalize_head_mask(base + (HeadScale(layer=layer, head=head, scale=scale),)))
                     delta[layer, head] = (scaled.double() - baseline.double()).sum().item()
                     done += 1
                     if progress is not None:

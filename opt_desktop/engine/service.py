@@ -138,12 +138,14 @@ class EngineService:
 
     def head_importance(self, token_ids: Sequence[int], n_prompt: int, scale: float = 0.0,
                         progress: Callable[[int, int], None] | None = None,
-                        stop: threading.Event | None = None) -> Future[HeadImportance]:
+                        stop: threading.Event | None = None, base_mask: Sequence[HeadScale] = (),
+                        hidden: Sequence[int] = ()) -> Future[HeadImportance]:
         """Scale each head in turn on `token_ids` (teacher-forced) and measure the change in the
         log-probability of the generated tokens (positions >= n_prompt), on the worker.
 
         `progress(done, total)` is called on the worker after each head; `stop` (or `self.stop()`)
-        ends the job between heads with `completed` False.
+        ends the job between heads with `completed` False. `base_mask` and `hidden` are the run's own
+        interventions: the baseline has them, and each head is scaled on top of them.
         """
         token_ids = tuple(token_ids)
         stop = self._new_stop(stop)
@@ -153,7 +155,8 @@ class EngineService:
                 raise NoModelError("No model is loaded yet: load one first.")
             from .scoring import head_importance
 
-            return head_importance(self._loaded, token_ids, n_prompt, scale, progress=progress, stop=stop)
+            return head_importance(self._loaded, token_ids, n_prompt, scale, progress=progress, stop=stop,
+                                   base_mask=tuple(base_mask), hidden=tuple(hidden))
 
         return self._executor.submit(job)
 

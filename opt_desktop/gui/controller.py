@@ -96,10 +96,11 @@ class Controller(QObject):
         return self._spawn(self._divergence(tuple(token_ids), tuple(base_mask), tuple(other_mask),
                                             tuple(base_hidden), tuple(other_hidden)))
 
-    def head_importance(self, token_ids, n_prompt: int, scale: float = 0.0) -> asyncio.Task | None:
+    def head_importance(self, token_ids, n_prompt: int, scale: float = 0.0, base_mask=(),
+                        hidden=()) -> asyncio.Task | None:
         if self.is_busy:
             return None
-        return self._spawn(self._head_importance(tuple(token_ids), n_prompt, scale))
+        return self._spawn(self._head_importance(tuple(token_ids), n_prompt, scale, tuple(base_mask), tuple(hidden)))
 
     def lens(self, trace: RunTrace | None, position: int) -> asyncio.Task | None:
         return self._spawn(self._lens(trace, position))
@@ -209,7 +210,7 @@ class Controller(QObject):
         if not self._closed:
             self.divergence_ready.emit(result)
 
-    async def _head_importance(self, token_ids, n_prompt: int, scale: float) -> None:
+    async def _head_importance(self, token_ids, n_prompt: int, scale: float, base_mask, hidden) -> None:
         loop = asyncio.get_running_loop()
         self._stop = threading.Event()
         self._set_analysing(True)
@@ -220,7 +221,8 @@ class Controller(QObject):
 
         try:
             result = await asyncio.wrap_future(self.engine.head_importance(
-                token_ids, n_prompt, scale=scale, progress=progress, stop=self._stop))
+                token_ids, n_prompt, scale=scale, progress=progress, stop=self._stop, base_mask=base_mask,
+                hidden=hidden))
         except Exception as exc:
             if not self._closed:
                 self.importance_failed.emit(str(exc))

@@ -635,7 +635,9 @@ class MainWindow(QMainWindow):
         if trace is None or trace.finished is None or not _same_model(self.controller.model, trace):
             self._update_analysis_availability()
             return
-        self.controller.head_importance(trace.token_ids, trace.n_prompt, scale)
+        # Measured on the run as it was made: its own head mask and hidden tokens stay in place.
+        self.controller.head_importance(trace.token_ids, trace.n_prompt, scale, _heads(trace.started.head_mask),
+                                        trace.started.hidden_positions)
 
     def _show_head(self, layer: int, head: int) -> None:
         self.tabs.setCurrentWidget(self.inspector)

@@ -108,6 +108,26 @@ def test_head_importance_equals_the_loop_over_edited_copies(engine, sequence, sc
     assert all(name.startswith("opt-engine") for _, _, name in calls)
 
 
+def test_head_importance_keeps_the_runs_own_interventions(engine, sequence):
+    """A run made with a head mask and hidden tokens is measured as it was made: the baseline has them,
+    and each head's scale goes on top (replacing the base scale of that head)."""
+    ids, n_prompt = sequence
+    base = (HeadScale(layer=0, head=1, scale=0.0), HeadScale(layer=1, head=0, scale=1.5))
+    result = engine.head_importance(ids, n_prompt, base_mask=base, hidden=(2,)).result()
+    model = _loaded(engine).model
+    L, H = model.config.num_hidden_layers, model.config.num_attention_heads
+    rows, targets = torch.arange(n_prompt - 1, len(ids) - 1), torch.tensor(ids[n_prompt:])
+    baseline = _logp(_edited_copy(model, base), ids, hidden=(2,))[rows, targets]
+    assert result.baseline_logprob == pytest.approx(baseline.sum().item(), abs=1e-3)
+    for layer, head in [(0, 1), (1, 0), (L - 1, H - 1)]:
+        mask = tuple(m for m in base if (m.layer, m.head) != (layer, head)) + (HeadScale(layer=layer, head=head),)
+        scaled = _logp(_edited_copy(model, mask), ids, hidden=(2,))[rows, targets]
+        assert result.delta[layer, head] == pytest.approx((scaled - baseline).sum().item(), abs=1e-3)
+    assert result.delta[0, 1] == pytest.approx(0.0, abs=1e-4)  # already ablated in the run itself
+    plain = engine.head_importance(ids, n_prompt).result()
+    assert abs(plain.baseline_logprob - result.baseline_logprob) > 1e-3  # the interventions mattered
+
+
 @pytest.mark.parametrize("how", ["event", "engine.stop"])
 def test_head_importance_stops_between_heads(engine, sequence, how):
     ids, n_prompt = sequence
