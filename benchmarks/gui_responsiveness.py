@@ -131,6 +131,7 @@ def main() -> int:
     asyncio.set_event_loop(loop)
     tmp = Path(tempfile.mkdtemp())
     os.environ["OPT_DESKTOP_CONFIG_DIR"] = str(tmp / "config")
+    os.environ["OPT_DESKTOP_DATA_DIR"] = str(tmp / "data")  # its autosaves stay out of the person's folder
     window = MainWindow(state=AppState(), presets=PresetStore(tmp / "presets"))
     window.show()
 
@@ -141,6 +142,7 @@ def main() -> int:
 
     with loop:
         loop.run_until_complete(run_all())
+        window.keeper.set_modified(False)  # nothing to keep: close without asking about unsaved runs
         window.close()
     return 0
 

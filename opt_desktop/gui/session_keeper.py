@@ -6,6 +6,7 @@ session layer's. Every failure becomes one line on `error`, and leaves the open 
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -36,6 +37,9 @@ class SessionKeeper(QObject):
         self._timer = QTimer(self)
         self._timer.setInterval(AUTOSAVE_INTERVAL_MS)
         self._timer.timeout.connect(self.autosave_now)
+        # Autosaves compress megabytes of arrays: off the GUI thread, one at a time, so the window never stalls.
+        self._autosaver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opt-autosave")
+        self._pending: Future | None = None
 
     # --- changes ---------------------------------------------------------------------------------
 
@@ -102,6 +106,7 @@ class SessionKeeper(QObject):
             self.path_changed.emit(target)
         self._remember(target)
         self.set_modified(False)
+        self.wait_for_autosave()
         self.autosave.discard()  # the file itself now holds everything
         return True
 
@@ -122,6 +127,7 @@ class SessionKeeper(QObject):
         self.session = session
         self.path = path
         self.set_modified(False)
+        self.wait_for_autosave()
         self.autosave.discard()
         self.path_changed.emit(path)
         self.replaced.emit()
@@ -133,10 +139,20 @@ class SessionKeeper(QObject):
             return
         if any(run.finished is None for run in self.session.runs):
             return  # a run is still streaming: the autosave after it finishes catches it
+        # A snapshot of the finished runs: the worker reads them while new runs may be added here.
+        snapshot, path = Session(list(self.session.runs)), self.path
+        self._pending = self._autosaver.submit(self._autosave, snapshot, path)
+
+    def _autosave(self, session: Session, path: Path | None) -> None:
         try:
-            self.autosave.save(self.session, self.path)
+            self.autosave.save(session, path)
         except (SessionFileError, OSError) as exc:
-            self.error.emit(f"Autosave failed: {exc}")
+            self.error.emit(f"Autosave failed: {exc}")  # a queued signal: shown on the GUI thread
+
+    def wait_for_autosave(self, timeout: float | None = None) -> None:
+        """Until the autosave in flight (if any) is written."""
+        if self._pending is not None:
+            self._pending.exception(timeout)
 
     def recoverable(self) -> list[RecoveredSession]:
         try:
@@ -147,6 +163,7 @@ class SessionKeeper(QObject):
     def close_cleanly(self) -> None:
         """The person closed the window having saved or discarded: nothing is left to recover."""
         self._timer.stop()
+        self._autosaver.shutdown(wait=True)  # a save in flight must not recreate the file after discard
         self.autosave.discard()
 
     # --- recent files ----------------------------------------------------------------------------

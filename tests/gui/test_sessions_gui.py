@@ -136,7 +136,8 @@ def test_autosave_after_a_run_is_offered_after_a_crash(make_window, loop, tmp_pa
     folder = tmp_path / "autosave"
     crashed = make_window(autosave=Autosave(folder, pid=_dead_pid()))
     trace = generate(crashed, loop)
-    assert crashed.keeper.autosave.path.is_file()  # written when the run finished
+    crashed.keeper.wait_for_autosave(10)  # written off the GUI thread when the run finished
+    assert crashed.keeper.autosave.path.is_file()
     crashed.keeper.close_cleanly = lambda: None  # the process "dies": no clean exit
     crashed.close()
 
