@@ -593,6 +593,9 @@ class MainWindow(QMainWindow):
     # --- compare and head importance -----------------------------------------------------------
 
     def _refresh_compare_choices(self) -> None:
+        """The run choices of the Compare tab; only while it is in view (it redraws two texts and plots)."""
+        if self.tabs.currentWidget() is not self.compare:
+            return  # it catches up when shown (_on_tab_changed)
         runs = self.keeper.session.runs
         self.compare.set_choices([run_title(i, t) for i, t in enumerate(runs)])
 
