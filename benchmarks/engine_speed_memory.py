@@ -12,7 +12,6 @@ statistics on against the same prefill without them.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import statistics
 import subprocess
@@ -28,7 +27,8 @@ from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSet
 from opt_desktop.engine.attention import register as register_attention
 from opt_desktop.engine.generate import run_generation
 from opt_desktop.engine.loader import LoadedModel, _model_info
-from opt_desktop.engine.memory import process_rss, return_freed_memory_promptly
+from opt_desktop.engine.memory import return_freed_memory_promptly
+from peak_memory import PeakRSS
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
@@ -67,55 +67,18 @@ def engine_decode_rate(loaded, prompt_ids, n: int, inspect: InspectSettings) -> 
     return finished.tokens_per_s, finished.n_tokens
 
 
-def anon_rss() -> int:
-    """Anonymous resident memory (heap, tensors): unlike total RSS, not moved by code pages of
-    torch's shared libraries being faulted in the first time a kernel runs."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    return process_rss()
-
-
-class PeakRSS:
-    """Samples anonymous resident memory every millisecond; `peak` is the largest rise above the start."""
-
-    def __enter__(self):
-        gc.collect()
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)  # give freed heap back so the baseline is honest
-        except OSError:
-            pass
-        self.start = anon_rss()
-        self.peak = 0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def _poll(self):
-        while not self._done.is_set():
-            self.peak = max(self.peak, anon_rss() - self.start)
-            time.sleep(0.001)
-
-    def __exit__(self, *exc):
-        self._done.set()
-        self._thread.join()
-        self.peak = max(self.peak, anon_rss() - self.start)
-
-
 def prefill_peak(loaded, length: int, with_stats: bool) -> float:
     """MiB above the start while prefilling `length` tokens (+1 generated), with or without statistics."""
     model = loaded.model
     ids = [2] + [(i * 7919) % 50000 + 4 for i in range(length - 1)]
     if not with_stats:
         model.set_attn_implementation("sdpa")
-        with PeakRSS() as peak, torch.inference_mode():
+        with PeakRSS(trim=True) as peak, torch.inference_mode():
             model.generate(torch.tensor([ids]), max_new_tokens=1, do_sample=False, pad_token_id=1)
         return peak.peak / 2**20
     model.set_attn_implementation(register_attention())
     request = GenerationRequest(prompt_ids=tuple(ids), settings=GenerationSettings(max_new_tokens=1))
-    with PeakRSS() as peak:
+    with PeakRSS(trim=True) as peak:
         run_generation(loaded, request, lambda e: None, threading.Event())
     return peak.peak / 2**20
 

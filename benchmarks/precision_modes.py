@@ -28,6 +28,8 @@ import threading
 import time
 from pathlib import Path
 
+from peak_memory import PeakRSS, anon_rss
+
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 TARGETS = (  # (model, our runner, CTranslate2 runner, minimum ratio of decode speeds)
     ("opt-350m", "engine bfloat16", "CTranslate2 float32", 1.0),
@@ -42,43 +44,6 @@ TEXT = (
 
 
 # --- measuring ---------------------------------------------------------------------------------------
-
-
-def anon_rss() -> int:
-    """Anonymous resident memory (heap, tensors), not code pages of libraries faulted in on first use."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-class PeakRSS:
-    """Samples resident memory every millisecond; `peak` is the largest rise above the start."""
-
-    def __enter__(self):
-        gc.collect()
-        self.start = anon_rss()
-        self.peak = 0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def _poll(self):
-        while not self._done.is_set():
-            self.peak = max(self.peak, anon_rss() - self.start)
-            time.sleep(0.001)
-
-    def __exit__(self, *exc):
-        self._done.set()
-        self._thread.join()
-        self.peak = max(self.peak, anon_rss() - self.start)
 
 
 def rates(t0: float, stamps: list[float]) -> tuple[float, float | None]:
