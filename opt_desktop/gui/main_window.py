@@ -24,12 +24,12 @@ from ..engine import (
     EngineError,
     GenerationRequest,
     GenerationSettings,
-    HeadScale,
     InspectSettings,
     LoadRequest,
     ModelInfo,
     SettingsError,
 )
+from ..engine.interventions_spec import normalize_head_mask
 from ..engine.text import token_piece
 from ..presets import PresetStore
 from ..session import RunTrace
@@ -56,11 +56,6 @@ from .widgets.settings_panel import SettingsPanel
 APP_NAME = "OPT Desktop"
 # The inspector's plots cost 15-50 ms a repaint: while tokens stream it follows once a second, the output at 30 Hz.
 INSPECTOR_REFRESH_S = 1.0
-
-
-def _heads(mask) -> tuple[HeadScale, ...]:
-    """A run's recorded (layer, head, scale) triples as request values."""
-    return tuple(HeadScale(layer=l, head=h, scale=sc) for l, h, sc in mask)
 
 
 def _same_model(info: ModelInfo | None, trace: RunTrace | None) -> bool:
@@ -630,7 +625,7 @@ class MainWindow(QMainWindow):
             return
         base, other = runs[a], runs[b]
         # Teacher-forced on the baseline's tokens: what the other run's interventions change there.
-        self.controller.divergence(base.token_ids, _heads(base.started.head_mask), _heads(other.started.head_mask),
+        self.controller.divergence(base.token_ids, normalize_head_mask(base.started.head_mask), normalize_head_mask(other.started.head_mask),
                                    base.started.hidden_positions, other.started.hidden_positions)
 
     def _start_importance(self, scale: float) -> None:
@@ -639,7 +634,7 @@ class MainWindow(QMainWindow):
             self._update_analysis_availability()
             return
         # Measured on the run as it was made: its own head mask and hidden tokens stay in place.
-        self.controller.head_importance(trace.token_ids, trace.n_prompt, scale, _heads(trace.started.head_mask),
+        self.controller.head_importance(trace.token_ids, trace.n_prompt, scale, normalize_head_mask(trace.started.head_mask),
                                         trace.started.hidden_positions)
 
     def _show_head(self, layer: int, head: int) -> None:
@@ -663,7 +658,7 @@ class MainWindow(QMainWindow):
         trace = self.current_trace
         if trace is not None:
             self.prompt.set_text(trace.started.prompt)
-            self.inspector.set_head_mask(_heads(trace.started.head_mask))
+            self.inspector.set_head_mask(normalize_head_mask(trace.started.head_mask))
         self._update_title()
 
     def _may_discard(self) -> bool:

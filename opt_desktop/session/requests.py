@@ -5,12 +5,9 @@ from __future__ import annotations
 from typing import get_args
 
 from ..engine.errors import SettingsError
-from ..engine.settings import Device, GenerationRequest, GenerationSettings, HeadScale, InspectSettings, LoadRequest
+from ..engine.interventions_spec import normalize_head_mask
+from ..engine.settings import Device, GenerationRequest, GenerationSettings, InspectSettings, LoadRequest
 from .trace import RunTrace
-
-
-def _head_mask(mask) -> tuple[HeadScale, ...]:
-    return tuple(HeadScale.parse(layer=layer, head=head, scale=scale) for layer, head, scale in mask)
 
 
 def _settings(trace: RunTrace) -> GenerationSettings:
@@ -34,7 +31,7 @@ def rerun_requests(trace: RunTrace) -> tuple[LoadRequest, GenerationRequest]:
         placement="spread" if info.placement else "one-device", revision=info.revision)
     request = GenerationRequest.parse(
         prompt=s.prompt, prompt_ids=tuple(s.prompt_ids), settings=_settings(trace),
-        inspect=InspectSettings.parse(**s.inspect), head_mask=_head_mask(s.head_mask),
+        inspect=InspectSettings.parse(**s.inspect), head_mask=normalize_head_mask(s.head_mask),
         hidden_positions=tuple(s.hidden_positions))
     return load, request
 
@@ -67,5 +64,5 @@ def fork_request(trace: RunTrace, position: int, token_id: int, settings: Genera
     return GenerationRequest.parse(
         prompt=before + text, prompt_ids=tuple(trace.token_ids[:position]) + (int(token_id),),
         settings=settings if settings is not None else _settings(trace),
-        inspect=InspectSettings.parse(**s.inspect), head_mask=_head_mask(mask),
+        inspect=InspectSettings.parse(**s.inspect), head_mask=normalize_head_mask(mask),
         hidden_positions=tuple(p for p in s.hidden_positions if p < position))
