@@ -19,3 +19,7 @@ class PromptError(EngineError):
 
 class NoModelError(EngineError):
     """Generation was asked for before any model was loaded."""
+
+
+class JobCancelled(EngineError):
+    """A job saw its stop event between two chunks of work and ended early; its job ends "cancelled"."""
