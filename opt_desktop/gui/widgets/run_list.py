@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem, Q
 from ...session import RunTrace
 from ...session.session import Session
 
-_REASONS = {"length": "max tokens", "eos": "end of text", "stop_string": "stop string", "cancelled": "stopped"}
+_REASONS = {"length": "max tokens", "eos": "end of text", "stop_string": "stop string", "cancelled": "stopped", "error": "failed"}
 INDEX_ROLE = Qt.ItemDataRole.UserRole
 
 

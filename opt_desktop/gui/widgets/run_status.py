@@ -9,7 +9,7 @@ from ...engine.memory import process_rss
 from ...session import RunTrace
 
 _REASONS = {"length": "max tokens reached", "eos": "end of text", "stop_string": "stop string",
-            "cancelled": "stopped"}
+            "cancelled": "stopped", "error": "failed"}
 
 
 def _mib(n: int | None) -> str:
