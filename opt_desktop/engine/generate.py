@@ -135,7 +135,7 @@ class _Run:
             kwargs["tokenizer"] = self.tokenizer
         model = self.loaded.model
         with torch.inference_mode(), HeadMask(model, mask) as head_mask, StopBetweenLayers(model, self.stop), \
-                Capture(model, self.request.inspect, input_ids[0]) as capture:
+                Capture(model, self.request.inspect, input_ids[0], self.stop) as capture:
             self.capture = capture
             self.head_mask = head_mask
             try:

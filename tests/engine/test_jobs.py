@@ -183,3 +183,26 @@ def test_shutdown_ends_queued_jobs_and_the_worker(tokenizer, tmp_path):
     assert any(job.end.reason == "cancelled" for job in queued)
     with pytest.raises(RuntimeError):
         svc.submit(GenerationRequest(prompt="x"))
+
+
+def test_stop_while_the_prompt_is_scored_ends_between_chunks(long_engine, monkeypatch):
+    """After the layers, a long prompt is scored against the whole vocabulary a chunk at a time:
+    Stop lands between two chunks, not after all of them."""
+    from opt_desktop.engine import capture
+
+    chunks = []
+    real = capture.distribution_stats
+    box = []
+
+    def counting(logits, targets, top_k):
+        if logits.dim() == 2:  # a chunk of prompt rows (a decode step scores one row, 1-D)
+            chunks.append(logits.shape[0])
+            box[0].stop()
+        return real(logits, targets, top_k)
+
+    monkeypatch.setattr(capture, "distribution_stats", counting)
+    ids = tuple([2] + list(range(4, 504)))
+    box.append(long_engine.submit(GenerationRequest(prompt_ids=ids, settings=GenerationSettings(max_new_tokens=3))))
+    finished = box[0].future.result(timeout=60)
+    assert finished.reason == "cancelled" and finished.n_tokens == 0
+    assert len(chunks) == 1  # 500 rows would be many chunks
