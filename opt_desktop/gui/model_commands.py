@@ -17,7 +17,7 @@ from ..engine.requests import ProbeRequest
 
 class ModelCommands(QObject):
     def __init__(self, controller, state, views, parent: QObject | None = None):
-        """`views` has model_bar, banner, prompt and the window (as `window`) for dialogs."""
+        """`views` has model_bar, banner, prompt, run_status and the window (as `window`) for dialogs."""
         super().__init__(parent)
         self.controller = controller
         self.state = state
@@ -77,6 +77,7 @@ class ModelCommands(QObject):
 
     def _on_model_changed(self, info: ModelInfo | None) -> None:
         self.v.model_bar.set_model(info)
+        self.v.run_status.show_model(info)
         if info is not None:
             self.v.prompt.set_counter(self.controller.engine.count_tokens_later, info.context_length)
 
