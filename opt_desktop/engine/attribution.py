@@ -140,9 +140,11 @@ def attribute(loaded: LoadedModel, token_ids: Sequence[int], target_id: int | No
             grad_sum = torch.zeros(embeds.shape[1:], dtype=torch.float64, device=embeds.device)
             for i0 in range(0, steps, chunk):
                 check_stop()
-                a = torch.as_tensor(alphas[i0:i0 + chunk], dtype=embeds.dtype, device=embeds.device)
+                a = torch.as_tensor(alphas[i0:i0 + chunk], dtype=torch.float32, device=embeds.device)
                 w = torch.as_tensor(weights[i0:i0 + chunk], dtype=torch.float64, device=embeds.device)
-                grad = gradients(a[:, None, None] * embeds)  # the baseline is zero: baseline + a (x - baseline)
+                # The baseline is zero: baseline + a (x - baseline) = a x, scaled in float32 (a half-precision
+                # model gets the point rounded once, not its alpha too).
+                grad = gradients((a[:, None, None] * embeds.float()).to(embeds.dtype))
                 grad_sum += torch.einsum("k,ktd->td", w, grad.double())
                 if progress is not None:
                     progress(min(steps, i0 + chunk), total)
