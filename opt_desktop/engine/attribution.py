@@ -106,7 +106,7 @@ def attribute(loaded: LoadedModel, token_ids: Sequence[int], target_id: int | No
 
     total = 1 if method == "ixg" else steps
     check_stop()
-    with grad_model(model) as gm, HeadMask(gm.model, mask):
+    with grad_model(model, info.n_params) as gm, HeadMask(gm.model, mask):
         net = gm.model
         embeds = net.model.decoder.embed_tokens(ids).detach()  # (1, T, D)
 

@@ -21,6 +21,8 @@ from typing import Iterator
 import torch
 
 from .attention import register as register_attention
+from .errors import EngineError
+from .precision import available_memory
 
 
 @dataclass(frozen=True)
@@ -114,12 +116,25 @@ def float32_copy(model):
 
 
 @contextmanager
-def grad_model(model) -> Iterator[GradModel]:
-    """The model to differentiate for one job: `model` itself with frozen weights, or a float32 copy."""
+def grad_model(model, n_params: int) -> Iterator[GradModel]:
+    """The model to differentiate for one job: `model` itself with frozen weights, or a float32 copy.
+
+    `n_params` is the model's parameter count as loaded (ModelInfo.n_params: int8 weights are no longer
+    parameters), for the memory the copy will take."""
     dtype = model.model.decoder.embed_tokens.weight.dtype
     if needs_copy(model):
         mode = "int8" if has_int8_layers(model) else _dtype_name(dtype)
-        twin = float32_copy(model)
+        config = model.config
+        need = 4 * (n_params + config.vocab_size * config.word_embed_proj_dim)  # the copy's head is not tied
+        available = available_memory()
+        if available is not None and need * 1.1 > available:
+            raise EngineError(f"Attribution needs a float32 copy of the {mode} model for its gradients "
+                              f"({need / 2**30:.1f} GiB), and only {available / 2**30:.1f} GiB of memory is free.")
+        try:
+            twin = float32_copy(model)
+        except (MemoryError, torch.OutOfMemoryError):
+            raise EngineError(f"Not enough memory for a float32 copy of the {mode} model, which attribution "
+                              "needs for its gradients.") from None
         try:
             yield GradModel(twin, "float32", f"Gradients of the {mode} model were computed in float32, "
                                              f"on a float32 copy of its weights.")

@@ -223,3 +223,12 @@ def test_refusals(engine, ids):
     for kwargs, message in cases:
         with pytest.raises(SettingsError, match=message):
             engine.call(lambda lm: attribute(lm, ids, **kwargs)).result()
+
+
+def test_a_float32_copy_that_does_not_fit_is_refused_in_one_line(checkpoint, ids, monkeypatch):
+    from opt_desktop.engine import EngineError, grad_model
+
+    loaded = load_model(LoadRequest(source=str(checkpoint), device="cpu", dtype="int8"))
+    monkeypatch.setattr(grad_model, "available_memory", lambda: 2**20)
+    with pytest.raises(EngineError, match=r"needs a float32 copy of the int8 model .* only 0\.0 GiB of memory is free"):
+        attribute(loaded, ids, method="ixg")
