@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -43,7 +42,8 @@ from .session.describe import (
     settings_text,
     shorten,
 )
-from .engine.jobs import describe_error
+from .engine.jobs import JobProgress, describe_error
+from .engine.requests import AttributionRequest, PatchingRequest
 from .logs import setup_logging
 from .session.export import export_text
 
@@ -280,17 +280,17 @@ def _interventions(args, info) -> tuple[tuple, tuple]:
     return mask, hidden
 
 
-def _run_job(engine: EngineService, fn, *args):
-    """Run `fn(loaded, *args, progress=..., stop=...)` on the worker; Ctrl+C stops it between chunks."""
-    stop = threading.Event()
+def _run_job(engine: EngineService, request):
+    """Run an analysis job, showing its progress on a terminal; Ctrl+C stops it between chunks."""
 
-    def progress(done, total):
-        if sys.stderr.isatty():
-            print(f"\r\x1b[K{done}/{total}", end="", file=sys.stderr, flush=True)
+    def progress(event):
+        if isinstance(event, JobProgress) and sys.stderr.isatty():
+            print(f"\r\x1b[K{event.done}/{event.total}", end="", file=sys.stderr, flush=True)
 
-    previous = signal.signal(signal.SIGINT, lambda *a: stop.set())
+    job = engine.submit(request, on_event=progress)
+    previous = signal.signal(signal.SIGINT, lambda *a: job.stop())
     try:
-        return engine.call(functools.partial(fn, progress=progress, stop=stop), *args).result()
+        return job.future.result()
     finally:
         signal.signal(signal.SIGINT, previous)
         if sys.stderr.isatty():
@@ -304,17 +304,14 @@ def _bar(value: float, scale: float, width: int = 20) -> str:
 
 
 def cmd_attribute(engine: EngineService, args) -> int:
-    from .engine.attribution import attribute
-
     info = _load(engine, args)
     tok = engine.tokenizer
     ids = prompt_ids(tok, args.prompt, info.bos_token_id)
     target = None if args.target is None else one_token(tok, args.target, "target")
     alternative = None if args.alternative is None else one_token(tok, args.alternative, "alternative")
     mask, hidden = _interventions(args, info)
-    result = _run_job(engine, functools.partial(attribute, method=args.method, steps=args.steps,
-                                                alternative_id=alternative, head_mask=mask, hidden=hidden),
-                      ids, target)
+    result = _run_job(engine, AttributionRequest(tuple(ids), target, args.method, args.steps, alternative,
+                                                 tuple(mask), tuple(hidden)))
     if result.note:
         print(f"note: {result.note}", file=sys.stderr)
     tokens = [token_piece(tok, int(i)) for i in result.token_ids]
@@ -349,15 +346,13 @@ def _table(values: np.ndarray, row_labels, col_labels) -> list[str]:
 
 
 def cmd_patch(engine: EngineService, args) -> int:
-    from .engine.patching import patch
-
     info = _load(engine, args)
     tok = engine.tokenizer
     clean = prompt_ids(tok, args.clean, info.bos_token_id)
     corrupt = prompt_ids(tok, args.corrupt, info.bos_token_id)
     target = one_token(tok, args.target, "target")
     mask, hidden = _interventions(args, info)
-    result = _run_job(engine, functools.partial(patch, head_mask=mask, hidden=hidden), clean, corrupt, target)
+    result = _run_job(engine, PatchingRequest(tuple(clean), tuple(corrupt), target, True, tuple(mask), tuple(hidden)))
     tokens = [token_piece(tok, int(i)) for i in result.clean_ids]
     if args.json:
         print(json.dumps(_jsonable({

@@ -24,6 +24,7 @@ from .grad_model import grad_model
 from .interventions import HeadMask, attention_inputs
 from .interventions_spec import check_head_mask, check_hidden_positions, normalize_head_mask
 from .loader import LoadedModel
+from .stopping import StopBetweenLayers
 from .results import Attribution
 from .scoring import _token_tensor
 
@@ -93,7 +94,7 @@ def attribute(loaded: LoadedModel, token_ids: Sequence[int], target_id: int | No
 
     check_stop()
     # The model's own view of the target, in its own precision (what the Output view shows).
-    with torch.inference_mode(), HeadMask(model, mask):
+    with torch.inference_mode(), HeadMask(model, mask), StopBetweenLayers(model, stop):
         state = model.model(input_ids=ids, attention_mask=attn_mask, position_ids=position_ids,
                             use_cache=False).last_hidden_state[:, -1]
         logp = torch.log_softmax(model.lm_head(state).float(), dim=-1)[0]
@@ -106,7 +107,8 @@ def attribute(loaded: LoadedModel, token_ids: Sequence[int], target_id: int | No
 
     total = 1 if method == "ixg" else steps
     check_stop()
-    with grad_model(model, info.n_params) as gm, HeadMask(gm.model, mask):
+    # Stop is also honoured before every decoder layer: a chunk of alphas can take seconds.
+    with grad_model(model, info.n_params) as gm, HeadMask(gm.model, mask), StopBetweenLayers(gm.model, stop):
         net = gm.model
         embeds = net.model.decoder.embed_tokens(ids).detach()  # (1, T, D)
 

@@ -27,6 +27,7 @@ from .grad_model import has_int8_layers
 from .interventions import HeadMask, attention_inputs
 from .interventions_spec import check_head_mask, check_hidden_positions, normalize_head_mask
 from .loader import LoadedModel
+from .stopping import StopBetweenLayers
 from .results import Patching
 from .scoring import _token_tensor
 
@@ -158,7 +159,8 @@ def patch(loaded: LoadedModel, clean_ids: Sequence[int], corrupt_ids: Sequence[i
             raise JobCancelled("Patching was stopped.")
 
     check_stop()
-    with torch.inference_mode(), HeadMask(model, mask):
+    # Stop is also honoured before every decoder layer: a batch of patched forwards can take seconds.
+    with torch.inference_mode(), HeadMask(model, mask), StopBetweenLayers(model, stop):
         clean_run = _Run(model, clean, attn_mask, position_ids, target_id, heads)
         corrupt_run = _Run(model, corrupt, attn_mask, position_ids, target_id, heads)
         kwargs = corrupt_run.layer_kwargs

@@ -191,7 +191,6 @@ class MainWindow(QMainWindow):
         views.keep_rows_action, views.show_prompt_action = a.keep_rows, a.show_prompt
         self.recent_menu = views.recent_menu = a.build_menus(self, [d.toggleViewAction() for d in self.docks])
         self.sessions.fill_recent_menu()
-        self.models.probe()
         for button, command in ((self.generate_button, self.runs.generate), (self.stop_button, self.runs.stop),
                                 (self.regenerate_button, self.runs.regenerate),
                                 (self.continue_button, self.runs.continue_run)):
