@@ -130,8 +130,7 @@ def main() -> int:
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     tmp = Path(tempfile.mkdtemp())
-    os.environ["OPT_DESKTOP_CONFIG_DIR"] = str(tmp / "config")
-    os.environ["OPT_DESKTOP_DATA_DIR"] = str(tmp / "data")  # its autosaves stay out of the person's folder
+    os.environ["OPT_DESKTOP_HOME"] = str(tmp)  # its state and autosaves stay out of the person's folders
     window = MainWindow(state=AppState(), presets=PresetStore(tmp / "presets"))
     window.show()
 

@@ -231,9 +231,9 @@ def _pyshortcuts():
 
 
 def _other_manifest() -> Path:
-    from platformdirs import user_data_dir
+    from . import folders
 
-    return Path(user_data_dir(APP_ID)) / MANIFEST_NAME
+    return folders.data_dir() / MANIFEST_NAME
 
 
 def install_shortcut() -> Report:

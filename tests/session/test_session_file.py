@@ -76,7 +76,7 @@ def test_file_layout(session, tmp_path):
         assert sorted(z.namelist()) == ["arrays.safetensors", "session.json"]
         doc = json.loads(z.read("session.json"))
         arrays = load_arrays(z.read("arrays.safetensors"))
-    assert doc["format"] == "opt-desktop-session" and doc["schema_version"] == SCHEMA_VERSION == 2
+    assert doc["format"] == "opt-desktop-session" and doc["schema_version"] == SCHEMA_VERSION == 3
     assert set(doc["versions"]) == {"app", "torch", "transformers"} and doc["versions"]["transformers"]
     run = doc["runs"][0]
     trace = session.runs[0]
