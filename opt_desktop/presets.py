@@ -16,6 +16,7 @@ from .engine.errors import SettingsError
 from .engine.settings import GenerationSettings
 from .session.atomic import write_text_atomic
 from .session.damaged import move_aside
+from .session.describe import counted
 
 PRESETS_FILE = "presets.json"
 _FORMAT_VERSION = 1
@@ -156,8 +157,7 @@ class PresetStore:
             except (SettingsError, TypeError) as exc:
                 skipped.append(f"{name[:_MAX_NAME]!r} ({exc})")
         if skipped:
-            n = len(skipped)
-            self.warnings.append(f"Skipped {n} preset{'s' * (n != 1)} in {self.path}: " + "; ".join(skipped))
+            self.warnings.append(f"Skipped {counted(len(skipped), 'preset')} in {self.path}: " + "; ".join(skipped))
 
     def _bad_file(self, why: str) -> None:
         line = move_aside(self.path, why, "presets file")

@@ -25,11 +25,14 @@ def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
     msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+    if err.get("type") == "finite_number":  # NaN or infinity (float("nan") from a command line, say)
+        msg = "must be a finite number"
     return f"{where}: {msg}" if where else msg
 
 
 class _Plain(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_assignment=True)
+    # No NaN or infinity anywhere: such a value could not be saved in a session or compared sensibly.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_assignment=True, allow_inf_nan=False)
 
     @classmethod
     def parse(cls, **values):

@@ -11,6 +11,11 @@ from ..engine.settings import GenerationSettings
 from .trace import RunTrace
 
 
+def counted(n: int, word: str, plural: str | None = None) -> str:
+    """'1 token', '2 tokens', '0 tokens' (`plural` for words that do not just take an s)."""
+    return f"{n:,} {word if n == 1 else (plural or word + 's')}"
+
+
 def run_name(index: int, trace: RunTrace) -> str:
     return f"Run {index + 1}" + (f" ({trace.label})" if trace.label else "")
 
@@ -48,7 +53,7 @@ def finish_text(finished: Finished | None) -> str:
     rate = f"{finished.tokens_per_s:.1f} tokens/s" if finished.tokens_per_s else "– tokens/s"
     ttft = (f"{finished.time_to_first_token_s * 1000:.0f} ms" if finished.time_to_first_token_s is not None
             else "–")
-    return f"{finished.n_tokens} tokens, {rate}, first token after {ttft}, finished: {finished.reason}"
+    return f"{counted(finished.n_tokens, 'token')}, {rate}, first token after {ttft}, finished: {finished.reason}"
 
 
 def fork_text(trace: RunTrace) -> str | None:

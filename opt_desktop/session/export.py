@@ -20,6 +20,7 @@ from ..engine.events import ATTENTION_STATS
 from .atomic import write_atomic
 from .describe import (
     changed_settings,
+    counted,
     finish_text,
     fork_text,
     head_mask_text,
@@ -47,7 +48,7 @@ def _runs(session: Session, run: int | None) -> list[int]:
     if run is None:
         return list(range(n))
     if not 0 <= run < n:
-        raise ExportError(f"There is no run {run + 1} to export: the session has {n} run{'s' * (n != 1)}.")
+        raise ExportError(f"There is no run {run + 1} to export: the session has {counted(n, 'run')}.")
     return [run]
 
 
@@ -105,17 +106,36 @@ def export_markdown(session: Session, run: int | None = None) -> str:
         out += ["", "### Settings", "", "| setting | value |", "| --- | --- |"]
         for key, value in {**s.settings, "seed": s.seed}.items():
             out.append(f"| {key} | {_md_escape(json.dumps(value, ensure_ascii=False))} |")
-        out += ["", f"### Prompt ({t.n_prompt} tokens)", "", _fence(s.prompt), "",
-                f"### Output ({t.n_generated} tokens)", "", _fence(t.text), ""]
+        out += ["", f"### Prompt ({counted(t.n_prompt, 'token')})", "", _fence(s.prompt), "",
+                f"### Output ({counted(t.n_generated, 'token')})", "", _fence(t.text), ""]
     return "\n".join(out)
 
 
 # --- CSV ---------------------------------------------------------------------------------------
 
+# A spreadsheet runs a cell that begins with one of these as a formula (OWASP, "CSV Injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_GUARD = "'"
+
+
+def csv_text_cell(text: str) -> str:
+    """Token text made safe for a spreadsheet: a cell that would begin a formula gets a leading
+    apostrophe, as OWASP recommends. A cell that already begins with one gets another, so the
+    export reads back exactly: `read_csv_text_cell` removes one leading apostrophe, if any."""
+    return _GUARD + text if text.startswith(_FORMULA_STARTS + (_GUARD,)) else text
+
+
+def read_csv_text_cell(cell: str) -> str:
+    """The token text of a `text` / `top<j>_text` cell of a CSV export (the inverse of csv_text_cell)."""
+    return cell[1:] if cell.startswith(_GUARD) else cell
+
 
 def export_csv(session: Session, run: int | None = None) -> str:
     """One row per position (prompt included): run number, position, token, its probability and
-    the top alternatives of the distribution it was drawn from. Empty cells where there is no value."""
+    the top alternatives of the distribution it was drawn from. Empty cells where there is no value.
+
+    Token text cells (`text`, `top<j>_text`) are neutralised against formula injection with
+    csv_text_cell; read them back with read_csv_text_cell (docs/session-format.md, "Exports")."""
     chosen = _runs(session, run)
     k = max((session.runs[i].top_ids.shape[1] for i in chosen), default=0)
     buffer = io.StringIO()
@@ -129,12 +149,12 @@ def export_csv(session: Session, run: int | None = None) -> str:
         known = t.known_pieces()
         for pos in range(t.length):
             logprob = _num(t.logprob[pos])
-            row = [i + 1, pos, "prompt" if pos < t.n_prompt else "output", t.token_ids[pos], t.pieces[pos],
+            row = [i + 1, pos, "prompt" if pos < t.n_prompt else "output", t.token_ids[pos], csv_text_cell(t.pieces[pos]),
                    "" if logprob is None else repr(math.exp(logprob)), "" if logprob is None else repr(logprob),
                    "" if logprob is None else int(t.rank[pos]),
                    "" if (e := _num(t.entropy[pos])) is None else repr(e)]
             for tid, p in zip(t.top_ids[pos].tolist(), t.top_probs[pos].tolist()):
-                row += ["", "", ""] if math.isnan(p) else [tid, known.get(tid, ""), repr(p)]
+                row += ["", "", ""] if math.isnan(p) else [tid, csv_text_cell(known.get(tid, "")), repr(p)]
             row += [""] * (len(header) - len(row))
             writer.writerow(row)
     return buffer.getvalue()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import re
 import struct
 import zipfile
@@ -123,6 +124,27 @@ def save_session(session: Session, path: str | Path, *, source: Path | None = No
     except (ValueError, TypeError) as exc:  # a value JSON cannot hold (NaN in a timing, say)
         log.exception("could not save %s", path)
         raise SessionFileError(f"Could not save {path}: a value in the session cannot be written ({exc})") from None
+
+
+def check_save_path(path: str | Path) -> None:
+    """Raise SessionFileError (one line) when a session could not be saved to `path`: its folder is
+    missing or not writable, or `path` is a folder or a file that cannot be replaced. Checked
+    before work whose result is to be saved there, so the work is not lost to a typo."""
+    path = Path(path)
+    folder = path.parent
+    why = None
+    if path.is_dir():
+        why = "it is a folder"
+    elif not folder.exists():
+        why = f"the folder {folder} does not exist"
+    elif not folder.is_dir():
+        why = f"{folder} is not a folder"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        why = f"the folder {folder} is not writable"
+    elif path.exists() and not os.access(path, os.W_OK):
+        why = "the file is read-only"
+    if why is not None:
+        raise SessionFileError(f"Cannot save to {path}: {why}", why)
 
 
 # --- the archive -------------------------------------------------------------------------------
@@ -429,5 +451,5 @@ def read_summary(path: str | Path) -> SessionSummary:
         raise _explain(path, exc) from None
 
 
-__all__ = ["ARRAYS_NAME", "JSON_NAME", "SESSION_SUFFIX", "SessionFileError", "SessionSummary", "load_session",
-           "read_summary", "save_session", "session_document"]
+__all__ = ["ARRAYS_NAME", "JSON_NAME", "SESSION_SUFFIX", "SessionFileError", "SessionSummary", "check_save_path",
+           "load_session", "read_summary", "save_session", "session_document"]
