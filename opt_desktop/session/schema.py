@@ -132,7 +132,7 @@ class FinishedDoc(_Doc):
 
 
 class AnalysisDoc(_Doc):
-    kind: Annotated[str, StringConstraints(pattern=KIND_PATTERN.pattern, max_length=64)]
+    kind: Annotated[str, StringConstraints(pattern=f"^{KIND_PATTERN.pattern}$", max_length=64)]
     params: dict = {}
     arrays: dict[str, dict] = Field({}, max_length=64)
     pieces: dict[TokenId, Piece] = Field({}, max_length=limits.MAX_VOCAB)

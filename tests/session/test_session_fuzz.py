@@ -13,13 +13,16 @@ import time
 import tracemalloc
 from collections import Counter
 
+import numpy as np
 import pytest
 
 import mutants
 from session_helpers import generate, record, trace_from
 from opt_desktop import cli
 from opt_desktop.engine import GenerationRequest, GenerationSettings, HeadMaskChanged, HeadScale, InspectSettings
+from opt_desktop.engine.lens_table import lens_table
 from opt_desktop.session import Session, SessionFileError, load_session, save_session
+from opt_desktop.session.analyses import Analysis
 from opt_desktop.session.export import export_text
 
 N_MUTANTS = 320
@@ -42,6 +45,17 @@ def sources(engines, tmp_path_factory) -> list[bytes]:
     second = trace_from(events)
     second.parent, second.fork_position, second.label = 0, 3, "fork"
     third = generate(post, GenerationRequest(prompt="Once upon a time", settings=GenerationSettings(max_new_tokens=4)))
+    # Analyses of every kind: the lens of every position, head importance, and one of a kind this
+    # version only keeps (as issue 17's attribution will be).
+    for trace, engine in ((first, pre), (third, post)):
+        request = trace.lens_request()
+        trace.set_lens_table(engine.call(lambda loaded: lens_table(loaded, top_k=3, **request)).result())
+    first.add_head_importance(pre.head_importance(first.token_ids, first.n_prompt, 0.0,
+                                                  base_mask=first.started.head_mask,
+                                                  hidden=first.started.hidden_positions).result())
+    third.analyses.append(Analysis(kind="attribution", params={"method": "ig", "steps": 8},
+                                   arrays={"scores": np.linspace(-1, 1, third.length).astype(np.float32)},
+                                   pieces={int(third.token_ids[1]): third.pieces[1]}))
     folder = tmp_path_factory.mktemp("fuzz-sources")
     out = []
     for name, runs in (("two", [first, second]), ("post", [third])):
