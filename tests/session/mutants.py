@@ -370,6 +370,21 @@ def _raw_zip(items) -> bytes:
     return bytes(out)
 
 
+def declare_size(data: bytes, member: str, size: int) -> bytes:
+    """Forge the uncompressed size `member` declares (in the directory and in its zip64 extra field)."""
+    d = bytearray(data)
+    for entry in _directory_entries(d):
+        name_len, extra_len = struct.unpack_from("<HH", d, entry + 28)
+        if d[entry + 46: entry + 46 + name_len].decode() != member:
+            continue
+        if struct.unpack_from("<I", d, entry + 24)[0] == 0xFFFFFFFF:  # zip64: the size is in the extra field
+            extra = entry + 46 + name_len
+            struct.pack_into("<Q", d, extra + 4, size)
+        else:
+            struct.pack_into("<I", d, entry + 24, size)
+    return bytes(d)
+
+
 HAND_MADE = {
     "top_alternatives = 1e8": top_alternatives,
     "800 MB of JSON padding": json_padding,

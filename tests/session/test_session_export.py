@@ -163,3 +163,24 @@ def test_export_errors_are_one_line(session, tmp_path):
     with pytest.raises(SessionFileError) as err:
         write_export(session, "md", target)
     assert str(err.value) == f"Could not write {target}: No such file or directory"
+
+
+def test_the_documented_csv_reader_gets_every_token_back(session, tmp_path):
+    """docs/session-format.md's recipe for reading a CSV export back, run as written."""
+    import pathlib
+    import re as _re
+
+    doc = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "session-format.md").read_text(encoding="utf-8")
+    snippet = _re.findall(r"```python\n(.*?)```", doc, _re.S)[1]
+    assert "tokens.csv" in snippet
+    write_export(session, "csv", tmp_path / "tokens.csv")
+    scope: dict = {}
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        exec(snippet, scope)
+    finally:
+        os.chdir(cwd)
+    assert scope["texts"] == session.runs[0].pieces + session.runs[1].pieces
