@@ -192,8 +192,8 @@ def _check_archive(z: zipfile.ZipFile, size: int) -> None:
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise _Refused(f"its member {name!r} uses an unsupported compression method")
         if info.extract_version > _ZIP_VERSION_READ:
-            raise _Refused(f"its member {name!r} needs a zip reader of version {info.extract_version / 10:.1f}; "
-                           "the archive is damaged or was not written by OPT Desktop")
+            raise _Refused(f"it needs a zip reader of version {info.extract_version / 10:.1f}; the archive is "
+                           "damaged or was not written by OPT Desktop")
         if info.file_size > limits.MAX_RATIO * info.compress_size + (64 << 10):
             raise _Refused(f"its member {name!r} claims to expand from {info.compress_size:,} to "
                            f"{info.file_size:,} bytes, more than any real file does (a zip bomb?); refusing it")
@@ -402,6 +402,10 @@ def _explain(path: Path, exc: BaseException) -> SessionFileError:
     if isinstance(exc, EOFError):
         return _refuse(path, "the archive is damaged (a member ends before its declared size)")
     if isinstance(exc, NotImplementedError):
+        m = re.search(r"zip file version (\d+(?:\.\d+)?)", str(exc))
+        if m:
+            return _refuse(path, f"it needs a zip reader of version {m.group(1)}; the archive is damaged or was not "
+                                 "written by OPT Desktop")
         return _refuse(path, "it uses a zip feature this reader does not support; the archive is damaged or was "
                              "not written by OPT Desktop")
     if isinstance(exc, RecursionError):
