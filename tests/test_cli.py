@@ -149,23 +149,29 @@ def test_dtype_choices_follow_the_engine():
     assert "{float32,bfloat16,float16,int8}" in out.stdout
 
 
-def test_save_to_a_place_that_cannot_be_written_fails_before_generating(tmp_path):
+def run_main(capsys, *args):
+    """The CLI in this process (no interpreter to start): (exit code, stdout, stderr)."""
+    from opt_desktop import cli as cli_module
+
+    code = cli_module.main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_save_to_a_place_that_cannot_be_written_fails_before_generating(tmp_path, capsys):
     """Issue 13: the run was generated first and then lost."""
     for target, why in ((tmp_path / "missing" / "x.optsession", f"the folder {tmp_path / 'missing'} does not exist"),
                         (tmp_path, "it is a folder")):
-        out = cli("generate", "--model", "demo", "--prompt", "Hello", "--max-new-tokens", "3", "--save", str(target))
-        assert out.returncode == 1 and out.stdout == ""  # nothing was generated
-        assert out.stderr == f"error: Cannot save to {target}: {why}\n"
+        code, out, err = run_main(capsys, "generate", "--model", "demo", "--prompt", "Hello", "--max-new-tokens", "3",
+                                  "--save", str(target))
+        assert code == 1 and out == ""  # nothing was generated
+        assert err == f"error: Cannot save to {target}: {why}\n"
 
 
-def test_nan_and_duplicate_heads_are_one_line():
-    out = cli("generate", "--model", "demo", "--prompt", "x", "--temperature", "nan")
-    assert out.returncode == 1 and out.stderr == "error: temperature: must be a finite number\n"
-    out = cli("generate", "--model", "demo", "--prompt", "x", "--mask-heads", "1:0,1:0=0.5")
-    assert out.returncode == 1
-    assert out.stderr == "error: Head 1:0 is named twice ('1:0' and '1:0=0.5'): name each head once.\n"
-
-
-def test_one_token_is_not_tokens(tmp_path):
-    out = cli("generate", "--model", "demo", "--prompt", "Hello", "--max-new-tokens", "1")
-    assert out.returncode == 0 and out.stderr.strip().splitlines()[-1].startswith("1 token, ")
+def test_nan_duplicate_heads_and_one_token(capsys):
+    code, out, err = run_main(capsys, "generate", "--model", "demo", "--prompt", "x", "--temperature", "nan")
+    assert code == 1 and err == "error: temperature: must be a finite number\n"
+    code, out, err = run_main(capsys, "generate", "--model", "demo", "--prompt", "x", "--mask-heads", "1:0,1:0=0.5")
+    assert code == 1 and err == "error: Head 1:0 is named twice ('1:0' and '1:0=0.5'): name each head once.\n"
+    code, out, err = run_main(capsys, "generate", "--model", "demo", "--prompt", "Hello", "--max-new-tokens", "1")
+    assert code == 0 and err.strip().splitlines()[-1].startswith("1 token, ")

@@ -31,9 +31,11 @@ from pydantic import ValidationError
 from safetensors.numpy import save as save_arrays
 
 from . import limits, tensors
+from ..engine.errors import SettingsError
 from .atomic import write_atomic
 from .jsondoc import DocumentError, read_json
 from .schema import FORMAT, SCHEMA_VERSION, CheckedRun, SessionDoc, check_run, first_error, migrate, restore_run, run_document, versions
+from .requests import rerun_requests
 from .session import Session
 
 log = logging.getLogger(__name__)
@@ -365,9 +367,14 @@ def _read(path: Path) -> Session:
     runs = []
     for i, run in enumerate(checked):
         try:
-            runs.append(restore_run(run, per_run.pop(i, {}), owned=True))
+            trace = restore_run(run, per_run.pop(i, {}), owned=True)
         except ValueError as exc:
             raise _Refused(f"run {i + 1}: {exc}") from None
+        try:
+            rerun_requests(trace)  # the engine's own validators: a run that opens can be re-run
+        except SettingsError as exc:
+            raise _Refused(f"run {i + 1} could not be run again as recorded: {exc}") from None
+        runs.append(trace)
     return Session(runs)
 
 

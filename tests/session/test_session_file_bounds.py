@@ -127,6 +127,12 @@ def test_out_of_range_settings_are_refused_at_open(good, tmp_path):
     refused(tmp_path, edited(good, lambda r: r.update(seed=-1)), "runs.0.seed")
 
 
+def test_a_model_that_could_not_be_loaded_again_is_refused_at_open(good, tmp_path):
+    refused(tmp_path, edited(good, lambda r: r["model"].update(dtype="float64")),
+            "run 1 could not be run again as recorded: dtype", summary=False)
+    refused(tmp_path, edited(good, lambda r: r["model"].update(source="  ")), "the model source is empty", summary=False)
+
+
 def test_show_names_the_file_when_it_refuses_one(good, tmp_path):
     path = tmp_path / "scaled.optsession"
     path.write_bytes(edited(good, lambda r: r.update(head_mask=[[0, 1, 3.0]])))
