@@ -29,6 +29,15 @@ _NAME = re.compile(r"autosave-(\d+)-(\d+)-[0-9a-f]+" + re.escape(SESSION_SUFFIX)
 _OLD_TEMP = re.compile(r"\.autosave-(\d+)-(\d+)-[0-9a-f]+" + re.escape(SESSION_SUFFIX) + r"\.\w+\.tmp")
 
 
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:  # never worth failing a restore or an exit over; the next start sees it again
+        log.warning("could not delete the autosave %s", path, exc_info=True)
+
+
 def autosave_dir() -> Path:
     return folders.data_dir() / "autosave"
 
@@ -115,10 +124,8 @@ class Autosave:
 
     def forget(self, recovered: RecoveredSession) -> None:
         """Delete an autosave once it was restored (and saved elsewhere) or declined."""
-        with contextlib.suppress(FileNotFoundError):
-            recovered.path.unlink()
+        _remove(recovered.path)
 
     def discard(self) -> None:
         """Delete this instance's autosave (clean exit, or the person saved the session)."""
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        _remove(self.path)

@@ -126,6 +126,9 @@ def save_session(session: Session, path: str | Path, *, source: Path | None = No
     except (ValueError, TypeError) as exc:  # a value JSON cannot hold (NaN in a timing, say)
         log.exception("could not save %s", path)
         raise SessionFileError(f"Could not save {path}: a value in the session cannot be written ({exc})") from None
+    except Exception:  # noqa: BLE001 - autosaves run unattended: one line, the traceback to the log
+        log.exception("could not save %s", path)
+        raise SessionFileError(f"Could not save {path}: an unexpected problem (the details are in the log)") from None
 
 
 def check_save_path(path: str | Path) -> None:
