@@ -14,7 +14,7 @@ from types import MappingProxyType
 from . import folders
 from .engine.errors import SettingsError
 from .engine.settings import GenerationSettings
-from .session.atomic import write_text_atomic
+from .atomic import write_text_atomic
 from .session.damaged import move_aside
 from .session.describe import counted
 

@@ -137,8 +137,10 @@ class GenerationSettings(_Plain):
         """Write a `generation_config.json` that transformers (and this app) can read back."""
         path = Path(path)
         gc = self.to_generation_config()
+        from ..atomic import write_text_atomic
+
         try:
-            path.write_text(gc.to_json_string(use_diff=True), encoding="utf-8")
+            write_text_atomic(path, gc.to_json_string(use_diff=True))
         except OSError as exc:
             raise SettingsError(f"Could not write {path}: {exc.strerror or exc}") from None
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from .. import folders
 from ..engine.settings import LoadRequest
-from ..session.atomic import write_text_atomic
+from ..atomic import write_text_atomic
 from ..session.damaged import move_aside
 
 log = logging.getLogger(__name__)

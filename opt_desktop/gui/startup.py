@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import folders
 from ..presets import PresetStore
-from ..session.atomic import remove_stale_temps_in
+from ..atomic import remove_stale_temps_in
 from ..session.autosave import Autosave, RecoveredSession
 from .app_state import AppState
 

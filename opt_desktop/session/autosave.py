@@ -16,10 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import folders
-from .atomic import remove_stale_temps
+from ..atomic import remove_stale_temps
 from .damaged import move_aside
 from .file import SESSION_SUFFIX, SessionFileError, read_summary, save_session
-from .owner import alive, tag_of
+from ..owner import alive, tag_of
 from .session import Session
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.events import ATTENTION_STATS
-from .atomic import write_atomic
+from ..atomic import write_atomic
 from .describe import (
     analyses_lines,
     changed_settings,

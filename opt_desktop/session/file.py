@@ -32,7 +32,7 @@ from safetensors.numpy import save as save_arrays
 
 from . import limits, tensors
 from ..engine.errors import SettingsError
-from .atomic import write_atomic
+from ..atomic import write_atomic
 from .jsondoc import DocumentError, read_json
 from .schema import FORMAT, SCHEMA_VERSION, CheckedRun, SessionDoc, check_run, first_error, migrate, restore_run, run_document, versions
 from .requests import rerun_requests

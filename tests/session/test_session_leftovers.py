@@ -9,15 +9,15 @@ import time
 
 import pytest
 
-from opt_desktop.session.atomic import is_temp_name, remove_stale_temps, temp_name, write_atomic
+from opt_desktop.atomic import is_temp_name, remove_stale_temps, temp_name, write_atomic
 from opt_desktop.session.autosave import Autosave
-from opt_desktop.session.owner import own_tag
+from opt_desktop.owner import own_tag
 
 # A writer that gets halfway through a save, says so, and then hangs until it is killed.
 HANGING_SAVE = """
 import sys, time
 from pathlib import Path
-from opt_desktop.session.atomic import write_atomic
+from opt_desktop.atomic import write_atomic
 
 def write(f):
     f.write(b"x" * 100_000)
