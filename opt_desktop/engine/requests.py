@@ -74,3 +74,13 @@ class PatchingRequest:
     heads: bool = True
     head_mask: tuple[HeadScale, ...] = ()
     hidden: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class LensTableRequest:
+    """The logit lens of every row and position of a finished run, from exact rows (lens_table.py)."""
+
+    token_ids: tuple[int, ...]
+    hidden_positions: tuple[int, ...] = ()
+    # (first position, head mask as (layer, head, scale) triples): the mask each position ran under
+    mask_schedule: tuple = ((0, ()),)

@@ -28,10 +28,11 @@ from .requests import (
     DivergenceRequest,
     HeadImportanceRequest,
     LensRequest,
+    LensTableRequest,
     PatchingRequest,
     ProbeRequest,
 )
-from .results import Attribution, Divergence, HeadImportance, Patching
+from .results import Attribution, Divergence, HeadImportance, LensTable, Patching
 from .settings import GenerationRequest, HeadScale, LoadRequest
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,13 @@ def _patching(loaded, r: PatchingRequest, job: Job) -> Patching:
                  hidden=r.hidden, progress=job.progress, stop=job.stop_event)
 
 
+def _lens_table(loaded, r: LensTableRequest, job: Job) -> LensTable:
+    from .lens_table import lens_table
+
+    return lens_table(loaded, r.token_ids, hidden_positions=r.hidden_positions, mask_schedule=r.mask_schedule,
+                      progress=job.progress, stop=job.stop_event)
+
+
 def _probe(loaded, request: ProbeRequest, job: Job):
     from .precision import capabilities
 
@@ -104,6 +112,7 @@ register_analysis(HeadImportanceRequest, "head_importance", "Head importance", _
 register_analysis(ProbeRequest, "probe", "Probing this machine", _probe, needs_model=False)
 register_analysis(AttributionRequest, "attribution", "Attribution", _attribution, result_types=(Attribution,))
 register_analysis(PatchingRequest, "patching", "Activation patching", _patching, result_types=(Patching,))
+register_analysis(LensTableRequest, "lens_table", "The logit lens of the run", _lens_table, result_types=(LensTable,))
 
 _BETWEEN_STEPS = {LensRequest}  # small enough to run between two decode steps of a generation
 

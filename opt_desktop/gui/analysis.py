@@ -3,11 +3,13 @@ two compared runs, head importance of the shown run. Each is one job awaited in 
 
 from __future__ import annotations
 
+import weakref
+
 from PySide6.QtCore import QObject
 
 from ..engine.interventions_spec import normalize_head_mask
 from ..engine.jobs import JobProgress
-from ..engine.requests import DivergenceRequest, HeadImportanceRequest, LensRequest
+from ..engine.requests import DivergenceRequest, HeadImportanceRequest, LensRequest, LensTableRequest
 from ..session.compare import compare_runs
 from .run_commands import same_model
 from .widgets.run_list import run_title
@@ -22,12 +24,20 @@ class Analysis(QObject):
         self.presenter = presenter
         self.v = views
         self.compared: tuple[int | None, int | None] = (None, None)  # the runs the Compare tab shows
+        self._lens_job = None  # the background lens table being computed, if any (its run is its origin)
+        self._no_lens: weakref.WeakSet = weakref.WeakSet()  # runs whose lens table failed
+        controller.busy_changed.connect(self.schedule_lens_tables)
+        controller.model_changed.connect(lambda _: self.schedule_lens_tables())
 
     # --- the logit lens -------------------------------------------------------------------------
 
     def request_lens(self, position: int) -> None:
         trace = self.presenter.trace
         if trace is None:
+            return
+        stored = trace.lens_at(position)
+        if stored is not None:  # computed after the run from exact rows, and kept with it: no model needed
+            self.v.inspector.set_lens(stored, trace.lens_ranks(position))
             return
         if not same_model(self.controller.model, trace):
             self.v.inspector.set_lens_unavailable(f"the logit lens needs this run's model: load "
@@ -49,6 +59,40 @@ class Analysis(QObject):
                 self.v.inspector.set_lens(end.result)
         elif end.reason == "error":
             self.v.inspector.set_lens_unavailable(end.message)
+
+    # --- the lens of every position, kept with the run ------------------------------------------------
+
+    def schedule_lens_tables(self) -> None:
+        """While nothing else runs, compute (one run at a time) the lens table of every finished run of
+        the loaded model that lacks one; anything the person starts makes it give way."""
+        c = self.controller
+        if c.closed or self._lens_job is not None or c.is_busy or c.model is None:
+            return
+        for index in reversed(range(len(self.keeper.session.runs))):  # the newest first
+            trace = self.keeper.session.runs[index]
+            if (trace.finished is not None and trace.finished.n_tokens and trace not in self._no_lens
+                    and trace.lens_table() is None and same_model(c.model, trace)):
+                break
+        else:
+            return
+        self._lens_job = c.submit(LensTableRequest(**trace.lens_request()), origin=trace)
+        c.spawn(self._keep_lens_table(self._lens_job))
+
+    async def _keep_lens_table(self, job) -> None:
+        end = await self.controller.wait(job)
+        self._lens_job = None
+        trace = job.origin
+        if end.reason == "done" and trace in self.keeper.session.runs and trace.lens_table() is None:
+            trace.set_lens_table(end.result)
+            self.keeper.set_modified(True)
+            if trace is self.presenter.trace:
+                position = self.v.inspector.selected_position()
+                if position is not None:
+                    self.request_lens(position)
+        elif end.reason == "error":
+            self._no_lens.add(trace)  # not tried again in this sitting; the log has why
+        self.schedule_lens_tables()
+
 
     # --- compare ----------------------------------------------------------------------------------
 
@@ -122,6 +166,14 @@ class Analysis(QObject):
         else:
             view.set_available(not self.controller.is_busy or bool(self.controller.jobs("head_importance")), "")
 
+    def show_run_analyses(self) -> None:
+        """What was computed on the shown run and kept with it: its latest head-importance map."""
+        trace = self.presenter.trace
+        if self.controller.jobs("head_importance"):
+            return  # the map in view is the one being measured
+        kept = trace.head_importances() if trace is not None else []
+        self.v.importance.set_result(kept[-1] if kept else None)
+
     def start_importance(self, scale: float) -> None:
         trace = self.presenter.trace
         if (trace is None or trace.finished is None or not same_model(self.controller.model, trace)
@@ -132,7 +184,7 @@ class Analysis(QObject):
         request = HeadImportanceRequest(tuple(trace.token_ids), trace.n_prompt, scale,
                                         normalize_head_mask(trace.started.head_mask),
                                         tuple(trace.started.hidden_positions))
-        job = self.controller.submit(request, on_events=self._on_importance_events)
+        job = self.controller.submit(request, origin=trace, on_events=self._on_importance_events)
         self.v.importance.set_running(True)
         self.controller.spawn(self._show_importance(job))
 
@@ -146,6 +198,10 @@ class Analysis(QObject):
         self.v.importance.set_running(False)
         if end.result is not None:
             self.v.importance.set_result(end.result)  # partial when stopped
+            trace = job.origin
+            if trace in self.keeper.session.runs:
+                trace.add_head_importance(end.result)  # kept with the run, saved with the session
+                self.keeper.set_modified(True)
         if end.reason == "error":
             self.v.banner.show_error(end.message, end.details)
         self.update_availability()

@@ -135,7 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
     import qasync
 
-    from .app_state import AppState
     from .main_window import MainWindow
 
     # argv[0] names the X11 window class, which StartupWMClass in the .desktop file matches.
@@ -145,14 +144,19 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.set_event_loop(loop)
     closed = asyncio.Event()
 
-    state = AppState.load()
+    from .startup import startup_checks
+
+    report = startup_checks()  # never raises: what it cannot read is moved aside and named
+    state = report.state
     controller = None
     if args.engine == "process":
         from ..engine.engine_process import EngineProcess
         from .controller import Controller
 
         controller = Controller(EngineProcess())
-    window = MainWindow(controller=controller, state=state)
+    window = MainWindow(controller=controller, state=state, presets=report.presets)
+    for line in report.messages:
+        window.banner.show_message(line, "warning")
     window.closed.connect(closed.set)
     sys.excepthook = report_uncaught(window)
     start(window, args, state)

@@ -28,7 +28,8 @@ EventsFn = Callable[[list], None]  # called on the GUI thread with the events th
 
 # Kinds of job that hold the worker for long: while one is queued or running the window is busy.
 _LOAD, _GENERATE = "load", "generate"
-_QUIET = {"lens", "lens_table", "probe"}  # small or background jobs that never make the window busy
+_BACKGROUND = "lens_table"  # computed while the window is idle, stopped for anything the person starts
+_QUIET = {"lens", _BACKGROUND, "probe"}  # small or background jobs that never make the window busy
 
 
 class EventPump:
@@ -144,11 +145,15 @@ class Controller(QObject):
         loop = asyncio.get_event_loop()
         pump = EventPump(loop, on_events) if on_events is not None else None
         job = self.engine.submit(request, origin=origin, on_event=pump.put if pump is not None else None)
+        if job.kind not in _QUIET:
+            for background in self.jobs(_BACKGROUND):
+                background.stop()  # it gives way to what the person asked for (and is computed again later)
         self._active[job.id] = job
         if pump is not None:
             self._pumps[job.id] = pump
         self._ends[job.id] = self.spawn(self._follow(job, pump))
-        self.busy_changed.emit()
+        if job.kind not in _QUIET:  # quiet jobs never change whether the window is busy
+            self.busy_changed.emit()
         return job
 
     async def wait(self, job: Job) -> JobEnd:
@@ -174,7 +179,8 @@ class Controller(QObject):
         self._pumps.pop(job.id, None)
         if job.kind == _LOAD:
             self.model_changed.emit(self.engine.info)
-        self.busy_changed.emit()
+        if job.kind not in _QUIET:
+            self.busy_changed.emit()
         return end
 
     def load(self, request: LoadRequest, on_events: EventsFn | None = None) -> Job:

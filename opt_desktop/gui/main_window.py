@@ -199,6 +199,7 @@ class MainWindow(QMainWindow):
         c.busy_changed.connect(self.update_state)
         c.model_changed.connect(lambda _: (self.update_state(), self.analysis.refresh_compare_availability()))
         self.presenter.shown_changed.connect(self.update_state)
+        self.presenter.shown_changed.connect(self.analysis.show_run_analyses)
         self.presenter.run_changed.connect(lambda: (self.update_state(), self.analysis.refresh_compare_choices()))
         k.modified_changed.connect(lambda _: self.update_state())
         c.engine_died.connect(self._on_engine_died)

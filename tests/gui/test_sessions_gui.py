@@ -198,3 +198,33 @@ def test_runs_of_two_files_can_be_compared(make_window, loop, tmp_path):  # noqa
     bad.write_bytes(b"junk")
     assert not w.sessions.add_runs_from_file(bad) and len(w.keeper.session.runs) == 2
     assert "bad.optsession" in w.banner.text()
+
+
+def test_a_reopened_file_shows_lens_head_importance_and_settings_without_a_model(make_window, loop, tmp_path):  # noqa: F811
+    w = make_window()
+    trace = generate(w, loop, settings=GenerationSettings(max_new_tokens=6, do_sample=True, seed=4))
+    run_until(loop, lambda: trace.lens_table() is not None)  # computed in the background once the run ended
+    w.tabs.setCurrentWidget(w.importance)
+    w.importance.start_button.click()
+    run_until(loop, lambda: trace.head_importances() and not w.controller.is_busy)
+    path = tmp_path / "kept.optsession"
+    assert loop.run_until_complete(w.sessions.save_to(path))
+
+    w2 = make_window(load=False)  # no model at all
+    assert loop.run_until_complete(w2.sessions.open_file(path))
+    reopened = w2.presenter.trace
+    assert w2.controller.model is None
+    # the lens, from the file
+    pos = reopened.n_prompt + 1
+    w2.tabs.setCurrentWidget(w2.inspector)
+    w2.inspector.tabs.setCurrentWidget(w2.inspector.lens)
+    w2.inspector.select_position(pos)
+    run_until(loop, lambda: w2.inspector._lens_state == ("result", pos))
+    expected = trace.lens_at(pos)
+    assert [r[0] for r in w2.inspector.lens.result.top_pieces] == [r[0] for r in expected.top_pieces]
+    # head importance, from the file
+    np.testing.assert_array_equal(w2.importance.result.delta, trace.head_importances()[-1].delta)
+    # the settings it was made with, and they can be used again
+    assert w2.run_details.values["seed"].text() == "4" and "sampling" in w2.run_details.values["decoding"].text()
+    w2.run_details.use_button.click()
+    assert w2.settings_panel.settings().seed == 4 and w2.settings_panel.settings().do_sample

@@ -137,7 +137,9 @@ class Inspector(QWidget):
     def selected_position(self) -> int | None:
         return self._pos
 
-    def set_lens(self, result: LensResult | None) -> None:
+    def set_lens(self, result: LensResult | None, ranks=None) -> None:
+        """Show the lens at the selected position; `ranks` (per row, the next token's rank) when known."""
+        self._lens_ranks = ranks
         if result is None:
             self._lens_state = ("none", None)
             self.lens.set_result(None)
