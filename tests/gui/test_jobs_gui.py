@@ -52,7 +52,6 @@ def test_a_rerun_whose_model_fails_to_load_leaves_no_label_behind(make_window, l
 
 
 def test_a_failure_inside_capture_is_kept_as_error_logged_and_one_line(make_window, loop, monkeypatch):  # noqa: F811
-    setup_logging()
     from opt_desktop.engine import capture
 
     real = capture.Capture.take_step
@@ -66,6 +65,7 @@ def test_a_failure_inside_capture_is_kept_as_error_logged_and_one_line(make_wind
 
     monkeypatch.setattr(capture.Capture, "take_step", failing)
     w = make_window()
+    setup_logging()  # into this window's log folder (its OPT_DESKTOP_HOME)
     trace = generate(w, loop, settings=GenerationSettings(max_new_tokens=10))
     assert trace.finished.reason == "error" and trace.n_generated == 2  # what it made before is kept
     line = w.banner.text()
