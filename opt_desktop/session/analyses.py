@@ -1,10 +1,11 @@
 """Analyses kept with a run: results computed on it after it was made.
 
 Each is a kind, plain JSON parameters, named numpy arrays and the text of the token ids it lists
-(docs/session-format.md, "Analyses"). Two kinds are read here: the logit lens of every position
-(`logit_lens`) and head importance (`head_importance`). Any other kind (attribution and activation
-patching are next) is kept as it was read and saved back unchanged, so a file gains kinds without
-a new schema and an older reader never loses what a newer one wrote.
+(docs/session-format.md, "Analyses"). Four kinds are read here: the logit lens of every position
+(`logit_lens`), head importance (`head_importance`), the attribution of one generated token
+(`attribution`) and activation patching from this run into a corrupted one (`patching`). Any other
+kind is kept as it was read and saved back unchanged, so a file gains kinds without a new schema and
+an older reader never loses what a newer one wrote.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..engine.results import HeadImportance, LensTable
+from ..engine.results import Attribution, HeadImportance, LensTable, Patching
 from . import limits
 from .jsondoc import depth
 
 LENS = "logit_lens"
 HEAD_IMPORTANCE = "head_importance"
+ATTRIBUTION = "attribution"
+PATCHING = "patching"
 
 KIND_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 ARRAY_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -85,6 +88,54 @@ def importance_from(analysis: Analysis) -> HeadImportance:
                           completed=bool(p["completed"]), scale=float(p["scale"]), n_prompt=int(p["n_prompt"]))
 
 
+def _finite_or_none(x) -> float | None:
+    return float(x) if x is not None and math.isfinite(float(x)) else None
+
+
+def attribution_analysis(result: Attribution, position: int) -> Analysis:
+    """The attribution of the token at `position` (its input: the run's tokens before it)."""
+    return Analysis(kind=ATTRIBUTION,
+                    params={"position": int(position), "method": result.method, "steps": result.steps,
+                            "target_id": int(result.target_id),
+                            "alternative_id": None if result.alternative_id is None else int(result.alternative_id),
+                            "logprob": _finite_or_none(result.logprob), "value": _finite_or_none(result.value),
+                            "baseline_value": _finite_or_none(result.baseline_value),
+                            "gradient_dtype": result.gradient_dtype, "note": result.note},
+                    arrays={"scores": np.ascontiguousarray(result.scores, np.float32)})
+
+
+def attribution_from(analysis: Analysis, token_ids) -> tuple[int, Attribution]:
+    """(position, result) of a stored attribution; `token_ids` the run's whole sequence."""
+    p = analysis.params
+    nan = float("nan")
+    position = int(p["position"])
+    return position, Attribution(
+        token_ids=np.asarray(token_ids[:position], np.int64), scores=analysis.arrays["scores"],
+        target_id=int(p["target_id"]), alternative_id=p.get("alternative_id"), method=str(p["method"]),
+        steps=p.get("steps"), logprob=nan if p.get("logprob") is None else float(p["logprob"]),
+        value=nan if p.get("value") is None else float(p["value"]),
+        baseline_value=nan if p.get("baseline_value") is None else float(p["baseline_value"]),
+        gradient_dtype=str(p.get("gradient_dtype", "float32")), note=p.get("note"))
+
+
+def patching_analysis(result: Patching, corrupt_label: str = "") -> Analysis:
+    """Patching from this run's prompt (the clean one) into `result.corrupt_ids`."""
+    return Analysis(kind=PATCHING,
+                    params={"target_id": int(result.target_id), "clean_prob": float(result.clean_prob),
+                            "corrupt_prob": float(result.corrupt_prob), "corrupt": corrupt_label,
+                            "heads": bool(result.head_prob.size)},
+                    arrays={"corrupt_ids": np.ascontiguousarray(result.corrupt_ids, np.int64),
+                            "prob": np.ascontiguousarray(result.prob, np.float32),
+                            "head_prob": np.ascontiguousarray(result.head_prob, np.float32)})
+
+
+def patching_from(analysis: Analysis, clean_ids) -> Patching:
+    p, a = analysis.params, analysis.arrays
+    return Patching(clean_ids=np.asarray(clean_ids, np.int64), corrupt_ids=a["corrupt_ids"],
+                    target_id=int(p["target_id"]), clean_prob=float(p["clean_prob"]),
+                    corrupt_prob=float(p["corrupt_prob"]), prob=a["prob"], head_prob=a["head_prob"])
+
+
 # --- what session.json declares, checked before any array is read --------------------------------
 
 
@@ -110,6 +161,29 @@ def expected_arrays(kind: str, params: dict, shape: RunShape) -> dict[str, tuple
         if baseline is not None and (not isinstance(baseline, (int, float)) or isinstance(baseline, bool)):
             raise ValueError("its baseline_logprob is not a number")
         return {"delta": (np.float32, (L, H))}
+    if kind == ATTRIBUTION:
+        position, method, steps = params.get("position"), params.get("method"), params.get("steps")
+        if not _int(position) or not 1 <= position < T:
+            raise ValueError(f"its position is {_show(position)}, expected 1 to {T - 1}")
+        if method not in ("ig", "ixg") or (steps is not None and (not _int(steps) or not 1 <= steps <= 4096)):
+            raise ValueError(f"its method {_show(method)} or steps {_show(steps)} are not ones the app makes")
+        for name in ("target_id", "alternative_id"):
+            v = params.get(name)
+            if (v is not None or name == "target_id") and (not _int(v) or not 0 <= v < shape.vocab_size):
+                raise ValueError(f"its {name} is {_show(v)}, outside the vocabulary of {shape.vocab_size}")
+        return {"scores": (np.float32, (position,))}
+    if kind == PATCHING:
+        target = params.get("target_id")
+        if not _int(target) or not 0 <= target < shape.vocab_size:
+            raise ValueError(f"its target_id is {_show(target)}, outside the vocabulary of {shape.vocab_size}")
+        for name in ("clean_prob", "corrupt_prob"):
+            v = params.get(name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= v <= 1.0:
+                raise ValueError(f"its {name} is {_show(v)}, expected a probability")
+        P = shape.n_prompt
+        heads = params.get("heads", True)
+        return {"corrupt_ids": (np.int64, (P,)), "prob": (np.float32, (L + 1, P)),
+                "head_prob": (np.float32, (L, H) if heads else (0, 0))}
     return None
 
 
@@ -174,6 +248,16 @@ def check_values(kind: str, arrays: dict[str, np.ndarray], shape: RunShape, piec
     elif kind == HEAD_IMPORTANCE:
         if np.isinf(arrays["delta"]).any():
             raise ValueError("its delta holds infinite values")
+    elif kind == ATTRIBUTION:
+        if np.isinf(arrays["scores"]).any():
+            raise ValueError("its scores hold infinite values")
+    elif kind == PATCHING:
+        ids = arrays["corrupt_ids"]
+        if ids.size and (ids.min() < 0 or ids.max() >= shape.vocab_size):
+            raise ValueError(f"its corrupt_ids hold token ids outside the vocabulary of {shape.vocab_size}")
+        for name in ("prob", "head_prob"):
+            if np.any((arrays[name] < 0) | (arrays[name] > 1.0001)):
+                raise ValueError(f"its {name} holds values outside 0 to 1")
     for tid in pieces:
         if not 0 <= tid < shape.vocab_size:
             raise ValueError(f"its pieces name the token id {tid}, outside the vocabulary of {shape.vocab_size}")

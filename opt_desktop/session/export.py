@@ -350,6 +350,31 @@ def _html_analyses(t: RunTrace) -> list[str]:
                                         f"scaled by {result.scale:g}: rows layers 0 to {t.n_layers - 1}, columns "
                                         f"heads 0 to {t.n_heads - 1} (most negative: the head mattered most)",
                           cell=(24, 24))]
+    for pos, result in t.attributions():
+        how = "input × gradient" if result.method == "ixg" else f"integrated gradients, {result.steps} steps"
+        versus = ("log-probability" if result.alternative_id is None
+                  else f"logit minus that of {html.escape(repr(t.known_pieces().get(result.alternative_id, '?')))}")
+        order = np.argsort(-np.abs(result.scores))[:12]
+        body = "".join(f"<tr><td>{i}</td><td><code>{html.escape(repr(t.pieces[i]))}</code></td>"
+                       f"<td>{float(result.scores[i]):+.4g}</td></tr>" for i in order)
+        note = f" {html.escape(result.note)}" if result.note else ""
+        parts += [f"<h3>Why {html.escape(repr(t.pieces[pos]))} at position {pos}? ({how} of its {versus})</h3>",
+                  f"<p class='legend'>The input tokens that mattered most, by the size of their score (positive: "
+                  f"towards this token).{note}</p>",
+                  "<table class='meta'><tr><th>position</th><th>token</th><th>score</th></tr>" + body + "</table>"]
+    for result in t.patchings():
+        target = html.escape(repr(t.known_pieces().get(result.target_id, f"#{result.target_id}")))
+        parts += [f"<h3>Activation patching for {target}</h3>",
+                  f"<p class='legend'>This run's prompt patched into a corrupted prompt of the same length: the "
+                  f"target's probability is {result.clean_prob:.3g} clean and {result.corrupt_prob:.3g} corrupted; "
+                  "each cell is how much of the difference patching it recovers (0 corrupted, 1 clean).</p>",
+                  _figure(result.prob_normalised, f"Rows embed, then the output of layers 0 to {t.n_layers - 1}; "
+                                                  f"columns prompt positions 0 to {t.n_prompt - 1}",
+                          cell=(24, 16), vmin=0.0, vmax=1.0)]
+        if result.head_prob.size:
+            parts.append(_figure(result.head_prob_normalised, f"Each head's output patched at all positions: rows "
+                                                              f"layers 0 to {t.n_layers - 1}, columns heads",
+                                 cell=(24, 24), vmin=0.0, vmax=1.0))
     return parts
 
 

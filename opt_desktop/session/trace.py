@@ -24,8 +24,22 @@ from ..engine.events import (
     StepStats,
     TokenGenerated,
 )
-from ..engine.results import HeadImportance, LensTable
-from .analyses import HEAD_IMPORTANCE, LENS, Analysis, importance_analysis, importance_from, lens_analysis, lens_from
+from ..engine.results import Attribution, HeadImportance, LensTable, Patching
+from .analyses import (
+    ATTRIBUTION,
+    HEAD_IMPORTANCE,
+    LENS,
+    PATCHING,
+    Analysis,
+    attribution_analysis,
+    attribution_from,
+    importance_analysis,
+    importance_from,
+    lens_analysis,
+    lens_from,
+    patching_analysis,
+    patching_from,
+)
 
 
 class RunTrace:
@@ -308,6 +322,27 @@ class RunTrace:
         kept = [a for a in self.analyses
                 if not (a.kind == HEAD_IMPORTANCE and float(a.params.get("scale", -1)) == float(result.scale))]
         self.analyses = kept + [importance_analysis(result)]
+
+    def attributions(self) -> list[tuple[int, Attribution]]:
+        """Stored attributions: (position of the explained token, result), in the order they were added."""
+        return [attribution_from(a, self.token_ids) for a in self.analyses if a.kind == ATTRIBUTION]
+
+    def add_attribution(self, result: Attribution, position: int) -> None:
+        """Keep the attribution of the token at `position`; it replaces an earlier one of that token."""
+        if not 1 <= position < self.length or len(result.scores) != position:
+            raise ValueError(f"an attribution of {len(result.scores)} tokens does not explain position {position}")
+        kept = [a for a in self.analyses if not (a.kind == ATTRIBUTION and a.params.get("position") == position)]
+        self.analyses = kept + [attribution_analysis(result, position)]
+
+    def patchings(self) -> list[Patching]:
+        """Stored activation patching from this run's prompt into corrupted prompts."""
+        clean = self.token_ids[: self.n_prompt]
+        return [patching_from(a, clean) for a in self.analyses if a.kind == PATCHING]
+
+    def add_patching(self, result: Patching, corrupt_label: str = "") -> None:
+        if list(result.clean_ids) != self.token_ids[: self.n_prompt]:
+            raise ValueError("a patching result is kept with the run whose prompt was the clean one")
+        self.analyses = self.analyses + [patching_analysis(result, corrupt_label)]
 
     # --- saved form (see docs/session-format.md) -----------------------------------------------
 
