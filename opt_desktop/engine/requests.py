@@ -70,10 +70,11 @@ class PatchingRequest:
 
     clean_ids: tuple[int, ...]
     corrupt_ids: tuple[int, ...]
-    target_id: int
+    target_id: int | None  # None: the token `target_text` is (one token, else the job is refused)
     heads: bool = True
     head_mask: tuple[HeadScale, ...] = ()
     hidden: tuple[int, ...] = ()
+    target_text: str | None = None
 
 
 @dataclass(frozen=True)

@@ -88,8 +88,10 @@ def _attribution(loaded, r: AttributionRequest, job: Job) -> Attribution:
 
 def _patching(loaded, r: PatchingRequest, job: Job) -> Patching:
     from .patching import patch
+    from .text import one_token
 
-    return patch(loaded, r.clean_ids, r.corrupt_ids, r.target_id, heads=r.heads, head_mask=r.head_mask,
+    target = r.target_id if r.target_id is not None else one_token(loaded.tokenizer, r.target_text or "", "target")
+    return patch(loaded, r.clean_ids, r.corrupt_ids, target, heads=r.heads, head_mask=r.head_mask,
                  hidden=r.hidden, progress=job.progress, stop=job.stop_event)
 
 

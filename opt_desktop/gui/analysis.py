@@ -9,7 +9,14 @@ from PySide6.QtCore import QObject
 
 from ..engine.interventions_spec import normalize_head_mask
 from ..engine.jobs import JobProgress
-from ..engine.requests import DivergenceRequest, HeadImportanceRequest, LensRequest, LensTableRequest
+from ..engine.requests import (
+    AttributionRequest,
+    DivergenceRequest,
+    HeadImportanceRequest,
+    LensRequest,
+    LensTableRequest,
+    PatchingRequest,
+)
 from ..session.compare import compare_runs
 from .run_commands import same_model
 from .widgets.run_list import run_title
@@ -25,6 +32,7 @@ class Analysis(QObject):
         self.v = views
         self.compared: tuple[int | None, int | None] = (None, None)  # the runs the Compare tab shows
         self._lens_job = None  # the background lens table being computed, if any (its run is its origin)
+        self._attribution_position: int | None = None  # the token of the shown run the Attribution tab explains
         self._no_lens: weakref.WeakSet = weakref.WeakSet()  # runs whose lens table failed
         controller.busy_changed.connect(self.schedule_lens_tables)
         controller.model_changed.connect(lambda _: self.schedule_lens_tables())
@@ -165,14 +173,44 @@ class Analysis(QObject):
                                       "to measure head importance on this run.")
         else:
             view.set_available(not self.controller.is_busy or bool(self.controller.jobs("head_importance")), "")
+        ready = trace is not None and same_model(info, trace)
+        idle = not self.controller.is_busy
+        reason = ("" if ready else "Generate or open a run first." if trace is None else
+                  f"Load {trace.started.model.label} ({trace.started.model.dtype}) to compute this on the shown run.")
+        if ready and not idle:
+            reason = "Wait for the running job to end (or stop it)."
+        self.v.attribution.set_available(ready and idle, reason)
+        self.v.patching.set_available(info is not None and idle,
+                                      "Load a model first." if info is None else reason if not idle else "")
 
     def show_run_analyses(self) -> None:
-        """What was computed on the shown run and kept with it: its latest head-importance map."""
+        """What was computed on the shown run and kept with it: its latest head-importance map, its
+        latest attribution, its latest patching."""
         trace = self.presenter.trace
-        if self.controller.jobs("head_importance"):
-            return  # the map in view is the one being measured
-        kept = trace.head_importances() if trace is not None else []
-        self.v.importance.set_result(kept[-1] if kept else None)
+        if not self.controller.jobs("head_importance"):  # else the map in view is the one being measured
+            kept = trace.head_importances() if trace is not None else []
+            self.v.importance.set_result(kept[-1] if kept else None)
+        attributions = trace.attributions() if trace is not None else []
+        if attributions:
+            self.explain_token_quietly(*attributions[-1])
+        else:
+            self._attribution_position = None
+            self.v.attribution.set_target(None)
+            self.v.attribution.set_result(None)
+            self.v.output.set_attribution(None, None)
+        patchings = trace.patchings() if trace is not None else []
+        if patchings and not self.controller.jobs("patching"):
+            result = patchings[-1]
+            self.v.patching.set_result(result, trace.pieces[:trace.n_prompt],
+                                       trace.known_pieces().get(result.target_id, f"#{result.target_id}"))
+
+    def explain_token_quietly(self, position: int, result) -> None:
+        """Show a kept attribution without switching tabs."""
+        trace = self.presenter.trace
+        current = self.v.tabs.currentWidget()
+        self.explain_token(position)
+        self.v.tabs.setCurrentWidget(current)
+        self._show_attribution(trace, position, result)
 
     def start_importance(self, scale: float) -> None:
         trace = self.presenter.trace
@@ -208,6 +246,135 @@ class Analysis(QObject):
 
     def stop_importance(self) -> None:
         self.controller.stop_all(["head_importance"])
+
+    # --- why this token? (attribution) -------------------------------------------------------------
+
+    def explain_token(self, position: int) -> None:
+        """Choose the token at `position` of the shown run for attribution, and bring its view up."""
+        trace = self.presenter.trace
+        if trace is None or not 1 <= position < trace.length:
+            return
+        self._attribution_position = position
+        known = trace.known_pieces()
+        alternatives = [(int(i), known.get(int(i), f"#{int(i)}")) for i in trace.top_ids[position]
+                        if int(i) != trace.token_ids[position]][:8]
+        self.v.attribution.set_target(position, trace.pieces[position], alternatives,
+                                      float(trace.logprob[position]))
+        if position > trace.n_prompt and not self.v.output.show_prompt():
+            self.v.show_prompt_action.setChecked(True)  # the prompt's tokens get shaded too
+            self.v.output.set_show_prompt(True)
+        kept = dict(trace.attributions())
+        self._show_attribution(trace, position, kept.get(position))
+        self.update_availability()
+        self.v.tabs.setCurrentWidget(self.v.attribution)
+
+    def _show_attribution(self, trace, position: int, result) -> None:
+        self.v.attribution.set_result(result, trace.pieces[:position] if result is not None else None)
+        self.v.output.set_attribution(None if result is None else dict(enumerate(result.scores.tolist())),
+                                      position if result is not None else None)
+
+    def start_attribution(self, method: str, steps: int, alternative) -> None:
+        trace, position = self.presenter.trace, self._attribution_position
+        if trace is None or position is None or self.controller.is_busy or not same_model(self.controller.model, trace):
+            self.update_availability()
+            return
+        index = position - trace.n_prompt
+        mask = trace.head_mask_at(index) if index >= 0 else trace.started.head_mask  # the mask it was made under
+        request = AttributionRequest(tuple(trace.token_ids[:position]), trace.token_ids[position], method, steps,
+                                     alternative, normalize_head_mask(mask),
+                                     tuple(p for p in trace.started.hidden_positions if p < position))
+        job = self.controller.submit(request, origin=(trace, position), on_events=self._on_attribution_events)
+        self.v.attribution.set_running(True)
+        self.controller.spawn(self._keep_attribution(job))
+
+    def _on_attribution_events(self, events: list) -> None:
+        progress = [e for e in events if isinstance(e, JobProgress)]
+        if progress:
+            self.v.attribution.set_progress(progress[-1].done, progress[-1].total)
+
+    async def _keep_attribution(self, job) -> None:
+        end = await self.controller.wait(job)
+        self.v.attribution.set_running(False)
+        trace, position = job.origin
+        if end.reason == "done" and trace in self.keeper.session.runs:
+            trace.add_attribution(end.result, position)
+            self.keeper.set_modified(True)
+            if trace is self.presenter.trace and position == self._attribution_position:
+                self._show_attribution(trace, position, end.result)
+        elif end.reason == "error":
+            self.v.attribution.set_message(end.message)
+            self.v.banner.show_error(end.message, end.details)
+        else:
+            self.v.attribution.set_message("Stopped.")
+        self.update_availability()
+
+    def stop_attribution(self) -> None:
+        self.controller.stop_all(["attribution"])
+
+    # --- where does the fact live? (activation patching) -------------------------------------------
+
+    def refresh_patching_choices(self) -> None:
+        if self.v.tabs.currentWidget() is self.v.patching:
+            self.v.patching.set_choices([run_title(i, t) for i, t in enumerate(self.keeper.session.runs)])
+
+    def start_patching(self, clean_index: int, corrupt_index: int, target_text: str, heads: bool) -> None:
+        runs = self.keeper.session.runs
+        if not (0 <= clean_index < len(runs) and 0 <= corrupt_index < len(runs)) or self.controller.is_busy:
+            return
+        clean, corrupt = runs[clean_index], runs[corrupt_index]
+        problem = self._patching_problem(clean, corrupt, clean_index, corrupt_index)
+        if problem:
+            self.v.patching.set_message(problem)
+            return
+        target_id = None
+        if not target_text:
+            if clean.n_generated == 0:
+                self.v.patching.set_message(f"Run #{clean_index + 1} generated nothing: type a target token.")
+                return
+            target_id = clean.token_ids[clean.n_prompt]  # the token the clean run went on with
+        request = PatchingRequest(tuple(clean.token_ids[:clean.n_prompt]), tuple(corrupt.token_ids[:corrupt.n_prompt]),
+                                  target_id, heads, normalize_head_mask(clean.started.head_mask),
+                                  tuple(clean.started.hidden_positions), target_text or None)
+        job = self.controller.submit(request, origin=(clean, f"#{corrupt_index + 1}"),
+                                     on_events=self._on_patching_events)
+        self.v.patching.set_running(True)
+        self.controller.spawn(self._keep_patching(job))
+
+    def _patching_problem(self, clean, corrupt, i: int, j: int) -> str:
+        if i == j:
+            return "Choose two different runs: a clean one and a corrupted one."
+        if clean.n_prompt != corrupt.n_prompt:
+            return (f"The clean prompt is {clean.n_prompt} tokens long and the corrupted one {corrupt.n_prompt}: "
+                    "patching needs prompts of the same length.")
+        if not same_model(self.controller.model, clean) or not compare_runs(clean, corrupt).same_model:
+            return f"Both runs must be of the loaded model: load {clean.started.model.label} first."
+        return ""
+
+    def _on_patching_events(self, events: list) -> None:
+        progress = [e for e in events if isinstance(e, JobProgress)]
+        if progress:
+            self.v.patching.set_progress(progress[-1].done, progress[-1].total)
+
+    async def _keep_patching(self, job) -> None:
+        end = await self.controller.wait(job)
+        self.v.patching.set_running(False)
+        clean, corrupt_label = job.origin
+        if end.reason == "done":
+            result = end.result
+            if clean in self.keeper.session.runs:
+                clean.add_patching(result, corrupt_label)
+                self.keeper.set_modified(True)
+            known = clean.known_pieces()
+            self.v.patching.set_result(result, clean.pieces[:clean.n_prompt],
+                                       known.get(result.target_id, f"#{result.target_id}"))
+        elif end.reason == "error":
+            self.v.patching.set_message(end.message)
+        else:
+            self.v.patching.set_message("Stopped.")
+        self.update_availability()
+
+    def stop_patching(self) -> None:
+        self.controller.stop_all(["patching"])
 
     def show_head(self, layer: int, head: int) -> None:
         self.v.tabs.setCurrentWidget(self.v.inspector)

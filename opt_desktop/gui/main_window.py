@@ -38,12 +38,14 @@ from .run_commands import RunCommands
 from .run_presenter import RunPresenter
 from .session_commands import SessionCommands
 from .session_keeper import SessionKeeper
+from .widgets.attribution_view import AttributionView
 from .widgets.compare_view import CompareView
 from .widgets.head_importance_view import HeadImportanceView
 from .widgets.inspector import Inspector
 from .widgets.message_banner import MessageBanner
 from .widgets.model_bar import ModelBar
 from .widgets.output_view import OutputView
+from .widgets.patching_view import PatchingView
 from .widgets.prompt_editor import PromptEditor
 from .widgets.run_details import RunDetails
 from .widgets.run_list import RunList
@@ -89,6 +91,8 @@ class MainWindow(QMainWindow):
         self.inspector = Inspector(piece_fn=piece)
         self.compare = CompareView()
         self.importance = HeadImportanceView()
+        self.attribution = AttributionView()
+        self.patching = PatchingView()
         self.settings_panel = SettingsPanel(presets)
         self.run_list = RunList()
         self.run_list.set_session(self.keeper.session)
@@ -98,7 +102,8 @@ class MainWindow(QMainWindow):
 
         self.tabs = QTabWidget()
         for view, name in ((self.output, "Output"), (self.inspector, "Inspector"), (self.compare, "Compare"),
-                           (self.importance, "Head importance")):
+                           (self.importance, "Head importance"), (self.attribution, "Why this token?"),
+                           (self.patching, "Patching")):
             self.tabs.addTab(view, name)
         central = QWidget()
         layout = QVBoxLayout(central)
@@ -162,7 +167,8 @@ class MainWindow(QMainWindow):
     def _compose(self) -> None:
         c, k = self.controller, self.keeper
         views = SimpleNamespace(window=self, **{n: getattr(self, n) for n in (
-            "model_bar", "banner", "prompt", "output", "inspector", "compare", "importance", "settings_panel",
+            "model_bar", "banner", "prompt", "output", "inspector", "compare", "importance", "attribution",
+            "patching", "settings_panel",
             "run_list", "run_details", "run_status", "tabs")})
         self.presenter = RunPresenter(k, views, lambda: c.engine.tokenizer, parent=self)
         self.models = ModelCommands(c, self.state, views, parent=self)
@@ -181,7 +187,8 @@ class MainWindow(QMainWindow):
             "generate": self.runs.generate, "stop": self.runs.stop, "regenerate": self.runs.regenerate,
             "continue_run": self.runs.continue_run, "rerun": self.runs.rerun,
             "tab_output": lambda: tab(0), "tab_inspector": lambda: tab(1), "tab_compare": lambda: tab(2),
-            "tab_importance": lambda: tab(3), "views_only": self.set_views_only,
+            "tab_importance": lambda: tab(3), "tab_attribution": lambda: tab(4), "tab_patching": lambda: tab(5),
+            "views_only": self.set_views_only,
             "reset_layout": lambda: self.restoreState(self._default_layout),
             "show_prompt": self.output.set_show_prompt, "keep_rows": self._keep_rows,
             "open_log_folder": lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(log_dir()))),
@@ -224,6 +231,12 @@ class MainWindow(QMainWindow):
         self.importance.start_requested.connect(self.analysis.start_importance)
         self.importance.stop_requested.connect(self.analysis.stop_importance)
         self.importance.head_clicked.connect(self.analysis.show_head)
+        self.output.explain_requested.connect(self.analysis.explain_token)
+        self.attribution.run_requested.connect(self.analysis.start_attribution)
+        self.attribution.stop_requested.connect(self.analysis.stop_attribution)
+        self.attribution.position_clicked.connect(self.output.set_selected)
+        self.patching.run_requested.connect(self.analysis.start_patching)
+        self.patching.stop_requested.connect(self.analysis.stop_patching)
         self.tabs.currentChanged.connect(self._on_tab_changed)
 
     # --- reactions -------------------------------------------------------------------------------
@@ -257,6 +270,8 @@ class MainWindow(QMainWindow):
             self.inspector.refresh()
         elif self.tabs.currentWidget() is self.compare:
             self.analysis.refresh_compare_choices()
+        elif self.tabs.currentWidget() is self.patching:
+            self.analysis.refresh_patching_choices()
 
     def _on_session_replaced(self) -> None:
         session = self.keeper.session

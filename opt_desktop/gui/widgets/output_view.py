@@ -26,6 +26,7 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import QApplication, QMenu, QTextEdit, QToolTip, QWidget
 
 from ...session.trace import RunTrace
+from .attribution_view import score_color
 from .token_table import add_fork_actions, format_percent as _pct, menu_text, position_ranges
 
 POSITION = QTextFormat.UserProperty + 1  # position of the token these characters belong to
@@ -54,11 +55,13 @@ class OutputView(QTextEdit):
     token_clicked = Signal(int)  # position in the run (prompt included)
     fork_requested = Signal(int, int)  # (position, token id): fork the run there with that token
     hidden_positions_changed = Signal(object)  # tuple[int, ...]: prompt positions to hide from attention next run
+    explain_requested = Signal(int)  # position: which earlier tokens made this one? (attribution)
 
     def __init__(self, parent: QWidget | None = None, piece_fn: Callable[[int], str] | None = None):
         super().__init__(parent)
         self._piece_fn = piece_fn
         self._trace: RunTrace | None = None
+        self._attribution: tuple[dict[int, float], int | None] = ({}, None)  # scores by position, the target
         self._show_prompt = False
         self._selected: int | None = None
         self._hover: int | None = None
@@ -163,8 +166,17 @@ class OutputView(QTextEdit):
         pos = self.position_at(point)
         if pos is not None:
             add_fork_actions(menu, t, pos, self._piece, self.fork_requested.emit)
+            if pos >= 1:
+                menu.addSection("Attribution")
+                menu.addAction(menu_text(f"Why this token? (which earlier tokens made {t.pieces[pos]!r})"),
+                               lambda: self.explain_requested.emit(pos))
         self._add_hiding_actions(menu, pos)
         return menu
+
+    def set_attribution(self, scores: dict[int, float] | None, target: int | None) -> None:
+        """Shade each earlier token by its attribution score for the token at `target` (None: none)."""
+        self._attribution = (scores or {}, target)
+        self._update_extra_selections()
 
     def _add_hiding_actions(self, menu: QMenu, pos: int | None) -> None:
         t = self._trace
@@ -395,7 +407,7 @@ class OutputView(QTextEdit):
 
     def _update_extra_selections(self) -> None:
         pal = self.palette()
-        selections = self._hidden_marks(pal)
+        selections = self._attribution_marks() + self._hidden_marks(pal)
         hover = self._span_of(self._hover)
         if hover is not None and self._hover != self._selected:
             sel = QTextEdit.ExtraSelection()
@@ -415,6 +427,32 @@ class OutputView(QTextEdit):
             sel.format = fmt
             selections.append(sel)
         self.setExtraSelections(selections)
+
+    def _attribution_marks(self) -> list[QTextEdit.ExtraSelection]:
+        scores, target = self._attribution
+        if not scores or self._trace is None:
+            return []
+        scale = max((abs(v) for v in scores.values() if math.isfinite(v)), default=0.0)
+        marks = []
+        for pos, score in scores.items():
+            span, color = self._spans.get(pos), score_color(score, scale)
+            if span is None or color is None:
+                continue
+            sel = QTextEdit.ExtraSelection()
+            sel.cursor = self._range_cursor(*span)
+            fmt = QTextCharFormat()
+            fmt.setBackground(color)
+            sel.format = fmt
+            marks.append(sel)
+        span = self._spans.get(target) if target is not None else None
+        if span is not None:  # the token being explained: boxed
+            sel = QTextEdit.ExtraSelection()
+            sel.cursor = self._range_cursor(*span)
+            fmt = QTextCharFormat()
+            fmt.setUnderlineStyle(QTextCharFormat.UnderlineStyle.DashUnderline)
+            sel.format = fmt
+            marks.append(sel)
+        return marks
 
     def _hidden_marks(self, pal: QPalette) -> list[QTextEdit.ExtraSelection]:
         """Struck-through prompt tokens: those this run hid, and (on a tint) those the next run will hide."""

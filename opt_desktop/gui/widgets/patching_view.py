@@ -101,7 +101,6 @@ class PatchingView(QWidget):
         self.residual.set_fixed_levels((0.0, 1.0))
         self.residual.set_colorbar_label("recovered (0 corrupted … 1 clean)")
         self.head_map = Heatmap(Axis("layer"), Axis("head"), colormap=COLORMAP,
-                                cell_name=lambda l, h: f"L{l}H{h} (layer {l}, head {h})",
                                 hint="Hover a head for the probability it gave.")
         self.head_map.describe = self._describe_head
         self.head_map.set_fixed_levels((0.0, 1.0))
