@@ -57,23 +57,6 @@ def missing_parts(folder: Path) -> list[str]:
     return missing
 
 
-def check_folder(path: str | Path) -> str | None:
-    """None when `path` is an OPT checkpoint this app can load, else one line saying what is missing.
-
-    Reuses the loader's checks (folder, config.json, model_type 'opt', weights) and adds the
-    tokenizer's files. Imports torch (through the loader): call it off the GUI thread.
-    """
-    from .errors import ModelLoadError
-    from .loader import locate
-    from .settings import LoadRequest
-
-    try:
-        locate(LoadRequest(source=str(path)))
-    except ModelLoadError as exc:
-        return str(exc)
-    return None
-
-
 # --- what the cache holds -------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -76,6 +76,19 @@ def locate(request: LoadRequest, progress: Callable[[LoadProgress], None] | None
     return folder
 
 
+def check_folder(path: str | Path) -> str | None:
+    """None when `path` is an OPT checkpoint this app can load, else one line saying what is missing.
+
+    The same checks as a load (folder, config.json, model_type 'opt', weights, tokenizer files).
+    Imports torch (with this module): call it off the GUI thread.
+    """
+    try:
+        locate(LoadRequest(source=str(path)))
+    except ModelLoadError as exc:
+        return str(exc)
+    return None
+
+
 def load_model(request: LoadRequest, progress: Callable[[LoadProgress], None] | None = None,
                stop: threading.Event | None = None, folder: Path | None = None) -> LoadedModel:
     report = progress or (lambda p: None)

@@ -16,7 +16,6 @@ from opt_desktop.engine.hub_cache import (
     DownloadProgress,
     cached_models,
     cached_snapshot,
-    check_folder,
     delete_cached,
     hub_reachable,
     missing_parts,
@@ -142,6 +141,8 @@ def test_hub_reachable_online_never_waits_past_its_timeout(monkeypatch):
 
 
 def test_check_folder_says_what_is_missing(tmp_path, checkpoint):
+    from opt_desktop.engine.loader import check_folder
+
     assert check_folder(checkpoint) is None
     assert check_folder(tmp_path / "none") == f"No such folder: {tmp_path / 'none'}"
     partial = tmp_path / "partial"

@@ -461,7 +461,9 @@ class ModelManager(QDialog):
         self.show_message(f"Checking {path}…")
 
         def check():
-            problem = hub_cache.check_folder(path)
+            from ...engine.loader import check_folder  # imports torch: on the worker, not at start-up
+
+            problem = check_folder(path)
             if problem is not None:
                 return problem
             config = json.loads((path / "config.json").read_text(encoding="utf-8"))
