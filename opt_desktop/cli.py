@@ -66,8 +66,8 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     i.add_argument("--keep-attention-rows", action="store_true", help="keep full attention rows (float16)")
     v = p.add_argument_group("interventions")
     v.add_argument("--mask-heads", metavar="SPEC",
-                   help='heads to ablate or scale, LAYER:HEAD counted from 0 as in decoder.layers[i] '
-                        '(the app\'s grid counts from 1): "3:0,3:5,7:*", "3:0=0.5" (scaled), or a JSON file')
+                   help='heads to ablate or scale, LAYER:HEAD counted from 0 as in decoder.layers[i] and '
+                        'the app\'s grid (3:0 is head L3H0): "3:0,3:5,7:*", "3:0=0.5" (scaled), or a JSON file')
     v.add_argument("--hide-positions", metavar="SPEC", help='prompt positions hidden from attention, e.g. "1,2,5-7"')
 
 

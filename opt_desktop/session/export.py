@@ -249,15 +249,15 @@ def _run_html(i: int, t: RunTrace) -> str:
     norm = t.hidden("norm")
     if np.isfinite(norm).any():
         parts.append("<h3>Hidden states</h3>")
-        parts.append(_figure(norm, f"Residual-stream norm: rows layer 0 (embeddings) to {t.n_layers}, "
+        parts.append(_figure(norm, f"Residual-stream norm: rows embed, then layers 0 to {t.n_layers - 1} (each layer's output), "
                                    f"columns positions 0 to {T - 1}", cell=(wide, 16)))
     entropy = t.attention("entropy")
     if np.isfinite(entropy).any():
         with np.errstate(all="ignore"):  # a head with no fed position at all stays NaN (grey)
             by_head = np.nanmean(entropy, axis=2)
         parts.append("<h3>Attention</h3>")
-        parts.append(_figure(by_head, f"Attention entropy averaged over positions, nats: rows layers 1 to "
-                                      f"{t.n_layers}, columns heads 0 to {t.n_heads - 1}", cell=(24, 24)))
+        parts.append(_figure(by_head, f"Attention entropy averaged over positions, nats: rows layers 0 to "
+                                      f"{t.n_layers - 1}, columns heads 0 to {t.n_heads - 1}", cell=(24, 24)))
         for name in ATTENTION_STATS[1:]:
             with np.errstate(all="ignore"):
                 mean = np.nanmean(t.attention(name), axis=2)

@@ -19,10 +19,10 @@ from PySide6.QtWidgets import (
     QTableWidgetItem, QTabWidget, QTextEdit, QVBoxLayout, QWidget,
 )
 
+from ...engine.interventions_spec import format_head_mask
 from ...engine.results import Divergence
 from ...session.compare import RunComparison, compare_runs
 from ...session.trace import RunTrace
-from .head_mask_editor import mask_text
 from .heatmap import mix, style_plot
 from .token_table import format_percent, position_ranges, quote_piece
 
@@ -66,10 +66,10 @@ def run_settings(trace: RunTrace) -> dict[str, str]:
         "max new tokens": str(s.max_new_tokens),
     }
     rows.update({key: _value(value) for key, value in s.settings.items() if key not in ("seed", "max_new_tokens")})
-    rows["head mask"] = mask_text(s.head_mask, L, H) or "none"
+    rows["head mask"] = format_head_mask(s.head_mask, L, H) or "none"
     if trace.mask_changes:
         rows["head mask changes"] = "; ".join(
-            f"from position {trace.n_prompt + c.index}: {mask_text(c.head_mask, L, H) or 'none'}"
+            f"from position {trace.n_prompt + c.index}: {format_head_mask(c.head_mask, L, H) or 'none'}"
             for c in trace.mask_changes)
     rows["hidden from attention"] = position_ranges(s.hidden_positions) or "none"
     if trace.finished is not None:

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from ...engine.results import HeadImportance
-from .attention_view import one_based
+from .head_mask_editor import head_cell_name
 from .heatmap import Axis, Heatmap
 
 COLORMAP = "CET-D1"  # blue - white - red: negative (the head helped) blue, positive red
@@ -34,7 +34,7 @@ def format_delta(v: float) -> str:
 class HeadImportanceView(QWidget):
     start_requested = Signal(float)  # the scale each head gets in turn (0 = ablate)
     stop_requested = Signal()
-    head_clicked = Signal(int, int)  # 0-based (layer, head)
+    head_clicked = Signal(int, int)  # (layer, head): head `head` of decoder.layers[layer]
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -72,8 +72,8 @@ class HeadImportanceView(QWidget):
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.explanation = QLabel(EXPLANATION)
         self.explanation.setWordWrap(True)
-        self.heatmap = Heatmap(Axis("layer", one_based), Axis("head", one_based), colormap=COLORMAP,
-                               value_format=format_delta,
+        self.heatmap = Heatmap(Axis("layer"), Axis("head"), colormap=COLORMAP,
+                               value_format=format_delta, cell_name=head_cell_name,
                                hint="Hover a head to read its effect; click it to inspect it.")
         self.heatmap.set_colorbar_label("Δ log p of the generated tokens")
         self.heatmap.cell_clicked.connect(self.head_clicked)
@@ -145,7 +145,7 @@ class HeadImportanceView(QWidget):
                 f"(baseline {imp.baseline_logprob:.3f}){state}.")
         if done:
             layer, head = np.unravel_index(int(np.nanargmin(delta)), delta.shape)
-            text += (f" Most needed: layer {layer + 1}, head {head + 1} "
+            text += (f" Most needed: {head_cell_name(int(layer), int(head))} "
                      f"(Δ log p = {float(delta[layer, head]):+.3g}).")
         self.status.setText(text)
 

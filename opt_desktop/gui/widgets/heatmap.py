@@ -97,6 +97,7 @@ class Heatmap(QWidget):
     def __init__(self, rows: Axis | None = None, cols: Axis | None = None, *,
                  colormap: str = COLORMAP, robust: bool = False,
                  value_format: Callable[[float], str] = format_value,
+                 cell_name: Callable[[int, int], str] | None = None,
                  hint: str = "Hover a cell to read its value; click to select.",
                  parent: QWidget | None = None):
         super().__init__(parent)
@@ -105,6 +106,7 @@ class Heatmap(QWidget):
         self._robust = robust  # colour limits from the 1st..99th percentile: one outlier won't wash out the rest
         self._fixed_levels: tuple[float, float] | None = None
         self._value_format = value_format
+        self._cell_name = cell_name  # names a cell as a whole (e.g. a head, "L3H0"), instead of row, column
         self._hint = hint
         self._data = np.zeros((0, 0), np.float32)
         self._highlight: tuple[int | None, int | None] = (None, None)
@@ -245,8 +247,10 @@ class Heatmap(QWidget):
         return None
 
     def describe(self, row: int, col: int) -> str:
-        """The read-out for one cell, e.g. "layer 3, token 12 ' the': 4.21"."""
+        """The read-out for one cell, e.g. "layer 3, token 12 ' the': 4.21" or "L3H0 (layer 3, head 0): 0.42"."""
         value = self._value_format(float(self._data[row, col]))
+        if self._cell_name is not None:
+            return f"{self._cell_name(row, col)}: {value}"
         return f"{self._rows_axis.describe(row)}, {self._cols_axis.describe(col)}: {value}"
 
     def _on_mouse_moved(self, scene_pos: QPointF) -> None:

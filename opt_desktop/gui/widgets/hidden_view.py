@@ -1,7 +1,9 @@
 """Hidden-state statistics: a layers × tokens heatmap and, for the selected token, a per-layer plot.
 
-Row 0 is the input of decoder layer 0 ("embed"), row l the output of layer l. Each point of the
-plot is labelled with the hidden dimension of largest |x| there: OPT's outlier dimensions.
+Rows are labelled `embed, 0, 1, …, L-1`: row 0 is the input of decoder layer 0 ("embed"), and the
+row labelled i (row i + 1 of the arrays) is the output of `decoder.layers[i]`, so layers count from
+0 as everywhere else. Each point of the plot is labelled with the hidden dimension of largest |x|
+there: OPT's outlier dimensions.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ MAX_DIM_LABELS = 25  # above this many layers the numbers would overlap: hover t
 
 
 def layer_tick(row: int) -> str:
-    return "emb" if row == 0 else str(row)
+    """The axis label of hidden-state row `row`: "emb", then the decoder layer whose output it is."""
+    return "emb" if row == 0 else str(row - 1)
 
 
 def layer_name(row: int) -> str:
-    return "embed" if row == 0 else f"layer {row}"
+    """"embed" for row 0, "layer i" for row i + 1 (the output of decoder.layers[i])."""
+    return "embed" if row == 0 else f"layer {row - 1}"
 
 
 def token_name(trace: RunTrace | None, pos: int, max_chars: int = 24) -> str:
@@ -39,12 +43,12 @@ def token_name(trace: RunTrace | None, pos: int, max_chars: int = 24) -> str:
 
 
 def outlier_summary(dims: np.ndarray) -> str:
-    """Runs of layers sharing one outlier dimension: "dim 588: layers 4–12; dim 12: embed–3"."""
+    """Runs of rows sharing one outlier dimension: "dim 588: layer 4–12; dim 12: embed–3" (layers from 0)."""
     parts, start = [], 0
     for i in range(1, len(dims) + 1):
         if i == len(dims) or dims[i] != dims[start]:
             if dims[start] >= 0:
-                span = layer_name(start) if i - 1 == start else f"{layer_name(start)}–{i - 1}"
+                span = layer_name(start) if i - 1 == start else f"{layer_name(start)}–{layer_tick(i - 1)}"
                 parts.append(f"dim {dims[start]}: {span}")
             start = i
     return "; ".join(parts)
