@@ -29,6 +29,7 @@ from .engine import (
 )
 from .engine.interventions_spec import parse_head_mask, parse_positions
 from .engine.settings import DEFAULT_SOURCE, Device, DType
+from .formatting import format_bytes
 from .session import EXPORT_FORMATS, RunTrace, Session, SessionFileError, load_session, save_session, write_export
 from .session.describe import (
     changed_settings,
@@ -180,7 +181,7 @@ def cmd_info(engine: EngineService, args) -> int:
         ("parameters", f"{info.n_params:,}"),
         ("dtype", info.dtype),
         ("device", info.device),
-        ("memory", f"{info.memory_bytes / 2**20:,.1f} MiB"),
+        ("memory", format_bytes(info.memory_bytes)),
     ]
     for key, value in rows:
         print(f"{key:>20}: {value}")

@@ -15,6 +15,7 @@ from . import precision
 from .attention import register as register_attention
 from .demo import DEMO_LABEL, build_demo_model, build_demo_tokenizer
 from .errors import ModelLoadError
+from ..formatting import format_bytes
 from .events import LoadProgress, ModelInfo
 from .hub_cache import DownloadCancelled, byte_tqdm
 from .settings import DEMO_SOURCE, LoadRequest
@@ -221,8 +222,9 @@ def _progress_tqdm(report, stop):
 
     def on_update(bar) -> None:
         if bar.total:
-            done, total = bar.n / 2**20, bar.total / 2**20
-            report(LoadProgress(f"Downloading {bar.desc or 'weights'}: {done:,.0f} / {total:,.0f} MB",
+            what = bar.desc or "weights"  # huggingface_hub's own bars already say "Downloading ..."
+            what = what if what.lower().startswith("download") else f"Downloading {what}"
+            report(LoadProgress(f"{what}: {format_bytes(bar.n)} / {format_bytes(bar.total)}",
                                 min(1.0, bar.n / bar.total)))
 
     return byte_tqdm(on_update, stop if stop is not None else threading.Event())

@@ -1,6 +1,8 @@
-"""Short human-readable lines about a run, shared by the exports and `opt-desktop-cli show`.
+"""Human-readable descriptions of a run, the one place they are written: the exports, `opt-desktop-cli
+show`, the window's runs panel and its compare view all describe runs with these. Plain text, no Qt:
+whoever puts it in rich text, a tooltip or HTML escapes it.
 
-Runs are numbered from 1 for people (`Run 1` is `session.runs[0]`).
+Runs are numbered from 1 for people (`Run 1` is `session.runs[0]`); layers and heads from 0.
 """
 
 from __future__ import annotations
@@ -8,7 +10,11 @@ from __future__ import annotations
 from ..engine.events import Finished, ModelInfo
 from ..engine.interventions_spec import format_head_mask
 from ..engine.settings import GenerationSettings
+from ..formatting import position_ranges
 from .trace import RunTrace
+
+_REASONS = {"length": "max tokens", "eos": "end of text", "stop_string": "stop string", "cancelled": "stopped",
+            "error": "failed"}
 
 
 def run_name(index: int, trace: RunTrace) -> str:
@@ -62,3 +68,117 @@ def shorten(text: str, limit: int = 60) -> str:
     """One line at most `limit` characters long, newlines shown as ⏎."""
     flat = text.replace("\r\n", "\n").replace("\n", "⏎")
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def _start(text: str, limit: int) -> str:
+    """The first words of `text` in at most `limit` characters, "…" where it was cut."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    space = flat.rfind(" ", 0, limit)  # the last word that ends within the limit
+    cut = flat[:space] if space >= limit // 2 else flat[: limit - 1]
+    return cut.rstrip(" ,.;:") + "…"
+
+
+def _value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(repr(x) for x in v) or "none"
+    return "none" if v is None else str(v)
+
+
+def mask_texts(trace: RunTrace) -> tuple[str, str | None]:
+    """The head mask at the start ('3:0, 7:*' or 'none'), and its changes during the run (or None)."""
+    s = trace.started
+    L, H = trace.n_layers, trace.n_heads
+    start = format_head_mask(s.head_mask, L, H) or "none"
+    if not trace.mask_changes:
+        return start, None
+    return start, "; ".join(f"from position {trace.n_prompt + c.index}: {format_head_mask(c.head_mask, L, H) or 'none'}"
+                            for c in trace.mask_changes)
+
+
+def run_settings(trace: RunTrace) -> dict[str, str]:
+    """What decided a run, one value per setting (to set two runs side by side): model, prompt, seed,
+    decoding settings, interventions, and how it ended."""
+    s = trace.started
+    rows = {
+        "model": s.model.label,
+        "dtype": s.model.dtype,
+        "prompt": repr(shorten(s.prompt)),
+        "prompt tokens": str(trace.n_prompt),
+        "seed": str(s.seed),
+        "max new tokens": str(s.max_new_tokens),
+    }
+    rows.update({key: _value(value) for key, value in s.settings.items() if key not in ("seed", "max_new_tokens")})
+    rows["head mask"], changes = mask_texts(trace)
+    if changes is not None:
+        rows["head mask changes"] = changes
+    rows["hidden from attention"] = position_ranges(s.hidden_positions) or "none"
+    if trace.finished is not None:
+        rows["ended by"] = trace.finished.reason
+    return rows
+
+
+def run_title(index: int, trace: RunTrace) -> str:
+    """One short line that tells a run from its siblings: number, where it came from, the prompt's
+    start, greedy or the sampling seed, the interventions, and how far it got.
+
+    "#3 · fork at 7 → ' cat' · “Once upon a…” · seed 42 · mask 3:0 · 24 tokens". `run_details` has the rest.
+    """
+    s = trace.started
+    parts = [f"#{index + 1}"]
+    if trace.label:
+        parts.append(shorten(trace.label, 24))
+    if trace.fork_position is not None:
+        piece = trace.pieces[trace.fork_position] if trace.fork_position < trace.length else "?"
+        parts.append(f"fork at {trace.fork_position} → {shorten(repr(piece), 12)}")
+    elif trace.parent is not None:
+        parts.append("continued")
+    parts.append(f"“{_start(s.prompt, 18)}”" if s.prompt.strip() else "(token ids)")
+    parts.append(f"seed {s.seed}" if s.settings.get("do_sample") else "greedy")
+    start, changes = mask_texts(trace)
+    if start != "none" or changes is not None:
+        parts.append(f"mask {shorten(start, 14)}" + (" (changed)" if changes is not None else ""))
+    if s.hidden_positions:
+        parts.append(f"hide {shorten(position_ranges(s.hidden_positions), 10)}")
+    done = trace.finished
+    tokens = _count(trace.n_generated, "token")
+    if done is None:
+        parts.append(tokens + " …")
+    elif done.reason in ("cancelled", "error"):
+        parts.append(f"{tokens}, {_REASONS[done.reason]}")
+    else:
+        parts.append(tokens)
+    return " · ".join(parts)
+
+
+def run_details(index: int, trace: RunTrace) -> list[tuple[str, str]]:
+    """Everything `run_title` leaves out, as (what, value) rows: for a tooltip or a listing."""
+    s = trace.started
+    mode = "sampling" if s.settings.get("do_sample") else "greedy"
+    rows = [("run", run_name(index, trace)),
+            ("prompt", repr(shorten(s.prompt, 200)) if s.prompt else "(token ids only)"),
+            ("model", model_line(s.model)),
+            ("decoding", f"{mode}, seed {s.seed}" if mode == "sampling" else mode),
+            ("settings changed", settings_text(changed_settings(trace)))]
+    start, changes = mask_texts(trace)
+    if start != "none" or changes is not None:
+        rows.append(("head mask", start))
+    if changes is not None:
+        rows.append(("head mask changes", changes))
+    if s.hidden_positions:
+        rows.append(("hidden from attention", f"positions {position_ranges(s.hidden_positions)}"))
+    if (fork := fork_text(trace)) is not None:
+        rows.append(("fork", fork))
+    if trace.finished is not None:
+        done = trace.finished
+        rows.append(("result", f"{_count(done.n_tokens, 'token')}, {_REASONS.get(done.reason, done.reason)}"))
+    else:
+        rows.append(("result", f"{_count(trace.n_generated, 'token')} so far"))
+    return rows

@@ -108,7 +108,7 @@ def test_memory_cells_compare_with_this_machine(qtbot, hub):
     dialog = open_dialog(qtbot, hub)
     dialog.set_memory(MachineMemory(ram_total=16 * GIB, ram_available=12 * GIB,
                                     gpus=(GpuMemory(0, "Test GPU", 24 * GIB, 20 * GIB),)))
-    assert "RAM 16.0 GB" in dialog.memory_label.text() and "Test GPU" in dialog.memory_label.text()
+    assert "RAM 16.0 GiB" in dialog.memory_label.text() and "Test GPU" in dialog.memory_label.text()
     fp32, fp16 = MEMORY_COLUMN["float32"], MEMORY_COLUMN["float16"]
 
     def cell(source, col):
@@ -134,7 +134,7 @@ def test_cancel_stops_a_slow_download_and_leaves_no_partial_file(qtbot, hub):
     dialog.select("facebook/opt-1.3b")
     qtbot.mouseClick(dialog.download_button, Qt.MouseButton.LeftButton)
     assert dialog.progress.isVisible() and dialog.cancel_button.isEnabled()
-    qtbot.waitUntil(lambda: "MB/s" in dialog.progress_label.text() or "KB/s" in dialog.progress_label.text(),
+    qtbot.waitUntil(lambda: "iB/s" in dialog.progress_label.text(),
                     timeout=10_000)
     assert "Downloading facebook/opt-1.3b:" in dialog.progress_label.text() and "left" in dialog.progress_label.text()
     assert dialog.progress.value() >= 0 and list(hub.rglob("*.incomplete"))
@@ -184,7 +184,7 @@ def test_progress_text():
     from opt_desktop.engine.hub_cache import DownloadProgress
 
     text = describe_progress("facebook/opt-125m", DownloadProgress(done=120 * 2**20, total=250 * 2**20, elapsed=24.0))
-    assert text == "Downloading facebook/opt-125m: 120 MB of 250 MB · 5.0 MB/s · 26 s left"
+    assert text == "Downloading facebook/opt-125m: 120 MiB of 250 MiB · 5.0 MiB/s · 26 s left"
 
 
 def test_a_mode_this_machine_cannot_run_is_refused_in_the_dialog(qtbot, tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ import time
 from typing import Iterable
 
 import numpy as np
-from PySide6.QtCore import QEvent, QPointF, Qt, QTimer, Signal
+from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QComboBox, QHBoxLayout, QInputDialog, QLabel, QMenu, QSpinBox, QSplitter, QStackedWidget, QVBoxLayout, QWidget,
@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from ...engine.settings import HeadScale
 from ...session.trace import RunTrace
+from ..colors import follow_palette
 from .head_mask_editor import (
     Cell, HeadMaskBar, HeadMaskOverlay, MaskDict, head_cell_name, head_label, head_scales, mask_dict,
 )
@@ -127,6 +128,7 @@ class AttentionView(QWidget):
         layout.addWidget(split, 1)
         self._on_stat_changed()
         self._show_mask()
+        follow_palette(self, self._apply_palette)
         self._apply_palette()
 
     # --- inputs --------------------------------------------------------------------------------
@@ -326,11 +328,6 @@ class AttentionView(QWidget):
     def _on_edit_toggled(self, on: bool) -> None:
         cursor = Qt.CursorShape.PointingHandCursor if on else Qt.CursorShape.ArrowCursor
         self.grid.plot.viewport().setCursor(cursor)
-
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
-        if event.type() == QEvent.Type.PaletteChange:
-            self._apply_palette()
-        super().changeEvent(event)
 
     def _apply_palette(self) -> None:
         palette = self.palette()

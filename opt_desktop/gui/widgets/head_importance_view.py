@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PySide6.QtCore import QEvent, QRectF, Qt, Signal
+from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QPalette, QPen
 from PySide6.QtWidgets import (
     QDoubleSpinBox, QGraphicsRectItem, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget,
 )
 
 from ...engine.results import HeadImportance
+from ..colors import follow_palette
 from .head_mask_editor import head_cell_name
 from .heatmap import Axis, Heatmap
 
@@ -93,6 +94,7 @@ class HeadImportanceView(QWidget):
         layout.addWidget(self.heatmap, 1)
         self._update_controls()
         self._update_status()
+        follow_palette(self, self._apply_palette)
         self._apply_palette()
 
     # --- state from the window -------------------------------------------------------------------
@@ -159,11 +161,6 @@ class HeadImportanceView(QWidget):
         self.reason.setVisible(bool(self.reason.text()))
 
     # --- palette ---------------------------------------------------------------------------------
-
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
-        if event.type() == QEvent.Type.PaletteChange:
-            self._apply_palette()
-        super().changeEvent(event)
 
     def _apply_palette(self) -> None:
         color = self.palette().color(QPalette.ColorRole.Text)

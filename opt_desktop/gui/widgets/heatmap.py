@@ -13,9 +13,11 @@ from typing import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QPalette, QPen
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QPalette, QPen
 from PySide6.QtWidgets import QGraphicsRectItem, QLabel, QVBoxLayout, QWidget
+
+from ..colors import follow_palette
 
 COLORMAP = "viridis"
 
@@ -32,16 +34,6 @@ def style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
         axis.enableAutoSIPrefix(False)  # "(x0.001)" scaling confuses more than it helps here
     item.titleLabel.setAttr("color", fg.name())
     item.titleLabel.setText(item.titleLabel.text)  # re-render in the new colour
-
-
-def mix(a: QColor, b: QColor, t: float) -> QColor:
-    """a blended towards b by t in [0, 1]: palette-derived tints that work in light and dark mode."""
-    t = min(max(t, 0.0), 1.0)
-    return QColor.fromRgbF(
-        a.redF() + (b.redF() - a.redF()) * t,
-        a.greenF() + (b.greenF() - a.greenF()) * t,
-        a.blueF() + (b.blueF() - a.blueF()) * t,
-    )
 
 
 @dataclass
@@ -146,6 +138,7 @@ class Heatmap(QWidget):
         scene.sigMouseMoved.connect(self._on_mouse_moved)
         scene.sigMouseClicked.connect(self._on_mouse_clicked)
         self.set_axes(self._rows_axis, self._cols_axis)
+        follow_palette(self, self._apply_palette)
         self._apply_palette()
 
     # --- configuration -------------------------------------------------------------------------
@@ -269,11 +262,6 @@ class Heatmap(QWidget):
         super().leaveEvent(event)
 
     # --- palette -------------------------------------------------------------------------------
-
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
-        if event.type() == QEvent.Type.PaletteChange:
-            self._apply_palette()
-        super().changeEvent(event)
 
     def _apply_palette(self) -> None:
         palette = self.palette()

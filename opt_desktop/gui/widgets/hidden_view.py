@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
 
 from ...session.trace import RunTrace
+from ..colors import follow_palette
 from .heatmap import Axis, Heatmap, IndexAxis, style_plot
 from .token_table import quote_piece
 
@@ -110,6 +111,7 @@ class HiddenView(QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(bar)
         layout.addWidget(split, 1)
+        follow_palette(self, self._apply_palette)
         self._apply_palette()
 
     # --- inputs --------------------------------------------------------------------------------
@@ -194,11 +196,6 @@ class HiddenView(QWidget):
         return f"{layer_name(int(round(x)))}: {y:.4g}\noutlier dim {data}"
 
     # --- palette -------------------------------------------------------------------------------
-
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
-        if event.type() == QEvent.Type.PaletteChange:
-            self._apply_palette()
-        super().changeEvent(event)
 
     def _apply_palette(self) -> None:
         palette = self.palette()

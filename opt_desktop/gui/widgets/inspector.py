@@ -18,13 +18,15 @@ from PySide6.QtWidgets import QLabel, QSplitter, QStackedWidget, QTabWidget, QVB
 
 from ...engine.events import LensResult
 from ...engine.interventions_spec import format_head_mask
+from ...formatting import position_ranges
 from ...engine.settings import HeadScale
+from ...session.describe import mask_texts
 from ...session.trace import RunTrace
 from .attention_view import AttentionView
 from .head_mask_editor import mask_dict
 from .hidden_view import HiddenView
 from .lens_view import LensView
-from .token_table import TokenTable, TokenTexts, format_prob, position_ranges, quote_piece
+from .token_table import TokenTable, TokenTexts, format_prob, quote_piece
 
 
 class Inspector(QWidget):
@@ -259,11 +261,8 @@ def interventions_text(trace: RunTrace, edited: tuple[HeadScale, ...]) -> str:
     started = trace.started
     parts = []
     if started.head_mask or trace.mask_changes:
-        bits = [f"Heads masked: {format_head_mask(started.head_mask, *shape) or 'none'}"]
-        for change in trace.mask_changes:
-            at = trace.n_prompt + change.index
-            bits.append(f"from position {at}: {format_head_mask(change.head_mask, *shape) or 'none'}")
-        parts.append("; ".join(bits))
+        start, changes = mask_texts(trace)
+        parts.append(f"Heads masked: {start}" + (f"; {changes}" if changes else ""))
     if started.hidden_positions:
         parts.append(f"Hidden from attention: positions {position_ranges(started.hidden_positions)}")
     in_force = trace.mask_changes[-1].head_mask if trace.mask_changes else started.head_mask

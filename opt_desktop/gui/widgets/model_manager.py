@@ -41,7 +41,7 @@ from ...engine.catalog import CATALOG, Checkpoint, MachineMemory, fit, from_conf
 from ...engine.errors import SettingsError
 from ...engine.placement import format_max_memory, parse_max_memory
 from ...engine.settings import DEMO_SOURCE, Device, DType, LoadRequest
-from .model_bar import format_bytes, format_count
+from ...formatting import format_bytes, format_count
 
 PRECISIONS: tuple[str, ...] = get_args(DType)
 DEVICES: tuple[str, ...] = get_args(Device)

@@ -6,16 +6,11 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QWidget
 
 from ...engine.events import Finished
 from ...engine.memory import process_rss
+from ...formatting import format_bytes
 from ...session import RunTrace
 
 _REASONS = {"length": "max tokens reached", "eos": "end of text", "stop_string": "stop string",
             "cancelled": "stopped"}
-
-
-def _mib(n: int | None) -> str:
-    if n is None:
-        return "–"
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 class RunStatus(QWidget):
@@ -43,7 +38,7 @@ class RunStatus(QWidget):
         self.ttft.setText("first token –")
         self.tokens.setText("0 tokens")
         self.reason.setText("")
-        self.memory.setText(f"memory {_mib(process_rss())}")
+        self.memory.setText(f"memory {format_bytes(process_rss())}")
 
     def show_progress(self, trace: RunTrace) -> None:
         n = trace.n_generated
@@ -61,4 +56,4 @@ class RunStatus(QWidget):
         if finished.time_to_first_token_s is not None:
             self.ttft.setText(f"first token {finished.time_to_first_token_s * 1000:.0f} ms")
         self.reason.setText(f"finished: {_REASONS.get(finished.reason, finished.reason)}")
-        self.memory.setText(f"memory {_mib(finished.memory_bytes)}")
+        self.memory.setText(f"memory {format_bytes(finished.memory_bytes)}")
