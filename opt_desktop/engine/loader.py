@@ -11,11 +11,11 @@ from typing import Any, Callable
 
 import torch
 
+from ..formatting import format_bytes
 from . import precision
 from .attention import register as register_attention
 from .demo import DEMO_LABEL, build_demo_model, build_demo_tokenizer
 from .errors import ModelLoadError
-from ..formatting import format_bytes
 from .events import LoadProgress, ModelInfo
 from .hub_cache import DownloadCancelled, byte_tqdm
 from .settings import DEMO_SOURCE, LoadRequest

@@ -271,8 +271,14 @@ def test_lens_is_requested_and_shown(qtbot, inspector, trace):
 
 
 def test_lens_not_requested_while_its_tab_is_hidden(qtbot, inspector):
+    assert inspector.tabs.currentWidget() is not inspector.lens
+    assert not inspector.lens.isVisible()
     with qtbot.assertNotEmitted(inspector.lens_requested):
         inspector.select_position(2)
+    # Not because the lens is never asked for: showing the tab asks for the selected position at once.
+    with qtbot.waitSignal(inspector.lens_requested, timeout=1000) as blocker:
+        inspector.tabs.setCurrentWidget(inspector.lens)
+    assert blocker.args == [2]
 
 
 def test_lens_of_unfed_token_is_unavailable_until_fed(qtbot):

@@ -112,6 +112,7 @@ def test_refresh_only_appends(view):
     view.set_trace(trace)
     changes = []
     view.document().contentsChange.connect(lambda pos, removed, added: changes.append((pos, removed, added)))
+    appended = 0
     for ev in events[1:]:
         end = view.document().characterCount() - 1
         changes.clear()
@@ -119,6 +120,11 @@ def test_refresh_only_appends(view):
         view.refresh()
         for pos, removed, _added in changes:
             assert removed == 0 and pos >= end  # nothing before the old end was touched
+        assert view.toPlainText() == trace.text  # ...and the new text did arrive
+        if isinstance(ev, TokenGenerated):
+            assert sum(added for _pos, _removed, added in changes) == len(ev.text)
+            appended += 1
+    assert appended == 6
 
 
 def test_refresh_without_news_changes_nothing(view):

@@ -77,7 +77,10 @@ def test_unreadable_autosaves_are_skipped(data_dir, dead_pid):
     folder.mkdir(parents=True)
     (folder / f"autosave-{dead_pid}-0-00ff.optsession").write_bytes(b"not a zip")
     (folder / "notes.txt").write_text("hello")
-    assert Autosave().recoverable() == []
+    assert Autosave().recoverable() == []  # the unreadable file is skipped...
+    bad = folder / f"autosave-{dead_pid}-0-00ff.optsession"
+    Autosave(folder, pid=dead_pid).save(Session()).replace(bad)
+    assert [r.path for r in Autosave().recoverable()] == [bad]  # ...for what it holds: its name is a crash's
 
 
 def test_no_folder_yet(tmp_path):
