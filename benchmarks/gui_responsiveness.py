@@ -85,7 +85,7 @@ def describe(label: str, d: np.ndarray) -> str:
 
 async def measure(window: MainWindow, source: str, tokens: int, inspector: bool) -> None:
     probe = LatenessProbe()
-    window.load_model(LoadRequest(source=source, device="cpu"))
+    window.models.load(LoadRequest(source=source, device="cpu"))
     probe.start()  # loading, too, must not block the GUI thread
     await until(lambda: window.controller.model is not None and window.controller.model.source == source
                 and not window.controller.is_loading)
@@ -99,13 +99,13 @@ async def measure(window: MainWindow, source: str, tokens: int, inspector: bool)
     while n_tokens < tokens and seed < 50:  # random weights may end early on </s>: run again
         window.settings_panel.set_settings(GenerationSettings(max_new_tokens=tokens - n_tokens, do_sample=True,
                                                               seed=seed))
-        previous = window.controller.trace
+        previous = window.presenter.trace
         probe.start()
-        window.generate()
-        await until(lambda: window.controller.trace is not previous and window.controller.trace is not None
-                    and window.controller.trace.finished is not None and not window.controller.is_running)
+        window.runs.generate()
+        await until(lambda: window.presenter.trace is not previous and window.presenter.trace is not None
+                    and window.presenter.trace.finished is not None and not window.controller.is_running)
         busy.append(probe.stop())
-        fin = window.controller.trace.finished
+        fin = window.presenter.trace.finished
         n_tokens += fin.n_tokens
         if fin.tokens_per_s:
             rates.append(fin.tokens_per_s)

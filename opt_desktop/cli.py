@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import os
 import queue
@@ -41,7 +42,11 @@ from .session.describe import (
     settings_text,
     shorten,
 )
+from .engine.jobs import describe_error
+from .logs import setup_logging
 from .session.export import export_text
+
+log = logging.getLogger("opt_desktop.cli")  # not __name__: it is "__main__" under python -m
 
 
 def _settings_args(p: argparse.ArgumentParser) -> None:
@@ -81,6 +86,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="opt-desktop-cli", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log what happens to stderr too (-vv: debug); the log file always has the details")
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="stream a completion to stdout")
     _model_args(gen)
@@ -223,17 +230,23 @@ def cmd_generate(engine: EngineService, args) -> int:
                 sys.stdout.write(event.text[printed:] + "\n")  # a character held back to the end
     finally:
         signal.signal(signal.SIGINT, previous)
-    finished = future.result()
+    finished = next((e for e in reversed(recorded) if isinstance(e, Finished)), None)
+    if finished is None:
+        future.result()  # the run never started: this raises why
     rate = f"{finished.tokens_per_s:.1f} tokens/s" if finished.tokens_per_s else "– tokens/s"
     ttft = f"{finished.time_to_first_token_s * 1000:.0f} ms" if finished.time_to_first_token_s is not None else "–"
     print(f"{finished.n_tokens} tokens, {rate}, first token after {ttft}, finished: {finished.reason}",
           file=sys.stderr)
-    if args.save is not None:
+    if args.save is not None:  # a run that broke is saved too: what it made, marked "error"
         trace = RunTrace(recorded[0])
         for event in recorded[1:]:
             trace.apply(event)
         save_session(Session([trace]), args.save)
         print(f"saved to {args.save}", file=sys.stderr)
+    if finished.reason == "error":
+        future.exception()  # logged by the engine; the person gets its line
+        print(f"error: {finished.message}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -281,6 +294,7 @@ def cmd_export(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     args = build_parser().parse_args(argv)
+    log_path = setup_logging(args.verbose)
     try:
         if args.command in ("show", "export"):  # files only: no engine needed
             return {"show": cmd_show, "export": cmd_export}[args.command](args)
@@ -289,8 +303,17 @@ def main(argv: list[str] | None = None) -> int:
             return {"info": cmd_info, "generate": cmd_generate}[args.command](engine, args)
         finally:
             engine.shutdown(wait=True)
-    except (EngineError, SessionFileError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one line for the person, the traceback in the log
+        message, details = describe_error(exc, f"The {args.command} command")
+        if isinstance(exc, SessionFileError):
+            message = str(exc)
+        expected = isinstance(exc, (EngineError, SessionFileError))
+        log.log(logging.WARNING if expected else logging.ERROR, "%s\n%s", message, details)
+        print(f"error: {message}", file=sys.stderr)
+        if not expected and log_path is not None:
+            print(f"(the traceback is in {log_path})", file=sys.stderr)
         return 1
 
 

@@ -14,6 +14,8 @@ import functools
 
 import torch
 
+from .stopping import STOP_ATTRIBUTE, raise_if_stopped
+
 ATTN_IMPLEMENTATION = "opt_desktop_capture"
 SINK_ATTRIBUTE = "_opt_desktop_attention_sink"
 _CHUNK_ELEMENTS = 1 << 22  # scores per block: 16 MiB in float32
@@ -25,6 +27,7 @@ def chunked_eager_attention(module, query, key, value, attention_mask, scaling: 
     """Same inputs and outputs as transformers' eager_attention_forward, but weights are not returned:
     they go, block by block, to `module._opt_desktop_attention_sink(weights, first_query_position)`."""
     sink = getattr(module, SINK_ATTRIBUTE, None)
+    stop = getattr(module, STOP_ATTRIBUTE, None)
     batch, heads, q_len, _ = query.shape
     k_len = key.shape[-2]
     step = max(1, _CHUNK_ELEMENTS // max(1, batch * heads * k_len))
@@ -38,10 +41,11 @@ def chunked_eager_attention(module, query, key, value, attention_mask, scaling: 
         return out.transpose(1, 2).contiguous(), None
     out = query.new_empty(batch, heads, q_len, value.shape[-1])
     for start in range(0, q_len, step):
-        stop = min(q_len, start + step)
-        mask = None if attention_mask is None else attention_mask[:, :, start:stop]
-        out[:, :, start:stop] = _block(query[:, :, start:stop], key_t, value, mask, scaling, sink,
-                                       k_len - q_len + start)  # queries are the last q_len of the k_len positions
+        raise_if_stopped(stop)  # a long prefill's layer is seconds of blocks: Stop must not wait for all
+        end = min(q_len, start + step)
+        mask = None if attention_mask is None else attention_mask[:, :, start:end]
+        out[:, :, start:end] = _block(query[:, :, start:end], key_t, value, mask, scaling, sink,
+                                      k_len - q_len + start)  # queries are the last q_len of the k_len positions
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -10,20 +10,15 @@ themselves, because transformers' last `hidden_states` entry has already been th
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import torch
 
 from .attention import SINK_ATTRIBUTE
 from .events import ATTENTION_STATS, HIDDEN_STATS, StepStats
 from .settings import InspectSettings
+from .stopping import raise_if_stopped
 
 _PROMPT_CHUNK = 32  # prompt rows per vocabulary projection when scoring the prompt
-
-
-class StopRequested(Exception):
-    """Raised inside a forward pass when the person pressed Stop; generation ends as 'cancelled'."""
 
 
 def hidden_stats(x: torch.Tensor) -> torch.Tensor:
@@ -65,13 +60,13 @@ def distribution_stats(logits: torch.Tensor, targets: torch.Tensor | None, top_k
 class Capture:
     """Hooks on one OPT model for one run. Use as a context manager; `take_step(start)` after each forward."""
 
-    def __init__(self, model, inspect: InspectSettings, stop: threading.Event, prompt_ids: torch.Tensor):
+    def __init__(self, model, inspect: InspectSettings, prompt_ids: torch.Tensor, stop=None):
         self.model = model
         self.decoder = model.model.decoder
         self.layers = list(self.decoder.layers)
         self.inspect = inspect
-        self.stop = stop
         self.prompt_ids = prompt_ids  # (P,) on the model's device
+        self.stop = stop  # threading.Event: scoring a long prompt is seconds of chunks, each a place to stop
         self.n_layers = len(self.layers)
         self._handles: list = []
         self._reset()
@@ -113,9 +108,6 @@ class Capture:
     # --- hooks --------------------------------------------------------------------------------
 
     def _on_layer0_input(self, module, args, kwargs):
-        # Checked before every forward step: a Stop during a long prefill or step takes effect here.
-        if self.stop.is_set():
-            raise StopRequested
         h = args[0] if args else kwargs["hidden_states"]
         self._decode_step = h.shape[1] == 1
         if self.inspect.hidden_stats or self.inspect.keep_residuals:
@@ -166,6 +158,7 @@ class Capture:
         top_probs = torch.full((P, K), float("nan"))
         head = self.model.lm_head
         for i0 in range(0, P - 1, _PROMPT_CHUNK):
+            raise_if_stopped(self.stop)
             i1 = min(P - 1, i0 + _PROMPT_CHUNK)
             # head.forward, not head(...): this extra projection must not look like a generation step to
             # hooks, yet it runs the precision mode's own head and accelerate's device/offload wrapper.

@@ -10,7 +10,7 @@ from typing import Literal, Union
 
 import numpy as np
 
-FinishReason = Literal["length", "eos", "stop_string", "cancelled"]
+FinishReason = Literal["length", "eos", "stop_string", "cancelled", "error"]
 
 HIDDEN_STATS = ("norm", "mean", "std", "maxabs", "argmax")
 ATTENTION_STATS = ("entropy", "sink", "distance")
@@ -165,6 +165,7 @@ class Finished:
     time_to_first_token_s: float | None
     tokens_per_s: float | None  # decode rate after the first token
     memory_bytes: int | None = None  # in use at the end (GPU memory on CUDA, else the process)
+    message: str = ""  # what went wrong, when the reason is "error"
 
 
 Event = Union[Started, PromptScored, TokenGenerated, HeadMaskChanged, Notice, Finished]

@@ -12,14 +12,16 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from .attention import new_cache
-from .capture import Capture, StopRequested, distribution_stats
-from .errors import EngineError, PromptError
+from .capture import Capture, distribution_stats
+from .errors import EngineError, JobCancelled, PromptError
 from .events import Event, Finished, HeadMaskChanged, Notice, PromptScored, Started, TokenGenerated
 from .interventions import HeadMask, attention_inputs
 from .interventions_spec import check_head_mask, check_hidden_positions, mask_triples, normalize_head_mask
 from .loader import LoadedModel
 from .memory import memory_in_use
+from .jobs import describe_error
 from .settings import GenerationRequest, HeadScale
+from .stopping import StopBetweenLayers
 from .text import IncrementalDecoder, token_piece
 
 MaskSource = Callable[[], tuple[HeadScale, ...] | None]  # polled between steps: a new head mask, or None
@@ -65,6 +67,7 @@ class _Run:
         self.head_mask: HeadMask | None = None
         self.n_prompt = 0
         self.max_new = 0
+        self.started = False  # Started was emitted: from then on the run must end with a Finished
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -114,6 +117,7 @@ class _Run:
             prompt_pieces=tuple(token_piece(self.tokenizer, i) for i in ids), max_new_tokens=max_new, seed=seed,
             settings=settings.model_dump(), inspect=self.request.inspect.model_dump(), notices=tuple(notices),
             head_mask=mask_triples(mask), hidden_positions=hidden))
+        self.started = True
         for message in notices:
             self.emit(Notice(message))
 
@@ -129,16 +133,17 @@ class _Run:
             kwargs["position_ids"] = position_ids  # generate continues them one by one
         if settings.stop_strings:
             kwargs["tokenizer"] = self.tokenizer
-        with torch.inference_mode(), HeadMask(self.loaded.model, mask) as head_mask, \
-                Capture(self.loaded.model, self.request.inspect, self.stop, input_ids[0]) as capture:
+        model = self.loaded.model
+        with torch.inference_mode(), HeadMask(model, mask) as head_mask, StopBetweenLayers(model, self.stop), \
+                Capture(model, self.request.inspect, input_ids[0], self.stop) as capture:
             self.capture = capture
             self.head_mask = head_mask
             try:
-                self.loaded.model.generate(input_ids, **kwargs)
-            except StopRequested:
+                model.generate(input_ids, **kwargs)
+            except JobCancelled:
                 cancelled = True
         cancelled = cancelled or self.stop.is_set()
-        return self.finish(cancelled)
+        return self.finish("cancelled" if cancelled else None)
 
     # --- per token ----------------------------------------------------------------------------
 
@@ -186,24 +191,24 @@ class _Run:
         self.head_mask.set(new)
         self.emit(HeadMaskChanged(index=index, head_mask=mask_triples(new)))
 
-    def finish(self, cancelled: bool) -> Finished:
+    def finish(self, reason: str | None = None, message: str = "") -> Finished:
+        """The run's summary; `reason` "cancelled" or "error" when it did not end by itself."""
         self.text_parts.append(self.decoder.flush())
         text = "".join(self.text_parts)
         n = len(self.generated)
-        if cancelled:
-            reason = "cancelled"
-        elif n and self.generated[-1] == self.info.eos_token_id:
-            reason = "eos"
-        elif n and any(s in text[-(len(s) + 64):] for s in self.request.settings.stop_strings):
-            reason = "stop_string"
-        else:
-            reason = "length"
+        if reason is None:
+            if n and self.generated[-1] == self.info.eos_token_id:
+                reason = "eos"
+            elif n and any(s in text[-(len(s) + 64):] for s in self.request.settings.stop_strings):
+                reason = "stop_string"
+            else:
+                reason = "length"
         elapsed = time.perf_counter() - self.t0
         ttft = None if self.t_first is None else self.t_first - self.t0
         rate = (n - 1) / (self.t_last - self.t_first) if n > 1 and self.t_last > self.t_first else None
         return Finished(reason=reason, text=text, token_ids=tuple(self.generated), n_tokens=n, elapsed_s=elapsed,
                         time_to_first_token_s=ttft, tokens_per_s=rate,
-                        memory_bytes=memory_in_use(self.loaded.device))
+                        memory_bytes=memory_in_use(self.loaded.device), message=message)
 
 
 def run_generation(loaded: LoadedModel, request: GenerationRequest, emit: Callable[[Event], None],
@@ -213,13 +218,23 @@ def run_generation(loaded: LoadedModel, request: GenerationRequest, emit: Callab
 
     `between_steps` is called after each token, before the next forward step (small side jobs).
     `mask_change` is polled there too: it returns (and forgets) a head mask set during the run, or
-    None; a new mask applies from the next generated token and is reported as HeadMaskChanged."""
+    None; a new mask applies from the next generated token and is reported as HeadMaskChanged.
+
+    Once Started has been emitted the run always ends with a Finished event, "error" (with the
+    message) included, so what it produced up to the failure is kept and labelled as such."""
+    run = _Run(loaded, request, emit, stop, between_steps, mask_change)
     try:
-        finished = _Run(loaded, request, emit, stop, between_steps, mask_change).run()
-    except (torch.OutOfMemoryError, MemoryError):
-        raise EngineError(
-            "Out of memory while generating: lower max new tokens, shorten the prompt, "
-            "or turn off keeping full attention rows."
-        ) from None
+        finished = run.run()
+    except BaseException as exc:
+        if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+            error = EngineError("Out of memory while generating: lower max new tokens, shorten the prompt, "
+                                "or turn off keeping full attention rows.")
+        else:
+            error = exc
+        if run.started:
+            emit(run.finish("error", describe_error(error, "Generation")[0]))
+        if error is exc:
+            raise
+        raise error from None
     emit(finished)
     return finished

@@ -277,7 +277,13 @@ def _load_weights(source: str, folder: Path, dtype, device: str, request: LoadRe
             raise ModelLoadError(f"Cannot spread {source}: {exc}") from None
     elif request is None and device == "cuda" and torch.cuda.device_count() > 1:
         kwargs["device_map"] = "auto"  # callers that predate `placement`: spread over the GPUs
-    return OPTForCausalLM.from_pretrained(folder, **kwargs)
+    from safetensors import SafetensorError
+
+    try:
+        return OPTForCausalLM.from_pretrained(folder, **kwargs)
+    except SafetensorError as exc:  # a truncated or damaged download
+        raise ModelLoadError(f"The weights of {source} are damaged or incomplete ({_one_line(exc)}): "
+                             "download them again, or check the files in the folder.") from exc
 
 
 def _revision(model) -> str | None:

@@ -13,12 +13,13 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import PromptError
+from .errors import JobCancelled, PromptError
 from .interventions import HeadMask, attention_inputs
 from .interventions_spec import check_head_mask, check_hidden_positions, normalize_head_mask
 from .loader import LoadedModel
 from .results import Divergence, HeadImportance
 from .settings import HeadScale
+from .stopping import StopBetweenLayers, raise_if_stopped
 
 _ROWS = 64  # positions per vocabulary projection: 64 x 50k float32 logits is about 13 MB
 
@@ -39,10 +40,13 @@ def _token_tensor(loaded: LoadedModel, token_ids: Sequence[int]) -> torch.Tensor
     return torch.tensor([ids], device=loaded.device)
 
 
-def _final_states(model, ids: torch.Tensor, hidden: Sequence[int]) -> torch.Tensor:
-    """(T, D) decoder output (after final_layer_norm / project_out) of one teacher-forced forward."""
+def _final_states(model, ids: torch.Tensor, hidden: Sequence[int],
+                  stop: threading.Event | None = None) -> torch.Tensor:
+    """(T, D) decoder output (after final_layer_norm / project_out) of one teacher-forced forward;
+    a set `stop` ends it at the next decoder layer with JobCancelled."""
     attention_mask, position_ids = attention_inputs(ids.shape[1], hidden, ids.device)
-    out = model.model(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    with StopBetweenLayers(model, stop):
+        out = model.model(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     return out.last_hidden_state[0]
 
 
@@ -63,8 +67,9 @@ def _target_logprobs(model, states: torch.Tensor, targets: torch.Tensor) -> torc
 
 def divergence(loaded: LoadedModel, token_ids: Sequence[int], base_mask: Sequence[HeadScale] = (),
                other_mask: Sequence[HeadScale] = (), base_hidden: Sequence[int] = (),
-               other_hidden: Sequence[int] = ()) -> Divergence:
-    """Teacher-force `token_ids` under two interventions; per position log-probs and KL(base || other)."""
+               other_hidden: Sequence[int] = (), stop: threading.Event | None = None) -> Divergence:
+    """Teacher-force `token_ids` under two interventions; per position log-probs and KL(base || other).
+    A set `stop` ends it with JobCancelled (between layers, and between chunks of positions)."""
     model, info = loaded.model, loaded.info
     ids = _token_tensor(loaded, token_ids)
     T = ids.shape[1]
@@ -79,10 +84,11 @@ def divergence(loaded: LoadedModel, token_ids: Sequence[int], base_mask: Sequenc
         states = []
         for mask, hid in zip(masks, hidden):
             with HeadMask(model, mask):
-                states.append(_final_states(model, ids, hid)[:-1])  # row t-1 predicts token t
+                states.append(_final_states(model, ids, hid, stop)[:-1])  # row t-1 predicts token t
         base, other = states
         targets = ids[0, 1:]
         for i0 in range(0, T - 1, _ROWS):
+            raise_if_stopped(stop)
             i1 = min(T - 1, i0 + _ROWS)
             lb = _row_logprobs(model, base[i0:i1])
             lo = _row_logprobs(model, other[i0:i1]).to(lb.device)
@@ -120,26 +126,25 @@ def head_importance(loaded: LoadedModel, token_ids: Sequence[int], n_prompt: int
 
     def score(mask) -> torch.Tensor:
         with HeadMask(model, mask):
-            return _target_logprobs(model, _final_states(model, ids, hidden)[n_prompt - 1:T - 1], targets)
+            return _target_logprobs(model, _final_states(model, ids, hidden, stop)[n_prompt - 1:T - 1], targets)
 
     done = 0
-    stopped = stop is not None and stop.is_set()
     baseline = torch.tensor(float("nan"))
-    if not stopped:
+    stopped = False
+    try:
         with torch.inference_mode():
+            raise_if_stopped(stop)
             baseline = score(base)
             for layer in range(L):
                 for head in range(H):
-                    if stop is not None and stop.is_set():
-                        stopped = True
-                        break
+                    raise_if_stopped(stop)
                     # A later entry for the same head wins: this head's scale replaces the base's.
                     scaled = score(normalize_head_mask(base + (HeadScale(layer=layer, head=head, scale=scale),)))
                     delta[layer, head] = (scaled.double() - baseline.double()).sum().item()
                     done += 1
                     if progress is not None:
                         progress(done, L * H)
-                if stopped:
-                    break
+    except JobCancelled:
+        stopped = True  # the heads measured so far are kept; the rest stay NaN
     return HeadImportance(delta=delta, baseline_logprob=float(baseline.double().sum()), completed=not stopped,
                           scale=float(scale), n_prompt=int(n_prompt))

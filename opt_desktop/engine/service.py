@@ -1,41 +1,93 @@
-"""The engine's front door: one worker thread owns the model; callers get futures and plain events.
+"""The engine's front door: one worker thread owns the model; callers hand it jobs.
 
 No torch at import time: the heavy modules are imported on the worker, so a window can appear
 before torch has loaded. The CLI, the tests and the GUI all drive the engine through this class.
+
+Every piece of work is a `Job` (jobs.py) made from a plain request: `submit(request)` queues it
+and returns it at once. Jobs run one at a time in the order they came, except small ones (the
+logit lens of one position), which run between two decode steps of a generation so a token's
+lens is live rather than queued behind the whole run. `stop()` stops the job that is running;
+`job.stop()` stops one job, queued or running.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any, Callable, Sequence
 
 from .errors import NoModelError
-from .memory import return_freed_memory_promptly
 from .events import Event, Finished, LensResult, LoadProgress, ModelInfo
 from .interventions_spec import check_head_mask, normalize_head_mask
+from .jobs import Job
+from .memory import return_freed_memory_promptly
+from .requests import DivergenceRequest, HeadImportanceRequest, LensRequest
 from .results import Divergence, HeadImportance
 from .settings import GenerationRequest, HeadScale, LoadRequest
 
+log = logging.getLogger(__name__)
+
 EmitFn = Callable[[Event], None]
 ProgressFn = Callable[[LoadProgress], None]
+AnalysisFn = Callable[[Any, Any, Job], Any]  # (loaded model, request, job) -> result, on the worker
+
+THREAD_NAME = "opt-engine-worker"
+
+# Analyses by request type: (job kind, what the person is told failed, function). More kinds
+# (attribution, patching, the lens table) register themselves with `register_analysis`.
+_ANALYSES: dict[type, tuple[str, str, AnalysisFn]] = {}
+
+
+def register_analysis(request_type: type, kind: str, doing: str, fn: AnalysisFn) -> None:
+    """Make `submit(request_type(...))` run `fn(loaded, request, job)` on the worker."""
+    _ANALYSES[request_type] = (kind, doing, fn)
+
+
+def _lens(loaded, request: LensRequest, job: Job) -> LensResult:
+    from .lens import logit_lens
+
+    return logit_lens(loaded, request.residual_rows, request.target_id, position=request.position,
+                      top_k=request.top_k)
+
+
+def _divergence(loaded, r: DivergenceRequest, job: Job) -> Divergence:
+    from .scoring import divergence
+
+    return divergence(loaded, r.token_ids, r.base_mask, r.other_mask, r.base_hidden, r.other_hidden, stop=job.stop_event)
+
+
+def _head_importance(loaded, r: HeadImportanceRequest, job: Job) -> HeadImportance:
+    from .scoring import head_importance
+
+    return head_importance(loaded, r.token_ids, r.n_prompt, r.scale, progress=job.progress, stop=job.stop_event,
+                           base_mask=r.base_mask, hidden=r.hidden)
+
+
+register_analysis(LensRequest, "lens", "The logit lens", _lens)
+register_analysis(DivergenceRequest, "divergence", "The comparison", _divergence)
+register_analysis(HeadImportanceRequest, "head_importance", "Head importance", _head_importance)
+
+_BETWEEN_STEPS = {LensRequest}  # small enough to run between two decode steps of a generation
 
 
 class EngineService:
     def __init__(self) -> None:
         return_freed_memory_promptly()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opt-engine")
         self._loaded = None  # engine.loader.LoadedModel, touched only on the worker
         self._info: ModelInfo | None = None
         self._tokenizer = None
-        self._stop = threading.Event()  # the stop of the job now running, if any
         self._closed = False
-        # Small jobs (the logit lens) that run between decode steps while a generation holds the worker.
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._running: Job | None = None
+        # Small jobs that arrive while a generation holds the worker; it runs them between its steps.
         self._between: queue.SimpleQueue = queue.SimpleQueue()
-        self._between_lock = threading.Lock()
         self._generating = False
         self._mask_change: tuple[HeadScale, ...] | None = None  # set during a run, taken between its steps
+        self._thread = threading.Thread(target=self._work, name=THREAD_NAME, daemon=True)
+        self._thread.start()
 
     # --- state readable from any thread ------------------------------------------------------
 
@@ -48,6 +100,15 @@ class EngineService:
         """The current model's (fast, thread-safe) tokenizer, for token counts on the caller's thread."""
         return self._tokenizer
 
+    @property
+    def running(self) -> Job | None:
+        """The job the worker is running now, if any."""
+        return self._running
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def count_tokens(self, text: str) -> int | None:
         """Prompt length in tokens, the leading `</s>` included; None before a model is loaded."""
         tok = self._tokenizer
@@ -55,51 +116,38 @@ class EngineService:
 
     # --- jobs ----------------------------------------------------------------------------------
 
-    def load(self, request: LoadRequest, progress: ProgressFn | None = None) -> Future[ModelInfo]:
-        """Load a model on the worker. Fails with ModelLoadError; a source that cannot be found or is
-        not OPT fails before the current model is released, so the current model stays usable."""
-        stop = self._new_stop()
+    def submit(self, request, *, origin: Any = None, on_event: Callable[[Any], None] | None = None,
+               stop: threading.Event | None = None) -> Job:
+        """Queue the job for `request` and return it (the work starts when the worker is free).
 
-        def job() -> ModelInfo:
-            from .loader import load_model, locate, resolve_device
-
-            resolve_device(request.device)
-            folder = locate(request, progress, stop)  # a bad source fails here, keeping the current model
-            self._loaded = None  # let the old weights go before the new ones arrive
-            self._info = None
-            self._tokenizer = None
-            loaded = load_model(request, progress=progress, stop=stop, folder=folder)
-            self._loaded = loaded
-            self._tokenizer = loaded.tokenizer
-            self._info = loaded.info
-            return loaded.info
-
-        return self._executor.submit(job)
-
-    def generate(self, request: GenerationRequest, emit: EmitFn, stop: threading.Event | None = None) -> Future[Finished]:
-        """Run one generation on the worker, calling `emit` (on the worker thread) for each event.
-
-        `stop` (or `self.stop()`) ends it before the next forward step with reason "cancelled".
+        `on_event` gets the job's events on the worker thread: LoadProgress for a load; Started,
+        PromptScored, TokenGenerated, ... and always a final Finished for a generation; JobProgress
+        for the analyses that report it.
         """
-        stop = self._new_stop(stop)
+        if isinstance(request, LoadRequest):
+            kind = "load"
+        elif isinstance(request, GenerationRequest):
+            kind = "generate"
+        elif type(request) in _ANALYSES:
+            kind = _ANALYSES[type(request)][0]
+        else:
+            raise TypeError(f"the engine has no job for {type(request).__name__}")
+        job = Job(kind, request, origin=origin, on_event=on_event, stop=stop,
+                  between_steps=type(request) in _BETWEEN_STEPS)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the engine has been shut down")
+            if job.between_steps and self._generating:
+                self._between.put(job)
+            else:
+                self._queue.put(job)
+        return job
 
-        def job() -> Finished:
-            if self._loaded is None:
-                raise NoModelError("No model is loaded yet: load one first.")
-            from .generate import run_generation
-
-            with self._between_lock:
-                self._generating = True
-                self._mask_change = None
-            try:
-                return run_generation(self._loaded, request, emit, stop, between_steps=self._run_between_steps,
-                                      mask_change=self._take_mask_change)
-            finally:
-                with self._between_lock:
-                    self._generating = False
-                self._run_between_steps()  # anything queued as the run ended
-
-        return self._executor.submit(job)
+    def stop(self) -> None:
+        """Stop the job that is running now (queued jobs stay queued: stop those with `job.stop()`)."""
+        job = self._running
+        if job is not None:
+            job.stop()
 
     def set_head_mask(self, mask: Sequence[HeadScale]) -> None:
         """Change the head mask of the running generation, from its next token on (any thread).
@@ -111,112 +159,158 @@ class EngineService:
         info = self._info
         if info is not None:
             check_head_mask(mask, info.n_layers, info.n_heads, info.label)
-        with self._between_lock:
+        with self._lock:
             if self._generating:
                 self._mask_change = mask
 
-    def _take_mask_change(self) -> tuple[HeadScale, ...] | None:
-        with self._between_lock:
-            mask, self._mask_change = self._mask_change, None
-        return mask
+    # --- the same jobs as futures, for the CLI, tests and benchmarks ----------------------------
+
+    def load(self, request: LoadRequest, progress: ProgressFn | None = None) -> Future[ModelInfo]:
+        """Load a model. Fails with ModelLoadError; a source that cannot be found or is not OPT fails
+        before the current model is released, so the current model stays usable."""
+        return self.submit(request, on_event=progress).future
+
+    def generate(self, request: GenerationRequest, emit: EmitFn,
+                 stop: threading.Event | None = None) -> Future[Finished]:
+        """Run one generation, calling `emit` (on the worker thread) for each event; `stop` (or
+        `self.stop()`) ends it before the next forward step, or the next decoder layer, as "cancelled"."""
+        return self.submit(request, on_event=emit, stop=stop).future
 
     def divergence(self, token_ids: Sequence[int], base_mask: Sequence[HeadScale] = (),
                    other_mask: Sequence[HeadScale] = (), base_hidden: Sequence[int] = (),
                    other_hidden: Sequence[int] = ()) -> Future[Divergence]:
-        """Teacher-force `token_ids` twice, under the base and the other intervention, on the worker:
-        per position the log-probability of each token under both, and KL(base || other)."""
-        token_ids = tuple(token_ids)
-
-        def job() -> Divergence:
-            if self._loaded is None:
-                raise NoModelError("No model is loaded yet: load one first.")
-            from .scoring import divergence
-
-            return divergence(self._loaded, token_ids, base_mask, other_mask, base_hidden, other_hidden)
-
-        return self._executor.submit(job)
+        return self.submit(DivergenceRequest(tuple(token_ids), tuple(base_mask), tuple(other_mask),
+                                             tuple(base_hidden), tuple(other_hidden))).future
 
     def head_importance(self, token_ids: Sequence[int], n_prompt: int, scale: float = 0.0,
                         progress: Callable[[int, int], None] | None = None,
                         stop: threading.Event | None = None, base_mask: Sequence[HeadScale] = (),
                         hidden: Sequence[int] = ()) -> Future[HeadImportance]:
-        """Scale each head in turn on `token_ids` (teacher-forced) and measure the change in the
-        log-probability of the generated tokens (positions >= n_prompt), on the worker.
+        """`progress(done, total)` is called on the worker after each head; a stop ends the job
+        between heads with `completed` False."""
+        on_event = None if progress is None else (lambda p: progress(p.done, p.total))
+        request = HeadImportanceRequest(tuple(token_ids), n_prompt, scale, tuple(base_mask), tuple(hidden))
+        return self.submit(request, on_event=on_event, stop=stop).future
 
-        `progress(done, total)` is called on the worker after each head; `stop` (or `self.stop()`)
-        ends the job between heads with `completed` False. `base_mask` and `hidden` are the run's own
-        interventions: the baseline has them, and each head is scaled on top of them.
-        """
-        token_ids = tuple(token_ids)
-        stop = self._new_stop(stop)
+    def logit_lens(self, residual_rows, target_id: int | None, position: int = -1,
+                   top_k: int = 5) -> Future[LensResult]:
+        return self.submit(LensRequest(residual_rows, target_id, position, top_k)).future
 
-        def job() -> HeadImportance:
-            if self._loaded is None:
-                raise NoModelError("No model is loaded yet: load one first.")
-            from .scoring import head_importance
+    def call(self, fn: Callable, *args) -> Future:
+        """Run `fn(loaded_model, *args)` on the worker (tests, benchmarks, the CLI's `info`)."""
+        future: Future = Future()
 
-            return head_importance(self._loaded, token_ids, n_prompt, scale, progress=progress, stop=stop,
-                                   base_mask=tuple(base_mask), hidden=tuple(hidden))
+        def run() -> None:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(self._loaded, *args))
+                except BaseException as exc:
+                    future.set_exception(exc)
 
-        return self._executor.submit(job)
+        self._queue.put(run)
+        return future
 
-    def logit_lens(self, residual_rows, target_id: int | None, position: int = -1, top_k: int = 5) -> Future[LensResult]:
-        """Read kept residual rows (L+1, D) through the model's head, on the worker.
+    # --- the worker ------------------------------------------------------------------------------
 
-        During a generation it runs between two decode steps, so the lens of a token is live
-        rather than queued behind the whole run.
-        """
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if callable(job) and not isinstance(job, Job):
+                job()
+                continue
+            self._running = job
+            try:
+                self._run(job)
+            finally:
+                self._running = None
 
-        def job() -> LensResult:
-            if self._loaded is None:
-                raise NoModelError("No model is loaded yet: load one first.")
-            from .lens import logit_lens
+    def _run(self, job: Job) -> None:
+        request = job.request
+        if job.kind == "load":
+            job.run(lambda j: self._load(request, j), "Loading the model")
+        elif job.kind == "generate":
+            job.run(lambda j: self._generate(request, j), "Generation")
+        else:
+            _, doing, fn = _ANALYSES[type(request)]
+            job.run(lambda j: fn(self._require_model(), request, j), doing)
 
-            return logit_lens(self._loaded, residual_rows, target_id, position=position, top_k=top_k)
+    def _require_model(self):
+        if self._loaded is None:
+            raise NoModelError("No model is loaded yet: load one first.")
+        return self._loaded
 
-        with self._between_lock:
-            if self._generating:
-                future: Future = Future()
-                self._between.put((job, future))
-                return future
-        return self._executor.submit(job)
+    def _load(self, request: LoadRequest, job: Job) -> ModelInfo:
+        from .loader import load_model, locate, resolve_device
+
+        resolve_device(request.device)
+        folder = locate(request, job.emit, job.stop_event)  # a bad source fails here, keeping the current model
+        self._loaded = None  # let the old weights go before the new ones arrive
+        self._info = None
+        self._tokenizer = None
+        loaded = load_model(request, progress=job.emit, stop=job.stop_event, folder=folder)
+        self._loaded = loaded
+        self._tokenizer = loaded.tokenizer
+        self._info = loaded.info
+        return loaded.info
+
+    def _generate(self, request: GenerationRequest, job: Job) -> Finished:
+        loaded = self._require_model()
+        from .generate import run_generation
+
+        with self._lock:
+            self._generating = True
+            self._mask_change = None
+        try:
+            return run_generation(loaded, request, job.emit, job.stop_event, between_steps=self._run_between_steps,
+                                  mask_change=self._take_mask_change)
+        finally:
+            with self._lock:
+                self._generating = False
+            self._run_between_steps()  # anything queued as the run ended
+
+    def _take_mask_change(self) -> tuple[HeadScale, ...] | None:
+        with self._lock:
+            mask, self._mask_change = self._mask_change, None
+        return mask
 
     def _run_between_steps(self) -> None:
         """On the worker, between decode steps: run the small jobs that arrived during the run."""
         while True:
             try:
-                job, future = self._between.get_nowait()
+                job = self._between.get_nowait()
             except queue.Empty:
                 return
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(job())
-                except BaseException as exc:  # the caller sees it where it awaits the future
-                    future.set_exception(exc)
+            self._run(job)
 
-    def call(self, fn: Callable, *args) -> Future:
-        """Run `fn(loaded_model, *args)` on the worker (tests, benchmarks, the CLI's `info`)."""
-        return self._executor.submit(lambda: fn(self._loaded, *args))
-
-    def stop(self) -> None:
-        """Ask the running job to stop before its next forward step."""
-        self._stop.set()
+    # --- closing -----------------------------------------------------------------------------------
 
     def shutdown(self, wait: bool = True) -> None:
-        """Stop the running job, drop queued ones and (optionally) wait for the worker to end."""
-        self._closed = True
-        self._stop.set()
-        self._executor.shutdown(wait=wait, cancel_futures=True)
+        """Stop the running job, end the queued ones and (optionally) wait for the worker to end."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.stop()
+        for q in (self._queue, self._between):
+            while True:
+                try:
+                    job = q.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(job, Job):
+                    job.abandon()
+        self._queue.put(None)
+        if wait:
+            self._thread.join()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait up to `timeout` s for the worker thread to end (after shutdown); True if it has."""
-        threads = list(getattr(self._executor, "_threads", ()))
-        for t in threads:
-            t.join(timeout)
-        return not any(t.is_alive() for t in threads)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
-    def _new_stop(self, stop: threading.Event | None = None) -> threading.Event:
-        if self._closed:
-            raise RuntimeError("the engine has been shut down")
-        self._stop = stop if stop is not None else threading.Event()
-        return self._stop
+    @property
+    def threads(self) -> tuple[threading.Thread, ...]:
+        """The engine's worker thread(s), for tests that check nothing is left running."""
+        return (self._thread,)

@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="Hub id, local folder or 'demo' (default: the last model used)")
     p.add_argument("--dtype", choices=get_args(DType))
     p.add_argument("--device", choices=get_args(Device))
+    p.add_argument("-v", "--verbose", action="count", default=0, help="also log to the terminal (-vv: debug)")
     entry = p.add_mutually_exclusive_group()
     entry.add_argument("--install-desktop-entry", action="store_true",
                        help="add OPT Desktop to this user's applications menu and open .optsession files with it")
@@ -85,11 +86,34 @@ def start(window, args, state) -> None:
     """Show the window, start the model load, then open the session file given on the command line."""
     window.show()
     request, auto = initial_request(args, state)
-    window.load_model(request, auto=auto)  # the window is up before torch is imported
+    window.models.load(request, fallback_to_demo=auto)  # the window is up before torch is imported
     if args.file:
-        window.open_session_file(Path(args.file).expanduser())
+        window.sessions.open_file(Path(args.file).expanduser())
     else:
-        window.check_recovery()  # offer what a crashed session left unsaved
+        window.sessions.check_recovery()  # offer what a crashed session left unsaved
+
+
+def report_uncaught(window):
+    """An exception escaping a slot: logged with its traceback, one line in the window, and the app
+    goes on (Qt would otherwise only print it)."""
+    import logging
+
+    from ..engine.jobs import describe_error
+
+    log = logging.getLogger("opt_desktop.gui")
+
+    def hook(exc_type, exc, tb):
+        if issubclass(exc_type, KeyboardInterrupt):
+            sys.__excepthook__(exc_type, exc, tb)
+            return
+        message, details = describe_error(exc.with_traceback(tb), "An action")
+        log.error("Uncaught exception in the window\n%s", details)
+        try:
+            window.banner.show_error(message, details)
+        except Exception:  # noqa: BLE001 - the window itself may be what broke
+            pass
+
+    return hook
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.install_desktop_entry or args.uninstall_desktop_entry:
         return desktop_entry(args)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from ..logs import setup_logging
+
+    setup_logging(args.verbose)
     from PySide6.QtWidgets import QApplication
     import qasync
 
@@ -113,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     state = AppState.load()
     window = MainWindow(state=state)
     window.closed.connect(closed.set)
+    sys.excepthook = report_uncaught(window)
     start(window, args, state)
     with loop:
         loop.run_until_complete(closed.wait())

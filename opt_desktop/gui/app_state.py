@@ -27,6 +27,9 @@ class AppState(BaseModel):
     recent_sources: list[str] = []
     recent_sessions: list[str] = []
     keep_attention_rows: bool = False
+    # The window's size and panel arrangement (Qt's saveGeometry / saveState, base64).
+    window_geometry: str | None = None
+    window_layout: str | None = None
 
     @classmethod
     def load(cls) -> "AppState":

@@ -1,280 +1,225 @@
-"""The GUI's side of the engine: jobs as asyncio tasks, events drained into a RunTrace at ~30 Hz.
+"""The window's only door to the engine: jobs submitted on the GUI thread, awaited in coroutines.
 
-The worker pushes events into a thread-safe queue and never touches the event loop per token; a
-timer on the GUI thread drains the queue, so a fast model cannot flood Qt with wake-ups. Only job
-completion hops threads (asyncio.wrap_future: one call_soon_threadsafe per job).
+One idiom for all background work in the GUI: a job is submitted (and counts as busy at once,
+synchronously, so a second click finds the window busy), its events hop to the GUI thread through
+an `EventPump`, and a qasync coroutine awaits its end. The worker never touches a Qt object, and
+no timer polls a future.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
+import time
+from typing import Any, Callable, Coroutine, Sequence
 
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QObject, Signal
 
-from ..engine import EngineError, EngineService, Finished, GenerationRequest, LoadRequest, Notice, Started
-from ..session import RunTrace
+from ..engine import EngineService, LoadRequest
+from ..engine.jobs import Job, JobEnd
 
-DRAIN_INTERVAL_MS = 33  # ~30 view updates a second
+log = logging.getLogger(__name__)
+
+DELIVERY_INTERVAL_S = 1 / 30  # a job's events reach the views at most ~30 times a second
+
+EventsFn = Callable[[list], None]  # called on the GUI thread with the events that arrived, in order
+
+# Kinds of job that hold the worker for long: while one is queued or running the window is busy.
+_LOAD, _GENERATE = "load", "generate"
+_QUIET = {"lens", "lens_table"}  # small or background jobs that never make the window busy
+
+
+class EventPump:
+    """Carries one job's events from the worker thread to the GUI thread, in order, coalesced.
+
+    `put` (any thread) queues an event and, unless a delivery is already scheduled, schedules one
+    on the event loop; deliveries are at least DELIVERY_INTERVAL_S apart, so a fast model wakes
+    the GUI thread ~30 times a second, not once per token.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, deliver: EventsFn, interval: float = DELIVERY_INTERVAL_S):
+        self._loop = loop
+        self._deliver = deliver
+        self._interval = interval
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self._last = 0.0
+        self._closed = False
+
+    def put(self, event: Any) -> None:
+        self._events.put(event)
+        with self._lock:
+            if self._scheduled or self._closed:
+                return
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._schedule)
+        except RuntimeError:  # the loop closed under a job that was still ending
+            pass
+
+    def _schedule(self) -> None:
+        delay = self._last + self._interval - time.monotonic()
+        if delay > 0:
+            self._loop.call_later(delay, self.flush)
+        else:
+            self.flush()
+
+    def flush(self) -> None:
+        """Deliver everything that has arrived (on the GUI thread)."""
+        with self._lock:
+            self._scheduled = False
+        events = []
+        while True:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        self._last = time.monotonic()
+        if events and not self._closed:
+            self._deliver(events)
+
+    def close(self) -> None:
+        self._closed = True
 
 
 class Controller(QObject):
-    loading_changed = Signal(bool)
-    load_progress = Signal(object)  # LoadProgress
-    model_loaded = Signal(object)  # ModelInfo
-    load_failed = Signal(str)
-    running_changed = Signal(bool)
-    run_started = Signal(object)  # RunTrace
-    run_updated = Signal()
-    run_finished = Signal(object)  # Finished
-    run_failed = Signal(str)
-    lens_ready = Signal(object)  # LensResult
-    lens_failed = Signal(int, str)
-    analysing_changed = Signal(bool)  # head importance holds the worker
-    importance_progress = Signal(int, int)  # heads done, heads in all
-    importance_ready = Signal(object)  # HeadImportance (partial when stopped)
-    importance_failed = Signal(str)
-    divergence_ready = Signal(object)  # Divergence
-    divergence_failed = Signal(str)
+    busy_changed = Signal()
+    model_changed = Signal(object)  # ModelInfo | None: after every load that ended
 
     def __init__(self, engine: EngineService | None = None, parent: QObject | None = None):
         super().__init__(parent)
         self.engine = engine or EngineService()
-        self.trace: RunTrace | None = None
-        self._events_started_run: RunTrace | None = None
-        self.last_request: GenerationRequest | None = None
-        self._events: queue.SimpleQueue = queue.SimpleQueue()
-        self._stop: threading.Event | None = None
-        self._loading = False
-        self._running = False
-        self._analysing = False
-        self._closed = False
+        self._active: dict[int, Job] = {}  # submitted and not yet ended
+        self._ends: dict[int, asyncio.Task] = {}  # per job, the task that resolves to its JobEnd
+        self._pumps: dict[int, EventPump] = {}
         self._tasks: set[asyncio.Task] = set()
-        self._timer = QTimer(self)
-        self._timer.setInterval(DRAIN_INTERVAL_MS)
-        self._timer.timeout.connect(self._drain)
+        self._closed = False
 
     # --- state ---------------------------------------------------------------------------------
-
-    @property
-    def is_loading(self) -> bool:
-        return self._loading
-
-    @property
-    def is_running(self) -> bool:
-        return self._running
-
-    @property
-    def is_analysing(self) -> bool:
-        return self._analysing
-
-    @property
-    def is_busy(self) -> bool:
-        return self._loading or self._running or self._analysing
 
     @property
     def model(self):
         return self.engine.info
 
+    def _any(self, kinds) -> bool:
+        return any(job.kind in kinds for job in self._active.values())
+
+    @property
+    def is_loading(self) -> bool:
+        return self._any({_LOAD})
+
+    @property
+    def is_running(self) -> bool:
+        return self._any({_GENERATE})
+
+    @property
+    def is_analysing(self) -> bool:
+        return any(job.kind not in _QUIET | {_LOAD, _GENERATE} for job in self._active.values())
+
+    @property
+    def is_busy(self) -> bool:
+        return any(job.kind not in _QUIET for job in self._active.values())
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def jobs(self, kind: str | None = None) -> list[Job]:
+        """The jobs submitted and not yet ended (of one kind), oldest first."""
+        return [j for j in self._active.values() if kind is None or j.kind == kind]
+
     # --- jobs ------------------------------------------------------------------------------------
 
-    def load(self, request: LoadRequest) -> asyncio.Task:
-        return self._spawn(self._load(request))
+    def submit(self, request, *, origin: Any = None, on_events: EventsFn | None = None) -> Job:
+        """Hand a job to the engine now (GUI thread). `on_events` gets its events on the GUI thread."""
+        if self._closed:
+            raise RuntimeError("the window is closing")
+        loop = asyncio.get_event_loop()
+        pump = EventPump(loop, on_events) if on_events is not None else None
+        job = self.engine.submit(request, origin=origin, on_event=pump.put if pump is not None else None)
+        self._active[job.id] = job
+        if pump is not None:
+            self._pumps[job.id] = pump
+        self._ends[job.id] = self.spawn(self._follow(job, pump))
+        self.busy_changed.emit()
+        return job
 
-    def generate(self, request: GenerationRequest) -> asyncio.Task | None:
-        if self.is_busy:
-            return None
-        return self._spawn(self._generate(request))
+    async def wait(self, job: Job) -> JobEnd:
+        """The job's end, once all its events have been delivered."""
+        task = self._ends.get(job.id)
+        if task is not None:
+            return await asyncio.shield(task)
+        return job.end or JobEnd("cancelled", "The job was never started.")
+
+    async def _follow(self, job: Job, pump: EventPump | None) -> JobEnd:
+        try:
+            await asyncio.wrap_future(job.future)
+        except BaseException:  # noqa: BLE001 - the job's end says what happened
+            pass
+        if pump is not None:
+            pump.flush()
+            pump.close()
+        end = job.end or JobEnd("cancelled", "The job was never started.")
+        if self._closed:
+            return end
+        self._active.pop(job.id, None)
+        self._ends.pop(job.id, None)
+        self._pumps.pop(job.id, None)
+        if job.kind == _LOAD:
+            self.model_changed.emit(self.engine.info)
+        self.busy_changed.emit()
+        return end
+
+    def load(self, request: LoadRequest, on_events: EventsFn | None = None) -> Job:
+        """Load a model; a generation or analysis queued behind it waits for it."""
+        for job in self.jobs(_GENERATE):
+            job.stop()  # the run in progress belongs to the model being replaced
+        return self.submit(request, on_events=on_events)
+
+    def drain(self) -> None:
+        """Deliver every event that has arrived, now (closing the window must not wait for the loop)."""
+        for pump in list(self._pumps.values()):
+            pump.flush()
+
+    def stop(self) -> None:
+        """Stop the job that holds the worker now (a generation, an analysis)."""
+        self.engine.stop()
+
+    def stop_all(self, kinds: Sequence[str] | None = None) -> None:
+        for job in list(self._active.values()):
+            if kinds is None or job.kind in kinds:
+                job.stop()
 
     def set_head_mask(self, mask) -> None:
         """During a run, the new mask applies from the next token; otherwise the next request carries it."""
-        if self._running:
+        if self.is_running:
             self.engine.set_head_mask(tuple(mask))
 
-    def divergence(self, token_ids, base_mask=(), other_mask=(), base_hidden=(), other_hidden=()) -> asyncio.Task:
-        return self._spawn(self._divergence(tuple(token_ids), tuple(base_mask), tuple(other_mask),
-                                            tuple(base_hidden), tuple(other_hidden)))
+    # --- coroutines --------------------------------------------------------------------------------
 
-    def head_importance(self, token_ids, n_prompt: int, scale: float = 0.0, base_mask=(),
-                        hidden=()) -> asyncio.Task | None:
-        if self.is_busy:
-            return None
-        return self._spawn(self._head_importance(tuple(token_ids), n_prompt, scale, tuple(base_mask), tuple(hidden)))
-
-    def lens(self, trace: RunTrace | None, position: int) -> asyncio.Task | None:
-        return self._spawn(self._lens(trace, position))
-
-    def stop(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
-
-    def _spawn(self, coro) -> asyncio.Task:
+    def spawn(self, coro: Coroutine) -> asyncio.Task:
+        """Run a coroutine on the window's loop; an exception in it is logged, never lost."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
 
-    async def _load(self, request: LoadRequest) -> None:
-        if self._running:
-            self.stop()
-        self._set_loading(True)
-        loop = asyncio.get_running_loop()
-
-        def progress(p):
-            if not self._closed:
-                loop.call_soon_threadsafe(self._emit_progress, p)
-
-        try:
-            info = await asyncio.wrap_future(self.engine.load(request, progress))
-        except EngineError as exc:
-            if not self._closed:
-                self.load_failed.emit(str(exc))
-            return
-        except Exception as exc:  # the window must survive anything the loader throws
-            if not self._closed:
-                self.load_failed.emit(f"Could not load {request.source}: {exc}")
-            return
-        finally:
-            if not self._closed:
-                self._set_loading(False)
-        if not self._closed:
-            self.model_loaded.emit(info)
-
-    def _emit_progress(self, p) -> None:
-        if not self._closed:
-            self.load_progress.emit(p)
-
-    async def _generate(self, request: GenerationRequest) -> None:
-        self.last_request = request
-        self._stop = threading.Event()
-        self._events = queue.SimpleQueue()
-        self._events_started_run = None  # the trace this request's Started made, if it got that far
-        self._set_running(True)
-        self._timer.start()
-        try:
-            finished = await asyncio.wrap_future(self.engine.generate(request, self._events.put, self._stop))
-        except Exception as exc:
-            message = str(exc) if isinstance(exc, EngineError) else f"Generation failed: {exc}"
-            self._drain()
-            self._end_failed_run(message)
-            if not self._closed:
-                self.run_failed.emit(message)
-            return
-        finally:
-            self._timer.stop()
-            if not self._closed:
-                self._set_running(False)
-        self._drain()
-        if not self._closed:
-            self.run_finished.emit(finished)
-
-    def _end_failed_run(self, message: str) -> None:
-        """A run that broke mid-way keeps what it produced, marked as stopped, so it can still be saved."""
-        trace = self.trace
-        if trace is None or trace.finished is not None or self._events_started_run is not trace:
-            return
-        trace.apply(Notice(f"The run ended early: {message}"))
-        elapsed = trace.elapsed[-1] if trace.elapsed else 0.0
-        trace.apply(Finished(reason="cancelled", text=trace.text, token_ids=tuple(trace.generated_ids),
-                             n_tokens=trace.n_generated, elapsed_s=elapsed, time_to_first_token_s=None,
-                             tokens_per_s=None))
-
-    async def _lens(self, trace: RunTrace | None, position: int) -> None:
-        if trace is None:
-            return
-        rows = trace.residual_rows(position)
-        if rows is None:
-            reason = ("the last token was never fed to the model" if position == trace.length - 1
-                      else "residual rows were not kept for this run")
-            self.lens_failed.emit(position, reason)
-            return
-        try:
-            result = await asyncio.wrap_future(self.engine.logit_lens(rows, trace.next_token(position), position))
-        except Exception as exc:
-            if not self._closed:
-                self.lens_failed.emit(position, str(exc))
-            return
-        if not self._closed:
-            self.lens_ready.emit(result)
-
-    async def _divergence(self, token_ids, base_mask, other_mask, base_hidden, other_hidden) -> None:
-        try:
-            result = await asyncio.wrap_future(self.engine.divergence(
-                token_ids, base_mask=base_mask, other_mask=other_mask, base_hidden=base_hidden,
-                other_hidden=other_hidden))
-        except Exception as exc:
-            if not self._closed:
-                self.divergence_failed.emit(str(exc))
-            return
-        if not self._closed:
-            self.divergence_ready.emit(result)
-
-    async def _head_importance(self, token_ids, n_prompt: int, scale: float, base_mask, hidden) -> None:
-        loop = asyncio.get_running_loop()
-        self._stop = threading.Event()
-        self._set_analysing(True)
-
-        def progress(done: int, total: int) -> None:
-            if not self._closed:
-                loop.call_soon_threadsafe(self._emit_importance_progress, done, total)
-
-        try:
-            result = await asyncio.wrap_future(self.engine.head_importance(
-                token_ids, n_prompt, scale=scale, progress=progress, stop=self._stop, base_mask=base_mask,
-                hidden=hidden))
-        except Exception as exc:
-            if not self._closed:
-                self.importance_failed.emit(str(exc))
-            return
-        finally:
-            if not self._closed:
-                self._set_analysing(False)
-        if not self._closed:
-            self.importance_ready.emit(result)
-
-    def _emit_importance_progress(self, done: int, total: int) -> None:
-        if not self._closed:
-            self.importance_progress.emit(done, total)
-
-    def _drain(self) -> None:
-        changed = False
-        while True:
-            try:
-                event = self._events.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(event, Started):
-                self.trace = self._events_started_run = RunTrace(event)
-                self.run_started.emit(self.trace)
-            elif self.trace is not None:
-                self.trace.apply(event)
-                changed = True
-        if changed and not self._closed:
-            self.run_updated.emit()
-
-    def _set_loading(self, value: bool) -> None:
-        self._loading = value
-        self.loading_changed.emit(value)
-
-    def _set_analysing(self, value: bool) -> None:
-        self._analysing = value
-        self.analysing_changed.emit(value)
-
-    def _set_running(self, value: bool) -> None:
-        self._running = value
-        self.running_changed.emit(value)
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("A background task of the window failed", exc_info=(type(exc), exc, exc.__traceback__))
 
     # --- closing ---------------------------------------------------------------------------------
 
-    def shutdown(self, timeout: float = 1.5) -> bool:
-        """Stop the worker's job and wait up to `timeout` s for the worker thread; True if it ended."""
+    def shutdown(self, timeout: float = 1.0) -> bool:
+        """Stop every job and wait up to `timeout` s for the worker thread; True if it ended."""
         self._closed = True
-        self._timer.stop()
-        self.stop()
         self.engine.shutdown(wait=False)
         ended = self.engine.join(timeout)
         for task in list(self._tasks):
             task.cancel()
         return ended
-

@@ -1,11 +1,14 @@
 """The window's open session: its runs, its file, unsaved changes, autosave and recent files.
 
 Qt only for signals and the autosave timer; the file format and the autosave store are the
-session layer's. Every failure becomes one line on `error`, and leaves the open session as it was.
+session layer's. Every failure becomes one line on `error` (and its traceback in the log), and
+leaves the open session as it was. Autosaves run on a worker thread, awaited on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,7 +18,10 @@ from ..session import RunTrace
 from ..session.autosave import Autosave, RecoveredSession
 from ..session.file import SESSION_SUFFIX, SessionFileError, load_session, save_session
 from ..session.session import Session
+from ..engine.jobs import describe_error
 from .app_state import AppState
+
+log = logging.getLogger(__name__)
 
 AUTOSAVE_INTERVAL_MS = 60_000  # every minute while there are unsaved changes
 
@@ -25,7 +31,7 @@ class SessionKeeper(QObject):
     modified_changed = Signal(bool)
     path_changed = Signal(object)  # Path | None
     recent_changed = Signal()
-    error = Signal(str)
+    error = Signal(str, str)  # one line for the person, details (a traceback) for "Details…"
 
     def __init__(self, state: AppState, autosave: Autosave | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -71,7 +77,7 @@ class SessionKeeper(QObject):
         try:
             session = load_session(path)
         except SessionFileError as exc:
-            self.error.emit(str(exc))
+            self._report(exc, "Opening the session")
             return False
         self._replace(session, path)
         self._remember(path)
@@ -83,7 +89,7 @@ class SessionKeeper(QObject):
         try:
             other = load_session(path)
         except SessionFileError as exc:
-            self.error.emit(str(exc))
+            self._report(exc, "Adding the runs")
             return []
         added = self.session.merge(other, label=path.stem)
         if added:
@@ -99,7 +105,7 @@ class SessionKeeper(QObject):
         try:
             save_session(self.session, target)
         except SessionFileError as exc:
-            self.error.emit(str(exc))
+            self._report(exc, "Saving")
             return False
         if target != self.path:
             self.path = target
@@ -115,7 +121,7 @@ class SessionKeeper(QObject):
         try:
             session = load_session(recovered.path)
         except SessionFileError as exc:
-            self.error.emit(str(exc))
+            self._report(exc, "Restoring")
             return False
         self._replace(session, recovered.source)
         self.autosave.forget(recovered)
@@ -134,20 +140,35 @@ class SessionKeeper(QObject):
 
     # --- autosave --------------------------------------------------------------------------------
 
-    def autosave_now(self) -> None:
+    def autosave_now(self) -> asyncio.Future | None:
+        """Start writing the autosave on the autosave thread; the future to await, None if nothing to do."""
         if not self.modified or not self.session.runs:
-            return
+            return None
         if any(run.finished is None for run in self.session.runs):
-            return  # a run is still streaming: the autosave after it finishes catches it
+            return None  # a run is still streaming: the autosave after it finishes catches it
         # A snapshot of the finished runs: the worker reads them while new runs may be added here.
         snapshot, path = Session(list(self.session.runs)), self.path
-        self._pending = self._autosaver.submit(self._autosave, snapshot, path)
+        self._pending = self._autosaver.submit(self.autosave.save, snapshot, path)
+        future = asyncio.wrap_future(self._pending)
+        future.add_done_callback(self._autosaved)  # runs on the event loop's thread
+        return future
 
-    def _autosave(self, session: Session, path: Path | None) -> None:
-        try:
-            self.autosave.save(session, path)
-        except (SessionFileError, OSError) as exc:
-            self.error.emit(f"Autosave failed: {exc}")  # a queued signal: shown on the GUI thread
+    async def autosave_finished_run(self) -> None:
+        """Write the autosave now and wait for it: a run is shown finished only once it is on disk."""
+        future = self.autosave_now()
+        if future is not None:
+            await asyncio.wait([future])
+
+    def _autosaved(self, future: asyncio.Future) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            self._report(future.exception(), "Autosave")
+
+    def _report(self, exc: BaseException, doing: str) -> None:
+        message, details = describe_error(exc, doing)
+        if isinstance(exc, OSError):
+            message = f"{doing} failed: {exc.strerror or exc}"
+        log.warning("%s\n%s", message, details)
+        self.error.emit(message, details)
 
     def wait_for_autosave(self, timeout: float | None = None) -> None:
         """Until the autosave in flight (if any) is written."""
@@ -155,9 +176,11 @@ class SessionKeeper(QObject):
             self._pending.exception(timeout)
 
     def recoverable(self) -> list[RecoveredSession]:
+        """Autosaves of instances that died; never raises (a start-up must always succeed)."""
         try:
             return self.autosave.recoverable()
-        except OSError:
+        except Exception:  # noqa: BLE001 - logged; recovery is an offer, not a duty
+            log.exception("Could not list the autosaves left by earlier sessions")
             return []
 
     def close_cleanly(self) -> None:

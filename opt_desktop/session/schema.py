@@ -64,6 +64,7 @@ class FinishedDoc(_Doc):
     time_to_first_token_s: float | None
     tokens_per_s: float | None
     memory_bytes: int | None = None
+    message: str = ""  # what went wrong, for reason "error"
 
 
 class RunDoc(_Doc):
@@ -141,7 +142,7 @@ def run_document(trace: RunTrace) -> dict:
     if fin is not None:
         finished = {"reason": fin.reason, "text": fin.text, "n_tokens": fin.n_tokens, "elapsed_s": fin.elapsed_s,
                     "time_to_first_token_s": fin.time_to_first_token_s, "tokens_per_s": fin.tokens_per_s,
-                    "memory_bytes": fin.memory_bytes}
+                    "memory_bytes": fin.memory_bytes, "message": fin.message}
     return {
         "label": trace.label, "parent": trace.parent, "fork_position": trace.fork_position,
         "model": dataclasses.asdict(s.model),
@@ -203,7 +204,7 @@ def restore_run(doc: RunDoc, arrays: dict) -> RunTrace:
         finished = Finished(reason=fin.reason, text=fin.text, token_ids=tuple(t.id for t in doc.tokens),
                             n_tokens=fin.n_tokens, elapsed_s=fin.elapsed_s,
                             time_to_first_token_s=fin.time_to_first_token_s, tokens_per_s=fin.tokens_per_s,
-                            memory_bytes=fin.memory_bytes)
+                            memory_bytes=fin.memory_bytes, message=fin.message)
     return RunTrace.restore(
         started, arrays, pieces=doc.prompt_pieces + [t.text for t in doc.tokens],
         text_parts=[t.adds for t in doc.tokens], elapsed=[t.elapsed_s for t in doc.tokens],

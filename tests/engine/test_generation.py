@@ -18,6 +18,7 @@ from opt_desktop.engine import (
     Started,
     TokenGenerated,
 )
+from opt_desktop.engine.errors import JobCancelled
 from opt_desktop.engine.text import IncrementalDecoder
 
 PROMPT = "The weather today is"
@@ -100,13 +101,13 @@ def test_stop_mid_run_keeps_partial_result(engine):
     assert len(_tokens(events)) == 3 and isinstance(events[-1], Finished)
 
 
-def test_stop_before_start_cancels_during_prefill(engine):
+def test_stop_before_start_means_the_run_never_starts(engine):
     stop = threading.Event()
     stop.set()
     events = []
-    finished = engine.generate(GenerationRequest(prompt=PROMPT), events.append, stop).result()
-    assert finished.reason == "cancelled" and finished.n_tokens == 0
-    assert not _tokens(events)
+    with pytest.raises(JobCancelled):
+        engine.generate(GenerationRequest(prompt=PROMPT), events.append, stop).result()
+    assert events == []  # no Started: there is no run to record
 
 
 def test_eos_finishes_with_reason_eos(engine):

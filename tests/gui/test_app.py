@@ -32,15 +32,12 @@ class FakeWindow(QObject):
         if self.close_when_shown:
             QTimer.singleShot(0, self.closed.emit)
 
-    def load_model(self, request, auto=False):
-        self.calls.append(("load_model", request, auto))
-
-    def open_session_file(self, path):
-        self.calls.append(("open_session_file", path))
-
-    def check_recovery(self):
-        self.calls.append(("check_recovery",))
-        return True
+        calls = self.calls
+        self.models = type("M", (), {"load": lambda _, request, fallback_to_demo=False:
+                                     calls.append(("load_model", request, fallback_to_demo))})()
+        self.sessions = type("S", (), {
+            "open_file": lambda _, path: calls.append(("open_session_file", path)),
+            "check_recovery": lambda _: calls.append(("check_recovery",))})()
 
 
 def test_parser_takes_a_session_file_and_every_precision():
@@ -139,7 +136,7 @@ def test_first_run_offline_with_an_empty_cache_falls_back_to_the_demo_at_once(qt
 
         loop.run_until_complete(wait())
         assert window.controller.model.random_weights
-        text = window.banner.label.text()
+        text = window.banner.text()
         assert "the Hugging Face Hub is unreachable" in text and "demo" in text
         window.close()
     finally:

@@ -10,6 +10,12 @@ from test_sessions_gui import generate, make_window  # noqa: F401
 MASK = (HeadScale(layer=1, head=2, scale=0.0), HeadScale(layer=3, head=0, scale=0.5))
 
 
+def edit_mask(w, mask):
+    """Mask heads in the attention grid, as its right-click menu does (one scale at a time)."""
+    for h in mask:
+        w.inspector.attention.mask_heads([(h.layer, h.head)], h.scale)
+
+
 def engine_run(w, request):
     events = []
     w.controller.engine.generate(request, events.append).result()
@@ -18,7 +24,7 @@ def engine_run(w, request):
 
 def test_the_edited_head_mask_goes_with_generate(make_window, loop):  # noqa: F811
     w = make_window()
-    w.inspector.set_head_mask(MASK)
+    edit_mask(w, MASK)
     settings = GenerationSettings(max_new_tokens=10)
     trace = generate(w, loop, prompt="Heads off", settings=settings)
     assert trace.started.head_mask == ((1, 2, 0.0), (3, 0, 0.5))
@@ -33,28 +39,28 @@ def test_masking_a_head_mid_run_applies_from_the_next_token(make_window, loop): 
     # Sampled, not greedy: the demo's near-uniform logits make greedy runs hit </s> early on some machines.
     w.settings_panel.set_settings(GenerationSettings(max_new_tokens=450, do_sample=True, seed=1))
     w.prompt.set_text("Once upon a time")
-    w.generate()
-    run_until(loop, lambda: w.controller.trace is not None and w.controller.trace.n_generated >= 3)
+    w.runs.generate()
+    run_until(loop, lambda: w.presenter.trace is not None and w.presenter.trace.n_generated >= 3)
     w.inspector.attention.mask_heads([(0, 0), (0, 1)], 0.0)  # as the grid's menu does
-    run_until(loop, lambda: w.controller.trace.mask_changes or w.controller.trace.finished)
-    w.stop()
+    run_until(loop, lambda: w.presenter.trace.mask_changes or w.presenter.trace.finished)
+    w.runs.stop()
     run_until(loop, finished(w))
-    assert w.current_trace.mask_changes, (w.current_trace.finished, w.current_trace.n_generated)
-    change = w.current_trace.mask_changes[0]
+    assert w.presenter.trace.mask_changes, (w.presenter.trace.finished, w.presenter.trace.n_generated)
+    change = w.presenter.trace.mask_changes[0]
     assert change.index >= 3 and change.head_mask == ((0, 0, 0.0), (0, 1, 0.0))
-    assert w.current_trace.started.head_mask == ()
+    assert w.presenter.trace.started.head_mask == ()
 
 
 def test_compare_two_runs_and_their_divergence(make_window, loop):  # noqa: F811
     w = make_window()
     settings = GenerationSettings(max_new_tokens=8)
     base = generate(w, loop, prompt="Compare me", settings=settings)
-    w.inspector.set_head_mask(MASK)
-    w.regenerate()
+    edit_mask(w, MASK)
+    w.runs.regenerate()
     run_until(loop, lambda: len(w.keeper.session.runs) == 2 and finished(w)())
-    other = w.current_trace
+    other = w.presenter.trace
     w.tabs.setCurrentWidget(w.compare)
-    w._compare_runs(0, 1)
+    w.analysis.compare_runs(0, 1)
     assert w.compare.divergence_button.isEnabled()
     w.compare.divergence_button.click()
     run_until(loop, lambda: w.compare.divergence is not None)
@@ -70,8 +76,8 @@ def test_compare_needs_the_runs_model_loaded(make_window, loop, tmp_path):  # no
     path = tmp_path / "two.optsession"
     assert w.keeper.save(path)
     w2 = make_window(load=False)
-    w2.open_session_file(path)
-    w2._compare_runs(0, 1)
+    w2.sessions.open_file(path)
+    w2.analysis.compare_runs(0, 1)
     assert not w2.compare.divergence_button.isEnabled()
     assert "Load demo" in w2.compare.divergence_reason_text()
 

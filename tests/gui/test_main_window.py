@@ -43,7 +43,7 @@ def run_until(loop, predicate, timeout=60.0):
 
 def assert_closes_promptly(window):
     """Closing stops the window's own worker (other tests' engines don't count) within 2 s."""
-    threads = list(window.controller.engine._executor._threads)
+    threads = list(window.controller.engine.threads)
     assert threads  # the worker was really running
     t0 = time.monotonic()
     window.close()
@@ -65,7 +65,7 @@ def new_window(qtbot, tmp_path, monkeypatch) -> MainWindow:
 @pytest.fixture
 def window(qtbot, loop, tmp_path, monkeypatch):
     w = new_window(qtbot, tmp_path, monkeypatch)
-    w.load_model(LoadRequest(source="demo", device="cpu"))
+    w.models.load(LoadRequest(source="demo", device="cpu"))
     run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading)
     yield w
     w.close()
@@ -86,8 +86,9 @@ def reference_run(prompt, settings):
 
 
 def finished(w):
-    return lambda: w.controller.trace is not None and w.controller.trace.finished is not None \
-        and not w.controller.is_running
+    """The shown run has ended, is autosaved and is shown as finished."""
+    return lambda: w.presenter.trace is not None and w.presenter.trace.finished is not None \
+        and not w.controller.is_running and w.runs.in_flight == 0
 
 
 def test_generate_matches_the_engine(window, loop):
@@ -98,7 +99,7 @@ def test_generate_matches_the_engine(window, loop):
     assert window.prompt.text() == "The weather today is"  # Ctrl+Enter did not type a newline
 
     ref = reference_run("The weather today is", SEEDED)
-    trace = window.controller.trace
+    trace = window.presenter.trace
     assert trace.token_ids == ref.token_ids
     assert window.output.toPlainText() == ref.text
     window.tabs.setCurrentWidget(window.inspector)
@@ -117,11 +118,11 @@ def test_stop_keeps_the_partial_result(window, loop):
     window.settings_panel.set_settings(GenerationSettings(max_new_tokens=450, do_sample=True, seed=1))
     window.prompt.set_text("Once upon a time")
     window.generate_button.click()
-    run_until(loop, lambda: window.controller.trace is not None and window.controller.trace.n_generated >= 3)
+    run_until(loop, lambda: window.presenter.trace is not None and window.presenter.trace.n_generated >= 3)
     assert window.stop_button.isEnabled() and not window.generate_button.isEnabled()
     QTest.keyClick(window, Qt.Key.Key_Escape)
     run_until(loop, finished(window))
-    trace = window.controller.trace
+    trace = window.presenter.trace
     assert trace.finished.reason == "cancelled"
     assert 3 <= trace.n_generated < 450
     assert window.output.toPlainText() == trace.text
@@ -131,21 +132,21 @@ def test_stop_keeps_the_partial_result(window, loop):
 
 def test_failed_load_shows_a_message_and_the_window_still_works(window, loop, tmp_path):
     missing = tmp_path / "no-such-model"
-    window.load_model(LoadRequest(source=str(missing)))
+    window.models.load(LoadRequest(source=str(missing)))
     run_until(loop, lambda: window.banner.isVisible())
     assert window.banner.text() == f"No such folder: {missing}"
     assert window.controller.model is not None  # the demo model is still there
     window.banner.dismiss()
     window.prompt.set_text("Still alive")
     window.settings_panel.set_settings(GenerationSettings(max_new_tokens=4))
-    window.generate()
+    window.runs.generate()
     run_until(loop, finished(window))
-    assert window.controller.trace.n_generated == 4
+    assert window.presenter.trace.n_generated == 4
 
 
 def test_unreachable_model_at_start_falls_back_to_demo(qtbot, loop, tmp_path, monkeypatch):
     w = new_window(qtbot, tmp_path, monkeypatch)
-    w.load_model(LoadRequest(source="facebook/opt-not-cached-anywhere"), auto=True)
+    w.models.load(LoadRequest(source="facebook/opt-not-cached-anywhere"), fallback_to_demo=True)
     run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading)
     assert w.controller.model.random_weights
     assert "unreachable" in w.banner.text() and "demo model" in w.banner.text()
@@ -160,14 +161,14 @@ def test_bad_settings_show_a_message(window, loop, monkeypatch):
         raise SettingsError("top_p: must be in (0, 1], got 2.0")
 
     monkeypatch.setattr(window.settings_panel, "settings", broken)
-    window.generate()
+    window.runs.generate()
     assert window.banner.text() == "Cannot generate: top_p: must be in (0, 1], got 2.0"
-    assert window.controller.trace is None
+    assert window.presenter.trace is None
 
 
 def test_prompt_too_long_is_refused_with_a_message(window, loop):
     window.prompt.set_text("word " * 600)
-    window.generate()
+    window.runs.generate()
     run_until(loop, lambda: window.banner.isVisible() and not window.controller.is_running)
     assert "reads at most 512" in window.banner.text()
 
@@ -175,9 +176,9 @@ def test_prompt_too_long_is_refused_with_a_message(window, loop):
 def test_clicking_a_token_selects_it_in_the_inspector_with_its_lens(window, loop):
     window.settings_panel.set_settings(GenerationSettings(max_new_tokens=6))
     window.prompt.set_text("Hello there")
-    window.generate()
+    window.runs.generate()
     run_until(loop, finished(window))
-    trace = window.controller.trace
+    trace = window.presenter.trace
     pos = trace.n_prompt + 2
     start, _ = window.output.span(pos)
     cursor = window.output.textCursor()
@@ -199,12 +200,12 @@ def test_clicking_a_token_selects_it_in_the_inspector_with_its_lens(window, loop
 def test_continue_appends_to_the_output(window, loop):
     window.settings_panel.set_settings(GenerationSettings(max_new_tokens=5))
     window.prompt.set_text("Hello")
-    window.generate()
+    window.runs.generate()
     run_until(loop, finished(window))
-    first = window.controller.trace
+    first = window.presenter.trace
     window.continue_button.click()
-    run_until(loop, lambda: window.controller.trace is not first and finished(window)())
-    second = window.controller.trace
+    run_until(loop, lambda: window.presenter.trace is not first and finished(window)())
+    second = window.presenter.trace
     assert second.token_ids[: first.length] == first.token_ids
     assert second.n_generated == 5
     assert window.output.toPlainText().endswith(first.text + second.text)
@@ -212,18 +213,18 @@ def test_continue_appends_to_the_output(window, loop):
 
 def test_closing_mid_generation_leaves_no_thread(qtbot, loop, tmp_path, monkeypatch):
     w = new_window(qtbot, tmp_path, monkeypatch)
-    w.load_model(LoadRequest(source="demo", device="cpu"))
+    w.models.load(LoadRequest(source="demo", device="cpu"))
     run_until(loop, lambda: w.controller.model is not None)
     w.settings_panel.set_settings(GenerationSettings(max_new_tokens=450))
     w.prompt.set_text("Keep going")
-    w.generate()
-    run_until(loop, lambda: w.controller.trace is not None and w.controller.trace.n_generated >= 2)
+    w.runs.generate()
+    run_until(loop, lambda: w.presenter.trace is not None and w.presenter.trace.n_generated >= 2)
     assert_closes_promptly(w)
 
 
 def test_closing_while_loading_leaves_no_thread(qtbot, loop, tmp_path, monkeypatch):
     w = new_window(qtbot, tmp_path, monkeypatch)
-    w.load_model(LoadRequest(source="demo", device="cpu"))
+    w.models.load(LoadRequest(source="demo", device="cpu"))
     run_until(loop, lambda: w.controller.is_loading)
     assert_closes_promptly(w)
 
@@ -235,7 +236,7 @@ def test_generate_without_a_model_says_what_to_do(qtbot, loop, tmp_path, monkeyp
     w.prompt.set_text("Hello")
     QTest.keyClick(w.prompt.edit, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
     assert w.banner.text() == "No model is loaded yet: choose one in the bar above and press Load."
-    assert w.controller.trace is None
+    assert w.presenter.trace is None
     w.close()
 
 
@@ -264,12 +265,13 @@ def test_window_appears_before_torch_is_imported(tmp_path):
 def test_events_are_coalesced(window, loop):
     """Views refresh at most ~30 times a second, however fast tokens arrive."""
     updates = []
-    window.controller.run_updated.connect(lambda: updates.append(time.monotonic()))
+    shown = window.presenter.run_updated
+    window.presenter.run_updated = lambda trace: (updates.append(time.monotonic()), shown(trace))
     window.settings_panel.set_settings(GenerationSettings(max_new_tokens=200))
     window.prompt.set_text("Fast")
-    window.generate()
+    window.runs.generate()
     run_until(loop, finished(window))
-    n = window.controller.trace.n_generated
+    n = window.presenter.trace.n_generated
     assert n > 0
     span = updates[-1] - updates[0] if len(updates) > 1 else 0
     assert len(updates) <= span * 40 + 3  # ~30 Hz with slack for timer jitter

@@ -32,7 +32,7 @@ def make_window(qtbot, loop, tmp_path, monkeypatch):  # noqa: F811
         if autosave is not None:
             w.keeper.autosave = autosave
         if load:
-            w.load_model(LoadRequest(source="demo", device="cpu"))
+            w.models.load(LoadRequest(source="demo", device="cpu"))
             run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading)
         windows.append(w)
         return w
@@ -46,9 +46,9 @@ def make_window(qtbot, loop, tmp_path, monkeypatch):  # noqa: F811
 def generate(w, loop, prompt="The cat sat", settings=SEEDED):  # noqa: F811
     w.settings_panel.set_settings(settings)
     w.prompt.set_text(prompt)
-    w.generate()
+    w.runs.generate()
     run_until(loop, finished(w))
-    return w.current_trace
+    return w.presenter.trace
 
 
 def _plain(value):
@@ -73,19 +73,19 @@ def test_save_close_reopen_shows_the_same_inspector(make_window, loop, tmp_path,
     assert w.isWindowModified()
     path = tmp_path / "work.optsession"
     monkeypatch.setattr(session_dialogs, "choose_save_path", lambda parent, suggested: path)
-    assert w.save_session()  # never saved: goes through Save As
+    assert w.sessions.save()  # never saved: goes through Save As
     assert path.is_file() and not w.isWindowModified()
     assert w.windowTitle().startswith("work.optsession[*]")
     before = table_values(w)
-    hidden_before = w.current_trace.hidden("norm").copy()
+    hidden_before = w.presenter.trace.hidden("norm").copy()
     w.close()
 
     w2 = make_window(load=False)  # no model: the file alone must show everything
-    assert w2.open_session_file(path)
-    assert w2.current_trace.token_ids == trace.token_ids
+    assert w2.sessions.open_file(path)
+    assert w2.presenter.trace.token_ids == trace.token_ids
     assert w2.output.toPlainText() == trace.text
     assert table_values(w2) == before
-    np.testing.assert_array_equal(w2.current_trace.hidden("norm"), hidden_before)
+    np.testing.assert_array_equal(w2.presenter.trace.hidden("norm"), hidden_before)
     assert not w2.isWindowModified() and "work.optsession" in w2.windowTitle()
     assert [a.text() for a in w2.recent_menu.actions()] == ["work.optsession"]
 
@@ -109,10 +109,10 @@ def test_a_bad_file_changes_nothing(make_window, loop, tmp_path):  # noqa: F811
     w.keeper.set_modified(False)
     bad = tmp_path / "broken.optsession"
     bad.write_bytes(b"this is not a zip archive")
-    assert not w.open_session_file(bad)
+    assert not w.sessions.open_file(bad)
     assert "broken.optsession" in w.banner.text()
     assert "\n" not in w.banner.text()
-    assert w.keeper.session.runs == [trace] and w.current_trace is trace
+    assert w.keeper.session.runs == [trace] and w.presenter.trace is trace
     assert w.output.toPlainText() == trace.text
 
 
@@ -129,7 +129,7 @@ def test_dropping_a_session_file_opens_it(make_window, loop, tmp_path, monkeypat
     event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, data, Qt.MouseButton.NoButton,
                        Qt.KeyboardModifier.NoModifier)
     w.dropEvent(event)
-    assert w.current_trace.token_ids == trace.token_ids
+    assert w.presenter.trace.token_ids == trace.token_ids
 
 
 def test_autosave_after_a_run_is_offered_after_a_crash(make_window, loop, tmp_path):  # noqa: F811
@@ -142,11 +142,11 @@ def test_autosave_after_a_run_is_offered_after_a_crash(make_window, loop, tmp_pa
     crashed.close()
 
     w = make_window(autosave=Autosave(folder), load=False)
-    w.check_recovery()
+    w.sessions.check_recovery()
     assert "can be restored" in w.banner.text()
     restore = next(b for b in w.banner.buttons if b.text() == "Restore")
     restore.click()
-    assert w.current_trace.token_ids == trace.token_ids
+    assert w.presenter.trace.token_ids == trace.token_ids
     assert w.isWindowModified()  # restored work is unsaved until the person saves it
     assert Autosave(folder).recoverable() == [] or all(r.path != crashed.keeper.autosave.path
                                                        for r in Autosave(folder).recoverable())
@@ -156,7 +156,7 @@ def test_rerun_reproduces_a_seeded_run(make_window, loop):  # noqa: F811
     w = make_window()
     first = generate(w, loop)
     w.settings_panel.set_settings(GenerationSettings(max_new_tokens=3))  # re-run ignores the panel
-    w.rerun()
+    w.runs.rerun()
     run_until(loop, lambda: len(w.keeper.session.runs) == 2 and finished(w)())
     again = w.keeper.session.runs[1]
     assert again.token_ids == first.token_ids
@@ -168,14 +168,14 @@ def test_fork_continues_from_the_chosen_alternative(make_window, loop):  # noqa:
     base = generate(w, loop, settings=GenerationSettings(max_new_tokens=8))
     pos = base.n_prompt + 2
     alt = int(next(t for t in base.top_ids[pos] if t != base.token_ids[pos]))
-    w.fork(pos, alt)
+    w.runs.fork(pos, alt)
     run_until(loop, lambda: len(w.keeper.session.runs) == 2 and finished(w)())
     fork = w.keeper.session.runs[1]
     assert fork.parent == 0 and fork.fork_position == pos
     assert fork.token_ids[:pos] == base.token_ids[:pos] and fork.token_ids[pos] == alt
-    assert w.current_trace is fork
+    assert w.presenter.trace is fork
     assert w.run_list.topLevelItemCount() == 1 and w.run_list.topLevelItem(0).childCount() == 1
-    w.show_run(0)  # moving between branches
+    w.presenter.show_run(0)  # moving between branches
     assert w.output.toPlainText() == base.text
 
 
@@ -186,14 +186,14 @@ def test_runs_of_two_files_can_be_compared(make_window, loop, tmp_path):  # noqa
     assert w.keeper.save(a)
     w.keeper.new()
     second = generate(w, loop, prompt="Other file", settings=GenerationSettings(max_new_tokens=5))
-    assert w.add_runs_from_file(a)
+    assert w.sessions.add_runs_from_file(a)
     runs = w.keeper.session.runs
     assert [r.token_ids for r in runs] == [second.token_ids, first.token_ids]
     assert runs[1].label == "a" and w.isWindowModified()
     w.tabs.setCurrentWidget(w.compare)
-    w._compare_runs(0, 1)
+    w.analysis.compare_runs(0, 1)
     assert w.compare.comparison.first_diff is not None
     bad = tmp_path / "bad.optsession"
     bad.write_bytes(b"junk")
-    assert not w.add_runs_from_file(bad) and len(w.keeper.session.runs) == 2
+    assert not w.sessions.add_runs_from_file(bad) and len(w.keeper.session.runs) == 2
     assert "bad.optsession" in w.banner.text()

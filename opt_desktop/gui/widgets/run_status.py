@@ -10,7 +10,7 @@ from ...formatting import format_bytes
 from ...session import RunTrace
 
 _REASONS = {"length": "max tokens reached", "eos": "end of text", "stop_string": "stop string",
-            "cancelled": "stopped"}
+            "cancelled": "stopped", "error": "failed"}
 
 
 class RunStatus(QWidget):

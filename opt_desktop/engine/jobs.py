@@ -1,0 +1,164 @@
+"""One object per engine job: its request, its own stop, its event channel, and how it ended.
+
+A job is made where the work is asked for (the CLI, a test, the window) and handed to the
+engine's worker. Whoever holds it can stop it, whether it is still queued (it then never starts)
+or running (it ends at its next check: between decode steps, between decoder layers, between
+chunks of an analysis). Every job ends exactly once, with a `JobEnd`; its `future` gives the
+result, or raises the error, for callers that prefer a plain `concurrent.futures.Future`.
+
+Events (a generation's tokens, an analysis's progress) are passed to `on_event` on the worker
+thread; a front end that must not run code there hops threads itself (the GUI's controller does).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import traceback
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+from .errors import EngineError, JobCancelled
+
+log = logging.getLogger(__name__)
+
+EndReason = Literal["done", "cancelled", "error"]
+JobState = Literal["queued", "running", "ended"]
+
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """`done` of `total` steps of a job are finished (heads ablated, chunks read, bytes loaded...)."""
+
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class JobEnd:
+    """How a job ended. `message` is one line for the person; `details` the traceback of an
+    unexpected error (for the log and a "Details…" button); `result` what the job produced
+    (a partial result where a job can stop part-way, else None when it did not finish)."""
+
+    reason: EndReason
+    message: str = ""
+    details: str = ""
+    result: Any = None
+
+
+def describe_error(exc: BaseException, doing: str) -> tuple[str, str]:
+    """(one calm line, traceback text) for an exception that ended `doing` ("Generation", "Loading").
+
+    The line never names an exception class: an expected failure (EngineError) says what happened in
+    its own words; anything else says that the log has the details.
+    """
+    details = "".join(traceback.format_exception(exc))
+    if isinstance(exc, EngineError):
+        return str(exc), details
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return f"{doing} ran out of memory: try a smaller model, a shorter prompt or fewer tokens.", details
+    first = (str(exc).strip().splitlines() or [""])[0][:160]
+    hint = f" ({first})" if first else ""
+    return f"{doing} failed because of an unexpected error{hint}; the log has the details.", details
+
+
+class Job:
+    """A unit of engine work and everything about it that travels with it."""
+
+    def __init__(self, kind: str, request: Any, *, origin: Any = None,
+                 on_event: Callable[[Any], None] | None = None, stop: threading.Event | None = None,
+                 between_steps: bool = False):
+        self.id = next(_ids)
+        self.kind = kind
+        self.request = request
+        self.origin = origin  # the caller's plain data (where a run came from); the engine never reads it
+        self.stop_event = stop if stop is not None else threading.Event()
+        self.between_steps = between_steps  # small enough to run between a generation's decode steps
+        self.future: Future = Future()
+        self.end: JobEnd | None = None
+        self.state: JobState = "queued"
+        self._on_event = on_event
+        self._ended = threading.Event()
+        self._lock = threading.Lock()  # the worker claiming the job vs. the caller stopping it while queued
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.kind} {self.state}>"
+
+    # --- the caller's side ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop the job: a queued job ends at once and never starts, a running one ends at its next check."""
+        self.stop_event.set()
+        self._end_if_queued(JobEnd("cancelled", "Cancelled before it started."))
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_event.is_set()
+
+    def wait(self, timeout: float | None = None) -> JobEnd | None:
+        """Block until the job has ended (never from the worker itself); None on timeout."""
+        self._ended.wait(timeout)
+        return self.end
+
+    # --- the worker's side ------------------------------------------------------------------------
+
+    def emit(self, event: Any) -> None:
+        if self._on_event is not None:
+            self._on_event(event)
+
+    def progress(self, done: int, total: int) -> None:
+        self.emit(JobProgress(done, total))
+
+    def check(self) -> None:
+        """Raise JobCancelled if the job was asked to stop; long work calls this between chunks."""
+        if self.stop_event.is_set():
+            raise JobCancelled("Stopped.")
+
+    def run(self, work: Callable[["Job"], Any], doing: str) -> None:
+        """Run `work(self)` on the calling (worker) thread and end the job with what happened."""
+        with self._lock:
+            if self.state != "queued":
+                return  # stopped while it waited: already ended
+            self.state = "running"
+        if self.stop_event.is_set() or not self.future.set_running_or_notify_cancel():
+            self._finish(JobEnd("cancelled", "Cancelled before it started."), exc=JobCancelled("Cancelled."))
+            return
+        try:
+            result = work(self)
+        except JobCancelled as exc:
+            self._finish(JobEnd("cancelled", str(exc)), exc=exc)
+        except BaseException as exc:  # every failure ends the job; none may kill the worker
+            message, details = describe_error(exc, doing)
+            level = logging.WARNING if isinstance(exc, EngineError) else logging.ERROR
+            log.log(level, "%s (job %d, %s)\n%s", message, self.id, self.kind, details)
+            self._finish(JobEnd("error", message, details), exc=exc)
+        else:
+            reason = "cancelled" if getattr(result, "reason", None) == "cancelled" else "done"
+            if getattr(result, "completed", True) is False:
+                reason = "cancelled"  # a partial result (head importance stopped part-way)
+            self._finish(JobEnd(reason, result=result), result=result)
+
+    def abandon(self) -> None:
+        """End a job that will never run (the engine shut down while it was queued)."""
+        self._end_if_queued(JobEnd("cancelled", "The engine was closed."))
+
+    def _end_if_queued(self, end: JobEnd) -> None:
+        with self._lock:
+            if self.state != "queued":
+                return
+            self.state = "ended"
+        self._finish(end, exc=JobCancelled(end.message))
+
+    def _finish(self, end: JobEnd, result: Any = None, exc: BaseException | None = None) -> None:
+        self.end = end
+        self.state = "ended"
+        if not self.future.done():
+            if exc is not None:
+                self.future.set_exception(exc)
+            else:
+                self.future.set_result(result)
+        self._ended.set()

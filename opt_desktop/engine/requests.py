@@ -1,0 +1,46 @@
+"""Plain-data requests for the engine's analyses, one per kind of job (no torch, no Qt).
+
+Loading and generating have their validated requests in settings.py; these describe the
+teacher-forced analyses of a finished run. Each is frozen, so a job's request cannot change
+under the worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .settings import HeadScale
+
+
+@dataclass(frozen=True)
+class LensRequest:
+    """Read kept residual rows (L+1, D) of one position through the model's head."""
+
+    residual_rows: np.ndarray
+    target_id: int | None
+    position: int = -1
+    top_k: int = 5
+
+
+@dataclass(frozen=True)
+class DivergenceRequest:
+    """Teacher-force `token_ids` under two interventions and compare the next-token distributions."""
+
+    token_ids: tuple[int, ...]
+    base_mask: tuple[HeadScale, ...] = ()
+    other_mask: tuple[HeadScale, ...] = ()
+    base_hidden: tuple[int, ...] = ()
+    other_hidden: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class HeadImportanceRequest:
+    """Scale each head in turn and measure the change in the generated tokens' log-probability."""
+
+    token_ids: tuple[int, ...]
+    n_prompt: int
+    scale: float = 0.0
+    base_mask: tuple[HeadScale, ...] = ()
+    hidden: tuple[int, ...] = field(default=())

@@ -1,0 +1,48 @@
+"""Stop inside a forward pass: before every decoder layer, and between blocks of attention queries.
+
+A 1,500-token prefill of opt-125m takes seconds; waiting for it to end before honouring Stop (or
+closing the window) is too long. Hooks on each decoder layer check the job's stop event, and the
+chunked attention (attention.py) checks it between its blocks; a set event raises JobCancelled,
+which unwinds the forward pass and ends the job as "cancelled".
+"""
+
+from __future__ import annotations
+
+import threading
+
+from .errors import JobCancelled
+
+STOP_ATTRIBUTE = "_opt_desktop_stop_event"
+
+
+def raise_if_stopped(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise JobCancelled("Stopped.")
+
+
+class StopBetweenLayers:
+    """Context manager: while active, `stop` being set ends the model's forward at the next layer."""
+
+    def __init__(self, model, stop: threading.Event | None):
+        self.layers = list(model.model.decoder.layers)
+        self.stop = stop
+        self._handles: list = []
+
+    def __enter__(self) -> "StopBetweenLayers":
+        if self.stop is None:
+            return self
+        for layer in self.layers:
+            self._handles.append(layer.register_forward_pre_hook(self._check))
+            setattr(layer.self_attn, STOP_ATTRIBUTE, self.stop)
+        return self
+
+    def _check(self, module, args) -> None:
+        raise_if_stopped(self.stop)
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        for layer in self.layers:
+            if getattr(layer.self_attn, STOP_ATTRIBUTE, None) is self.stop:
+                delattr(layer.self_attn, STOP_ATTRIBUTE)
