@@ -41,9 +41,13 @@ def test_titles_say_what_differs_between_runs():
     assert all(len(t) <= 70 for t in titles.values())  # fits the runs panel; the tooltip has the rest
 
 
-def test_titles_of_unfinished_stopped_and_single_token_runs():
+def test_titles_of_unfinished_stopped_failed_and_single_token_runs():
     assert run_title(0, run(n_gen=1)).endswith(" · 1 token")
     assert run_title(0, run(reason="cancelled")).endswith(" · 4 tokens, stopped")
+    failed = run(reason="error")
+    failed.finished = dataclasses.replace(failed.finished, message="Out of memory while generating.")
+    assert run_title(0, failed).endswith(" · 4 tokens, failed")
+    assert dict(run_details(0, failed))["result"] == "4 tokens, failed: Out of memory while generating."
     events = fake_events(n_prompt=5, n_gen=2)[:-1]  # still running: no Finished yet
     trace = RunTrace(events[0])
     for ev in events[1:]:

@@ -178,7 +178,10 @@ def run_details(index: int, trace: RunTrace) -> list[tuple[str, str]]:
         rows.append(("fork", fork))
     if trace.finished is not None:
         done = trace.finished
-        rows.append(("result", f"{_count(done.n_tokens, 'token')}, {_REASONS.get(done.reason, done.reason)}"))
+        ending = _REASONS.get(done.reason, done.reason)
+        if done.reason == "error" and done.message:
+            ending += f": {done.message}"
+        rows.append(("result", f"{_count(done.n_tokens, 'token')}, {ending}"))
     else:
         rows.append(("result", f"{_count(trace.n_generated, 'token')} so far"))
     return rows
