@@ -21,11 +21,11 @@ _FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s]: %(message)s"
 _LOGGER = "opt_desktop"
 
 
-def log_file() -> Path:
-    return log_dir() / LOG_FILE
+def log_file(name: str = LOG_FILE) -> Path:
+    return log_dir() / name
 
 
-def setup_logging(verbose: int = 0) -> Path | None:
+def setup_logging(verbose: int = 0, file_name: str = LOG_FILE) -> Path | None:
     """Log to the rotating file (and, with `verbose`, to stderr: 1 info, 2 debug); the file's path,
     or None when its folder cannot be written (the app still runs, logging to stderr only)."""
     logger = logging.getLogger(_LOGGER)
@@ -34,7 +34,7 @@ def setup_logging(verbose: int = 0) -> Path | None:
         if getattr(handler, "_opt_desktop", False):
             logger.removeHandler(handler)
             handler.close()
-    path: Path | None = log_file()
+    path: Path | None = log_file(file_name)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         file_handler = logging.handlers.RotatingFileHandler(path, maxBytes=_MAX_BYTES, backupCount=_BACKUPS,

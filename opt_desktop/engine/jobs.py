@@ -84,6 +84,7 @@ class Job:
         self._on_event = on_event
         self._ended = threading.Event()
         self._lock = threading.Lock()  # the worker claiming the job vs. the caller stopping it while queued
+        self.on_start: Callable[[], None] | None = None  # called on the worker as the job starts running
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.kind} {self.state}>"
@@ -127,6 +128,8 @@ class Job:
         if self.stop_event.is_set() or not self.future.set_running_or_notify_cancel():
             self._finish(JobEnd("cancelled", "Cancelled before it started."), exc=JobCancelled("Cancelled."))
             return
+        if self.on_start is not None:
+            self.on_start()
         try:
             result = work(self)
         except JobCancelled as exc:

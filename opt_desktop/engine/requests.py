@@ -44,3 +44,8 @@ class HeadImportanceRequest:
     scale: float = 0.0
     base_mask: tuple[HeadScale, ...] = ()
     hidden: tuple[int, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class ProbeRequest:
+    """Ask what this machine can run (precision.Capabilities), with torch itself."""

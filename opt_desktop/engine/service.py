@@ -23,7 +23,7 @@ from .events import Event, Finished, LensResult, LoadProgress, ModelInfo
 from .interventions_spec import check_head_mask, normalize_head_mask
 from .jobs import Job
 from .memory import return_freed_memory_promptly
-from .requests import DivergenceRequest, HeadImportanceRequest, LensRequest
+from .requests import DivergenceRequest, HeadImportanceRequest, LensRequest, ProbeRequest
 from .results import Divergence, HeadImportance
 from .settings import GenerationRequest, HeadScale, LoadRequest
 
@@ -37,12 +37,17 @@ THREAD_NAME = "opt-engine-worker"
 
 # Analyses by request type: (job kind, what the person is told failed, function). More kinds
 # (attribution, patching, the lens table) register themselves with `register_analysis`.
-_ANALYSES: dict[type, tuple[str, str, AnalysisFn]] = {}
+_ANALYSES: dict[type, tuple[str, str, AnalysisFn, bool]] = {}
 
 
-def register_analysis(request_type: type, kind: str, doing: str, fn: AnalysisFn) -> None:
-    """Make `submit(request_type(...))` run `fn(loaded, request, job)` on the worker."""
-    _ANALYSES[request_type] = (kind, doing, fn)
+def register_analysis(request_type: type, kind: str, doing: str, fn: AnalysisFn, result_types=(),
+                      needs_model: bool = True) -> None:
+    """Make `submit(request_type(...))` run `fn(loaded, request, job)` on the worker; the request and
+    result types may then also cross to an engine process (protocol.register)."""
+    from .protocol import register
+
+    _ANALYSES[request_type] = (kind, doing, fn, needs_model)
+    register(request_type, *result_types)
 
 
 def _lens(loaded, request: LensRequest, job: Job) -> LensResult:
@@ -65,9 +70,16 @@ def _head_importance(loaded, r: HeadImportanceRequest, job: Job) -> HeadImportan
                            base_mask=r.base_mask, hidden=r.hidden)
 
 
+def _probe(loaded, request: ProbeRequest, job: Job):
+    from .precision import capabilities
+
+    return capabilities(probe=True)
+
+
 register_analysis(LensRequest, "lens", "The logit lens", _lens)
 register_analysis(DivergenceRequest, "divergence", "The comparison", _divergence)
 register_analysis(HeadImportanceRequest, "head_importance", "Head importance", _head_importance)
+register_analysis(ProbeRequest, "probe", "Probing this machine", _probe, needs_model=False)
 
 _BETWEEN_STEPS = {LensRequest}  # small enough to run between two decode steps of a generation
 
@@ -114,10 +126,19 @@ class EngineService:
         tok = self._tokenizer
         return None if tok is None else len(tok(text)["input_ids"])
 
+    def count_tokens_later(self, text: str) -> Future:
+        """count_tokens as a future, as an engine in another process answers it."""
+        future: Future = Future()
+        try:
+            future.set_result(self.count_tokens(text))
+        except Exception as exc:  # noqa: BLE001 - a count is a hint
+            future.set_exception(exc)
+        return future
+
     # --- jobs ----------------------------------------------------------------------------------
 
     def submit(self, request, *, origin: Any = None, on_event: Callable[[Any], None] | None = None,
-               stop: threading.Event | None = None) -> Job:
+               stop: threading.Event | None = None, on_start: Callable[[], None] | None = None) -> Job:
         """Queue the job for `request` and return it (the work starts when the worker is free).
 
         `on_event` gets the job's events on the worker thread: LoadProgress for a load; Started,
@@ -134,6 +155,7 @@ class EngineService:
             raise TypeError(f"the engine has no job for {type(request).__name__}")
         job = Job(kind, request, origin=origin, on_event=on_event, stop=stop,
                   between_steps=type(request) in _BETWEEN_STEPS)
+        job.on_start = on_start
         with self._lock:
             if self._closed:
                 raise RuntimeError("the engine has been shut down")
@@ -233,8 +255,8 @@ class EngineService:
         elif job.kind == "generate":
             job.run(lambda j: self._generate(request, j), "Generation")
         else:
-            _, doing, fn = _ANALYSES[type(request)]
-            job.run(lambda j: fn(self._require_model(), request, j), doing)
+            _, doing, fn, needs_model = _ANALYSES[type(request)]
+            job.run(lambda j: fn(self._require_model() if needs_model else self._loaded, request, j), doing)
 
     def _require_model(self):
         if self._loaded is None:

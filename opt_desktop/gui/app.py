@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=get_args(DType))
     p.add_argument("--device", choices=get_args(Device))
     p.add_argument("-v", "--verbose", action="count", default=0, help="also log to the terminal (-vv: debug)")
+    p.add_argument("--engine", choices=("process", "thread"), default="process",
+                   help="run the model in its own process (default: the window never waits for it) "
+                        "or on a thread of the window's process")
     entry = p.add_mutually_exclusive_group()
     entry.add_argument("--install-desktop-entry", action="store_true",
                        help="add OPT Desktop to this user's applications menu and open .optsession files with it")
@@ -117,6 +120,11 @@ def report_uncaught(window):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--engine-worker"]:  # a frozen bundle starts its engine process through its own executable
+        from ..engine.worker import main as engine_main
+
+        return engine_main()
     args = build_parser().parse_args(argv)
     if args.install_desktop_entry or args.uninstall_desktop_entry:
         return desktop_entry(args)
@@ -138,7 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     closed = asyncio.Event()
 
     state = AppState.load()
-    window = MainWindow(state=state)
+    controller = None
+    if args.engine == "process":
+        from ..engine.engine_process import EngineProcess
+        from .controller import Controller
+
+        controller = Controller(EngineProcess())
+    window = MainWindow(controller=controller, state=state)
     window.closed.connect(closed.set)
     sys.excepthook = report_uncaught(window)
     start(window, args, state)

@@ -28,7 +28,7 @@ EventsFn = Callable[[list], None]  # called on the GUI thread with the events th
 
 # Kinds of job that hold the worker for long: while one is queued or running the window is busy.
 _LOAD, _GENERATE = "load", "generate"
-_QUIET = {"lens", "lens_table"}  # small or background jobs that never make the window busy
+_QUIET = {"lens", "lens_table", "probe"}  # small or background jobs that never make the window busy
 
 
 class EventPump:
@@ -88,10 +88,14 @@ class EventPump:
 class Controller(QObject):
     busy_changed = Signal()
     model_changed = Signal(object)  # ModelInfo | None: after every load that ended
+    engine_died = Signal(str)  # the engine process ended unexpectedly: one line saying so
 
     def __init__(self, engine: EngineService | None = None, parent: QObject | None = None):
         super().__init__(parent)
         self.engine = engine or EngineService()
+        if hasattr(self.engine, "on_died"):  # an engine in its own process
+            loop = asyncio.get_event_loop()
+            self.engine.on_died = lambda line: loop.call_soon_threadsafe(self._on_engine_died, line)
         self._active: dict[int, Job] = {}  # submitted and not yet ended
         self._ends: dict[int, asyncio.Task] = {}  # per job, the task that resolves to its JobEnd
         self._pumps: dict[int, EventPump] = {}
@@ -212,6 +216,15 @@ class Controller(QObject):
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
             log.error("A background task of the window failed", exc_info=(type(exc), exc, exc.__traceback__))
+
+    def _on_engine_died(self, line: str) -> None:
+        if not self._closed:
+            self.model_changed.emit(None)
+            self.engine_died.emit(line)
+
+    def restart_engine(self) -> None:
+        """A fresh engine process after the last one died (the model must be loaded again)."""
+        self.engine.restart()
 
     # --- closing ---------------------------------------------------------------------------------
 

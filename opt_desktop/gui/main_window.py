@@ -59,6 +59,8 @@ class MainWindow(QMainWindow):
                  presets: PresetStore | None = None, autosave: Autosave | None = None):
         super().__init__()
         self.controller = controller or Controller(parent=self)
+        if self.controller.parent() is None:
+            self.controller.setParent(self)
         self.state = state or AppState.load()
         self.keeper = SessionKeeper(self.state, autosave, parent=self)
         self.interventions = Interventions()
@@ -182,6 +184,7 @@ class MainWindow(QMainWindow):
         views.keep_rows_action, views.show_prompt_action = a.keep_rows, a.show_prompt
         self.recent_menu = views.recent_menu = a.build_menus(self, [d.toggleViewAction() for d in self.docks])
         self.sessions.fill_recent_menu()
+        self.models.probe()
         for button, command in ((self.generate_button, self.runs.generate), (self.stop_button, self.runs.stop),
                                 (self.regenerate_button, self.runs.regenerate),
                                 (self.continue_button, self.runs.continue_run)):
@@ -192,6 +195,7 @@ class MainWindow(QMainWindow):
         self.presenter.shown_changed.connect(self.update_state)
         self.presenter.run_changed.connect(lambda: (self.update_state(), self.analysis.refresh_compare_choices()))
         k.modified_changed.connect(lambda _: self.update_state())
+        c.engine_died.connect(self._on_engine_died)
         k.replaced.connect(self._on_session_replaced)
         k.modified_changed.connect(lambda _: self.update_title())
         k.path_changed.connect(lambda _: self.update_title())
@@ -219,6 +223,13 @@ class MainWindow(QMainWindow):
     def say(self, text: str) -> None:
         """A passing line in the status bar (what needs the person goes to the banner instead)."""
         self.statusBar().showMessage(text, STATUS_MS)
+
+    def _on_engine_died(self, line: str) -> None:
+        def restart() -> None:
+            self.controller.restart_engine()
+            self.models.load(self.model_bar.request())
+
+        self.banner.show_message(line, "error", actions=[("Restart the engine", restart)], key="engine")
 
     def _on_token_clicked(self, position: int) -> None:
         self.inspector.refresh()

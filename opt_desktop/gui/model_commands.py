@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QFileDialog
 from ..engine import DEMO_SOURCE, LoadRequest, ModelInfo
 from ..engine.events import LoadProgress
 from ..engine.jobs import Job
+from ..engine.requests import ProbeRequest
 
 
 class ModelCommands(QObject):
@@ -21,7 +22,19 @@ class ModelCommands(QObject):
         self.controller = controller
         self.state = state
         self.v = views
+        self.capabilities = None  # precision.Capabilities once the engine has answered
         controller.model_changed.connect(self._on_model_changed)
+
+    def probe(self) -> None:
+        """Ask the engine what this machine runs (with torch, off the window's thread), so the
+        model bar and the model manager stop guessing (float16 on a machine without a GPU...)."""
+        self.controller.spawn(self._probe(self.controller.submit(ProbeRequest())))
+
+    async def _probe(self, job: Job) -> None:
+        end = await self.controller.wait(job)
+        if end.reason == "done":
+            self.capabilities = end.result
+            self.v.model_bar.set_capabilities(end.result)
 
     def load(self, request: LoadRequest, fallback_to_demo: bool = False) -> Job:
         """Load in the background; with `fallback_to_demo` (the start-up load) a failure loads the demo."""
@@ -65,7 +78,7 @@ class ModelCommands(QObject):
     def _on_model_changed(self, info: ModelInfo | None) -> None:
         self.v.model_bar.set_model(info)
         if info is not None:
-            self.v.prompt.set_counter(self.controller.engine.count_tokens, info.context_length)
+            self.v.prompt.set_counter(self.controller.engine.count_tokens_later, info.context_length)
 
     # --- other ways to choose a model -------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import logging
 
 from PySide6.QtCore import QObject
 
-from ..engine import GenerationRequest, GenerationSettings, InspectSettings, SettingsError, Started
+from ..engine import Finished, GenerationRequest, GenerationSettings, InspectSettings, SettingsError, Started
 from ..engine.jobs import Job
 from ..session import RunTrace
 from ..session.next_run import Interventions, RunOrigin
@@ -27,6 +27,15 @@ def same_model(info, trace: RunTrace | None) -> bool:
         return False
     m = trace.started.model
     return (info.source, info.dtype, info.n_layers, info.hidden_size) == (m.source, m.dtype, m.n_layers, m.hidden_size)
+
+
+def _close_record(trace: RunTrace, end) -> None:
+    """End a run's record the engine left open, with what it made and why it stopped there."""
+    elapsed = trace.elapsed[-1] if trace.elapsed else 0.0
+    trace.apply(Finished(reason="error" if end.reason == "error" else "cancelled", text=trace.text,
+                         token_ids=tuple(trace.generated_ids), n_tokens=trace.n_generated, elapsed_s=elapsed,
+                         time_to_first_token_s=trace.elapsed[0] if trace.elapsed else None, tokens_per_s=None,
+                         message=end.message))
 
 
 class _Follower:
@@ -95,6 +104,8 @@ class RunCommands(QObject):
         try:
             end = await self.controller.wait(job)
             trace = follower.trace
+            if trace is not None and trace.finished is None:
+                _close_record(trace, end)  # the engine could not end it (its process died)
             if trace is not None:
                 # On disk before it is shown as finished: a crash after "finished" loses nothing.
                 await self.keeper.autosave_finished_run()

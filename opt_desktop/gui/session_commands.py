@@ -6,6 +6,7 @@ as it was.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from PySide6.QtCore import QObject
@@ -13,6 +14,7 @@ from PySide6.QtCore import QObject
 from ..engine import EngineError
 from ..session.export import write_export
 from ..session.file import SESSION_SUFFIX, SessionFileError
+from ..session.session import Session
 from . import session_dialogs
 
 
@@ -36,12 +38,14 @@ class SessionCommands(QObject):
     # --- replacing the open session ---------------------------------------------------------------
 
     def may_discard(self) -> bool:
-        """True when the open session may be replaced or closed: saved, or the person chose."""
+        """True when the open session may be replaced or closed: saved, or the person chose.
+        Saving here is done at once (the window waits for the answer anyway)."""
         if not self.keeper.modified or not self.keeper.session.runs:
             return True
         answer = session_dialogs.ask_unsaved(self._window, self.keeper.display_name())
         if answer == "save":
-            return self.save()
+            path = self.keeper.path or self._choose_save_path()
+            return path is not None and self.keeper.save(path)
         return answer == "discard"
 
     def _refuse_while_running(self, what: str) -> bool:
@@ -54,18 +58,22 @@ class SessionCommands(QObject):
         if not self._refuse_while_running("start a new session") and self.may_discard():
             self.keeper.new()
 
-    def open(self) -> None:
+    def open(self) -> asyncio.Task | None:
         if self._refuse_while_running("open a session") or not self.may_discard():
-            return
+            return None
         path = session_dialogs.choose_open_path(self._window, self._folder())
-        if path is not None:
-            self.keeper.open(path)
+        return None if path is None else self.controller.spawn(self.open_path(path))
 
-    def open_file(self, path: Path) -> bool:
+    def open_file(self, path: Path) -> asyncio.Task | None:
         """Open a session file (command line, drag and drop, recent files); the open session stays on failure."""
         if self._refuse_while_running(f"open {Path(path).name}") or not self.may_discard():
-            return False
-        return self.keeper.open(path)
+            return None
+        return self.controller.spawn(self.open_path(path))
+
+    async def open_path(self, path: Path) -> bool:
+        """Read the file off the GUI thread, then show it; False (and one line) when it cannot be opened."""
+        self.say(f"Opening {Path(path).name}…")
+        return await self.keeper.open_async(path)
 
     def add_runs_from_file(self, path: Path | None = None) -> bool:
         """Bring another file's runs into this session, e.g. to compare them in the Compare tab."""
@@ -83,32 +91,50 @@ class SessionCommands(QObject):
 
     # --- saving and exporting ----------------------------------------------------------------------
 
-    def save(self) -> bool:
+    def save(self) -> asyncio.Task | None:
         if self.keeper.path is None:
             return self.save_as()
-        return not self._refuse_while_running("save") and self.keeper.save()
-
-    def save_as(self) -> bool:
         if self._refuse_while_running("save"):
-            return False
-        suggested = str(self.keeper.path or Path.home() / f"session{SESSION_SUFFIX}")
-        path = session_dialogs.choose_save_path(self._window, suggested)
-        return path is not None and self.keeper.save(path)
+            return None
+        return self.controller.spawn(self.save_to(self.keeper.path))
 
-    def export(self, fmt: str) -> None:
+    def save_as(self) -> asyncio.Task | None:
+        if self._refuse_while_running("save"):
+            return None
+        path = self._choose_save_path()
+        return None if path is None else self.controller.spawn(self.save_to(path))
+
+    def _choose_save_path(self) -> Path | None:
+        suggested = str(self.keeper.path or Path.home() / f"session{SESSION_SUFFIX}")
+        return session_dialogs.choose_save_path(self._window, suggested)
+
+    async def save_to(self, path: Path) -> bool:
+        """Write the session off the GUI thread; False (and one line) when it could not be written."""
+        self.say(f"Saving {Path(path).name}…")
+        saved = await self.keeper.save_async(path)
+        if saved:
+            self.say(f"Saved {self.keeper.path}")
+        return saved
+
+    def export(self, fmt: str) -> asyncio.Task | None:
         if not self.keeper.session.runs or self._refuse_while_running("export"):
-            return
+            return None
         stem = self.keeper.path.stem if self.keeper.path is not None else "session"
         suggested = str((self.keeper.path.parent if self.keeper.path else Path.home()) / f"{stem}.{fmt}")
         path = session_dialogs.choose_export_path(self._window, fmt, suggested)
-        if path is None:
-            return
+        return None if path is None else self.controller.spawn(self.export_to(fmt, path))
+
+    async def export_to(self, fmt: str, path: Path) -> bool:
+        """Write an export off the GUI thread (an HTML report draws heatmaps: seconds for a long run)."""
+        session, run = Session(list(self.keeper.session.runs)), self.presenter.current
+        self.say(f"Exporting to {Path(path).name}…")
         try:
-            write_export(self.keeper.session, fmt, path, run=self.presenter.current)
+            await asyncio.to_thread(write_export, session, fmt, path, run=run)
         except (SessionFileError, EngineError, OSError) as exc:
             self.v.banner.show_error(str(exc))
-            return
+            return False
         self.say(f"Exported to {path}")
+        return True
 
     def export_plot(self) -> None:
         """The plot in view (inspector, compare or head importance) as a PNG, as it appears on screen."""

@@ -45,6 +45,8 @@ class SessionKeeper(QObject):
         self._timer.timeout.connect(self.autosave_now)
         # Autosaves compress megabytes of arrays: off the GUI thread, one at a time, so the window never stalls.
         self._autosaver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opt-autosave")
+        # Saving and opening files the person asked for, one at a time, off the GUI thread.
+        self._files = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opt-files")
         self._pending: Future | None = None
 
     # --- changes ---------------------------------------------------------------------------------
@@ -73,23 +75,18 @@ class SessionKeeper(QObject):
 
     def open(self, path: str | Path) -> bool:
         """Open a session file; on any problem say why and keep the open session untouched."""
-        path = Path(path)
-        try:
-            session = load_session(path)
-        except SessionFileError as exc:
-            self._report(exc, "Opening the session")
-            return False
-        self._replace(session, path)
-        self._remember(path)
-        return True
+        return self._opened(Path(path), self._read(Path(path)))
+
+    async def open_async(self, path: str | Path) -> bool:
+        """open(), reading the file on the files thread so the window goes on drawing."""
+        return self._opened(Path(path), await self._in_thread(self._read, Path(path)))
 
     def add_from(self, path: str | Path) -> list[int]:
         """Append the runs of another session file to the open one (to compare across files)."""
         path = Path(path)
-        try:
-            other = load_session(path)
-        except SessionFileError as exc:
-            self._report(exc, "Adding the runs")
+        other = self._read(path)
+        if isinstance(other, SessionFileError):
+            self._report(other, "Adding the runs")
             return []
         added = self.session.merge(other, label=path.stem)
         if added:
@@ -97,15 +94,50 @@ class SessionKeeper(QObject):
         return added
 
     def save(self, path: str | Path | None = None) -> bool:
+        target = self._target(path)
+        return self._saved(target, self._write(Session(list(self.session.runs)), target))
+
+    async def save_async(self, path: str | Path | None = None) -> bool:
+        """save(), writing on the files thread so the window goes on drawing."""
+        target = self._target(path)
+        # A snapshot: runs added while the file is written belong to the next save.
+        return self._saved(target, await self._in_thread(self._write, Session(list(self.session.runs)), target))
+
+    def _target(self, path: str | Path | None) -> Path:
         target = Path(path) if path is not None else self.path
         if target is None:
             raise ValueError("save() needs a path for a session that has never been saved")
-        if target.suffix != SESSION_SUFFIX:
-            target = target.with_name(target.name + SESSION_SUFFIX)
+        return target if target.suffix == SESSION_SUFFIX else target.with_name(target.name + SESSION_SUFFIX)
+
+    @staticmethod
+    def _read(path: Path) -> Session | SessionFileError:
         try:
-            save_session(self.session, target)
+            return load_session(path)
         except SessionFileError as exc:
-            self._report(exc, "Saving")
+            return exc
+
+    @staticmethod
+    def _write(session: Session, target: Path) -> SessionFileError | None:
+        try:
+            save_session(session, target)
+        except SessionFileError as exc:
+            return exc
+        return None
+
+    async def _in_thread(self, fn, *args):
+        return await asyncio.wrap_future(self._files.submit(fn, *args))
+
+    def _opened(self, path: Path, result: Session | SessionFileError) -> bool:
+        if isinstance(result, SessionFileError):
+            self._report(result, "Opening the session")
+            return False
+        self._replace(result, path)
+        self._remember(path)
+        return True
+
+    def _saved(self, target: Path, error: SessionFileError | None) -> bool:
+        if error is not None:
+            self._report(error, "Saving")
             return False
         if target != self.path:
             self.path = target
@@ -186,6 +218,7 @@ class SessionKeeper(QObject):
     def close_cleanly(self) -> None:
         """The person closed the window having saved or discarded: nothing is left to recover."""
         self._timer.stop()
+        self._files.shutdown(wait=True)
         self._autosaver.shutdown(wait=True)  # a save in flight must not recreate the file after discard
         self.autosave.discard()
 

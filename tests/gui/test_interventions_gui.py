@@ -76,7 +76,7 @@ def test_compare_needs_the_runs_model_loaded(make_window, loop, tmp_path):  # no
     path = tmp_path / "two.optsession"
     assert w.keeper.save(path)
     w2 = make_window(load=False)
-    w2.sessions.open_file(path)
+    loop.run_until_complete(w2.sessions.open_file(path))
     w2.analysis.compare_runs(0, 1)
     assert not w2.compare.divergence_button.isEnabled()
     assert "Load demo" in w2.compare.divergence_reason_text()

@@ -73,7 +73,7 @@ def test_save_close_reopen_shows_the_same_inspector(make_window, loop, tmp_path,
     assert w.isWindowModified()
     path = tmp_path / "work.optsession"
     monkeypatch.setattr(session_dialogs, "choose_save_path", lambda parent, suggested: path)
-    assert w.sessions.save()  # never saved: goes through Save As
+    assert loop.run_until_complete(w.sessions.save())  # never saved: goes through Save As
     assert path.is_file() and not w.isWindowModified()
     assert w.windowTitle().startswith("work.optsession[*]")
     before = table_values(w)
@@ -81,7 +81,7 @@ def test_save_close_reopen_shows_the_same_inspector(make_window, loop, tmp_path,
     w.close()
 
     w2 = make_window(load=False)  # no model: the file alone must show everything
-    assert w2.sessions.open_file(path)
+    assert loop.run_until_complete(w2.sessions.open_file(path))
     assert w2.presenter.trace.token_ids == trace.token_ids
     assert w2.output.toPlainText() == trace.text
     assert table_values(w2) == before
@@ -109,7 +109,7 @@ def test_a_bad_file_changes_nothing(make_window, loop, tmp_path):  # noqa: F811
     w.keeper.set_modified(False)
     bad = tmp_path / "broken.optsession"
     bad.write_bytes(b"this is not a zip archive")
-    assert not w.sessions.open_file(bad)
+    assert not loop.run_until_complete(w.sessions.open_file(bad))
     assert "broken.optsession" in w.banner.text()
     assert "\n" not in w.banner.text()
     assert w.keeper.session.runs == [trace] and w.presenter.trace is trace
@@ -129,6 +129,7 @@ def test_dropping_a_session_file_opens_it(make_window, loop, tmp_path, monkeypat
     event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, data, Qt.MouseButton.NoButton,
                        Qt.KeyboardModifier.NoModifier)
     w.dropEvent(event)
+    run_until(loop, lambda: w.presenter.trace is not None)  # read off the GUI thread
     assert w.presenter.trace.token_ids == trace.token_ids
 
 

@@ -109,11 +109,14 @@ class MessageBanner(QWidget):
 
     def show_message(self, text: str, kind: str = "error", actions: Sequence[tuple[str, Callable[[], None]]] = (),
                      details: str = "", key: str | None = None) -> Message:
-        """Add a message under the others; one with the same `key` (or the same text) replaces it.
-        Each action is a button that dismisses the message and runs its callback."""
+        """Add a message under the others; one with the same `key` replaces it, and the same text
+        already shown is not repeated. Each action is a button that dismisses the message and runs
+        its callback."""
         for old in list(self.messages):
-            if (key is not None and old.key == key) or (old.text == text and old.kind == kind):
+            if key is not None and old.key == key:
                 self.remove(old)
+            elif old.text == text and old.kind == kind and not actions:
+                return old  # already in view (with whatever actions it came with)
         while len(self.messages) >= MAX_MESSAGES:
             self.remove(self.messages[0])
         message = Message(self, text, kind, actions, details, key)

@@ -66,6 +66,7 @@ class ModelBar(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self._loading = False
+        self._info: ModelInfo | None = None
         self._recent: list[str] = []
 
         self.source_combo = QComboBox(self)
@@ -144,6 +145,8 @@ class ModelBar(QWidget):
 
     def set_loading(self, loading: bool) -> None:
         self._loading = loading
+        if self._info is None:
+            self.set_model(None)  # "Loading the model…" rather than "No model loaded"
         self.load_button.setEnabled(not loading)
         self.progress.setVisible(loading)
         if loading:
@@ -173,12 +176,12 @@ class ModelBar(QWidget):
         return precision.mode_problem(self.dtype_combo.currentData(), self.device_combo.currentData(), self._caps)
 
     def set_model(self, info: ModelInfo | None) -> None:
+        self._info = info
         if info is None:
-            self.model_label.setText("No model loaded: pick one above and press Load.")
+            self.model_label.setText("Loading the model…" if self._loading
+                                     else "No model loaded: pick one above and press Load.")
             self.model_label.setToolTip("")
             return
-        if not self._caps.probed:  # torch has loaded by now: ask it instead of guessing
-            self.set_capabilities(precision.capabilities())
         mode = info.dtype if not precision.is_approximate(info.dtype) else f"{info.dtype} (approximate)"
         spread = placement_summary(info)  # "" on one device
         where = html.escape(spread) if spread else info.device

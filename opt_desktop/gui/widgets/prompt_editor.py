@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import Callable
 
 from PySide6.QtCore import Qt, QTimer, Signal
+from superqt.utils import ensure_main_thread
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QVBoxLayout, QWidget
 
@@ -55,8 +57,9 @@ class PromptEditor(QWidget):
     def set_text(self, text: str) -> None:
         self.edit.setPlainText(text)
 
-    def set_counter(self, count_fn: Callable[[str], int | None] | None, context_length: int | None) -> None:
-        """How to count tokens (None before a model is loaded) and the model's context, in tokens."""
+    def set_counter(self, count_fn: Callable[[str], int | None | Future] | None, context_length: int | None) -> None:
+        """How to count tokens (None before a model is loaded) and the model's context, in tokens.
+        `count_fn` may answer later, with a Future (an engine in another process counts there)."""
         self._count_fn = count_fn
         self._context = context_length
         self._timer.stop()
@@ -78,12 +81,24 @@ class PromptEditor(QWidget):
 
     def _recount(self) -> None:
         count = None
+        text = self.text()
         if self._count_fn is not None:
             try:
-                count = self._count_fn(self.text())
+                count = self._count_fn(text)
             except Exception:  # a count is a hint; a tokenizer error must not break typing
                 count = None
+        if isinstance(count, Future):
+            count.add_done_callback(lambda f, t=text: self._counted(f, t))
+            return  # the shown count stays until the answer comes
         self._count = count
+        self._show_count()
+
+    @ensure_main_thread
+    def _counted(self, future: Future, text: str) -> None:
+        """A count that came back later (on the engine's thread: hopped here first)."""
+        if text != self.text() or future.cancelled():
+            return  # typing went on: a newer count is on its way
+        self._count = None if future.exception() is not None else future.result()
         self._show_count()
 
     def _show_count(self) -> None:

@@ -1,0 +1,143 @@
+"""The engine process: an EngineService driven by messages on stdin, answering on stdout.
+
+The window starts it (engine_process.py) so that importing torch, building a tokenizer and running
+the model never hold the window's interpreter lock. Frames are protocol.py's (no pickle). Anything
+the libraries print goes to stderr, never into the frame stream.
+
+    python -m opt_desktop.engine.worker
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+
+from . import protocol
+from .process_messages import (
+    PROTOCOL_VERSION,
+    CountTokens,
+    Hello,
+    JobEnded,
+    JobEvent,
+    JobRunning,
+    SetHeadMask,
+    Shutdown,
+    Stop,
+    Submit,
+    TokenCount,
+)
+
+log = logging.getLogger("opt_desktop.engine.worker")
+
+LOG_FILE = "opt-desktop-engine.log"
+
+
+class _Channel:
+    """Writes frames to the window, one at a time (events come from the worker thread, answers
+    from the reader)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.lock = threading.Lock()
+        self.broken = False
+
+    def send(self, message) -> None:
+        if self.broken:
+            return
+        with self.lock:
+            try:
+                protocol.write(self.stream, message)
+            except (BrokenPipeError, OSError, ValueError):
+                self.broken = True  # the window is gone; the read loop ends too
+
+
+def _error_name(exc: BaseException | None) -> str:
+    from . import errors
+
+    if exc is None:
+        return ""
+    name = type(exc).__name__
+    return name if isinstance(getattr(errors, name, None), type) and isinstance(exc, errors.EngineError) else ""
+
+
+def serve(stdin, stdout) -> None:
+    from .service import EngineService
+
+    channel = _Channel(stdout)
+    engine = EngineService()
+    jobs: dict[int, object] = {}
+    channel.send(Hello(PROTOCOL_VERSION, os.getpid()))
+
+    def submit(msg: Submit) -> None:
+        number = msg.job
+        try:
+            job = engine.submit(msg.request, on_event=lambda e: channel.send(JobEvent(number, e)),
+                                on_start=lambda: channel.send(JobRunning(number)))
+        except Exception as exc:  # noqa: BLE001 - a request the engine refuses ends its job at once
+            from .jobs import JobEnd, describe_error
+
+            message, details = describe_error(exc, "The engine")
+            channel.send(JobEnded(number, JobEnd("error", message, details), _error_name(exc), engine.info))
+            return
+        jobs[number] = job
+
+        def ended(future) -> None:
+            jobs.pop(number, None)
+            exc = None if future.cancelled() else future.exception()
+            channel.send(JobEnded(number, job.end, _error_name(exc), engine.info))
+
+        job.future.add_done_callback(ended)
+
+    try:
+        while True:
+            try:
+                msg = protocol.read(stdin)
+            except EOFError:
+                break
+            if isinstance(msg, Submit):
+                submit(msg)
+            elif isinstance(msg, Stop):
+                if msg.job == 0:
+                    engine.stop()
+                elif (job := jobs.get(msg.job)) is not None:
+                    job.stop()
+            elif isinstance(msg, SetHeadMask):
+                try:
+                    engine.set_head_mask(msg.mask)
+                except Exception:  # noqa: BLE001 - checked by the window before; logged, not fatal
+                    log.exception("A head mask the engine refused")
+            elif isinstance(msg, CountTokens):
+                try:
+                    n = engine.count_tokens(msg.text)
+                except Exception:  # noqa: BLE001 - a count is a hint
+                    n = None
+                channel.send(TokenCount(msg.ask, n))
+            elif isinstance(msg, Shutdown):
+                break
+            if channel.broken:
+                break
+    finally:
+        engine.shutdown(wait=True)
+
+
+def main() -> int:
+    # The frame stream gets the real stdout; everything else that writes to fd 1 goes to stderr.
+    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from ..logs import setup_logging
+
+    setup_logging(file_name=LOG_FILE)
+    try:
+        serve(sys.stdin.buffer, out)
+    except protocol.ProtocolError:
+        log.exception("The window sent something this engine cannot read")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
