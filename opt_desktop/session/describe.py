@@ -125,37 +125,43 @@ def run_settings(trace: RunTrace) -> dict[str, str]:
     return rows
 
 
-def run_title(index: int, trace: RunTrace) -> str:
-    """One short line that tells a run from its siblings: number, where it came from, the prompt's
-    start, greedy or the sampling seed, the interventions, and how far it got.
-
-    "#3 · fork at 7 → ' cat' · “Once upon a…” · seed 42 · mask 3:0 · 24 tokens". `run_details` has the rest.
-    """
+def run_title_lines(index: int, trace: RunTrace) -> tuple[str, str]:
+    """A run's name in two short lines, for a narrow panel: where it came from and its prompt's start,
+    then how it decoded (greedy or the sampling seed), its interventions and how far it got."""
     s = trace.started
-    parts = [f"#{index + 1}"]
+    origin = [f"#{index + 1}"]
     if trace.label:
-        parts.append(shorten(trace.label, 24))
+        origin.append(shorten(trace.label, 24))
     if trace.fork_position is not None:
         piece = trace.pieces[trace.fork_position] if trace.fork_position < trace.length else "?"
-        parts.append(f"fork at {trace.fork_position} → {shorten(repr(piece), 12)}")
+        origin.append(f"fork at {trace.fork_position} → {shorten(repr(piece), 12)}")
     elif trace.parent is not None:
-        parts.append("continued")
-    parts.append(f"“{_start(s.prompt, 18)}”" if s.prompt.strip() else "(token ids)")
-    parts.append(f"seed {s.seed}" if s.settings.get("do_sample") else "greedy")
+        origin.append("continued")
+    origin.append(f"“{_start(s.prompt, 18)}”" if s.prompt.strip() else "(token ids)")
+    how = [f"seed {s.seed}" if s.settings.get("do_sample") else "greedy"]
     start, changes = mask_texts(trace)
     if start != "none" or changes is not None:
-        parts.append(f"mask {shorten(start, 14)}" + (" (changed)" if changes is not None else ""))
+        how.append(f"mask {shorten(start, 14)}" + (" (changed)" if changes is not None else ""))
     if s.hidden_positions:
-        parts.append(f"hide {shorten(position_ranges(s.hidden_positions), 10)}")
+        how.append(f"hide {shorten(position_ranges(s.hidden_positions), 10)}")
     done = trace.finished
     tokens = _count(trace.n_generated, "token")
     if done is None:
-        parts.append(tokens + " …")
+        how.append(tokens + " …")
     elif done.reason in ("cancelled", "error"):
-        parts.append(f"{tokens}, {_REASONS[done.reason]}")
+        how.append(f"{tokens}, {_REASONS[done.reason]}")
     else:
-        parts.append(tokens)
-    return " · ".join(parts)
+        how.append(tokens)
+    return " · ".join(origin), " · ".join(how)
+
+
+def run_title(index: int, trace: RunTrace) -> str:
+    """One line that tells a run from its siblings: number, where it came from, the prompt's start,
+    greedy or the sampling seed, the interventions, and how far it got.
+
+    "#3 · fork at 7 → ' cat' · “Once upon a…” · seed 42 · mask 3:0 · 24 tokens". `run_details` has the rest.
+    """
+    return " · ".join(run_title_lines(index, trace))
 
 
 def run_details(index: int, trace: RunTrace) -> list[tuple[str, str]]:

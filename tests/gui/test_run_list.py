@@ -29,8 +29,9 @@ def test_names_and_escaped_tooltips(qtbot):
     qtbot.addWidget(view)
     view.set_session(session)
     first, second = view.topLevelItem(0), view.topLevelItem(0).child(0)
-    assert first.text(0) == "#1 · “<b>bold</b> &amp…” · greedy · 3 tokens"  # plain text: shown as typed
-    assert second.text(0).startswith("#2 · fork at 2 → 'p2' · “Hello there” · seed 3")
+    assert first.text(0) == "#1 · “<b>bold</b> &amp…”\ngreedy · 3 tokens"  # plain text: shown as typed
+    assert second.text(0) == "#2 · fork at 2 → 'p2' · “Hello there”\nseed 3 · 3 tokens"
+    assert view.visualItemRect(first).height() > 1.5 * view.fontMetrics().height()  # both lines shown
     doc = QTextDocument()
     doc.setHtml(first.toolTip(0))  # what the tooltip shows, rendered as Qt renders it
     shown = doc.toPlainText()

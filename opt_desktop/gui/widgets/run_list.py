@@ -1,7 +1,7 @@
 """The session's runs as a tree: forks and continuations hang under the run they branch from.
 
-Each run is named by `session.describe.run_title` (what tells it from its siblings), with the whole
-description in its tooltip.
+Each run is named in two lines by `session.describe.run_title_lines` (what tells it from its
+siblings), with the whole description in its tooltip.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem, QWidget
 
 from ...session import RunTrace
-from ...session.describe import run_details, run_title
+from ...session.describe import run_details, run_title, run_title_lines
 from ...session.session import Session
 
 INDEX_ROLE = Qt.ItemDataRole.UserRole
@@ -33,6 +33,7 @@ class RunList(QTreeWidget):
         self.setColumnCount(1)
         self.setHeaderLabels(["Runs of this session"])
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setUniformRowHeights(False)  # names take two lines: a narrow panel still shows what differs
         self.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.setToolTip("Runs of this session; forks and continuations sit under the run they came from")
         self._session: Session | None = None
@@ -62,7 +63,7 @@ class RunList(QTreeWidget):
             self.blockSignals(False)
         for i, trace in enumerate(runs):
             item = self._items[i]
-            item.setText(0, run_title(i, trace))
+            item.setText(0, "\n".join(run_title_lines(i, trace)))
             item.setToolTip(0, run_tooltip(i, trace))
 
     def set_current(self, index: int | None) -> None:
