@@ -30,6 +30,7 @@ from .engine import (
 )
 from .engine.interventions_spec import parse_head_mask, parse_positions
 from .engine.settings import DEFAULT_SOURCE, Device, DType
+from .engine.text import one_token, prompt_ids, token_piece
 from .formatting import format_bytes
 from .session import EXPORT_FORMATS, RunTrace, Session, SessionFileError, load_session, save_session, write_export
 from .session.describe import (
@@ -42,7 +43,8 @@ from .session.describe import (
     settings_text,
     shorten,
 )
-from .engine.jobs import describe_error
+from .engine.jobs import JobProgress, describe_error
+from .engine.requests import AttributionRequest, PatchingRequest
 from .logs import setup_logging
 from .session.export import export_text
 
@@ -70,6 +72,10 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     i = p.add_argument_group("inspection")
     i.add_argument("--no-stats", action="store_true", help="capture no hidden-state or attention statistics")
     i.add_argument("--keep-attention-rows", action="store_true", help="keep full attention rows (float16)")
+    _intervention_args(p)
+
+
+def _intervention_args(p: argparse.ArgumentParser) -> None:
     v = p.add_argument_group("interventions")
     v.add_argument("--mask-heads", metavar="SPEC",
                    help='heads to ablate or scale, LAYER:HEAD counted from 0 as in decoder.layers[i] and '
@@ -97,6 +103,25 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--json", action="store_true", help="print the events as JSON lines instead of text")
     gen.add_argument("--save", metavar="FILE", type=Path, help="save the run as a session file (.optsession)")
     _settings_args(gen)
+    attr = sub.add_parser("attribute", help="score each prompt token's part in predicting the next token")
+    _model_args(attr)
+    attr.add_argument("--prompt", required=True, help="the prompt text (the leading </s> is added)")
+    attr.add_argument("--target", metavar="TEXT",
+                      help="the predicted token, exactly one token appended to the prompt (default: the greedy one)")
+    attr.add_argument("--alternative", metavar="TEXT",
+                      help="attribute logit(target) - logit(alternative) instead of log p(target)")
+    attr.add_argument("--method", choices=("ixg", "ig"), default="ig",
+                      help="ixg: input x gradient; ig: integrated gradients from a zero embedding (default)")
+    attr.add_argument("--steps", type=int, default=32, help="integrated-gradient steps, Gauss-Legendre (default 32)")
+    attr.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    _intervention_args(attr)
+    patch = sub.add_parser("patch", help="activation patching from a clean prompt into a corrupted one")
+    _model_args(patch)
+    patch.add_argument("--clean", required=True, metavar="TEXT", help="the clean prompt")
+    patch.add_argument("--corrupt", required=True, metavar="TEXT", help="the corrupted prompt, of the same token length")
+    patch.add_argument("--target", required=True, metavar="TEXT", help="the predicted token, exactly one token")
+    patch.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    _intervention_args(patch)
     info = sub.add_parser("info", help="print the model's architecture")
     _model_args(info)
     show = sub.add_parser("show", help="summarise the runs of a session file")
@@ -250,6 +275,102 @@ def cmd_generate(engine: EngineService, args) -> int:
     return 0
 
 
+def _interventions(args, info) -> tuple[tuple, tuple]:
+    hidden = parse_positions(args.hide_positions) if args.hide_positions else ()
+    mask = parse_head_mask(args.mask_heads, info.n_layers, info.n_heads) if args.mask_heads else ()
+    return mask, hidden
+
+
+def _run_job(engine: EngineService, request):
+    """Run an analysis job, showing its progress on a terminal; Ctrl+C stops it between chunks."""
+
+    def progress(event):
+        if isinstance(event, JobProgress) and sys.stderr.isatty():
+            print(f"\r\x1b[K{event.done}/{event.total}", end="", file=sys.stderr, flush=True)
+
+    job = engine.submit(request, on_event=progress)
+    previous = signal.signal(signal.SIGINT, lambda *a: job.stop())
+    try:
+        return job.future.result()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if sys.stderr.isatty():
+            print("\r\x1b[K", end="", file=sys.stderr)
+
+
+def _bar(value: float, scale: float, width: int = 20) -> str:
+    if not math.isfinite(value) or scale <= 0:
+        return ""
+    return ("+" if value >= 0 else "-") * max(0, round(abs(value) / scale * width))
+
+
+def cmd_attribute(engine: EngineService, args) -> int:
+    info = _load(engine, args)
+    tok = engine.tokenizer
+    ids = prompt_ids(tok, args.prompt, info.bos_token_id)
+    target = None if args.target is None else one_token(tok, args.target, "target")
+    alternative = None if args.alternative is None else one_token(tok, args.alternative, "alternative")
+    mask, hidden = _interventions(args, info)
+    result = _run_job(engine, AttributionRequest(tuple(ids), target, args.method, args.steps, alternative,
+                                                 tuple(mask), tuple(hidden)))
+    if result.note:
+        print(f"note: {result.note}", file=sys.stderr)
+    tokens = [token_piece(tok, int(i)) for i in result.token_ids]
+    target_text = token_piece(tok, result.target_id)
+    if args.json:
+        print(json.dumps(_jsonable({
+            "tokens": tokens, "token_ids": result.token_ids, "scores": result.scores, "target": target_text,
+            "target_id": result.target_id, "logprob": result.logprob, "method": result.method, "steps": result.steps,
+        }), ensure_ascii=False))
+        return 0
+    how = "input x gradient" if result.method == "ixg" else f"integrated gradients, {result.steps} steps"
+    what = "log p(target)" if result.alternative_id is None else \
+        f"logit(target) - logit({token_piece(tok, result.alternative_id)!r})"
+    print(f"target {target_text!r} (id {result.target_id}), log p = {result.logprob:.4f}; {how} of {what}")
+    if result.method == "ig":
+        print(f"scores sum to {float(result.scores.sum()):.4f}; f(input) - f(baseline) = "
+              f"{result.value - result.baseline_value:.4f}")
+    scale = float(np.nanmax(np.abs(result.scores))) if len(result.scores) else 0.0
+    width = max(5, *(len(repr(t)) for t in tokens))
+    print(f"{'pos':>5}  {'token':<{width}}  {'score':>10}")
+    for i, (t, s) in enumerate(zip(tokens, result.scores)):
+        print(f"{i:>5}  {t!r:<{width}}  {float(s):>10.4f}  {_bar(float(s), scale)}")
+    return 0
+
+
+def _table(values: np.ndarray, row_labels, col_labels) -> list[str]:
+    head = f"{'':>6} " + " ".join(f"{c:>6}" for c in col_labels)
+    lines = [head]
+    for label, row in zip(row_labels, values):
+        lines.append(f"{label:>6} " + " ".join("     -" if not math.isfinite(v) else f"{round(v, 2) + 0.0:>6.2f}" for v in row))
+    return lines
+
+
+def cmd_patch(engine: EngineService, args) -> int:
+    info = _load(engine, args)
+    tok = engine.tokenizer
+    clean = prompt_ids(tok, args.clean, info.bos_token_id)
+    corrupt = prompt_ids(tok, args.corrupt, info.bos_token_id)
+    target = one_token(tok, args.target, "target")
+    mask, hidden = _interventions(args, info)
+    result = _run_job(engine, PatchingRequest(tuple(clean), tuple(corrupt), target, True, tuple(mask), tuple(hidden)))
+    tokens = [token_piece(tok, int(i)) for i in result.clean_ids]
+    if args.json:
+        print(json.dumps(_jsonable({
+            "rows": list(result.row_labels), "tokens": tokens, "clean_prob": result.clean_prob,
+            "corrupt_prob": result.corrupt_prob, "prob": result.prob, "heads": result.head_prob,
+        }), ensure_ascii=False))
+        return 0
+    print(f"target {token_piece(tok, target)!r} (id {target}): p = {result.clean_prob:.4g} clean, "
+          f"{result.corrupt_prob:.4g} corrupted")
+    print("tokens: " + "  ".join(f"{i}:{t!r}" for i, t in enumerate(tokens)))
+    print("\nresidual rows x positions, normalised (0 = corrupted run, 1 = clean run):")
+    print("\n".join(_table(result.prob_normalised, result.row_labels, range(len(tokens)))))
+    print("\nlayers x heads, each head's output at all positions, normalised:")
+    print("\n".join(_table(result.head_prob_normalised, range(info.n_layers), range(info.n_heads))))
+    return 0
+
+
 def cmd_show(args) -> int:
     session = load_session(args.file)
     n = len(session.runs)
@@ -300,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
             return {"show": cmd_show, "export": cmd_export}[args.command](args)
         engine = EngineService()
         try:
-            return {"info": cmd_info, "generate": cmd_generate}[args.command](engine, args)
+            commands = {"info": cmd_info, "generate": cmd_generate, "attribute": cmd_attribute, "patch": cmd_patch}
+            return commands[args.command](engine, args)
         finally:
             engine.shutdown(wait=True)
     except KeyboardInterrupt:

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .gui.resources import (
+from .assets import (
     APP_ID,
     ICON_SIZES,
     desktop_file,
@@ -70,9 +70,16 @@ def linux_targets(data_home: Path) -> dict[Path, Path | None]:
 
 # --- the command a launcher runs ------------------------------------------------------------------
 
+def frozen() -> bool:
+    """Running from the PyInstaller bundle (packaging/build_bundle.py), not from a Python install."""
+    return bool(getattr(sys, "frozen", False))
+
+
 def launch_command() -> list[str]:
-    """The installed `opt-desktop` script beside this Python (a virtual environment's bin/ is not on
-    the desktop's PATH), else this Python with `-m opt_desktop`."""
+    """The bundle's own executable; else the installed `opt-desktop` script beside this Python (a
+    virtual environment's bin/ is not on the desktop's PATH), else this Python with `-m opt_desktop`."""
+    if frozen():
+        return [str(Path(sys.executable).resolve())]
     scripts = Path(sys.executable).parent
     for name in ("opt-desktop", "opt-desktop.exe"):
         if (scripts / name).is_file():
@@ -238,6 +245,12 @@ def _other_manifest() -> Path:
 
 def install_shortcut() -> Report:
     """Windows: a Start-menu shortcut. macOS: an application bundle in /Applications (else on the Desktop)."""
+    if frozen():
+        # pyshortcuts runs a Python script; a bundle is launched as the platform expects instead.
+        raise DesktopEntryError(
+            "This bundle needs no installing: on macOS move OPT Desktop.app to Applications, on Windows "
+            "right-click opt-desktop.exe and choose Pin to Start."
+        )
     ps = _pyshortcuts()
     report = Report()
     windows = sys.platform.startswith("win")

@@ -49,7 +49,7 @@ def fake_events(n_prompt=4, n_gen=5, n_layers=3, n_heads=4, hidden=16, keep_rows
     rng = np.random.default_rng(seed)
     info = fake_info(n_layers, n_heads, hidden)
     L, H, D, K = n_layers, n_heads, hidden, 10
-    prompt_ids = tuple([2] + list(rng.integers(4, 300, n_prompt - 1)))
+    prompt_ids = tuple([2] + [int(i) for i in rng.integers(4, 300, n_prompt - 1)])  # plain ints, as the engine makes
     pieces = tuple(["</s>"] + [f"p{i}" for i in range(1, n_prompt)])
     events = [Started(model=info, prompt="prompt", prompt_ids=prompt_ids, prompt_pieces=pieces,
                       max_new_tokens=n_gen, seed=1, settings={}, inspect={"top_alternatives": K,

@@ -13,7 +13,7 @@ import pytest
 
 from opt_desktop import desktop_entry
 from opt_desktop.desktop_entry import desktop_entry_text, install_linux, linux_targets, uninstall_linux
-from opt_desktop.gui.resources import (
+from opt_desktop.assets import (
     APP_ID,
     ICON_SIZES,
     SESSION_MIME_TYPE,
@@ -177,3 +177,34 @@ sys.exit(main(['--install-desktop-entry']))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "share" / "applications" / "opt-desktop.desktop").is_file()
+
+
+def test_a_bundle_points_the_launcher_at_itself(tmp_path, monkeypatch):
+    """From the PyInstaller bundle, the menu entry and the file type open the bundle's executable."""
+    exe = tmp_path / "OPT Desktop" / "opt-desktop"
+    exe.parent.mkdir()
+    exe.write_text("")
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", str(exe))
+    assert desktop_entry.launch_command() == [str(exe)]
+    home = tmp_path / "share"
+    install_linux(home, run_tools=False)
+    installed = home / "applications" / "opt-desktop.desktop"
+    assert_valid_entry(installed)
+    entry = read_entry(installed.read_text())
+    assert entry["Exec"] == f'"{exe}" %f' and entry["TryExec"] == str(exe)
+
+
+def test_a_bundle_on_windows_or_macos_says_how_to_pin_it(monkeypatch):
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    with pytest.raises(desktop_entry.DesktopEntryError, match="Applications"):
+        desktop_entry.install_shortcut()
+
+
+def test_the_installer_does_not_import_the_gui():
+    """desktop_entry and assets are below the GUI: no import cycle through gui/."""
+    code = ("import sys, opt_desktop.desktop_entry, opt_desktop.assets;"
+            "print(sorted(m for m in sys.modules if m.startswith('opt_desktop.gui')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -14,7 +14,7 @@ from .events import (
     TokenGenerated,
 )
 from .interventions_spec import format_head_mask, parse_head_mask, parse_positions
-from .results import Divergence, HeadImportance
+from .results import Attribution, Divergence, HeadImportance, Patching
 from .service import EngineService
 from .settings import (
     DEMO_SOURCE,
@@ -26,8 +26,8 @@ from .settings import (
 )
 
 __all__ = [
-    "DEMO_SOURCE", "Divergence", "EngineError", "EngineService", "Finished", "GenerationRequest", "GenerationSettings", "HeadImportance", "HeadMaskChanged", "HeadScale",
+    "Attribution", "DEMO_SOURCE", "Divergence", "EngineError", "EngineService", "Finished", "GenerationRequest", "GenerationSettings", "HeadImportance", "HeadMaskChanged", "HeadScale",
     "InspectSettings", "LensResult", "LoadProgress", "LoadRequest", "ModelInfo", "ModelLoadError",
-    "NoModelError", "Notice", "PromptError", "PromptScored", "SettingsError", "Started", "StepStats",
+    "NoModelError", "Notice", "Patching", "PromptError", "PromptScored", "SettingsError", "Started", "StepStats",
     "TokenGenerated", "format_head_mask", "parse_head_mask", "parse_positions",
 ]

@@ -138,6 +138,19 @@ def delete_cached(repo_id: str, cache: str | Path | None = None) -> int:
 
 # --- the network ----------------------------------------------------------------------------------
 
+def unreachable_reason() -> str:
+    """Why the Hub is not being asked: offline mode (naming the variable that set it) or no answer."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            value = os.environ.get(name, "")
+            if value.strip().upper() in ("1", "ON", "YES", "TRUE"):
+                return f"offline mode is on ({name}={value})"
+        return "offline mode is on"
+    return UNREACHABLE
+
+
 def hub_reachable(timeout: float = 2.0) -> bool:
     """Whether the Hub answers within `timeout` seconds. False at once with HF_HUB_OFFLINE=1.
 

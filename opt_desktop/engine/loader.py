@@ -193,11 +193,11 @@ def _hub_snapshot(repo_id: str, report, stop, revision: str | None = None) -> Pa
 
     from . import hub_cache
 
-    unreachable = f"Cannot load {repo_id}: {hub_cache.UNREACHABLE} and the model is not in the local cache."
     cached = hub_cache.cached_snapshot(repo_id, revision=revision)
     if cached is not None:
         report(LoadProgress(f"Found {repo_id} in the Hugging Face cache"))
         return cached
+    unreachable = f"Cannot load {repo_id}: {hub_cache.unreachable_reason()} and the model is not in the local cache."
     if not hub_cache.hub_reachable():
         raise ModelLoadError(unreachable)
     try:

@@ -49,3 +49,28 @@ class HeadImportanceRequest:
 @dataclass(frozen=True)
 class ProbeRequest:
     """Ask what this machine can run (precision.Capabilities), with torch itself."""
+
+
+@dataclass(frozen=True)
+class AttributionRequest:
+    """Which input tokens made `target_id` the prediction after `token_ids` (attribution.py)."""
+
+    token_ids: tuple[int, ...]
+    target_id: int | None = None  # None: the model's greedy next token
+    method: str = "ig"  # "ig" (integrated gradients) or "ixg" (input x gradient)
+    steps: int = 32
+    alternative_id: int | None = None  # attribute logit(target) - logit(alternative) instead of log p
+    head_mask: tuple[HeadScale, ...] = ()
+    hidden: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class PatchingRequest:
+    """Where the clean run's residual stream and heads carry what makes `target_id` (patching.py)."""
+
+    clean_ids: tuple[int, ...]
+    corrupt_ids: tuple[int, ...]
+    target_id: int
+    heads: bool = True
+    head_mask: tuple[HeadScale, ...] = ()
+    hidden: tuple[int, ...] = ()

@@ -36,3 +36,84 @@ class HeadImportance:
     completed: bool
     scale: float = 0.0
     n_prompt: int = 0
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """How much each input token contributed to the prediction of one target token.
+
+    token_ids: (T,) int64, the whole input, the leading `</s>` included; the target is predicted from
+    its last position. scores: (T,) float32, scores[i] belongs to token_ids[i]: the attribution to
+    that token's embedding summed over the embedding dimension.
+    method: "ixg" (input × gradient) or "ig" (integrated gradients from a zero embedding, Gauss-Legendre
+    with `steps` points; None for ixg). The attributed function is log p(target) at the last position,
+    or logit(target) - logit(alternative) when `alternative_id` is set.
+    logprob: log p(target) under the model in its own precision mode (as the Output view shows it).
+    value / baseline_value: the attributed function at the input and at the zero baseline, computed
+    where the gradients were (in `gradient_dtype`); for ig, scores sum to about value - baseline_value.
+    note: one line for the view when the gradients were not the model's own float32 ones, else None.
+    head_mask / hidden_positions: the interventions the model ran under.
+    """
+
+    token_ids: np.ndarray
+    scores: np.ndarray
+    target_id: int
+    alternative_id: int | None
+    method: str
+    steps: int | None
+    logprob: float
+    value: float
+    baseline_value: float
+    gradient_dtype: str = "float32"
+    note: str | None = None
+    head_mask: tuple = ()
+    hidden_positions: tuple[int, ...] = ()
+
+    @property
+    def convergence_delta(self) -> float:
+        """sum(scores) - (value - baseline_value): how far integrated gradients are from complete."""
+        return float(np.sum(self.scores, dtype=np.float64) - (self.value - self.baseline_value))
+
+
+@dataclass(frozen=True)
+class Patching:
+    """Activation patching from a clean run into a corrupted run of the same length, for one target token.
+
+    clean_ids / corrupt_ids: (T,) int64, each the whole input with its leading `</s>`; the target is
+    predicted from the last position. prob: (L+1, T) float32, the target's probability in the corrupted
+    run with hidden-state row r (0 = `embed`, the input of decoder layer 0; r = l + 1 the output of layer
+    l) at position t replaced by the clean run's. head_prob: (L, H) float32, the same with head h of
+    layer l (its slice of `self_attn.out_proj`'s input, all positions) replaced; empty (0, 0) when heads
+    were not patched. clean_prob / corrupt_prob: the target's probability in the unpatched runs.
+    """
+
+    clean_ids: np.ndarray
+    corrupt_ids: np.ndarray
+    target_id: int
+    clean_prob: float
+    corrupt_prob: float
+    prob: np.ndarray
+    head_prob: np.ndarray
+    head_mask: tuple = ()
+    hidden_positions: tuple[int, ...] = ()
+
+    @property
+    def row_labels(self) -> tuple[str, ...]:
+        """"embed", "0", ..., "L-1": the rows of `prob`, as the rest of the app names hidden-state rows."""
+        return ("embed",) + tuple(str(i) for i in range(self.prob.shape[0] - 1))
+
+    def normalised(self, values: np.ndarray) -> np.ndarray:
+        """(p - corrupt_prob) / (clean_prob - corrupt_prob): 0 is the corrupted run, 1 the clean run;
+        all NaN when the two runs give the target the same probability (nothing to recover)."""
+        span = self.clean_prob - self.corrupt_prob
+        if not np.isfinite(span) or abs(span) < 1e-12:
+            return np.full(np.shape(values), np.nan, np.float32)
+        return ((np.asarray(values, np.float64) - self.corrupt_prob) / span).astype(np.float32)
+
+    @property
+    def prob_normalised(self) -> np.ndarray:
+        return self.normalised(self.prob)
+
+    @property
+    def head_prob_normalised(self) -> np.ndarray:
+        return self.normalised(self.head_prob)

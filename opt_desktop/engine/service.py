@@ -23,8 +23,15 @@ from .events import Event, Finished, LensResult, LoadProgress, ModelInfo
 from .interventions_spec import check_head_mask, normalize_head_mask
 from .jobs import Job
 from .memory import return_freed_memory_promptly
-from .requests import DivergenceRequest, HeadImportanceRequest, LensRequest, ProbeRequest
-from .results import Divergence, HeadImportance
+from .requests import (
+    AttributionRequest,
+    DivergenceRequest,
+    HeadImportanceRequest,
+    LensRequest,
+    PatchingRequest,
+    ProbeRequest,
+)
+from .results import Attribution, Divergence, HeadImportance, Patching
 from .settings import GenerationRequest, HeadScale, LoadRequest
 
 log = logging.getLogger(__name__)
@@ -70,6 +77,21 @@ def _head_importance(loaded, r: HeadImportanceRequest, job: Job) -> HeadImportan
                            base_mask=r.base_mask, hidden=r.hidden)
 
 
+def _attribution(loaded, r: AttributionRequest, job: Job) -> Attribution:
+    from .attribution import attribute
+
+    return attribute(loaded, r.token_ids, r.target_id, method=r.method, steps=r.steps,
+                     alternative_id=r.alternative_id, head_mask=r.head_mask, hidden=r.hidden,
+                     progress=job.progress, stop=job.stop_event)
+
+
+def _patching(loaded, r: PatchingRequest, job: Job) -> Patching:
+    from .patching import patch
+
+    return patch(loaded, r.clean_ids, r.corrupt_ids, r.target_id, heads=r.heads, head_mask=r.head_mask,
+                 hidden=r.hidden, progress=job.progress, stop=job.stop_event)
+
+
 def _probe(loaded, request: ProbeRequest, job: Job):
     from .precision import capabilities
 
@@ -80,6 +102,8 @@ register_analysis(LensRequest, "lens", "The logit lens", _lens)
 register_analysis(DivergenceRequest, "divergence", "The comparison", _divergence)
 register_analysis(HeadImportanceRequest, "head_importance", "Head importance", _head_importance)
 register_analysis(ProbeRequest, "probe", "Probing this machine", _probe, needs_model=False)
+register_analysis(AttributionRequest, "attribution", "Attribution", _attribution, result_types=(Attribution,))
+register_analysis(PatchingRequest, "patching", "Activation patching", _patching, result_types=(Patching,))
 
 _BETWEEN_STEPS = {LensRequest}  # small enough to run between two decode steps of a generation
 

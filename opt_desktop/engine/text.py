@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from .errors import SettingsError
+
 
 class IncrementalDecoder:
     """Turns generated ids into text deltas; a character split over several tokens comes out whole.
@@ -69,3 +71,21 @@ def token_piece(tokenizer, token_id: int) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return "".join(f"<0x{b:02X}>" if b >= 0x80 else chr(b) for b in raw)
+
+
+def prompt_ids(tokenizer, text: str, bos_token_id: int) -> list[int]:
+    """A prompt's ids as the model reads them: always with OPT's leading `</s>`."""
+    ids = list(tokenizer(text)["input_ids"])
+    if not ids or ids[0] != bos_token_id:
+        ids = [bos_token_id] + ids
+    return ids
+
+
+def one_token(tokenizer, text: str, what: str = "target") -> int:
+    """The id of `text` when it is exactly one token, else SettingsError (one line)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+    if len(ids) != 1:
+        count = "empty" if not ids else f"{len(ids)} tokens"
+        raise SettingsError(f"The {what} {text!r} is {count} for this model's tokenizer, not one: give the "
+                            "text of a single token (with its leading space, if it has one).")
+    return int(ids[0])

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import get_args
 
+from ..assets import APP_ID
 from ..engine.settings import DEFAULT_SOURCE, Device, DType, LoadRequest
-from .resources import APP_ID
 
 APP_NAME = "OPT Desktop"
 
@@ -64,7 +64,7 @@ def app_icon():
     """The icon at every rendered size (crisp in a taskbar and in a dock), the SVG as a fallback."""
     from PySide6.QtGui import QIcon
 
-    from .resources import ICON_SIZES, icon_path, icon_png
+    from ..assets import ICON_SIZES, icon_path, icon_png
 
     icon = QIcon()
     for size in ICON_SIZES:

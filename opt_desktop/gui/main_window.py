@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QPushButton,
     QScrollArea,
+    QSplitter,
     QTabWidget,
     QToolBar,
     QVBoxLayout,
@@ -44,6 +45,7 @@ from .widgets.message_banner import MessageBanner
 from .widgets.model_bar import ModelBar
 from .widgets.output_view import OutputView
 from .widgets.prompt_editor import PromptEditor
+from .widgets.run_details import RunDetails
 from .widgets.run_list import RunList
 from .widgets.run_status import RunStatus
 from .widgets.settings_panel import SettingsPanel
@@ -90,6 +92,7 @@ class MainWindow(QMainWindow):
         self.settings_panel = SettingsPanel(presets)
         self.run_list = RunList()
         self.run_list.set_session(self.keeper.session)
+        self.run_details = RunDetails()
         self.run_status = RunStatus()
         self.statusBar().addPermanentWidget(self.run_status)
 
@@ -146,7 +149,11 @@ class MainWindow(QMainWindow):
         scroll.setMinimumWidth(280)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.prompt_dock = self._dock("Prompt", "prompt", prompt_panel, Qt.DockWidgetArea.TopDockWidgetArea)
-        self.runs_dock = self._dock("Runs", "runs", self.run_list, Qt.DockWidgetArea.LeftDockWidgetArea)
+        runs = QSplitter(Qt.Orientation.Vertical)
+        runs.addWidget(self.run_list)
+        runs.addWidget(self.run_details)
+        runs.setSizes([300, 260])
+        self.runs_dock = self._dock("Runs", "runs", runs, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.settings_dock = self._dock("Settings", "settings", scroll, Qt.DockWidgetArea.RightDockWidgetArea)
         self.docks = (self.prompt_dock, self.runs_dock, self.settings_dock)
         self.resizeDocks([self.prompt_dock], [170], Qt.Orientation.Vertical)
@@ -156,7 +163,7 @@ class MainWindow(QMainWindow):
         c, k = self.controller, self.keeper
         views = SimpleNamespace(window=self, **{n: getattr(self, n) for n in (
             "model_bar", "banner", "prompt", "output", "inspector", "compare", "importance", "settings_panel",
-            "run_list", "run_status", "tabs")})
+            "run_list", "run_details", "run_status", "tabs")})
         self.presenter = RunPresenter(k, views, lambda: c.engine.tokenizer, parent=self)
         self.models = ModelCommands(c, self.state, views, parent=self)
         self.runs = RunCommands(c, k, self.presenter, self.interventions, views, self.say, self.models.load,
@@ -184,7 +191,6 @@ class MainWindow(QMainWindow):
         views.keep_rows_action, views.show_prompt_action = a.keep_rows, a.show_prompt
         self.recent_menu = views.recent_menu = a.build_menus(self, [d.toggleViewAction() for d in self.docks])
         self.sessions.fill_recent_menu()
-        self.models.probe()
         for button, command in ((self.generate_button, self.runs.generate), (self.stop_button, self.runs.stop),
                                 (self.regenerate_button, self.runs.regenerate),
                                 (self.continue_button, self.runs.continue_run)):
@@ -211,6 +217,7 @@ class MainWindow(QMainWindow):
         self.inspector.lens_requested.connect(self.analysis.request_lens)
         self.inspector.head_mask_changed.connect(self._on_head_mask_changed)
         self.run_list.run_selected.connect(self.presenter.show_run)
+        self.run_details.use_settings.connect(self.settings_panel.set_settings)
         self.compare.runs_chosen.connect(self.analysis.compare_runs)
         self.compare.divergence_requested.connect(self.analysis.request_divergence)
         self.importance.start_requested.connect(self.analysis.start_importance)

@@ -17,21 +17,24 @@ from ..engine.requests import ProbeRequest
 
 class ModelCommands(QObject):
     def __init__(self, controller, state, views, parent: QObject | None = None):
-        """`views` has model_bar, banner, prompt and the window (as `window`) for dialogs."""
+        """`views` has model_bar, banner, prompt, run_status and the window (as `window`) for dialogs."""
         super().__init__(parent)
         self.controller = controller
         self.state = state
         self.v = views
         self.capabilities = None  # precision.Capabilities once the engine has answered
+        self._probing = False
         controller.model_changed.connect(self._on_model_changed)
 
     def probe(self) -> None:
         """Ask the engine what this machine runs (with torch, off the window's thread), so the
         model bar and the model manager stop guessing (float16 on a machine without a GPU...)."""
+        self._probing = True
         self.controller.spawn(self._probe(self.controller.submit(ProbeRequest())))
 
     async def _probe(self, job: Job) -> None:
         end = await self.controller.wait(job)
+        self._probing = False
         if end.reason == "done":
             self.capabilities = end.result
             self.v.model_bar.set_capabilities(end.result)
@@ -42,6 +45,8 @@ class ModelCommands(QObject):
         self.v.model_bar.set_loading(True)
         job = self.controller.load(request, on_events=self._on_events)
         self.controller.spawn(self._follow(job, request, fallback_to_demo))
+        if self.capabilities is None and not self._probing:
+            self.probe()  # after the load: nothing imports torch before the first model is asked for
         return job
 
     def _on_events(self, events: list) -> None:
@@ -77,6 +82,7 @@ class ModelCommands(QObject):
 
     def _on_model_changed(self, info: ModelInfo | None) -> None:
         self.v.model_bar.set_model(info)
+        self.v.run_status.show_model(info)
         if info is not None:
             self.v.prompt.set_counter(self.controller.engine.count_tokens_later, info.context_length)
 

@@ -22,7 +22,7 @@ class RunPresenter(QObject):
     run_changed = Signal()  # the shown run grew or ended
 
     def __init__(self, keeper: SessionKeeper, views, tokenizer_fn, parent: QObject | None = None):
-        """`views` has output, inspector, run_list, run_status and tabs; `tokenizer_fn()` the loaded
+        """`views` has output, inspector, run_list, run_details, run_status and tabs; `tokenizer_fn()` the loaded
         model's tokenizer (None without a model)."""
         super().__init__(parent)
         self.keeper = keeper
@@ -47,6 +47,7 @@ class RunPresenter(QObject):
         v.inspector.set_trace(trace)
         v.output.set_hidden_positions(trace.started.hidden_positions if trace is not None else ())
         v.run_list.set_current(self.current)
+        v.run_details.set_trace(trace)
         if trace is not None and trace.finished is not None:
             v.run_status.show_finished(trace.finished)
         self._inspector_refreshed = time.monotonic()
@@ -78,6 +79,7 @@ class RunPresenter(QObject):
         if trace is self.trace:
             v.output.refresh()
             v.inspector.refresh()
+            v.run_details.set_trace(trace)
             if trace.finished is not None:
                 v.run_status.show_finished(trace.finished)
         self.run_changed.emit()

@@ -197,7 +197,9 @@ class SessionKeeper(QObject):
 
     def _report(self, exc: BaseException, doing: str) -> None:
         message, details = describe_error(exc, doing)
-        if isinstance(exc, OSError):
+        if isinstance(exc, SessionFileError):
+            message = str(exc)  # written for the person: it names the file and what is wrong
+        elif isinstance(exc, OSError):
             message = f"{doing} failed: {exc.strerror or exc}"
         log.warning("%s\n%s", message, details)
         self.error.emit(message, details)

@@ -25,6 +25,8 @@ from opt_desktop.engine.hub_cache import (
 )
 
 REPO = "facebook/opt-125m"
+OFFLINE = ("Cannot load facebook/opt-125m: offline mode is on (HF_HUB_OFFLINE=1) "
+           "and the model is not in the local cache.")
 UNREACHABLE = ("Cannot load facebook/opt-125m: the Hugging Face Hub is unreachable "
                "and the model is not in the local cache.")
 
@@ -122,6 +124,19 @@ def test_not_cached_and_offline_fails_fast_with_a_clear_message(hub):
     with pytest.raises(ModelLoadError) as info:
         locate(LoadRequest(source=REPO))
     assert time.monotonic() - t0 < 1.0
+    assert str(info.value) == OFFLINE  # says which variable turned the network off
+
+
+def test_not_cached_and_no_answer_says_the_hub_is_unreachable(hub, monkeypatch):
+    import huggingface_hub.constants
+
+    from opt_desktop.engine import hub_cache
+    from opt_desktop.engine.loader import locate
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_cache, "hub_reachable", lambda timeout=2.0: False)
+    with pytest.raises(ModelLoadError) as info:
+        locate(LoadRequest(source=REPO))
     assert str(info.value) == UNREACHABLE
 
 

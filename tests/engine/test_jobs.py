@@ -206,3 +206,26 @@ def test_stop_while_the_prompt_is_scored_ends_between_chunks(long_engine, monkey
     finished = box[0].future.result(timeout=60)
     assert finished.reason == "cancelled" and finished.n_tokens == 0
     assert len(chunks) == 1  # 500 rows would be many chunks
+
+
+@pytest.mark.parametrize("kind", ["attribution", "patching"])
+def test_attribution_and_patching_are_jobs_that_stop_within_a_layer(long_engine, kind):
+    from opt_desktop.engine.requests import AttributionRequest, PatchingRequest
+
+    ids = tuple([2] + list(range(10, 40)))
+    request = (AttributionRequest(ids, method="ig", steps=64) if kind == "attribution"
+               else PatchingRequest(ids, tuple([2] + list(range(50, 80))), target_id=7))
+    layers = _model(long_engine).model.decoder.layers
+    after = []
+    box = []
+    stop_at = layers[1].register_forward_pre_hook(lambda m, a: box[0].stop())
+    count = layers[2].register_forward_pre_hook(lambda m, a: after.append(1))
+    try:
+        box.append(long_engine.submit(request))
+        with pytest.raises(JobCancelled):
+            box[0].future.result(timeout=120)
+    finally:
+        stop_at.remove()
+        count.remove()
+    assert box[0].end.reason == "cancelled" and box[0].kind == kind
+    assert after == []  # the layer after the stop never ran

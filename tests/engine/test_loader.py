@@ -133,7 +133,7 @@ def test_hub_id_loads_from_the_offline_cache(tmp_path, checkpoint, family):
 def test_hub_unreachable_and_not_cached(tmp_path):
     out = _cli(["info", "--model", "facebook/opt-125m"], tmp_path)
     assert out.returncode == 1
-    assert out.stderr.strip() == ("error: Cannot load facebook/opt-125m: the Hugging Face Hub is unreachable "
+    assert out.stderr.strip() == ("error: Cannot load facebook/opt-125m: offline mode is on (HF_HUB_OFFLINE=1) "
                                   "and the model is not in the local cache.")
 
 

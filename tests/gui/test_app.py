@@ -80,13 +80,13 @@ def test_application_identity(qapp):
 def test_main_opens_the_file_given_on_the_command_line(qapp, monkeypatch, tmp_path):
     made = []
 
-    def fake_window(state):
+    def fake_window(state, controller=None):
         made.append(FakeWindow(close_when_shown=True))
         return made[-1]
 
     monkeypatch.setattr("opt_desktop.gui.main_window.MainWindow", fake_window)
     try:
-        assert app_module.main([str(tmp_path / "s.optsession"), "--model", "demo"]) == 0
+        assert app_module.main([str(tmp_path / "s.optsession"), "--model", "demo", "--engine", "thread"]) == 0
     finally:
         asyncio.set_event_loop(None)
     (window,) = made
@@ -137,7 +137,7 @@ def test_first_run_offline_with_an_empty_cache_falls_back_to_the_demo_at_once(qt
         loop.run_until_complete(wait())
         assert window.controller.model.random_weights
         text = window.banner.text()
-        assert "the Hugging Face Hub is unreachable" in text and "demo" in text
+        assert "offline mode is on (HF_HUB_OFFLINE=1)" in text and "demo" in text
         window.close()
     finally:
         loop.close()

@@ -38,7 +38,16 @@ class RunStatus(QWidget):
         self.ttft.setText("first token –")
         self.tokens.setText("0 tokens")
         self.reason.setText("")
-        self.memory.setText(f"memory {format_bytes(process_rss())}")
+        if not self.memory.text():
+            self.memory.setText(f"memory {format_bytes(process_rss())}")
+
+    def show_model(self, info) -> None:
+        """A model was loaded (or the engine lost it): what its weights take, until a run says more."""
+        if info is None:
+            self.memory.setText("no model")
+            return
+        self.memory.setText(f"model {format_bytes(info.memory_bytes)}")
+        self.memory.setToolTip("Memory the loaded model's weights take; after a run, what the engine has in use")
 
     def show_progress(self, trace: RunTrace) -> None:
         n = trace.n_generated

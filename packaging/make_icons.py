@@ -1,7 +1,8 @@
 """Render resources/opt-desktop.svg to the PNG sizes desktops ask for, plus .ico (Windows) and .icns (macOS).
 
-Run once after editing the SVG:  python resources/make_icons.py
-The outputs are committed, so installing the launcher never needs Qt or a renderer.
+Run once after editing the SVG:  python packaging/make_icons.py
+The outputs are committed, so installing the launcher never needs Qt or a renderer. This script lives
+outside resources/ because everything there is shipped inside the package.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ import os
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-SVG = HERE / "opt-desktop.svg"
-ICONS = HERE / "icons"
-SIZES = (16, 32, 48, 64, 128, 256, 512)
+RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+SVG = RESOURCES / "opt-desktop.svg"
+ICONS = RESOURCES / "icons"
+SIZES = (16, 32, 48, 64, 128, 256, 512)  # opt_desktop.assets.ICON_SIZES: what the launcher installs
 
 
 def png_path(size: int) -> Path:
@@ -46,7 +47,7 @@ def main() -> int:
     icon.pixmap(256, 256).toImage().save(str(ICONS / "opt-desktop.ico"), "ICO")
     icon.pixmap(512, 512).toImage().save(str(ICONS / "opt-desktop.icns"), "ICNS")
     for path in sorted(ICONS.iterdir()):
-        print(path.relative_to(HERE.parent))
+        print(path.relative_to(RESOURCES.parent))
     return 0
 
 
