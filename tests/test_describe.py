@@ -5,7 +5,7 @@ import dataclasses
 from fakes import fake_events
 from opt_desktop.engine.events import Finished, Started
 from opt_desktop.session import RunTrace
-from opt_desktop.session.describe import run_details, run_settings, run_title
+from opt_desktop.session.describe import run_details, run_settings, run_summary, run_title
 
 
 def run(n_gen=4, reason="length", **started) -> RunTrace:
@@ -47,7 +47,7 @@ def test_titles_of_unfinished_stopped_failed_and_single_token_runs():
     failed = run(reason="error")
     failed.finished = dataclasses.replace(failed.finished, message="Out of memory while generating.")
     assert run_title(0, failed).endswith(" · 4 tokens, failed")
-    assert dict(run_details(0, failed))["result"] == "4 tokens, failed: Out of memory while generating."
+    assert dict(run_details(0, failed))["result"].endswith("finished: error (Out of memory while generating.)")
     events = fake_events(n_prompt=5, n_gen=2)[:-1]  # still running: no Finished yet
     trace = RunTrace(events[0])
     for ev in events[1:]:
@@ -56,15 +56,17 @@ def test_titles_of_unfinished_stopped_failed_and_single_token_runs():
 
 
 def test_details_hold_what_the_title_leaves_out():
-    t = run(prompt=LONG_PROMPT, settings={"do_sample": True, "temperature": 0.7}, seed=7,
-            head_mask=((0, 1, 0.0), (2, 3, 0.5)), hidden_positions=(2,))
+    t = run(prompt=LONG_PROMPT, settings={"do_sample": True, "temperature": 0.7, "top_k": 50,
+                                          "stop_strings": ["\n\n"]}, seed=7,
+            head_mask=((0, 1, 0.0), (2, 3, 0.5)), hidden_positions=(2, 3))
     rows = dict(run_details(0, t))
     assert rows["prompt"] == repr(LONG_PROMPT)  # whole, where the title has its start
-    assert rows["decoding"] == "sampling, seed 7"
-    assert "temperature=0.7" in rows["settings changed"]
-    assert rows["head mask"] == "0:1, 2:3 ×0.5"
-    assert rows["hidden from attention"] == "positions 2"
-    assert rows["result"] == "4 tokens, max tokens"
+    assert rows["decoding"] == "sampling, temperature 0.7, top-k 50" and rows["seed"] == "7"
+    assert rows["stop strings"] == repr("\n\n")
+    assert rows["head mask"] == "0:1, 2:3 ×0.5"  # layers and heads from 0
+    assert rows["hidden tokens"] == "2–3" and rows["origin"] == "a new run"
+    assert rows["result"].startswith("4 tokens, ") and rows["result"].endswith("finished: length")
+    assert [k for k, _ in run_details(0, t)][2:] == list(run_summary(t))  # the run details panel's rows
 
 
 def test_settings_side_by_side_rows():

@@ -54,7 +54,8 @@ def finish_text(finished: Finished | None) -> str:
     rate = f"{finished.tokens_per_s:.1f} tokens/s" if finished.tokens_per_s else "– tokens/s"
     ttft = (f"{finished.time_to_first_token_s * 1000:.0f} ms" if finished.time_to_first_token_s is not None
             else "–")
-    return f"{finished.n_tokens} tokens, {rate}, first token after {ttft}, finished: {finished.reason}"
+    ending = f"{finished.reason} ({finished.message})" if finished.reason == "error" and finished.message else finished.reason
+    return f"{_count(finished.n_tokens, 'token')}, {rate}, first token after {ttft}, finished: {ending}"
 
 
 def fork_text(trace: RunTrace) -> str | None:
@@ -164,30 +165,45 @@ def run_title(index: int, trace: RunTrace) -> str:
     return " · ".join(run_title_lines(index, trace))
 
 
-def run_details(index: int, trace: RunTrace) -> list[tuple[str, str]]:
-    """Everything `run_title` leaves out, as (what, value) rows: for a tooltip or a listing."""
+def decoding_text(settings: dict) -> str:
+    """"greedy", or "sampling, temperature 0.7, top-k 50, top-p 0.9": the sampling filters in use."""
+    if not settings.get("do_sample"):
+        return "greedy"
+    parts = [f"sampling, temperature {settings.get('temperature', 1.0):g}"]
+    if settings.get("top_k"):
+        parts.append(f"top-k {settings['top_k']}")
+    for name, label in (("top_p", "top-p"), ("typical_p", "typical-p")):
+        if settings.get(name, 1.0) != 1.0:
+            parts.append(f"{label} {settings[name]:g}")
+    if settings.get("min_p"):
+        parts.append(f"min-p {settings['min_p']:g}")
+    return ", ".join(parts)
+
+
+def run_summary(trace: RunTrace) -> dict[str, str]:
+    """What a run was made with and how it ended, one line each: model, decoding, max new tokens,
+    repetition, stop strings, seed, head mask, hidden tokens, origin and result."""
     s = trace.started
-    mode = "sampling" if s.settings.get("do_sample") else "greedy"
+    settings = dict(s.settings)
+    mask, changes = mask_texts(trace)
+    return {
+        "model": model_line(s.model),
+        "decoding": decoding_text(settings),
+        "max new tokens": str(s.max_new_tokens),
+        "repetition": (f"penalty {settings.get('repetition_penalty', 1.0):g}, no-repeat n-gram "
+                       f"{settings.get('no_repeat_ngram_size', 0)}"),
+        "stop strings": ", ".join(repr(x) for x in settings.get("stop_strings") or ()) or "none",
+        "seed": str(s.seed),
+        "head mask": mask + (f"; {changes}" if changes else ""),
+        "hidden tokens": position_ranges(s.hidden_positions) or "none",
+        "origin": fork_text(trace) or trace.label or "a new run",
+        "result": finish_text(trace.finished) if trace.finished is not None else "generating…",
+    }
+
+
+def run_details(index: int, trace: RunTrace) -> list[tuple[str, str]]:
+    """The run's name and whole prompt, then `run_summary`: for a tooltip or a listing."""
+    s = trace.started
     rows = [("run", run_name(index, trace)),
-            ("prompt", repr(shorten(s.prompt, 200)) if s.prompt else "(token ids only)"),
-            ("model", model_line(s.model)),
-            ("decoding", f"{mode}, seed {s.seed}" if mode == "sampling" else mode),
-            ("settings changed", settings_text(changed_settings(trace)))]
-    start, changes = mask_texts(trace)
-    if start != "none" or changes is not None:
-        rows.append(("head mask", start))
-    if changes is not None:
-        rows.append(("head mask changes", changes))
-    if s.hidden_positions:
-        rows.append(("hidden from attention", f"positions {position_ranges(s.hidden_positions)}"))
-    if (fork := fork_text(trace)) is not None:
-        rows.append(("fork", fork))
-    if trace.finished is not None:
-        done = trace.finished
-        ending = _REASONS.get(done.reason, done.reason)
-        if done.reason == "error" and done.message:
-            ending += f": {done.message}"
-        rows.append(("result", f"{_count(done.n_tokens, 'token')}, {ending}"))
-    else:
-        rows.append(("result", f"{_count(trace.n_generated, 'token')} so far"))
-    return rows
+            ("prompt", repr(shorten(s.prompt, 200)) if s.prompt else "(token ids only)")]
+    return rows + list(run_summary(trace).items())

@@ -35,6 +35,23 @@ def test_names_and_escaped_tooltips(qtbot):
     doc = QTextDocument()
     doc.setHtml(first.toolTip(0))  # what the tooltip shows, rendered as Qt renders it
     shown = doc.toPlainText()
-    assert HOSTILE in shown and "greedy" in shown and "3 tokens, max tokens" in shown
+    assert HOSTILE in shown and "greedy" in shown and "finished: length" in shown
     doc.setHtml(second.toolTip(0))
-    assert "fork of run 1 at position 2" in doc.toPlainText() and "sampling, seed 3" in doc.toPlainText()
+    assert "fork of run 1 at position 2" in doc.toPlainText() and "sampling, temperature 1" in doc.toPlainText()
+
+
+def test_run_details_panel_shows_the_runs_summary(qtbot):
+    from opt_desktop.engine.settings import GenerationSettings
+    from opt_desktop.gui.widgets.run_details import RunDetails
+    from opt_desktop.session.describe import run_summary
+
+    trace = run(prompt=HOSTILE, settings={"do_sample": True, "temperature": 0.5}, seed=11,
+                head_mask=((1, 2, 0.0),), hidden_positions=(1, 2))
+    panel = RunDetails()
+    qtbot.addWidget(panel)
+    panel.set_trace(trace)
+    assert {name: label.text() for name, label in panel.values.items()} == run_summary(trace)
+    assert panel.values["head mask"].text() == "1:2" and panel.values["hidden tokens"].text() == "1–2"
+    with qtbot.waitSignal(panel.use_settings, timeout=1000) as blocker:
+        panel.use_button.click()
+    assert blocker.args[0] == GenerationSettings(do_sample=True, temperature=0.5, seed=11)
