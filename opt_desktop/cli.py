@@ -31,10 +31,14 @@ from .engine import (
 from .engine.interventions_spec import parse_head_mask, parse_positions
 from .engine.settings import DEFAULT_SOURCE, Device, DType
 from .engine.text import one_token, prompt_ids, token_piece
+from .engine.errors import JobCancelled
+from .session.file import check_save_path
 from .formatting import format_bytes
 from .session import EXPORT_FORMATS, RunTrace, Session, SessionFileError, load_session, save_session, write_export
 from .session.describe import (
+    analyses_lines,
     changed_settings,
+    counted,
     finish_text,
     fork_text,
     head_mask_text,
@@ -101,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--prompt", help="the prompt text")
     src.add_argument("--prompt-file", type=Path, help="read the prompt from a file ('-' for stdin)")
     gen.add_argument("--json", action="store_true", help="print the events as JSON lines instead of text")
-    gen.add_argument("--save", metavar="FILE", type=Path, help="save the run as a session file (.optsession)")
+    gen.add_argument("--save", metavar="FILE", type=Path,
+                     help="save the run as a session file (.optsession), with the logit lens of every position")
+    gen.add_argument("--no-lens", action="store_true", help="with --save: do not compute the logit lens first")
     _settings_args(gen)
     attr = sub.add_parser("attribute", help="score each prompt token's part in predicting the next token")
     _model_args(attr)
@@ -220,7 +226,32 @@ def cmd_info(engine: EngineService, args) -> int:
     return 0
 
 
+def _lens(engine: EngineService, trace: RunTrace) -> None:
+    """Compute the logit lens of every position and keep it with the run (Ctrl+C skips it)."""
+    from .engine.lens_table import lens_table
+
+    stop = threading.Event()
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\r\x1b[Klogit lens {done / total:.0%}", end="", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, lambda *a: stop.set())
+    try:
+        request = trace.lens_request()
+        table = engine.call(lambda loaded: lens_table(loaded, progress=progress, stop=stop, **request)).result()
+        trace.set_lens_table(table)
+    except JobCancelled:
+        print("note: the logit lens was not computed (stopped); the run is saved without it", file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if sys.stderr.isatty():
+            print("\r\x1b[K", end="", file=sys.stderr)
+
+
 def cmd_generate(engine: EngineService, args) -> int:
+    if args.save is not None:
+        check_save_path(args.save)  # before generating: a run is not lost to a path that cannot be written
     settings = settings_from_args(args)
     inspect = InspectSettings(hidden_stats=not args.no_stats, attention_stats=not args.no_stats,
                               keep_residuals=not args.no_stats, keep_attention_rows=args.keep_attention_rows)
@@ -260,12 +291,14 @@ def cmd_generate(engine: EngineService, args) -> int:
         future.result()  # the run never started: this raises why
     rate = f"{finished.tokens_per_s:.1f} tokens/s" if finished.tokens_per_s else "– tokens/s"
     ttft = f"{finished.time_to_first_token_s * 1000:.0f} ms" if finished.time_to_first_token_s is not None else "–"
-    print(f"{finished.n_tokens} tokens, {rate}, first token after {ttft}, finished: {finished.reason}",
+    print(f"{counted(finished.n_tokens, 'token')}, {rate}, first token after {ttft}, finished: {finished.reason}",
           file=sys.stderr)
     if args.save is not None:  # a run that broke is saved too: what it made, marked "error"
         trace = RunTrace(recorded[0])
         for event in recorded[1:]:
             trace.apply(event)
+        if not args.no_lens:
+            _lens(engine, trace)
         save_session(Session([trace]), args.save)
         print(f"saved to {args.save}", file=sys.stderr)
     if finished.reason == "error":
@@ -374,7 +407,7 @@ def cmd_patch(engine: EngineService, args) -> int:
 def cmd_show(args) -> int:
     session = load_session(args.file)
     n = len(session.runs)
-    print(f"{args.file}: {n} run{'s' * (n != 1)}")
+    print(f"{args.file}: {counted(n, 'run')}")
     for i, trace in enumerate(session.runs):
         s = trace.started
         rows = [
@@ -395,6 +428,7 @@ def cmd_show(args) -> int:
         if (fork := fork_text(trace)) is not None:
             rows.append(("fork", fork))
         rows += [("note", notice) for notice in trace.notices]
+        rows += analyses_lines(trace)
         print(f"\n{run_name(i, trace)}")
         width = max(len(key) for key, _ in rows)
         for key, value in rows:

@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import write_atomic, write_text_atomic
 from .assets import (
     APP_ID,
     ICON_SIZES,
@@ -137,8 +138,8 @@ def _read_manifest(path: Path) -> dict:
 
 def _write_manifest(path: Path, files: list[Path], folders: list[Path], data_home: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"data_home": str(data_home), "files": [str(f) for f in files],
-                                "folders": [str(d) for d in folders]}, indent=2), encoding="utf-8")
+    write_text_atomic(path, json.dumps({"data_home": str(data_home), "files": [str(f) for f in files],
+                                        "folders": [str(d) for d in folders]}, indent=2))
 
 
 def _remove(paths: list[Path], folders: list[Path], report: Report) -> None:
@@ -183,9 +184,10 @@ def install_linux(data_home: Path | None = None, *, run_tools: bool = True) -> R
         try:
             _make_folders(target.parent, created)
             if source is None:
-                target.write_text(desktop_entry_text(launch_command()), encoding="utf-8")
+                write_text_atomic(target, desktop_entry_text(launch_command()))
             else:
-                shutil.copyfile(source, target)
+                data = source.read_bytes()
+                write_atomic(target, lambda f: f.write(data))
         except OSError as exc:
             raise DesktopEntryError(f"Cannot write {target}: {exc.strerror or exc}") from None
         files.append(target)
@@ -238,9 +240,9 @@ def _pyshortcuts():
 
 
 def _other_manifest() -> Path:
-    from platformdirs import user_data_dir
+    from . import folders
 
-    return Path(user_data_dir(APP_ID)) / MANIFEST_NAME
+    return folders.data_dir() / MANIFEST_NAME
 
 
 def install_shortcut() -> Report:

@@ -7,20 +7,21 @@ File format: ``{"version": 1, "presets": {name: GenerationSettings fields}}``.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-import platformdirs
-
+from . import folders
 from .engine.errors import SettingsError
 from .engine.settings import GenerationSettings
+from .atomic import write_text_atomic
+from .session.damaged import move_aside
+from .session.describe import counted
 
 PRESETS_FILE = "presets.json"
 _FORMAT_VERSION = 1
 _MAX_NAME = 80
+_MAX_FILE_BYTES = 4 << 20
 
 BUILTIN_PRESETS: Mapping[str, GenerationSettings] = MappingProxyType({
     # Only do_sample differs from the defaults, so the sampling fields a greedy
@@ -34,15 +35,16 @@ BUILTIN_PRESETS: Mapping[str, GenerationSettings] = MappingProxyType({
 
 
 def default_presets_folder() -> Path:
-    return Path(platformdirs.user_config_dir("opt-desktop"))
+    return folders.config_dir()
 
 
 class PresetStore:
     """Built-in presets (read-only) and user presets (saved to `folder`/presets.json).
 
     A missing file is simply "no user presets". A file that cannot be read leaves the
-    built-ins working and puts a readable line in `warnings`; it is moved aside (to
-    presets.json.bad) before the next save, never silently overwritten.
+    built-ins working, is moved to the damaged folder (opt_desktop.folders.damaged_dir) at once,
+    so it never stands in the way again and is never silently overwritten, and puts one line
+    naming it in `warnings`. Constructing a store never raises.
     """
 
     def __init__(self, folder: str | Path | None = None) -> None:
@@ -50,7 +52,6 @@ class PresetStore:
         self.path = self.folder / PRESETS_FILE
         self.warnings: list[str] = []
         self._user: dict[str, GenerationSettings] = {}
-        self._file_is_bad = False
         self._load()
 
     # --- queries --------------------------------------------------------------------------
@@ -123,20 +124,28 @@ class PresetStore:
 
     def _load(self) -> None:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            with open(self.path, "rb") as f:
+                raw = f.read(_MAX_FILE_BYTES + 1)
         except FileNotFoundError:
             return
-        except (OSError, UnicodeDecodeError) as exc:
-            self._bad_file(f"could not be read ({exc})")
+        except OSError as exc:
+            self.warnings.append(f"The presets file {self.path} could not be read ({exc.strerror or exc}); "
+                                 "only the built-in presets are available.")
+            return
+        if len(raw) > _MAX_FILE_BYTES:
+            self._bad_file("it is far larger than a presets file")
             return
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            self._bad_file(f"is not valid JSON ({exc})")
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            self._bad_file("it is not UTF-8 text")
+            return
+        except (ValueError, RecursionError) as exc:
+            self._bad_file(f"it is not valid JSON ({getattr(exc, 'msg', 'nested too deeply')})")
             return
         presets = data.get("presets") if isinstance(data, dict) else None
         if not isinstance(presets, dict):
-            self._bad_file('has no "presets" object')
+            self._bad_file('it has no "presets" object')
             return
         skipped = []
         for name, values in presets.items():
@@ -146,14 +155,13 @@ class PresetStore:
                 name = self._check_name(name)
                 self._user[name] = GenerationSettings.parse(**values)
             except (SettingsError, TypeError) as exc:
-                skipped.append(f"{name!r} ({exc})")
+                skipped.append(f"{name[:_MAX_NAME]!r} ({exc})")
         if skipped:
-            self.warnings.append(f"Skipped {len(skipped)} preset(s) in {self.path}: " + "; ".join(skipped))
+            self.warnings.append(f"Skipped {counted(len(skipped), 'preset')} in {self.path}: " + "; ".join(skipped))
 
     def _bad_file(self, why: str) -> None:
-        self._file_is_bad = True
-        self.warnings.append(f"The presets file {self.path} {why}; only the built-in presets are available. "
-                             f"The file will be kept as {self.path.name}.bad when you next save a preset.")
+        line = move_aside(self.path, why, "presets file")
+        self.warnings.append(f"{line} Only the built-in presets are available.")
 
     def _write(self) -> None:
         payload = {
@@ -161,25 +169,8 @@ class PresetStore:
             "presets": {name: s.model_dump(mode="json") for name, s in sorted(self._user.items())},
         }
         text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
-        tmp_name = None
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            if self._file_is_bad and self.path.exists():
-                os.replace(self.path, self.path.with_name(self.path.name + ".bad"))
-            self._file_is_bad = False
-            # Temp file in the same folder + os.replace: a crash mid-write never leaves half a file.
-            fd, tmp_name = tempfile.mkstemp(prefix=".presets-", suffix=".tmp", dir=self.folder)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp_name, self.path)
-            tmp_name = None
+            write_text_atomic(self.path, text)
         except OSError as exc:
             raise SettingsError(f"Could not save presets to {self.path}: {exc.strerror or exc}") from None
-        finally:
-            if tmp_name is not None:
-                try:
-                    os.unlink(tmp_name)
-                except OSError:
-                    pass

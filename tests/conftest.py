@@ -1,11 +1,18 @@
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 # No display in CI: Qt draws offscreen. Set before anything imports Qt.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# The app's folders (config, data, cache, logs, damaged files) live in a temporary folder for the whole
+# run, set before anything is imported, so no test (nor a subprocess it starts, nor a session-scoped
+# fixture) reads or writes the person's real folders. Each test then gets its own (below).
+_SUITE_HOME = tempfile.mkdtemp(prefix="opt-desktop-tests-")
+os.environ["OPT_DESKTOP_HOME"] = _SUITE_HOME
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -14,16 +21,17 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _private_app_dirs(tmp_path_factory, monkeypatch):
-    """Autosaves, recent files and presets of a test never touch the person's real folders."""
-    root = tmp_path_factory.mktemp("app-dirs")
-    monkeypatch.setenv("OPT_DESKTOP_DATA_DIR", str(root / "data"))
-    if "OPT_DESKTOP_CONFIG_DIR" not in os.environ:
-        monkeypatch.setenv("OPT_DESKTOP_CONFIG_DIR", str(root / "config"))
+def app_home(tmp_path_factory, monkeypatch) -> Path:
+    """This test's own app folders (opt_desktop.folders resolves every one under it): autosaves,
+    recent files, presets and damaged files of one test never meet another's, or the person's."""
+    root = tmp_path_factory.mktemp("app-home")
+    monkeypatch.setenv("OPT_DESKTOP_HOME", str(root))
+    return root
 
 
 def pytest_sessionfinish(session, exitstatus):
     """Fail the run if any engine worker outlived its test (every fixture has been torn down by now)."""
+    shutil.rmtree(_SUITE_HOME, ignore_errors=True)
     import threading
     import time
 

@@ -110,6 +110,11 @@ def test_save_show_and_export_a_session(tmp_path):
     assert fields["seed"] == "9" and fields["prompt tokens"] == str(trace.n_prompt)
     assert fields["result"].startswith("5 tokens, ") and fields["result"].endswith("finished: length")
     assert fields["head mask"] == "1:2, 3:* ×0.5" and fields["hidden positions"] == "1, 2"
+    # The file holds the lens of every position, computed before saving: it shows without a model.
+    table = trace.lens_table()
+    assert table is not None and table.top_ids.shape[:2] == (trace.n_layers + 1, trace.length)
+    assert fields["logit lens"].startswith("every position, top 5 per row")
+    assert trace.lens_at(trace.length - 2).target_id == trace.token_ids[-1]
 
     md = cli("export", str(path), "--format", "md")
     assert md.returncode == 0 and 'Say "hi", then stop' in md.stdout and trace.text in md.stdout
@@ -120,7 +125,10 @@ def test_save_show_and_export_a_session(tmp_path):
     assert [t["id"] for t in doc["runs"][0]["tokens"]] == trace.generated_ids
     html_file = tmp_path / "report.html"
     assert cli("export", str(path), "--format", "html", "-o", str(html_file)).returncode == 0
-    assert html_file.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    page = html_file.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "<h3>Logit lens</h3>" in page and "<th>embed</th>" in page
+    assert "Logit lens at position" in md.stdout
+    assert doc["runs"][0]["analyses"][0]["kind"] == "logit_lens" and doc["runs"][0]["analyses"][0]["data"]["top_ids"]
 
     bad_run = cli("export", str(path), "--format", "md", "--run", "2")
     assert bad_run.returncode == 1 and bad_run.stderr == "error: There is no run 2 to export: the session has 1 run.\n"
@@ -139,3 +147,31 @@ def test_a_bad_session_file_is_one_line(tmp_path):
 def test_dtype_choices_follow_the_engine():
     out = cli("generate", "--help")
     assert "{float32,bfloat16,float16,int8}" in out.stdout
+
+
+def run_main(capsys, *args):
+    """The CLI in this process (no interpreter to start): (exit code, stdout, stderr)."""
+    from opt_desktop import cli as cli_module
+
+    code = cli_module.main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_save_to_a_place_that_cannot_be_written_fails_before_generating(tmp_path, capsys):
+    """Issue 13: the run was generated first and then lost."""
+    for target, why in ((tmp_path / "missing" / "x.optsession", f"the folder {tmp_path / 'missing'} does not exist"),
+                        (tmp_path, "it is a folder")):
+        code, out, err = run_main(capsys, "generate", "--model", "demo", "--prompt", "Hello", "--max-new-tokens", "3",
+                                  "--save", str(target))
+        assert code == 1 and out == ""  # nothing was generated
+        assert err == f"error: Cannot save to {target}: {why}\n"
+
+
+def test_nan_duplicate_heads_and_one_token(capsys):
+    code, out, err = run_main(capsys, "generate", "--model", "demo", "--prompt", "x", "--temperature", "nan")
+    assert code == 1 and err == "error: temperature: must be a finite number\n"
+    code, out, err = run_main(capsys, "generate", "--model", "demo", "--prompt", "x", "--mask-heads", "1:0,1:0=0.5")
+    assert code == 1 and err == "error: Head 1:0 is named twice ('1:0' and '1:0=0.5'): name each head once.\n"
+    code, out, err = run_main(capsys, "generate", "--model", "demo", "--prompt", "Hello", "--max-new-tokens", "1")
+    assert code == 0 and err.strip().splitlines()[-1].startswith("1 token, ")

@@ -105,3 +105,16 @@ def test_parsing_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_a_head_named_twice_is_refused_naming_it(tmp_path):
+    """Issue 13: with "1:0,1:0=0.5" the last one silently won."""
+    with pytest.raises(SettingsError) as err:
+        parse_head_mask("1:0,2:3,1:0=0.5", n_layers=4, n_heads=4)
+    assert str(err.value) == "Head 1:0 is named twice ('1:0' and '1:0=0.5'): name each head once."
+    # A wildcard is not a name: a later item still refines what it gave a head.
+    assert _triples(parse_head_mask("1:*,1:2=0.5", n_heads=3)) == [(1, 0, 0.0), (1, 1, 0.0), (1, 2, 0.5)]
+    path = tmp_path / "mask.json"
+    path.write_text(json.dumps([{"layer": 1, "head": 0}, {"layer": 1, "head": 0, "scale": 0.5}]))
+    with pytest.raises(SettingsError, match="entries 0 and 1 both name head 1:0"):
+        parse_head_mask(str(path))

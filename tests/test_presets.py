@@ -6,6 +6,7 @@ import pytest
 
 from opt_desktop.engine.errors import SettingsError
 from opt_desktop.engine.settings import GenerationSettings
+from opt_desktop import folders
 from opt_desktop.presets import BUILTIN_PRESETS, PRESETS_FILE, PresetStore
 
 MINE = GenerationSettings(do_sample=True, temperature=0.55, top_k=17, top_p=0.8, typical_p=0.95, min_p=0.05,
@@ -77,9 +78,13 @@ def test_corrupt_file_keeps_builtins_with_a_warning(tmp_path, content):
     store = PresetStore(tmp_path)
     assert store.names() == list(BUILTIN_PRESETS)
     assert len(store.warnings) == 1 and str(tmp_path / PRESETS_FILE) in store.warnings[0]
-    # The next save moves the unreadable file aside instead of destroying it.
+    assert "\n" not in store.warnings[0] and "built-in" in store.warnings[0]
+    # The unreadable file is moved aside at once, never destroyed, and never stands in the way again.
+    moved = list(folders.damaged_dir().iterdir())
+    assert len(moved) == 1 and moved[0].read_bytes() == content and str(moved[0]) in store.warnings[0]
+    assert not (tmp_path / PRESETS_FILE).exists()
+    assert PresetStore(tmp_path).warnings == []
     store.save("mine", MINE)
-    assert (tmp_path / (PRESETS_FILE + ".bad")).read_bytes() == content
     assert PresetStore(tmp_path).get("mine") == MINE
 
 
@@ -92,7 +97,7 @@ def test_one_bad_entry_is_skipped_and_the_rest_kept(tmp_path):
     assert store.names() == list(BUILTIN_PRESETS) + ["good"]
     assert store.get("good") == MINE
     assert store.get("Greedy") == BUILTIN_PRESETS["Greedy"]
-    assert len(store.warnings) == 1 and "4 preset(s)" in store.warnings[0]
+    assert len(store.warnings) == 1 and "4 presets" in store.warnings[0]
 
 
 def test_write_is_atomic_and_leaves_no_temp_files(tmp_path):
@@ -117,3 +122,14 @@ def test_presets_module_does_not_import_qt():
             "bad = [m for m in sys.modules if m.startswith(('PySide6', 'PyQt', 'superqt', 'qtpy'))]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_deeply_nested_file_is_moved_aside(tmp_path):
+    (tmp_path / PRESETS_FILE).write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    store = PresetStore(tmp_path)
+    assert store.names() == list(BUILTIN_PRESETS) and len(store.warnings) == 1
+    assert "RecursionError" not in store.warnings[0] and "nested too deeply" in store.warnings[0]
+
+
+def test_default_folder_is_the_apps_config_folder(app_home):
+    assert PresetStore().path == app_home / "config" / PRESETS_FILE

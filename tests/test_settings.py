@@ -5,7 +5,7 @@ import json
 import pytest
 from transformers import GenerationConfig
 
-from opt_desktop.engine import GenerationSettings, LoadRequest, SettingsError
+from opt_desktop.engine import GenerationSettings, HeadScale, LoadRequest, SettingsError
 
 
 @pytest.mark.parametrize("values, message", [
@@ -73,3 +73,14 @@ def test_bad_generation_config_files(tmp_path, content, message):
 def test_empty_model_source():
     with pytest.raises(SettingsError, match="the model source is empty"):
         LoadRequest.parse(source="  ")
+
+
+@pytest.mark.parametrize("field", ["temperature", "top_p", "typical_p", "min_p", "repetition_penalty"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_numbers_are_refused_in_words(field, value):
+    """Issue 13: `--temperature nan` said "should be less than or equal to 100"."""
+    with pytest.raises(SettingsError) as err:
+        GenerationSettings.parse(**{field: value})
+    assert str(err.value) == f"{field}: must be a finite number"
+    with pytest.raises(SettingsError, match="scale: must be a finite number"):
+        HeadScale.parse(layer=0, head=0, scale=value)

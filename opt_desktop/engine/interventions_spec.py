@@ -113,13 +113,20 @@ def _from_json(path: Path, n_layers: int | None, n_heads: int | None) -> tuple[H
     if not isinstance(data, list):
         raise SettingsError(f'{path}: expected a JSON list like [{{"layer": 3, "head": 0, "scale": 0}}].')
     mask = []
+    named: dict[tuple[int, int], int] = {}
     for i, entry in enumerate(data):
         if not isinstance(entry, dict):
             raise SettingsError(f'{path}: entry {i} is not an object like {{"layer": 3, "head": 0}}.')
         try:
-            mask.append(HeadScale.parse(**entry))
+            item = HeadScale.parse(**entry)
         except SettingsError as exc:
             raise SettingsError(f"{path}: entry {i}: {exc}") from None
+        key = (item.layer, item.head)
+        if key in named:
+            raise SettingsError(f"{path}: entries {named[key]} and {i} both name head {item.layer}:{item.head}; "
+                                "name each head once.")
+        named[key] = i
+        mask.append(item)
     if n_layers is not None and n_heads is not None:
         check_head_mask(mask, n_layers, n_heads)
     return normalize_head_mask(mask)
@@ -129,7 +136,9 @@ def parse_head_mask(text: str, n_layers: int | None = None, n_heads: int | None 
     """Parse "3:0,3:5,7:*", "*:4", "3:0=0.5" (scale after =, default 0 = ablate) or a JSON file path.
 
     "*" expands with `n_layers` / `n_heads`, which are also used, when given, to check ranges.
-    Returns one HeadScale per head, ordered by (layer, head); later items override earlier ones.
+    Returns one HeadScale per head, ordered by (layer, head). A later item overrides what an earlier
+    wildcard gave a head ("7:*,7:3=0.5"), but a head named explicitly twice ("1:0,1:0=0.5") is
+    refused, naming the head: which of the two was meant cannot be known.
     """
     text = text.strip()
     if not text:
@@ -140,6 +149,7 @@ def parse_head_mask(text: str, n_layers: int | None = None, n_heads: int | None 
             raise SettingsError(f"{text}: no such head-mask file.")
         return _from_json(path, n_layers, n_heads)
     mask = []
+    explicit: dict[tuple[int, int], str] = {}  # heads named without a wildcard -> the item naming them
     for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
@@ -150,6 +160,12 @@ def parse_head_mask(text: str, n_layers: int | None = None, n_heads: int | None 
         layers = _index(m.group(1), "layers", n_layers, item)
         heads = _index(m.group(2), "heads", n_heads, item)
         scale = _scale(m.group(3), item)
+        if m.group(1) != "*" and m.group(2) != "*":
+            key = (layers[0], heads[0])
+            if key in explicit:
+                raise SettingsError(f"Head {key[0]}:{key[1]} is named twice ('{explicit[key]}' and '{item}'): "
+                                    "name each head once.")
+            explicit[key] = item
         mask.extend(HeadScale(layer=l, head=h, scale=scale) for l in layers for h in heads)
     return normalize_head_mask(mask)
 

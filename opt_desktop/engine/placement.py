@@ -159,10 +159,10 @@ def accelerate_max_memory(max_memory: dict[str, str] | None, device: str) -> dic
 
 def default_offload_folder(source: str) -> Path:
     """Where weights that fit nowhere else go: the app's cache folder, one subfolder per model."""
-    from platformdirs import user_cache_dir
+    from .. import folders
 
     safe = re.sub(r"[^\w.-]+", "--", source.strip("/\\")) or "model"
-    return Path(user_cache_dir("opt-desktop")) / "offload" / safe
+    return folders.cache_dir() / "offload" / safe
 
 
 def spread_kwargs(source: str, device: str, max_memory: dict[str, str] | None,

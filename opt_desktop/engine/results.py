@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -117,3 +117,34 @@ class Patching:
     @property
     def head_prob_normalised(self) -> np.ndarray:
         return self.normalised(self.head_prob)
+
+
+@dataclass(frozen=True)
+class LensTable:
+    """The logit lens of every position of one sequence: each hidden-state row (embed, then the
+    output of layers 0 … L-1) read through the model's own head, as engine/lens.py reads one.
+
+    top_ids: (L+1, T, k) int64 and top_probs: (L+1, T, k) float32, the k most likely next tokens
+    per row and position; target_logprob: (L+1, T) float32, the log-probability (natural log) of
+    the token that actually came next (NaN at the last position, which has none); target_rank:
+    (L+1, T) int64, its 1-based rank (0 at the last position). Row L is the model's own next-token
+    distribution. pieces: each id in top_ids shown alone, so the table reads without a tokenizer.
+    """
+
+    top_ids: np.ndarray
+    top_probs: np.ndarray
+    target_logprob: np.ndarray
+    target_rank: np.ndarray
+    pieces: dict = field(default_factory=dict)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.top_ids.shape[0])
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.top_ids.shape[1])
+
+    @property
+    def top_k(self) -> int:
+        return int(self.top_ids.shape[2])

@@ -25,11 +25,14 @@ def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
     msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+    if err.get("type") == "finite_number":  # NaN or infinity (float("nan") from a command line, say)
+        msg = "must be a finite number"
     return f"{where}: {msg}" if where else msg
 
 
 class _Plain(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_assignment=True)
+    # No NaN or infinity anywhere: such a value could not be saved in a session or compared sensibly.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_assignment=True, allow_inf_nan=False)
 
     @classmethod
     def parse(cls, **values):
@@ -134,8 +137,10 @@ class GenerationSettings(_Plain):
         """Write a `generation_config.json` that transformers (and this app) can read back."""
         path = Path(path)
         gc = self.to_generation_config()
+        from ..atomic import write_text_atomic
+
         try:
-            path.write_text(gc.to_json_string(use_diff=True), encoding="utf-8")
+            write_text_atomic(path, gc.to_json_string(use_diff=True))
         except OSError as exc:
             raise SettingsError(f"Could not write {path}: {exc.strerror or exc}") from None
 

@@ -40,6 +40,8 @@ class StopBetweenLayers:
         raise_if_stopped(self.stop)
 
     def __exit__(self, *exc) -> None:
+        if self.stop is None:
+            return
         for h in self._handles:
             h.remove()
         self._handles.clear()

@@ -1,25 +1,47 @@
-"""What the app remembers between runs (last model, recent sources). Plain JSON, no Qt."""
+"""What the app remembers between runs (last model, recent sources and sessions). Plain JSON, no Qt.
+
+A state file that cannot be read never stops a start: what can be read of it is kept, the file is
+moved to the damaged folder and `AppState.load` hands back a line saying so (`AppState.notes`).
+"""
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, PrivateAttr, ValidationError
 
+from .. import folders
 from ..engine.settings import LoadRequest
+from ..atomic import write_text_atomic
+from ..session.damaged import move_aside
+
+log = logging.getLogger(__name__)
 
 MAX_RECENT = 8
+STATE_FILE = "state.json"
+_MAX_STATE_BYTES = 1 << 20
+_MAX_PATH_CHARS = 4096
 
 
 def config_dir() -> Path:
-    override = os.environ.get("OPT_DESKTOP_CONFIG_DIR")  # tests and portable installs
-    if override:
-        return Path(override)
-    from platformdirs import user_config_dir
+    """The app's config folder (one resolution for all: opt_desktop.folders)."""
+    return folders.config_dir()
 
-    return Path(user_config_dir("opt-desktop"))
+
+def state_path() -> Path:
+    return config_dir() / STATE_FILE
+
+
+def _recent(value, what: str, problems: list[str]) -> list[str]:
+    if not isinstance(value, list):
+        problems.append(f"{what} is not a list")
+        return []
+    good = [v for v in value if isinstance(v, str) and v.strip() and len(v) <= _MAX_PATH_CHARS and "\x00" not in v]
+    if len(good) != len(value):
+        problems.append(f"{len(value) - len(good)} of its {what} entries are not file names")
+    return list(dict.fromkeys(good))[:MAX_RECENT]
 
 
 class AppState(BaseModel):
@@ -30,24 +52,72 @@ class AppState(BaseModel):
     # The window's size and panel arrangement (Qt's saveGeometry / saveState, base64).
     window_geometry: str | None = None
     window_layout: str | None = None
+    # Lines for the person about a state file that could not be read (set by load()).
+    _notes: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        return self._notes
 
     @classmethod
     def load(cls) -> "AppState":
-        path = config_dir() / "state.json"
+        """The remembered state; never raises. A missing file is a fresh start; a damaged one (or one
+        with damaged entries) keeps what can be read, is moved aside and leaves a line in `notes`."""
+        path = state_path()
         try:
-            return cls.model_validate_json(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, ValidationError):
-            return cls()  # a missing or damaged state file just means a fresh start
+            with open(path, "rb") as f:
+                raw = f.read(_MAX_STATE_BYTES + 1)
+        except FileNotFoundError:
+            return cls()
+        except OSError as exc:
+            state = cls()
+            state._notes.append(f"The remembered state {path} could not be read ({exc.strerror or exc}); "
+                                "starting without it.")
+            return state
+        problems: list[str] = []
+        data: dict = {}
+        if len(raw) > _MAX_STATE_BYTES:
+            problems.append("it is far larger than a state file")
+        else:
+            try:
+                loaded = json.loads(raw.decode("utf-8"))
+                if isinstance(loaded, dict):
+                    data = loaded
+                else:
+                    problems.append("it is not a JSON object")
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                problems.append("it is not valid JSON")
+        values: dict = {}
+        if "last_model" in data and data["last_model"] is not None:
+            try:
+                values["last_model"] = LoadRequest.model_validate(data["last_model"])
+            except (ValidationError, TypeError, ValueError):
+                problems.append("its last model is not a model request")
+        for key in ("recent_sources", "recent_sessions"):
+            if key in data:
+                values[key] = _recent(data[key], key.replace("_", " "), problems)
+        if "keep_attention_rows" in data:
+            if isinstance(data["keep_attention_rows"], bool):
+                values["keep_attention_rows"] = data["keep_attention_rows"]
+            else:
+                problems.append("keep_attention_rows is not true or false")
+        state = cls(**values)
+        if problems:
+            note = move_aside(path, "; ".join(problems), "remembered state")
+            if values:
+                note += " What could be read of it is kept."
+                state.save()
+            state._notes.append(note)
+        return state
 
     def save(self) -> None:
-        path = config_dir() / "state.json"
+        path = state_path()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.model_dump(mode="json"), indent=2), encoding="utf-8")
-            os.replace(tmp, path)
+            write_text_atomic(path, json.dumps(self.model_dump(mode="json"), indent=2))
         except OSError:
-            pass  # remembering is a convenience; never fail the app over it
+            log.warning("could not save the remembered state to %s", path, exc_info=True)
+            # remembering is a convenience; never fail the app over it
 
     def remember(self, request: LoadRequest) -> None:
         self.last_model = request

@@ -17,6 +17,11 @@ _REASONS = {"length": "max tokens", "eos": "end of text", "stop_string": "stop s
             "error": "failed"}
 
 
+def counted(n: int, word: str, plural: str | None = None) -> str:
+    """'1 token', '2 tokens', '0 tokens' (`plural` for words that do not just take an s)."""
+    return f"{n:,} {word if n == 1 else (plural or word + 's')}"
+
+
 def run_name(index: int, trace: RunTrace) -> str:
     return f"Run {index + 1}" + (f" ({trace.label})" if trace.label else "")
 
@@ -55,7 +60,7 @@ def finish_text(finished: Finished | None) -> str:
     ttft = (f"{finished.time_to_first_token_s * 1000:.0f} ms" if finished.time_to_first_token_s is not None
             else "–")
     ending = f"{finished.reason} ({finished.message})" if finished.reason == "error" and finished.message else finished.reason
-    return f"{_count(finished.n_tokens, 'token')}, {rate}, first token after {ttft}, finished: {ending}"
+    return f"{counted(finished.n_tokens, 'token')}, {rate}, first token after {ttft}, finished: {ending}"
 
 
 def fork_text(trace: RunTrace) -> str | None:
@@ -69,10 +74,6 @@ def shorten(text: str, limit: int = 60) -> str:
     """One line at most `limit` characters long, newlines shown as ⏎."""
     flat = text.replace("\r\n", "\n").replace("\n", "⏎")
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def _count(n: int, what: str) -> str:
-    return f"{n} {what}" + ("" if n == 1 else "s")
 
 
 def _start(text: str, limit: int) -> str:
@@ -146,7 +147,7 @@ def run_title_lines(index: int, trace: RunTrace) -> tuple[str, str]:
     if s.hidden_positions:
         how.append(f"hide {shorten(position_ranges(s.hidden_positions), 10)}")
     done = trace.finished
-    tokens = _count(trace.n_generated, "token")
+    tokens = counted(trace.n_generated, "token")
     if done is None:
         how.append(tokens + " …")
     elif done.reason in ("cancelled", "error"):
@@ -207,3 +208,72 @@ def run_details(index: int, trace: RunTrace) -> list[tuple[str, str]]:
     rows = [("run", run_name(index, trace)),
             ("prompt", repr(shorten(s.prompt, 200)) if s.prompt else "(token ids only)")]
     return rows + list(run_summary(trace).items())
+
+
+def row_label(row: int) -> str:
+    """Hidden-state row `row` as the app labels it: 'embed', then the layer whose output it is (0 …)."""
+    return "embed" if row == 0 else str(row - 1)
+
+
+def lens_rows(trace: RunTrace, position: int, k: int = 3) -> list[tuple[str, list[tuple[str, float]], float | None, int]]:
+    """The stored lens at `position` row by row: (row label, [(token text, probability)] * k,
+    probability of the token that came next or None, its rank or 0); [] without a stored lens."""
+    import math
+
+    result = trace.lens_at(position)
+    ranks = trace.lens_ranks(position)
+    if result is None or ranks is None:
+        return []
+    out = []
+    for row in range(result.top_ids.shape[0]):
+        tops = [(result.top_pieces[row][j], float(result.top_probs[row, j])) for j in range(min(k, result.top_ids.shape[1]))]
+        lp = float(result.target_logprob[row])
+        out.append((row_label(row), tops, None if math.isnan(lp) else math.exp(lp), int(ranks[row])))
+    return out
+
+
+def lens_position(trace: RunTrace) -> int:
+    """The position whose lens a short summary shows: the one that predicted the last generated token."""
+    return max(0, trace.length - 2) if trace.n_generated else trace.length - 1
+
+
+def analyses_lines(trace: RunTrace) -> list[tuple[str, str]]:
+    """(key, value) lines about the analyses kept with a run, for `show` and the Markdown export."""
+    from .analyses import HEAD_IMPORTANCE, LENS
+
+    lines: list[tuple[str, str]] = []
+    table = trace.lens_table()
+    if table is not None:
+        pos = lens_position(trace)
+        target = trace.next_token(pos)
+        where = f"position {pos}"
+        if target is not None:
+            rank = int(table.target_rank[-1, pos])
+            where += (f": the last generated token {trace.pieces[pos + 1]!r} is rank {rank} in the last row and "
+                      f"first reaches rank 1 at row {_first_top(table.target_rank[:, pos])}")
+        lines.append(("logit lens", f"every position, top {table.top_k} per row ({where})"))
+    for result in trace.head_importances():
+        state = "complete" if result.completed else "stopped early"
+        lines.append((f"head importance ×{result.scale:g}", f"{state}; {_top_heads(result.delta)}"))
+    for analysis in trace.analyses:
+        if analysis.kind not in (LENS, HEAD_IMPORTANCE):
+            arrays = ", ".join(f"{name} {tuple(a.shape)}" for name, a in analysis.arrays.items())
+            lines.append((f"analysis {analysis.kind}", arrays or "no arrays"))
+    return lines
+
+
+def _first_top(ranks) -> str:
+    for row, rank in enumerate(ranks.tolist()):
+        if rank == 1:
+            return row_label(row)
+    return "none"
+
+
+def _top_heads(delta, n: int = 3) -> str:
+    import numpy as np
+
+    flat = np.where(np.isnan(delta), np.inf, delta).ravel()
+    order = np.argsort(flat)[:n]
+    H = delta.shape[1]
+    heads = [f"{i // H}:{i % H} ({flat[i]:+.3g})" for i in order if np.isfinite(flat[i])]
+    return "largest drops in log-probability: " + ", ".join(heads) if heads else "no head computed"

@@ -17,13 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.events import ATTENTION_STATS
+from ..atomic import write_atomic
 from ..formatting import FULL_SHADE_BITS, surprise_opacity
-from .atomic import write_atomic
 from .describe import (
+    analyses_lines,
     changed_settings,
+    counted,
     finish_text,
     fork_text,
     head_mask_text,
+    lens_position,
+    lens_rows,
     model_line,
     run_name,
     settings_text,
@@ -46,7 +50,7 @@ def _runs(session: Session, run: int | None) -> list[int]:
     if run is None:
         return list(range(n))
     if not 0 <= run < n:
-        raise ExportError(f"There is no run {run + 1} to export: the session has {n} run{'s' * (n != 1)}.")
+        raise ExportError(f"There is no run {run + 1} to export: the session has {counted(n, 'run')}.")
     return [run]
 
 
@@ -104,17 +108,55 @@ def export_markdown(session: Session, run: int | None = None) -> str:
         out += ["", "### Settings", "", "| setting | value |", "| --- | --- |"]
         for key, value in {**s.settings, "seed": s.seed}.items():
             out.append(f"| {key} | {_md_escape(json.dumps(value, ensure_ascii=False))} |")
-        out += ["", f"### Prompt ({t.n_prompt} tokens)", "", _fence(s.prompt), "",
-                f"### Output ({t.n_generated} tokens)", "", _fence(t.text), ""]
+        out += ["", f"### Prompt ({counted(t.n_prompt, 'token')})", "", _fence(s.prompt), "",
+                f"### Output ({counted(t.n_generated, 'token')})", "", _fence(t.text), ""]
+        out += _markdown_analyses(t)
     return "\n".join(out)
+
+
+def _markdown_analyses(t: RunTrace) -> list[str]:
+    lines = analyses_lines(t)
+    if not lines:
+        return []
+    out = ["### Analyses", ""] + [f"- **{_md_escape(key)}:** {_md_escape(value)}" for key, value in lines]
+    pos = lens_position(t)
+    rows = lens_rows(t, pos)
+    if rows:
+        nxt = t.next_token(pos)
+        what = f"predicting {_md_escape(repr(t.pieces[pos + 1]))}" if nxt is not None else "(no next token)"
+        out += ["", f"Logit lens at position {pos}, {what}:", "", "| row | most likely next tokens | p(next) | rank |",
+                "| --- | --- | --- | --- |"]
+        for label, tops, p, rank in rows:
+            shown = ", ".join(f"{_md_escape(repr(text))} {prob:.3g}" for text, prob in tops)
+            out.append(f"| {label} | {shown} | {'' if p is None else f'{p:.3g}'} | {rank or ''} |")
+    return out + [""]
 
 
 # --- CSV ---------------------------------------------------------------------------------------
 
+# A spreadsheet runs a cell that begins with one of these as a formula (OWASP, "CSV Injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_GUARD = "'"
+
+
+def csv_text_cell(text: str) -> str:
+    """Token text made safe for a spreadsheet: a cell that would begin a formula gets a leading
+    apostrophe, as OWASP recommends. A cell that already begins with one gets another, so the
+    export reads back exactly: `read_csv_text_cell` removes one leading apostrophe, if any."""
+    return _GUARD + text if text.startswith(_FORMULA_STARTS + (_GUARD,)) else text
+
+
+def read_csv_text_cell(cell: str) -> str:
+    """The token text of a `text` / `top<j>_text` cell of a CSV export (the inverse of csv_text_cell)."""
+    return cell[1:] if cell.startswith(_GUARD) else cell
+
 
 def export_csv(session: Session, run: int | None = None) -> str:
     """One row per position (prompt included): run number, position, token, its probability and
-    the top alternatives of the distribution it was drawn from. Empty cells where there is no value."""
+    the top alternatives of the distribution it was drawn from. Empty cells where there is no value.
+
+    Token text cells (`text`, `top<j>_text`) are neutralised against formula injection with
+    csv_text_cell; read them back with read_csv_text_cell (docs/session-format.md, "Exports")."""
     chosen = _runs(session, run)
     k = max((session.runs[i].top_ids.shape[1] for i in chosen), default=0)
     buffer = io.StringIO()
@@ -128,12 +170,12 @@ def export_csv(session: Session, run: int | None = None) -> str:
         known = t.known_pieces()
         for pos in range(t.length):
             logprob = _num(t.logprob[pos])
-            row = [i + 1, pos, "prompt" if pos < t.n_prompt else "output", t.token_ids[pos], t.pieces[pos],
+            row = [i + 1, pos, "prompt" if pos < t.n_prompt else "output", t.token_ids[pos], csv_text_cell(t.pieces[pos]),
                    "" if logprob is None else repr(math.exp(logprob)), "" if logprob is None else repr(logprob),
                    "" if logprob is None else int(t.rank[pos]),
                    "" if (e := _num(t.entropy[pos])) is None else repr(e)]
             for tid, p in zip(t.top_ids[pos].tolist(), t.top_probs[pos].tolist()):
-                row += ["", "", ""] if math.isnan(p) else [tid, known.get(tid, ""), repr(p)]
+                row += ["", "", ""] if math.isnan(p) else [tid, csv_text_cell(known.get(tid, "")), repr(p)]
             row += [""] * (len(header) - len(row))
             writer.writerow(row)
     return buffer.getvalue()
@@ -143,8 +185,22 @@ def export_csv(session: Session, run: int | None = None) -> str:
 
 
 def export_json(session: Session, run: int | None = None) -> str:
-    """session.json of the chosen runs (docs/session-format.md); `parent` keeps the session's numbering."""
-    return json.dumps(session_document(session, _runs(session, run)), ensure_ascii=False, allow_nan=False, indent=1)
+    """session.json of the chosen runs (docs/session-format.md); `parent` keeps the session's numbering.
+
+    Each analysis also carries its arrays' values as `data` (nested lists, NaN as null), so the
+    export holds the lens and head importance without the arrays member."""
+    chosen = _runs(session, run)
+    doc = session_document(session, chosen)
+    for run_doc, i in zip(doc["runs"], chosen):
+        for entry, analysis in zip(run_doc["analyses"], session.runs[i].analyses):
+            entry["data"] = {name: _plain_values(a) for name, a in analysis.arrays.items()}
+    return json.dumps(doc, ensure_ascii=False, allow_nan=False, indent=1)
+
+
+def _plain_values(a: np.ndarray):
+    if a.dtype.kind == "f":
+        return np.where(np.isfinite(a), a.astype(np.float64), None).tolist()
+    return a.tolist()
 
 
 # --- HTML --------------------------------------------------------------------------------------
@@ -247,8 +303,8 @@ def _run_html(i: int, t: RunTrace) -> str:
     norm = t.hidden("norm")
     if np.isfinite(norm).any():
         parts.append("<h3>Hidden states</h3>")
-        parts.append(_figure(norm, f"Residual-stream norm: rows embed, then layers 0 to {t.n_layers - 1} (each layer's output), "
-                                   f"columns positions 0 to {T - 1}", cell=(wide, 16)))
+        parts.append(_figure(norm, f"Residual-stream norm: rows embed, then the output of layers 0 to "
+                                   f"{t.n_layers - 1}; columns positions 0 to {T - 1}", cell=(wide, 16)))
     entropy = t.attention("entropy")
     if np.isfinite(entropy).any():
         with np.errstate(all="ignore"):  # a head with no fed position at all stays NaN (grey)
@@ -260,8 +316,39 @@ def _run_html(i: int, t: RunTrace) -> str:
             with np.errstate(all="ignore"):
                 mean = np.nanmean(t.attention(name), axis=2)
             parts.append(_figure(mean, f"Attention {name} averaged over positions (layers x heads)", cell=(24, 24)))
+    parts += _html_analyses(t)
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _html_analyses(t: RunTrace) -> list[str]:
+    parts = []
+    pos = lens_position(t)
+    rows = lens_rows(t, pos)
+    if rows:
+        nxt = t.next_token(pos)
+        what = (f"predicting the last generated token {html.escape(repr(t.pieces[pos + 1]))}" if nxt is not None
+                else "(no next token)")
+        head = "".join(f"<th>top {j + 1}</th>" for j in range(len(rows[0][1])))
+        body = []
+        for label, tops, p, rank in rows:
+            cells = "".join(f"<td><code>{html.escape(repr(text))}</code> {prob:.3g}</td>" for text, prob in tops)
+            body.append(f"<tr><th>{label}</th>{cells}<td>{'' if p is None else f'{p:.3g}'}</td>"
+                        f"<td>{rank or ''}</td></tr>")
+        parts += ["<h3>Logit lens</h3>",
+                  f"<p class=\"legend\">Position {pos}, {what}: each hidden-state row (embed, then the output of "
+                  "each layer) read through the model's final norm and output head. The last row is the model's own "
+                  "prediction.</p>",
+                  f"<table class=\"meta lens\"><tr><th>row</th>{head}<th>p(next)</th><th>rank</th></tr>"
+                  + "".join(body) + "</table>"]
+    for result in t.head_importances():
+        state = "" if result.completed else " (stopped early: grey heads were not computed)"
+        parts += [f"<h3>Head importance, heads scaled ×{result.scale:g}{state}</h3>",
+                  _figure(result.delta, f"Change in the log-probability of the generated text when each head is "
+                                        f"scaled by {result.scale:g}: rows layers 0 to {t.n_layers - 1}, columns "
+                                        f"heads 0 to {t.n_heads - 1} (most negative: the head mattered most)",
+                          cell=(24, 24))]
+    return parts
 
 
 def export_html(session: Session, run: int | None = None) -> str:

@@ -17,12 +17,15 @@ from ..engine.events import (
     Event,
     Finished,
     HeadMaskChanged,
+    LensResult,
     Notice,
     PromptScored,
     Started,
     StepStats,
     TokenGenerated,
 )
+from ..engine.results import HeadImportance, LensTable
+from .analyses import HEAD_IMPORTANCE, LENS, Analysis, importance_analysis, importance_from, lens_analysis, lens_from
 
 
 class RunTrace:
@@ -52,6 +55,8 @@ class RunTrace:
         self.parent: int | None = None
         self.fork_position: int | None = None
         self.label: str = ""
+        # Results computed on the run after it was made (the lens of every position, head importance, ...).
+        self.analyses: list[Analysis] = []
 
         nan = np.nan
         self._logprob = np.full(cap, nan, np.float32)
@@ -234,6 +239,76 @@ class RunTrace:
         known.update(zip(self.token_ids, self.pieces))
         return known
 
+    def mask_schedule(self) -> tuple[tuple[int, tuple[tuple[int, int, float], ...]], ...]:
+        """(first position, head mask) pairs: the mask each teacher-forced position ran under.
+
+        The start mask covers the prompt; a change reported at generated token i took effect in the
+        forward step that fed position n_prompt + i - 1 (the step that produced token i)."""
+        schedule = [(0, tuple(self.started.head_mask))]
+        for change in self.mask_changes:
+            start = max(self.n_prompt, self.n_prompt + change.index - 1)
+            schedule = [(p, m) for p, m in schedule if p < start] + [(start, tuple(change.head_mask))]
+        return tuple(schedule)
+
+    # --- analyses kept with the run ------------------------------------------------------------
+
+    def lens_request(self) -> dict:
+        """Keyword arguments of engine.lens_table.lens_table for this run: its tokens and its own
+        interventions (hidden positions, head masks and where they changed)."""
+        return {"token_ids": tuple(self.token_ids), "hidden_positions": tuple(self.started.hidden_positions),
+                "mask_schedule": self.mask_schedule()}
+
+    def lens_table(self) -> LensTable | None:
+        """The stored logit lens of every position, when it was computed (and covers this run)."""
+        for analysis in self.analyses:
+            if analysis.kind == LENS:
+                table = lens_from(analysis)
+                if table.n_positions == self.length and table.n_rows == self.n_layers + 1:
+                    return table
+        return None
+
+    def set_lens_table(self, table: LensTable) -> None:
+        """Keep `table` (from engine.lens_table for this run's tokens) with the run, replacing any other."""
+        if table.n_positions != self.length or table.n_rows != self.n_layers + 1:
+            raise ValueError(f"the lens table covers {table.n_rows} rows and {table.n_positions} positions, "
+                             f"this run has {self.n_layers + 1} rows and {self.length} positions")
+        self.analyses = [a for a in self.analyses if a.kind != LENS] + [lens_analysis(table)]
+
+    def lens_at(self, position: int) -> LensResult | None:
+        """The stored lens at `position` as the lens view shows it; None without a stored table."""
+        table = self.lens_table()
+        if table is None or not 0 <= position < self.length:
+            return None
+        known = {**self.known_pieces(), **table.pieces}
+        ids = table.top_ids[:, position]
+        pieces = tuple(tuple(known.get(int(i), f"#{int(i)}") for i in row) for row in ids.tolist())
+        return LensResult(position=position, top_ids=ids.copy(), top_probs=table.top_probs[:, position].copy(),
+                          top_pieces=pieces, target_id=self.next_token(position),
+                          target_logprob=table.target_logprob[:, position].copy())
+
+    def lens_ranks(self, position: int) -> np.ndarray | None:
+        """(L+1,) 1-based rank per row of the token that came after `position` (0: none), when stored."""
+        table = self.lens_table()
+        if table is None or not 0 <= position < self.length:
+            return None
+        return table.target_rank[:, position].copy()
+
+    def head_importances(self) -> list[HeadImportance]:
+        """Stored head-importance results, one per scale, in the order they were added."""
+        return [importance_from(a) for a in self.analyses if a.kind == HEAD_IMPORTANCE]
+
+    def add_head_importance(self, result: HeadImportance) -> None:
+        """Keep a head-importance result with the run; it replaces an earlier one of the same scale."""
+        if result.delta.shape != (self.n_layers, self.n_heads):
+            raise ValueError(f"the head-importance map is {result.delta.shape}, this run's model has "
+                             f"{self.n_layers} layers of {self.n_heads} heads")
+        if result.n_prompt != self.n_prompt:
+            raise ValueError(f"the head-importance result is for a prompt of {result.n_prompt} tokens, "
+                             f"this run's has {self.n_prompt}")
+        kept = [a for a in self.analyses
+                if not (a.kind == HEAD_IMPORTANCE and float(a.params.get("scale", -1)) == float(result.scale))]
+        self.analyses = kept + [importance_analysis(result)]
+
     # --- saved form (see docs/session-format.md) -----------------------------------------------
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -254,6 +329,9 @@ class RunTrace:
         rows = self.attention_rows()
         if rows is not None:
             out["attention_rows"] = rows
+        for j, analysis in enumerate(self.analyses):
+            for name, a in analysis.arrays.items():
+                out[f"analyses.{j}.{name}"] = a
         return {name: np.ascontiguousarray(a) for name, a in out.items()}
 
     @classmethod
@@ -262,16 +340,18 @@ class RunTrace:
                 notices: Sequence[str], finished: Finished | None,
                 mask_changes: Sequence[HeadMaskChanged] = (), parent: int | None = None,
                 fork_position: int | None = None, label: str = "",
-                alternative_pieces: Mapping[int, str] | None = None) -> "RunTrace":
+                alternative_pieces: Mapping[int, str] | None = None, analyses: Sequence[Analysis] = (),
+                owned: bool = False) -> "RunTrace":
         """Rebuild a run from saved data (`arrays()` and the fields beside it).
 
-        Raises ValueError naming the first array or field that does not fit the others.
+        `owned`: the arrays are fresh and this trace may keep them (the file reader's); otherwise
+        they are copied. Raises ValueError naming the first array or field that does not fit the others.
         """
         ids = arrays.get("token_ids")
         if ids is None:
             raise ValueError("the array token_ids is missing")
         T = int(ids.shape[0]) if ids.ndim == 1 else -1
-        trace = cls(started, capacity=max(T, 0))
+        trace = cls(started, capacity=0)  # the arrays below replace the empty ones
         L, H, P = trace.n_layers, trace.n_heads, trace.n_prompt
         if T < P:
             raise ValueError(f"token_ids has shape {ids.shape}, expected ({P} prompt tokens or more,)")
@@ -316,7 +396,10 @@ class RunTrace:
         trace.finished = finished
         trace.mask_changes = list(mask_changes)
         trace.parent, trace.fork_position, trace.label = parent, fork_position, label
-        copy = np.array  # the trace owns writable arrays, never views into a file's buffer
+        trace.analyses = list(analyses)
+        trace.capacity = T
+        # The trace owns writable arrays, never views into a file's buffer.
+        copy = (lambda a: a if a.flags.writeable else np.array(a)) if owned else np.array
         trace._logprob, trace._entropy, trace._rank = copy(arrays["logprob"]), copy(arrays["entropy"]), copy(arrays["rank"])
         trace._top_ids, trace._top_probs = copy(arrays["top_ids"]), copy(arrays["top_probs"])
         trace._hidden = {n: copy(arrays[f"hidden_{n}"]) for n in HIDDEN_STATS}
@@ -325,6 +408,6 @@ class RunTrace:
             trace._residual = copy(arrays["residual"])
             trace._residual_mask = copy(arrays["residual_mask"])
         if "attention_rows" in arrays:
-            rows = arrays["attention_rows"]
-            trace._attention_rows = [StepStats(start=0, attention_rows=tuple(copy(rows[l]) for l in range(L)))]
+            rows = copy(arrays["attention_rows"])
+            trace._attention_rows = [StepStats(start=0, attention_rows=tuple(rows[l] for l in range(L)))]
         return trace

@@ -53,7 +53,7 @@ def assert_closes_promptly(window):
 
 def new_window(qtbot, tmp_path, monkeypatch) -> MainWindow:
     """A fresh window whose remembered state and presets live in tmp_path."""
-    monkeypatch.setenv("OPT_DESKTOP_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("OPT_DESKTOP_HOME", str(tmp_path / "home"))
     # Closing a window with unsaved runs asks; tests that don't care answer "discard".
     monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name: "discard")
     w = MainWindow(state=AppState(), presets=PresetStore(tmp_path / "presets"))
@@ -248,7 +248,7 @@ def test_window_appears_before_torch_is_imported(tmp_path):
     code = (
         "import os, sys\n"
         "os.environ['QT_QPA_PLATFORM'] = 'offscreen'\n"
-        f"os.environ['OPT_DESKTOP_CONFIG_DIR'] = {str(tmp_path)!r}\n"
+        f"os.environ['OPT_DESKTOP_HOME'] = {str(tmp_path)!r}\n"
         "from PySide6.QtWidgets import QApplication\n"
         "app = QApplication([])\n"
         "from opt_desktop.gui.main_window import MainWindow\n"

@@ -10,6 +10,7 @@ import pytest
 
 from session_helpers import assert_same_trace, generate
 from opt_desktop.engine import GenerationRequest, GenerationSettings
+from opt_desktop import folders
 from opt_desktop.session import Autosave, Session, load_session
 
 
@@ -26,13 +27,13 @@ def dead_pid():
 
 
 @pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("OPT_DESKTOP_DATA_DIR", str(tmp_path / "data"))
-    return tmp_path / "data"
+def data_dir(app_home):
+    return folders.data_dir()
 
 
-def test_default_folder_follows_the_data_dir(data_dir):
-    assert Autosave().folder == data_dir / "autosave"
+def test_default_folder_follows_the_data_dir(data_dir, app_home):
+    assert data_dir == app_home / "data"
+    assert Autosave().folder == app_home / "data" / "autosave"
 
 
 def test_recovery_lists_only_dead_instances(session, data_dir, dead_pid):
@@ -72,15 +73,23 @@ def test_a_reused_pid_does_not_hide_a_crash(session, data_dir):
     assert [r.path for r in me.recoverable()] == [stale]
 
 
-def test_unreadable_autosaves_are_skipped(data_dir, dead_pid):
+def test_unreadable_autosaves_are_moved_aside_with_a_message(session, data_dir, dead_pid):
     folder = data_dir / "autosave"
     folder.mkdir(parents=True)
-    (folder / f"autosave-{dead_pid}-0-00ff.optsession").write_bytes(b"not a zip")
-    (folder / "notes.txt").write_text("hello")
-    assert Autosave().recoverable() == []  # the unreadable file is skipped...
+    good = Autosave(pid=dead_pid)
+    good.save(session)
     bad = folder / f"autosave-{dead_pid}-0-00ff.optsession"
-    Autosave(folder, pid=dead_pid).save(Session()).replace(bad)
-    assert [r.path for r in Autosave().recoverable()] == [bad]  # ...for what it holds: its name is a crash's
+    bad.write_bytes(b"not a zip")
+    (folder / "notes.txt").write_text("hello")
+    found, messages = Autosave().scan()
+    # The readable one is offered (so the name pattern matches autosaves), the damaged one is not.
+    assert [r.path for r in found] == [good.path]
+    assert len(messages) == 1 and str(bad) in messages[0] and "not a zip archive" in messages[0]
+    moved = list(folders.damaged_dir().iterdir())
+    assert [p.name.endswith(bad.name) for p in moved] == [True] and moved[0].read_bytes() == b"not a zip"
+    assert str(moved[0]) in messages[0] and not bad.exists()
+    assert (folder / "notes.txt").exists()  # not an autosave: left alone
+    assert Autosave().scan() == (found, [])  # nothing is reported twice
 
 
 def test_no_folder_yet(tmp_path):

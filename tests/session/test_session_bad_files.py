@@ -14,6 +14,7 @@ from session_helpers import generate
 from opt_desktop.engine import GenerationRequest, GenerationSettings
 from opt_desktop.session import Session, SessionFileError, load_session, save_session
 from opt_desktop.session import file as session_file
+from opt_desktop.session import limits
 
 
 @pytest.fixture(scope="module")
@@ -111,10 +112,10 @@ def test_json_of_the_wrong_shape(good, tmp_path):
 
 
 def test_newer_schema_names_what_is_needed(good, tmp_path):
-    doc = {**good[0], "schema_version": 3, "versions": {"app": "9.1.0", "torch": None, "transformers": None}}
+    doc = {**good[0], "schema_version": 4, "versions": {"app": "9.1.0", "torch": None, "transformers": None}}
     message = _refused(tmp_path, _session(doc, good=good))
-    assert "written by OPT Desktop 9.1.0 (session schema 3)" in message
-    assert "reads schema 2 and older: update OPT Desktop to open it" in message
+    assert "written by OPT Desktop 9.1.0 (session schema 4)" in message
+    assert "reads schema 3 and older: update OPT Desktop to open it" in message
 
 
 def test_arrays_missing(good, tmp_path):
@@ -143,8 +144,10 @@ def test_arrays_inconsistent_with_the_token_count(good, tmp_path):
     doc = good[0]
     run = {**doc["runs"][0], "tokens": doc["runs"][0]["tokens"][:-1]}
     run["finished"] = {**run["finished"], "n_tokens": len(run["tokens"])}
+    T = len(good[1]["runs.0.token_ids"])
+    # The arrays are sized from session.json: one token fewer there makes every array one too long.
     _refused(tmp_path, _session({**doc, "runs": [run]}, good=good),
-             "the token ids in session.json and in arrays.safetensors differ")
+             f"run 1: the array token_ids is int64 ({T},), expected int64 ({T - 1},)")
     run = {**doc["runs"][0]}
     run["finished"] = {**run["finished"], "n_tokens": 99}
     _refused(tmp_path, _session({**doc, "runs": [run]}, good=good), "finished.n_tokens is 99")
@@ -197,7 +200,7 @@ def _declare_size(data: bytes, member: str, size: int) -> bytes:
 def test_zip_bomb_guard(good, tmp_path, monkeypatch):
     bomb = _declare_size(good[2], "arrays.safetensors", 0xFFFFFF00)
     _refused(tmp_path, bomb, "'arrays.safetensors' claims to expand", "zip bomb")
-    monkeypatch.setattr(session_file, "MAX_JSON_BYTES", 1000)
+    monkeypatch.setattr(limits, "MAX_JSON_BYTES", 1000)
     _refused(tmp_path, good[2], "session.json claims", "more than the limit of 1,000")
 
 

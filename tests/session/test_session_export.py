@@ -24,9 +24,10 @@ from opt_desktop.session import (
     export_markdown,
     write_export,
 )
+from opt_desktop.session.export import read_csv_text_cell
 
-NASTY = ['<script>alert("x")</script>', 'a,"b"\nc', "```"]
-PROMPT = "Tom said, \"hi\" <b>"
+NASTY = ['<script>alert("x")</script>', 'a,"b"\nc', "```", '=HYPERLINK("http://x")', "'@sum"]
+PROMPT = "Tom said, \"hi\" <b> =1+2 -3 @x"
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def test_csv_round_trip(session):
     for row in body[: t.length]:
         pos = int(row[col["position"]])
         assert row[col["run"]] == "1" and int(row[col["token_id"]]) == t.token_ids[pos]
-        assert row[col["text"]] == t.pieces[pos]
+        assert read_csv_text_cell(row[col["text"]]) == t.pieces[pos]
         assert row[col["part"]] == ("prompt" if pos < t.n_prompt else "output")
         if pos == 0:
             assert row[col["prob"]] == row[col["logprob"]] == row[col["rank"]] == ""
@@ -97,16 +98,31 @@ def test_csv_round_trip(session):
         assert float(row[col["entropy"]]) == pytest.approx(float(t.entropy[pos]))
         assert int(row[col["top1_id"]]) == int(t.top_ids[pos, 0])
         assert float(row[col["top1_prob"]]) == pytest.approx(float(t.top_probs[pos, 0]))
-    generated = [row[col["text"]] for row in body[t.n_prompt: t.n_prompt + 3]]
+    generated = [read_csv_text_cell(row[col["text"]]) for row in body[t.n_prompt: t.n_prompt + len(NASTY)]]
     assert generated == NASTY
     # Alternatives are named by id (one text per id), nasty texts included, and read back intact.
     known = t.known_pieces()
     assert any(text in known.values() for text in NASTY)
     for row in body[: t.length]:
         if row[col["top1_id"]]:
-            assert row[col["top1_text"]] == known.get(int(row[col["top1_id"]]), "")
+            assert read_csv_text_cell(row[col["top1_text"]]) == known.get(int(row[col["top1_id"]]), "")
     only_second = list(csv.reader(io.StringIO(export_csv(session, run=1))))
     assert len(only_second) == 1 + second.length and {r[0] for r in only_second[1:]} == {"2"}
+
+
+def test_csv_cells_cannot_start_a_formula(session):
+    """Issue 13: prompt tokens such as '=' and '+' reached the text and top*_text columns as they were."""
+    rows = list(csv.reader(io.StringIO(export_csv(session))))
+    header, body = rows[0], rows[1:]
+    text_columns = [i for i, name in enumerate(header) if name == "text" or name.endswith("_text")]
+    cells = [row[i] for row in body for i in text_columns]
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))]
+    t = session.runs[0]
+    risky = [p for p in t.pieces if p.startswith(("=", "+", "-", "@", "'"))]
+    assert len(risky) >= 3, t.pieces  # the prompt's own "=", "+", "-"-like tokens and the generated ones
+    assert '\'=HYPERLINK("http://x")' in cells and "''@sum" in cells
+    # Numbers stay numbers: a log-probability is written as it is, minus sign first.
+    assert any(row[header.index("logprob")].startswith("-") for row in body[1:])
 
 
 def test_markdown_has_prompt_settings_and_output(session):
@@ -125,7 +141,7 @@ def test_json_parses(session):
     assert doc["format"] == "opt-desktop-session" and len(doc["runs"]) == 2
     run = doc["runs"][0]
     assert run["prompt"] == PROMPT and run["text"] == session.runs[0].text
-    assert [tok["text"] for tok in run["tokens"][:3]] == NASTY
+    assert [tok["text"] for tok in run["tokens"][:len(NASTY)]] == NASTY
     assert len(json.loads(export_json(session, run=1))["runs"]) == 1
 
 
@@ -147,3 +163,24 @@ def test_export_errors_are_one_line(session, tmp_path):
     with pytest.raises(SessionFileError) as err:
         write_export(session, "md", target)
     assert str(err.value) == f"Could not write {target}: No such file or directory"
+
+
+def test_the_documented_csv_reader_gets_every_token_back(session, tmp_path):
+    """docs/session-format.md's recipe for reading a CSV export back, run as written."""
+    import pathlib
+    import re as _re
+
+    doc = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "session-format.md").read_text(encoding="utf-8")
+    snippet = _re.findall(r"```python\n(.*?)```", doc, _re.S)[1]
+    assert "tokens.csv" in snippet
+    write_export(session, "csv", tmp_path / "tokens.csv")
+    scope: dict = {}
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        exec(snippet, scope)
+    finally:
+        os.chdir(cwd)
+    assert scope["texts"] == session.runs[0].pieces + session.runs[1].pieces

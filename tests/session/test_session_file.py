@@ -76,7 +76,7 @@ def test_file_layout(session, tmp_path):
         assert sorted(z.namelist()) == ["arrays.safetensors", "session.json"]
         doc = json.loads(z.read("session.json"))
         arrays = load_arrays(z.read("arrays.safetensors"))
-    assert doc["format"] == "opt-desktop-session" and doc["schema_version"] == SCHEMA_VERSION == 2
+    assert doc["format"] == "opt-desktop-session" and doc["schema_version"] == SCHEMA_VERSION == 3
     assert set(doc["versions"]) == {"app", "torch", "transformers"} and doc["versions"]["transformers"]
     run = doc["runs"][0]
     trace = session.runs[0]
@@ -202,3 +202,15 @@ def test_a_start_notice_is_kept_once(pre_engine, tmp_path):
     path = tmp_path / "notice.optsession"
     save_session(Session([trace]), path)
     assert load_session(path).runs[0].notices == trace.notices
+
+
+def test_the_model_document_has_every_field_of_model_info():
+    """session.json's model is checked field by field (schema.ModelInfoDoc): a field added to the
+    engine's ModelInfo must be added there too, or a reopened run would lose it."""
+    import dataclasses as dc
+
+    from opt_desktop.engine.events import ModeAccuracy, ModelInfo
+    from opt_desktop.session.schema import ModeAccuracyDoc, ModelInfoDoc
+
+    assert set(ModelInfoDoc.model_fields) == {f.name for f in dc.fields(ModelInfo)}
+    assert set(ModeAccuracyDoc.model_fields) == {f.name for f in dc.fields(ModeAccuracy)}

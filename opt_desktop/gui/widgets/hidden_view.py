@@ -14,6 +14,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
 
+from ...session.describe import row_label
 from ...session.trace import RunTrace
 from ..colors import follow_palette
 from .heatmap import Axis, Heatmap, IndexAxis, style_plot
@@ -25,12 +26,12 @@ MAX_DIM_LABELS = 25  # above this many layers the numbers would overlap: hover t
 
 def layer_tick(row: int) -> str:
     """The axis label of hidden-state row `row`: "emb", then the decoder layer whose output it is."""
-    return "emb" if row == 0 else str(row - 1)
+    return "emb" if row == 0 else row_label(row)
 
 
 def layer_name(row: int) -> str:
     """"embed" for row 0, "layer i" for row i + 1 (the output of decoder.layers[i])."""
-    return "embed" if row == 0 else f"layer {row - 1}"
+    return "embed" if row == 0 else f"layer {row_label(row)}"
 
 
 def token_name(trace: RunTrace | None, pos: int, max_chars: int = 24) -> str:
