@@ -33,6 +33,7 @@ from .engine.settings import DEFAULT_SOURCE, Device, DType
 from .engine.text import one_token, prompt_ids, token_piece
 from .engine.errors import JobCancelled
 from .session.file import check_save_path
+from .formatting import format_bytes
 from .session import EXPORT_FORMATS, RunTrace, Session, SessionFileError, load_session, save_session, write_export
 from .session.describe import (
     analyses_lines,
@@ -81,8 +82,8 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
 def _intervention_args(p: argparse.ArgumentParser) -> None:
     v = p.add_argument_group("interventions")
     v.add_argument("--mask-heads", metavar="SPEC",
-                   help='heads to ablate or scale, LAYER:HEAD counted from 0 as in decoder.layers[i] '
-                        '(the app\'s grid counts from 1): "3:0,3:5,7:*", "3:0=0.5" (scaled), or a JSON file')
+                   help='heads to ablate or scale, LAYER:HEAD counted from 0 as in decoder.layers[i] and '
+                        'the app\'s grid (3:0 is head L3H0): "3:0,3:5,7:*", "3:0=0.5" (scaled), or a JSON file')
     v.add_argument("--hide-positions", metavar="SPEC", help='prompt positions hidden from attention, e.g. "1,2,5-7"')
 
 
@@ -218,7 +219,7 @@ def cmd_info(engine: EngineService, args) -> int:
         ("parameters", f"{info.n_params:,}"),
         ("dtype", info.dtype),
         ("device", info.device),
-        ("memory", f"{info.memory_bytes / 2**20:,.1f} MiB"),
+        ("memory", format_bytes(info.memory_bytes)),
     ]
     for key, value in rows:
         print(f"{key:>20}: {value}")

@@ -1,7 +1,16 @@
-"""The engine, the session layer and the CLI never import Qt, and importing the engine is cheap."""
+"""The layers hold: checked statically by import-linter (the contracts in pyproject.toml), and at run
+time (the engine, the session layer and the CLI really run without Qt; importing the engine is cheap)."""
 
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 BLOCK_QT = """
 import sys
@@ -11,6 +20,40 @@ class _NoQt:
             raise ImportError('Qt is not allowed here: ' + name)
 sys.meta_path.insert(0, _NoQt())
 """
+
+
+def _lint(package_parent: Path) -> subprocess.CompletedProcess:
+    """`lint-imports` with this repository's contracts, over the opt_desktop package found in `package_parent`."""
+    if not LINT_IMPORTS.exists():
+        pytest.fail(f"{LINT_IMPORTS} is missing: install the test extra (pip install -e '.[test]')")
+    env = {**os.environ, "PYTHONPATH": str(package_parent)}
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache", "--no-logo", str(ROOT / "pyproject.toml")],
+                          cwd=package_parent, env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_import_contracts_are_kept():
+    out = _lint(ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "4 kept, 0 broken" in out.stdout
+
+
+@pytest.mark.parametrize("module, line, broken", [
+    # A lazy import inside a function that no test calls: the run-time checks below cannot see it.
+    ("engine/lens.py", "def _never_called():\n    import PySide6.QtCore  # noqa\n",
+     "never import Qt"),
+    ("session/describe.py", "def _never_called():\n    from ..gui.widgets import heatmap  # noqa\n",
+     "Layers: gui > session > engine"),
+    # The cycle this contract was written against: the loader imports hub_cache, which imported the loader.
+    ("engine/hub_cache.py", "def _never_called():\n    from .loader import locate  # noqa\n",
+     "No import cycles"),
+])
+def test_a_forbidden_import_breaks_a_contract(tmp_path, module, line, broken):
+    shutil.copytree(ROOT / "opt_desktop", tmp_path / "opt_desktop", ignore=shutil.ignore_patterns("__pycache__"))
+    target = tmp_path / "opt_desktop" / module
+    target.write_text(target.read_text(encoding="utf-8") + "\n\n" + line, encoding="utf-8")
+    out = _lint(tmp_path)
+    assert out.returncode != 0
+    assert f"{broken}" in out.stdout and "BROKEN" in out.stdout.split(broken, 1)[1].splitlines()[0], out.stdout
 
 
 def _run(code: str) -> subprocess.CompletedProcess:

@@ -1,5 +1,5 @@
-"""The shared Hugging Face cache: what is in it, downloading into it off the GUI thread (with progress
-and a real Cancel), deleting from it, and whether the Hub can be reached at all.
+"""The shared Hugging Face cache: what is in it, downloading into it off the GUI thread (a job on an
+executor, with progress and a real Cancel), deleting from it, and whether the Hub can be reached at all.
 
 Everything goes through huggingface_hub and its cache (HF_HOME / HF_HUB_CACHE), so a model fetched
 here is not fetched again by other tools, and the other way round. No torch, no Qt.
@@ -11,6 +11,8 @@ import dataclasses
 import os
 import threading
 import time
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
@@ -55,23 +57,6 @@ def missing_parts(folder: Path) -> list[str]:
             (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
         missing.append("tokenizer files (tokenizer.json, or vocab.json and merges.txt)")
     return missing
-
-
-def check_folder(path: str | Path) -> str | None:
-    """None when `path` is an OPT checkpoint this app can load, else one line saying what is missing.
-
-    Reuses the loader's checks (folder, config.json, model_type 'opt', weights) and adds the
-    tokenizer's files. Imports torch (through the loader): call it off the GUI thread.
-    """
-    from .errors import ModelLoadError
-    from .loader import locate
-    from .settings import LoadRequest
-
-    try:
-        locate(LoadRequest(source=str(path)))
-    except ModelLoadError as exc:
-        return str(exc)
-    return None
 
 
 # --- what the cache holds -------------------------------------------------------------------------
@@ -187,6 +172,8 @@ def hub_reachable(timeout: float = 2.0) -> bool:
         except Exception:  # offline mode, DNS, refused, timeout, proxy: all mean "not now"
             answer.append(False)
 
+    # A daemon thread, not an executor: a probe stuck in DNS is abandoned, where an executor's thread
+    # would hold up the interpreter's exit until it ended.
     thread = threading.Thread(target=probe, name="opt-hub-probe", daemon=True)
     thread.start()
     thread.join(timeout)
@@ -210,7 +197,7 @@ def fetch_snapshot(repo_id: str, *, tqdm_class=None, cache: str | Path | None = 
     return folder
 
 
-# --- a download on its own thread -----------------------------------------------------------------
+# --- a download, as a job on an executor ------------------------------------------------------------
 
 class DownloadCancelled(Exception):
     """Raised inside huggingface_hub's download loop to stop it."""
@@ -271,23 +258,39 @@ def byte_tqdm(on_update: Callable[[object], None], stop: threading.Event):
     return _Bytes
 
 
-class Download:
-    """Fetch one repo into the shared cache on a plain thread. Poll `progress` and `state`;
-    `cancel()` stops it at the next chunk and removes the partial files it left."""
+class DownloadFailed(Exception):
+    """A download ended with an error; str() is one line a person can act on, __cause__ the original."""
 
-    def __init__(self, repo_id: str, *, cache: str | Path | None = None, fetch: FetchFn = fetch_snapshot):
+
+ProgressFn = Callable[[DownloadProgress], None]
+
+
+class Download:
+    """Fetch one repo into the shared cache as a job on an executor.
+
+    `future` (a concurrent.futures.Future, there once started) resolves to the snapshot folder, or
+    raises DownloadCancelled or DownloadFailed; a GUI awaits it (`asyncio.wrap_future`). Progress goes
+    to `on_progress` on the worker thread (the caller hops it to its own thread) and is readable as
+    `progress` from any thread. `cancel()` stops it at the next chunk; the partial files it left are
+    removed before the future resolves.
+    """
+
+    def __init__(self, repo_id: str, *, cache: str | Path | None = None, fetch: FetchFn = fetch_snapshot,
+                 on_progress: ProgressFn | None = None):
         self.repo_id = repo_id
         self._cache = Path(cache) if cache is not None else None
         self._fetch = fetch
+        self._on_progress = on_progress
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._bars: dict[int, tuple[int, int]] = {}  # id(bar) -> (n, total)
         self._t0 = 0.0
         self._progress = DownloadProgress()
         self._state: DownloadState = "running"
+        self._own_executor: ThreadPoolExecutor | None = None
+        self.future: Future | None = None
         self.error: str | None = None
         self.folder: Path | None = None
-        self._thread = threading.Thread(target=self._run, name=f"opt-download-{repo_id}", daemon=True)
 
     # --- readable from any thread ----------------------------------------------------------------
 
@@ -303,14 +306,24 @@ class Download:
         return self._state in ("done", "cancelled", "failed")
 
     def wait(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        """Block until the download has ended (True) or `timeout` seconds have passed (False)."""
+        if self.future is None:
+            return True
+        finished, _ = wait_futures([self.future], timeout)
+        if finished and self._own_executor is not None:
+            self._own_executor.shutdown(wait=True)  # its one thread is ending now: let it go
+        return bool(finished)
 
     # --- control ---------------------------------------------------------------------------------
 
-    def start(self) -> "Download":
+    def start(self, executor: Executor | None = None) -> "Download":
+        """Submit the download to `executor`, or to a one-thread executor of its own."""
         self._t0 = time.monotonic()
-        self._thread.start()
+        if executor is None:
+            executor = self._own_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opt-download")
+        self.future = executor.submit(self._run)
+        if self._own_executor is not None:
+            self._own_executor.shutdown(wait=False)  # no more work: its thread ends with the download
         return self
 
     def cancel(self) -> None:
@@ -320,7 +333,7 @@ class Download:
         self._stop.set()
         _abort_xet()
 
-    # --- the thread --------------------------------------------------------------------------------
+    # --- the worker --------------------------------------------------------------------------------
 
     def _on_update(self, bar) -> None:
         with self._lock:
@@ -329,8 +342,10 @@ class Download:
             # the furthest one is the download's position.
             done = max(n for n, _ in self._bars.values())
             total = max(t for _, t in self._bars.values())
-            self._progress = DownloadProgress(done=done, total=max(total, done),
-                                              elapsed=time.monotonic() - self._t0)
+            self._progress = progress = DownloadProgress(done=done, total=max(total, done),
+                                                         elapsed=time.monotonic() - self._t0)
+        if self._on_progress is not None:
+            self._on_progress(progress)
 
     def _repo_folder(self) -> Path:
         from huggingface_hub import constants
@@ -341,33 +356,32 @@ class Download:
     def _partials(self) -> set[Path]:
         return set((self._repo_folder() / "blobs").glob("*.incomplete"))
 
-    def _run(self) -> None:
+    def _run(self) -> Path:
         before = self._partials()  # another tool's download in progress is not ours to remove
         try:
-            folder = self._fetch(self.repo_id, tqdm_class=byte_tqdm(self._on_update, self._stop), cache=self._cache)
-        except DownloadCancelled:
-            self._state = "cancelled"
-        except BaseException as exc:  # noqa: BLE001 - the caller gets one line, the thread never dies loudly
-            if self._stop.is_set():
+            folder = Path(self._fetch(self.repo_id, tqdm_class=byte_tqdm(self._on_update, self._stop),
+                                      cache=self._cache))
+        except BaseException as exc:  # noqa: BLE001 - the future carries one line; the cause is kept for the log
+            for path in self._partials() - before:
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
+            if isinstance(exc, DownloadCancelled) or self._stop.is_set():
                 self._state = "cancelled"
-            else:
-                self.error = download_error(self.repo_id, exc)
-                self._state = "failed"
-        else:
-            self.folder = Path(folder)
-            self._state = "done"
-        finally:
-            if self._state != "done":
-                for path in self._partials() - before:
-                    try:
-                        path.unlink()
-                    except OSError:
-                        pass
+                raise DownloadCancelled(f"Download of {self.repo_id} cancelled.") from None
+            self.error = download_error(self.repo_id, exc)
+            self._state = "failed"
+            raise DownloadFailed(self.error) from exc
+        self.folder = folder
+        self._state = "done"
+        return folder
 
 
-def start_download(repo_id: str, *, cache: str | Path | None = None, fetch: FetchFn = fetch_snapshot) -> Download:
-    """Start fetching `repo_id` into the shared cache on its own thread; returns the running Download."""
-    return Download(repo_id, cache=cache, fetch=fetch).start()
+def start_download(repo_id: str, *, cache: str | Path | None = None, fetch: FetchFn = fetch_snapshot,
+                   on_progress: ProgressFn | None = None, executor: Executor | None = None) -> Download:
+    """Start fetching `repo_id` into the shared cache (on `executor`, else a thread of its own)."""
+    return Download(repo_id, cache=cache, fetch=fetch, on_progress=on_progress).start(executor)
 
 
 def _abort_xet() -> None:

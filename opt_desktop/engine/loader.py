@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..formatting import format_bytes
 from . import precision
 from .attention import register as register_attention
 from .demo import DEMO_LABEL, build_demo_model, build_demo_tokenizer
@@ -74,6 +75,19 @@ def locate(request: LoadRequest, progress: Callable[[LoadProgress], None] | None
     _check_opt_config(request.source, folder)
     _check_tokenizer_files(request.source, folder)
     return folder
+
+
+def check_folder(path: str | Path) -> str | None:
+    """None when `path` is an OPT checkpoint this app can load, else one line saying what is missing.
+
+    The same checks as a load (folder, config.json, model_type 'opt', weights, tokenizer files).
+    Imports torch (with this module): call it off the GUI thread.
+    """
+    try:
+        locate(LoadRequest(source=str(path)))
+    except ModelLoadError as exc:
+        return str(exc)
+    return None
 
 
 def load_model(request: LoadRequest, progress: Callable[[LoadProgress], None] | None = None,
@@ -208,8 +222,9 @@ def _progress_tqdm(report, stop):
 
     def on_update(bar) -> None:
         if bar.total:
-            done, total = bar.n / 2**20, bar.total / 2**20
-            report(LoadProgress(f"Downloading {bar.desc or 'weights'}: {done:,.0f} / {total:,.0f} MB",
+            what = bar.desc or "weights"  # huggingface_hub's own bars already say "Downloading ..."
+            what = what if what.lower().startswith("download") else f"Downloading {what}"
+            report(LoadProgress(f"{what}: {format_bytes(bar.n)} / {format_bytes(bar.total)}",
                                 min(1.0, bar.n / bar.total)))
 
     return byte_tqdm(on_update, stop if stop is not None else threading.Event())

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..engine.events import ATTENTION_STATS
 from ..atomic import write_atomic
+from ..formatting import FULL_SHADE_BITS, surprise_opacity
 from .describe import (
     analyses_lines,
     changed_settings,
@@ -37,9 +38,7 @@ from .trace import RunTrace
 
 EXPORT_FORMATS = ("md", "csv", "json", "html")
 
-_FULL_SHADE_BITS = 10.0  # as in the output view: a token this surprising (or more) gets the full shade
 _SHADE_RGB = (255, 140, 0)
-_MAX_ALPHA = 0.47
 
 
 class ExportError(SessionFileError):
@@ -227,9 +226,8 @@ def _png_uri(data: bytes) -> str:
 def _shade(logprob: float) -> str:
     if not math.isfinite(logprob):
         return ""
-    strength = min(max(-logprob / math.log(2) / _FULL_SHADE_BITS, 0.0), 1.0)
     r, g, b = _SHADE_RGB
-    return f' style="background: rgba({r},{g},{b},{strength * _MAX_ALPHA:.3f})"'
+    return f' style="background: rgba({r},{g},{b},{surprise_opacity(logprob):.3f})"'
 
 
 def _token_title(t: RunTrace, pos: int) -> str:
@@ -292,7 +290,7 @@ def _run_html(i: int, t: RunTrace) -> str:
              f"<table class=\"meta\">{_meta_rows(rows)}</table>",
              "<h3>Text</h3>",
              "<p class=\"legend\">Prompt in grey. Shaded by surprise: the darker the background, the less likely "
-             "the model found the token (full shade at 10 bits). Hover a token for its probability.</p>",
+             f"the model found the token (full shade at {FULL_SHADE_BITS:g} bits). Hover a token for its probability.</p>",
              f"<div class=\"text\">{_text_html(t)}</div>"]
     T = t.length
     wide = max(1, min(24, 960 // max(T, 1)))  # position maps about 960 px wide, cells at most 24 px

@@ -13,10 +13,11 @@ from opt_desktop.engine import LoadRequest, ModelLoadError
 from opt_desktop.engine import hub_cache
 from opt_desktop.engine.hub_cache import (
     Download,
+    DownloadCancelled,
+    DownloadFailed,
     DownloadProgress,
     cached_models,
     cached_snapshot,
-    check_folder,
     delete_cached,
     hub_reachable,
     missing_parts,
@@ -157,6 +158,8 @@ def test_hub_reachable_online_never_waits_past_its_timeout(monkeypatch):
 
 
 def test_check_folder_says_what_is_missing(tmp_path, checkpoint):
+    from opt_desktop.engine.loader import check_folder
+
     assert check_folder(checkpoint) is None
     assert check_folder(tmp_path / "none") == f"No such folder: {tmp_path / 'none'}"
     partial = tmp_path / "partial"
@@ -201,6 +204,33 @@ def test_cancel_stops_the_download_and_removes_partial_files(tmp_path):
     assert download.state == "cancelled" and download.error is None and download.folder is None
     assert sorted(p.name for p in hub.rglob("*.incomplete")) == ["other-tool.incomplete"]
     assert not [t for t in threading.enumerate() if t.name.startswith("opt-download")]
+
+
+def test_a_download_is_a_job_on_an_executor_reporting_progress_from_its_worker(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    fetch, seen = SlowFetch(), []
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opt-test-worker")
+    download = start_download(REPO, cache=tmp_path / "hub", fetch=fetch, executor=executor,
+                              on_progress=lambda p: seen.append((threading.current_thread().name, p)))
+    deadline = time.monotonic() + 10
+    while len(seen) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(seen) >= 3 and all(name.startswith("opt-test-worker") for name, _ in seen)
+    assert [p.done for _, p in seen] == sorted(p.done for _, p in seen) and seen[-1][1].total == fetch.total
+    download.cancel()
+    with pytest.raises(DownloadCancelled):
+        download.future.result(5)
+    assert download.state == "cancelled" and not list(tmp_path.rglob("*.incomplete"))
+    executor.shutdown(wait=True)
+
+
+def test_a_failed_download_ends_its_future_with_one_line_and_keeps_the_cause(tmp_path):
+    download = start_download(REPO, cache=tmp_path / "hub")
+    with pytest.raises(DownloadFailed) as info:
+        download.future.result(10)
+    assert str(info.value) == "Cannot download facebook/opt-125m: the Hugging Face Hub is unreachable."
+    assert info.value.__cause__ is not None  # the original error, for the log's traceback
 
 
 def test_download_of_a_cached_model_finishes_offline(tmp_path, checkpoint):

@@ -236,6 +236,8 @@ def test_hidden_positions_equal_a_full_forward_with_that_mask(engine):
 
     # The captured attention gives the hidden keys no weight, from the prompt's queries and every decode step.
     rows = [scored.fed.attention_rows] + [e.fed.attention_rows for e in tokens if e.fed is not None]
+    # The prefill and one step per generated token but the last (never fed): none missing, no layer missing.
+    assert len(rows) == len(tokens) and all(len(step) == started.model.n_layers for step in rows)
     for step in rows:
         for layer in step:  # (H, q, k)
             assert np.abs(layer[..., list(hidden)]).max() < 1e-6
@@ -271,6 +273,9 @@ def test_hook_follows_the_dtype_of_a_bfloat16_model(engine, sequence):
         masked = _logits(ours, sequence)
     reference = _logits(_edited_copy(model, mask).to(torch.bfloat16), sequence)
     torch.testing.assert_close(masked, reference, atol=2e-2, rtol=2e-2)
+    plain = _logits(ours, sequence)  # the hooks are gone: the unmasked bfloat16 model
+    # The mask moves the logits far more than the tolerance above, so a hook that did nothing would fail.
+    assert (masked - plain).abs().max() > 10 * 2e-2
 
 
 def test_hook_works_on_int8_dynamic_linear_layers(engine, sequence):

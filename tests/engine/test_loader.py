@@ -146,7 +146,7 @@ def test_download_progress_reports_bytes_and_honours_stop():
     seen, stop = [], threading.Event()
     bar = _progress_tqdm(seen.append, stop)(desc="Downloading bytes", total=4 * 2**20, unit="B")
     bar.update(2**20)
-    assert seen[-1].fraction == pytest.approx(0.25) and "1 / 4 MB" in seen[-1].message
+    assert seen[-1].fraction == pytest.approx(0.25) and seen[-1].message == "Downloading bytes: 1.0 MiB / 4.0 MiB"
     stop.set()
     with pytest.raises(_Cancelled):
         bar.update(2**20)

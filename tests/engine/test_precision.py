@@ -83,7 +83,8 @@ def test_float32_is_exactly_the_plain_model(loads, checkpoint):
     events, finished = generate(loaded)
     assert list(finished.token_ids) == out.sequences[0, ids.shape[1]:].tolist()
     tokens = [e for e in events if isinstance(e, TokenGenerated)]
-    for e, logits in zip(tokens, out.logits):
+    assert len(tokens) == N_NEW
+    for e, logits in zip(tokens, out.logits, strict=True):
         assert e.logprob == torch.log_softmax(logits[0].float(), -1)[e.token_id].item()  # bit for bit
     assert loaded.info.accuracy is None
 

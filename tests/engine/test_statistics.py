@@ -95,12 +95,13 @@ def test_last_hidden_row_is_before_final_norm_and_projection(traced):
     trace, _, hidden, _, _, model = traced
     assert hidden.shape[-1] == model.config.hidden_size
     decoder = model.model.decoder
-    if decoder.project_out is not None or decoder.final_layer_norm is not None:
-        fed = trace.length - 1
-        with torch.no_grad():
-            out = model.model(torch.tensor([trace.token_ids]), use_cache=False).last_hidden_state[0].double()
-        after = np.linalg.norm(out.numpy(), axis=-1)[:fed]
-        assert not np.allclose(trace.hidden("norm")[-1, :fed], after, rtol=1e-3)
+    # Both families have something after the last layer: pre-LN a final norm, post-LN (350m) project_out.
+    assert decoder.project_out is not None or decoder.final_layer_norm is not None
+    fed = trace.length - 1
+    with torch.no_grad():
+        out = model.model(torch.tensor([trace.token_ids]), use_cache=False).last_hidden_state[0].double()
+    after = np.linalg.norm(out.numpy(), axis=-1)[:fed]
+    assert not np.allclose(trace.hidden("norm")[-1, :fed], after, rtol=1e-3)
 
 
 def test_attention_statistics(traced):

@@ -128,7 +128,7 @@ def test_settings_side_by_side_highlight_the_differences(view):
     table = view.settings_table
     names = [table.verticalHeaderItem(r).text() for r in range(table.rowCount())]
     row = names.index("head mask")
-    assert (table.item(row, 0).text(), table.item(row, 1).text()) == ("none", "2:3")
+    assert (table.item(row, 0).text(), table.item(row, 1).text()) == ("none", "1:2")  # counted from 0
     assert table.item(row, 1).font().bold()
     same = names.index("seed")
     assert not table.item(same, 0).font().bold()

@@ -35,11 +35,11 @@ def test_result_is_drawn_centred_on_zero_with_blanks_for_heads_not_done(view):
     np.testing.assert_array_equal(view.heatmap.data(), delta, strict=True)
     np.testing.assert_array_equal(view.heatmap.image_item.image, delta)
     assert view.heatmap.colorbar.levels() == (-3.0, 3.0)  # symmetric: white is "no effect"
-    assert view.heatmap.describe(0, 0) == "layer 1, head 1: Δ log p = -1.25"
-    assert view.heatmap.describe(2, 3) == "layer 3, head 4: not computed yet"
+    assert view.heatmap.describe(0, 0) == "L0H0 (layer 0, head 0): Δ log p = -1.25"
+    assert view.heatmap.describe(2, 3) == "L2H3 (layer 2, head 3): not computed yet"
     status = view.status.text()
     assert "stopped: 6 of 12 heads measured" in status
-    assert "Most needed: layer 2, head 2 (Δ log p = -3)" in status and "-20.500" in status
+    assert "Most needed: L1H1 (layer 1, head 1) (Δ log p = -3)" in status and "-20.500" in status
 
     done = np.nan_to_num(delta, nan=0.25)
     view.set_result(HeadImportance(delta=done, baseline_logprob=-20.5, completed=True, scale=0.5))

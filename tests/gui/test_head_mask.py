@@ -9,7 +9,6 @@ from fake_runs import capture_next_menu, intervened_trace
 from fakes import fake_trace
 from opt_desktop.engine.settings import HeadScale
 from opt_desktop.gui.widgets.attention_view import AttentionView
-from opt_desktop.gui.widgets.head_mask_editor import mask_text
 from opt_desktop.gui.widgets.inspector import Inspector
 
 L, H = 3, 4  # the fake model's layers and heads
@@ -43,18 +42,18 @@ def triples(mask):
 
 
 def test_menu_ablates_one_head_a_layer_and_a_head_index(qtbot, view):
-    menu = view.mask_menu(("head", 1, 2))  # shown to the user as layer 2, head 3
+    menu = view.mask_menu(("head", 1, 2))  # head 2 of decoder.layers[1]
     with qtbot.waitSignal(view.head_mask_changed, timeout=1000) as blocker:
-        action(menu, "Ablate head 2:3").trigger()
+        action(menu, "Ablate head L1H2").trigger()
     assert triples(blocker.args[0]) == [(1, 2, 0.0)]
     assert all(isinstance(m, HeadScale) for m in blocker.args[0])
 
     with qtbot.waitSignal(view.head_mask_changed, timeout=1000) as blocker:
-        action(view.mask_menu(("head", 0, 1)), "Ablate layer 1").trigger()
+        action(view.mask_menu(("head", 0, 1)), "Ablate layer 0").trigger()
     assert triples(blocker.args[0]) == [(0, h, 0.0) for h in range(H)] + [(1, 2, 0.0)]
 
     with qtbot.waitSignal(view.head_mask_changed, timeout=1000) as blocker:
-        action(view.mask_menu(("head", 0, 3)), "Ablate head 4 in every layer").trigger()
+        action(view.mask_menu(("head", 0, 3)), "Ablate head 3 in every layer").trigger()
     expected = sorted({(0, h) for h in range(H)} | {(1, 2)} | {(la, 3) for la in range(L)})
     assert triples(blocker.args[0]) == [(la, h, 0.0) for la, h in expected]
     assert view.head_mask() == blocker.args[0]
@@ -64,18 +63,18 @@ def test_menu_ablates_one_head_a_layer_and_a_head_index(qtbot, view):
 def test_unmask_and_clear(qtbot, view):
     view.set_head_mask([(0, h, 0.0) for h in range(H)] + [(2, 1, 0.5)])
     menu = view.mask_menu(("head", 0, 2))
-    assert action(menu, "Unmask head 1:3").isEnabled()
-    assert action(menu, "Unmask head 3 in every layer").isEnabled()  # layer 1 has its head 3 masked
-    assert not action(view.mask_menu(("head", 1, 1)), "Unmask head 2:2").isEnabled()
+    assert action(menu, "Unmask head L0H2").isEnabled()
+    assert action(menu, "Unmask head 2 in every layer").isEnabled()  # layer 0 has its head 2 masked
+    assert not action(view.mask_menu(("head", 1, 1)), "Unmask head L1H1").isEnabled()
     with qtbot.waitSignal(view.head_mask_changed, timeout=1000) as blocker:
-        action(menu, "Unmask head 1:3").trigger()
+        action(menu, "Unmask head L0H2").trigger()
     assert (0, 2) not in {(la, h) for la, h, _ in triples(blocker.args[0])}
     assert len(blocker.args[0]) == H
 
     with qtbot.waitSignal(view.head_mask_changed, timeout=1000) as blocker:
-        action(view.mask_menu(("layer", 0, -1)), "Unmask layer 1").trigger()
+        action(view.mask_menu(("layer", 0, -1)), "Unmask layer 0").trigger()
     assert triples(blocker.args[0]) == [(2, 1, 0.5)]
-    assert not action(view.mask_menu(("layer", 0, -1)), "Unmask layer 1").isEnabled()
+    assert not action(view.mask_menu(("layer", 0, -1)), "Unmask layer 0").isEnabled()
 
     with qtbot.waitSignal(view.head_mask_changed, timeout=1000) as blocker:
         action(view.mask_menu(("head", 1, 1)), "Clear mask").trigger()
@@ -91,18 +90,18 @@ def test_scale_dialog_and_the_bar_scale(qtbot, view, monkeypatch):
 
     monkeypatch.setattr(attention_view.QInputDialog, "getDouble", lambda *a, **k: (1.5, True))
     with qtbot.waitSignal(view.head_mask_changed, timeout=1000) as blocker:
-        action(view.mask_menu(("head", 2, 0)), "Scale head 3:1…").trigger()
+        action(view.mask_menu(("head", 2, 0)), "Scale head L2H0…").trigger()
     assert triples(blocker.args[0]) == [(2, 0, 1.5)]
     assert view.mask_overlay.cells() == {(2, 0): 1.5}
 
     monkeypatch.setattr(attention_view.QInputDialog, "getDouble", lambda *a, **k: (1.0, True))
     with qtbot.waitSignal(view.head_mask_changed, timeout=1000) as blocker:
-        action(view.mask_menu(("head", 2, 0)), "Scale head 3:1…").trigger()
+        action(view.mask_menu(("head", 2, 0)), "Scale head L2H0…").trigger()
     assert blocker.args[0] == ()  # scaling by 1 is no mask at all
 
     monkeypatch.setattr(attention_view.QInputDialog, "getDouble", lambda *a, **k: (0.25, False))
     with qtbot.assertNotEmitted(view.head_mask_changed):
-        action(view.mask_menu(("head", 2, 0)), "Scale head 3:1…").trigger()  # cancelled
+        action(view.mask_menu(("head", 2, 0)), "Scale head L2H0…").trigger()  # cancelled
 
 
 def test_edit_mode_click_toggles_a_head_and_keeps_the_matrix(qtbot, view):
@@ -128,8 +127,8 @@ def test_edit_mode_clicks_on_axis_numbers_mask_a_layer_and_a_head_index(qtbot, v
     view.mask_bar.edit_button.setChecked(True)
     item = grid.plot.getPlotItem()
     left, bottom = item.getAxis("left").sceneBoundingRect(), item.getAxis("bottom").sceneBoundingRect()
-    row_pt = QPointF(left.center().x(), grid.view.mapViewToScene(QPointF(0, 2)).y())  # layer number 3
-    col_pt = QPointF(grid.view.mapViewToScene(QPointF(1, 0)).x(), bottom.center().y())  # head number 2
+    row_pt = QPointF(left.center().x(), grid.view.mapViewToScene(QPointF(0, 2)).y())  # layer number 2
+    col_pt = QPointF(grid.view.mapViewToScene(QPointF(1, 0)).x(), bottom.center().y())  # head number 1
     assert view.target_at(row_pt) == ("layer", 2, -1)
     assert view.target_at(col_pt) == ("index", -1, 1)
     with qtbot.waitSignal(view.head_mask_changed, timeout=1000) as blocker:
@@ -152,7 +151,7 @@ def test_set_head_mask_is_quiet_sorted_and_drops_scale_one(qtbot, view):
         view.set_head_mask([HeadScale(layer=2, head=1, scale=0.0), (0, 3, 1.0), (0, 2, 0.5)])
     assert triples(view.head_mask()) == [(0, 2, 0.5), (2, 1, 0.0)]
     assert view.mask_overlay.cells() == {(0, 2): 0.5, (2, 1): 0.0}
-    assert "1:3 ×0.5" in view.mask_bar.summary.text() and "3:2" in view.mask_bar.summary.text()
+    assert view.mask_bar.summary.text() == "2 heads masked: 0:2 ×0.5, 2:1"
 
 
 def test_marks_follow_the_grid_and_a_smaller_model(qtbot, view):
@@ -168,11 +167,6 @@ def test_marks_follow_the_grid_and_a_smaller_model(qtbot, view):
     assert view.mask_overlay.cells() == {}  # no grid, no marks
 
 
-def test_mask_text_counts_from_one_and_groups():
-    assert mask_text([(2, 0, 0.0), (2, 1, 0.5)]) == "3:1, 3:2 ×0.5"
-    assert mask_text([(1, h, 0.0) for h in range(H)], L, H) == "2:*"
-    assert mask_text([(la, 2, 0.0) for la in range(L)], L, H) == "*:3"
-    assert mask_text([]) == ""
 
 
 # --- the Inspector -------------------------------------------------------------------------------
@@ -182,10 +176,10 @@ def test_inspector_reexposes_the_mask(qtbot, trace):
     qtbot.addWidget(w)
     w.set_trace(trace)
     with qtbot.waitSignal(w.head_mask_changed, timeout=1000) as blocker:
-        action(w.attention.mask_menu(("head", 0, 0)), "Ablate head 1:1").trigger()
+        action(w.attention.mask_menu(("head", 0, 0)), "Ablate head L0H0").trigger()
     assert triples(blocker.args[0]) == [(0, 0, 0.0)]
     assert w.head_mask() == blocker.args[0]
-    assert "Next run's head mask: 1:1" in w.interventions.text()
+    assert "Next run's head mask: 0:0" in w.interventions.text()
     with qtbot.assertNotEmitted(w.head_mask_changed):
         w.set_head_mask(())
     assert w.head_mask() == ()
@@ -201,11 +195,11 @@ def test_inspector_states_the_runs_interventions(qtbot):
     w.set_trace(run)
     text = w.interventions.text()
     assert not w.interventions.isHidden()
-    assert "Heads masked: 2:1, 3:4 ×0.5; from position 7: 2:1" in text  # change before generated token 2
+    assert "Heads masked: 1:0, 2:3 ×0.5; from position 7: 1:0" in text  # change before generated token 2
     assert "Hidden from attention: positions 2–3" in text
     assert "Next run" not in text
     w.attention.mask_heads([(0, 0)], 0.0)
-    assert "Next run's head mask: 1:1, 2:1" in w.interventions.text()
+    assert "Next run's head mask: 0:0, 1:0" in w.interventions.text()
 
 
 def test_right_click_opens_the_mask_menu_for_what_is_under_the_mouse(qtbot, view):
@@ -216,4 +210,4 @@ def test_right_click_opens_the_mask_menu_for_what_is_under_the_mouse(qtbot, view
     with qtbot.assertNotEmitted(view.head_mask_changed):
         qtbot.mouseClick(grid.plot.viewport(), Qt.MouseButton.RightButton, pos=widget_pt)
         qtbot.waitUntil(lambda: bool(shown), timeout=2000)
-    assert shown[0][:3] == ["Ablate head 1:4", "Ablate layer 1", "Ablate head 4 in every layer"]
+    assert shown[0][:3] == ["Ablate head L0H3", "Ablate layer 0", "Ablate head 3 in every layer"]

@@ -165,7 +165,7 @@ def test_clicking_the_hidden_heatmap_selects_a_token(qtbot, inspector, trace):
     col = 4
     scene_pt = hm.view.mapViewToScene(QPointF(col, 2))
     assert hm.cell_at(scene_pt) == (2, col)
-    assert hm.describe(2, col) == (f"layer 2, token {col} '{trace.pieces[col]}': "
+    assert hm.describe(2, col) == (f"layer 1, token {col} '{trace.pieces[col]}': "  # row 2: decoder.layers[1]
                                    f"{trace.hidden('norm')[2, col]:.4g}")
     widget_pt = hm.plot.mapFromScene(scene_pt)
     with qtbot.waitSignal(inspector.position_selected, timeout=1000) as blocker:
@@ -246,7 +246,8 @@ def test_lens_is_requested_and_shown(qtbot, inspector, trace):
     table = inspector.lens.table
     assert table.rowCount() == trace.n_layers + 1
     assert table.verticalHeaderItem(0).text() == "embed"
-    assert table.verticalHeaderItem(trace.n_layers).text() == f"layer {trace.n_layers}"
+    assert table.verticalHeaderItem(1).text() == "layer 0"  # the output of decoder.layers[0]
+    assert table.verticalHeaderItem(trace.n_layers).text() == f"layer {trace.n_layers - 1}"
     for r in range(trace.n_layers + 1):
         for c in range(5):
             item = table.item(r, c)
@@ -270,8 +271,14 @@ def test_lens_is_requested_and_shown(qtbot, inspector, trace):
 
 
 def test_lens_not_requested_while_its_tab_is_hidden(qtbot, inspector):
+    assert inspector.tabs.currentWidget() is not inspector.lens
+    assert not inspector.lens.isVisible()
     with qtbot.assertNotEmitted(inspector.lens_requested):
         inspector.select_position(2)
+    # Not because the lens is never asked for: showing the tab asks for the selected position at once.
+    with qtbot.waitSignal(inspector.lens_requested, timeout=1000) as blocker:
+        inspector.tabs.setCurrentWidget(inspector.lens)
+    assert blocker.args == [2]
 
 
 def test_lens_of_unfed_token_is_unavailable_until_fed(qtbot):

@@ -100,7 +100,7 @@ def test_model_label(bar):
     bar.set_model(info)
     text = bar.model_label.text()
     assert "random weights" in text and "float32" in text and "cpu" in text and "12.3K" in text
-    assert "48.8 KB" in text
+    assert "48.8 KiB" in text
     bar.set_model(None)
     assert "No model" in bar.model_label.text()
 
@@ -111,7 +111,7 @@ def test_model_label_sizes(bar):
     bar.set_model(replace(fake_info(), label="facebook/opt-1.3b", n_params=1_315_758_080,
                           memory_bytes=2_631_516_160, dtype="float16", device="cuda"))
     text = bar.model_label.text()
-    assert "1.3B parameters" in text and "2.5 GB" in text
+    assert "1.3B parameters" in text and "2.5 GiB" in text
     bar.set_model(replace(fake_info(), n_params=125_239_296))
     assert "125M parameters" in bar.model_label.text()
 

@@ -1,5 +1,7 @@
-"""The model manager dialog, offscreen, against a Hub cache folder built here."""
+"""The model manager dialog, offscreen, on a real qasync loop, against a Hub cache folder built here."""
 
+import logging
+import threading
 import time
 
 import pytest
@@ -8,9 +10,10 @@ from PySide6.QtCore import Qt
 from hub_cache_fixture import SlowFetch, build_hub_cache, repo_folder
 from models import save_tiny_opt
 from opt_desktop.engine import LoadRequest
+from opt_desktop.engine import hub_cache
 from opt_desktop.engine.catalog import OFFICIAL, GpuMemory, MachineMemory
-from opt_desktop.engine.hub_cache import Download
 from opt_desktop.gui.widgets.model_manager import MEMORY_COLUMN, ModelManager, describe_progress
+from test_main_window import loop, run_until  # noqa: F401  (fixture)
 
 GIB = 2**30
 
@@ -27,16 +30,26 @@ def hub(tmp_path, tiny):
     return hub
 
 
-def open_dialog(qtbot, hub, **kw) -> ModelManager:
+def open_dialog(qtbot, loop, hub, **kw) -> ModelManager:  # noqa: F811
     dialog = ModelManager(cache=hub, check_network=False, **kw)
     qtbot.addWidget(dialog)
     dialog.show()
-    qtbot.waitUntil(lambda: not dialog.is_busy(), timeout=10_000)
+    idle(loop, dialog)
     return dialog
 
 
-def test_lists_the_official_checkpoints_and_the_demo(qtbot, hub):
-    dialog = open_dialog(qtbot, hub)
+def idle(loop, dialog, timeout=10.0):  # noqa: F811
+    """Run the event loop until the dialog's background work has ended."""
+    run_until(loop, lambda: not dialog.is_busy(), timeout)
+
+
+def slow_downloads(fetch):
+    """A start_download that fetches with `fetch` instead of huggingface_hub."""
+    return lambda repo, **kw: hub_cache.start_download(repo, fetch=fetch, **kw)
+
+
+def test_lists_the_official_checkpoints_and_the_demo(qtbot, loop, hub):
+    dialog = open_dialog(qtbot, loop, hub)
     assert dialog.sources() == [c.source for c in OFFICIAL] + ["demo"]
     assert dialog.table.rowCount() == 9
     demo_row = dialog.row_of("demo")
@@ -46,8 +59,8 @@ def test_lists_the_official_checkpoints_and_the_demo(qtbot, hub):
     assert [dialog.table.item(row, c).text() for c in (1, 2, 3, 4)] == ["64", "72", "9216", "65.7B"]
 
 
-def test_marks_the_cached_checkpoint(qtbot, hub):
-    dialog = open_dialog(qtbot, hub)
+def test_marks_the_cached_checkpoint(qtbot, loop, hub):
+    dialog = open_dialog(qtbot, loop, hub)
     assert dialog.cache_text("facebook/opt-125m").startswith("✓")
     assert all(dialog.cache_text(c.source) == "" for c in OFFICIAL[1:])
     dialog.select("facebook/opt-125m")
@@ -56,8 +69,8 @@ def test_marks_the_cached_checkpoint(qtbot, hub):
     assert dialog.download_button.isEnabled() and not dialog.delete_button.isEnabled()
 
 
-def test_delete_asks_then_removes_it_from_the_cache(qtbot, hub, monkeypatch):
-    dialog = open_dialog(qtbot, hub)
+def test_delete_asks_then_removes_it_from_the_cache(qtbot, loop, hub, monkeypatch):
+    dialog = open_dialog(qtbot, loop, hub)
     dialog.select("facebook/opt-125m")
     asked = []
     monkeypatch.setattr(dialog, "confirm_delete", lambda repo, size: asked.append(repo) or False)
@@ -66,13 +79,13 @@ def test_delete_asks_then_removes_it_from_the_cache(qtbot, hub, monkeypatch):
 
     monkeypatch.setattr(dialog, "confirm_delete", lambda repo, size: True)
     qtbot.mouseClick(dialog.delete_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: dialog.cache_text("facebook/opt-125m") == "", timeout=10_000)
+    run_until(loop, lambda: dialog.cache_text("facebook/opt-125m") == "", 10)
     assert not repo_folder(hub, "facebook/opt-125m").exists()
     assert "Deleted facebook/opt-125m" in dialog.message.text()
 
 
-def test_load_emits_the_request_the_dialog_shows(qtbot, hub, tmp_path):
-    dialog = open_dialog(qtbot, hub, request=LoadRequest(source="facebook/opt-125m", dtype="bfloat16"))
+def test_load_emits_the_request_the_dialog_shows(qtbot, loop, hub, tmp_path):
+    dialog = open_dialog(qtbot, loop, hub, request=LoadRequest(source="facebook/opt-125m", dtype="bfloat16"))
     assert dialog.selected().source == "facebook/opt-125m"
     assert dialog.precision_combo.currentData() == "bfloat16"
     assert not dialog.max_memory_edit.isEnabled()  # only for "spread"
@@ -91,8 +104,8 @@ def test_load_emits_the_request_the_dialog_shows(qtbot, hub, tmp_path):
                                           offload_folder=str(tmp_path / "offload"))
 
 
-def test_int8_is_offered_and_a_bad_max_memory_is_explained(qtbot, hub):
-    dialog = open_dialog(qtbot, hub)
+def test_int8_is_offered_and_a_bad_max_memory_is_explained(qtbot, loop, hub):
+    dialog = open_dialog(qtbot, loop, hub)
     assert [dialog.precision_combo.itemData(i) for i in range(dialog.precision_combo.count())] == [
         "float32", "bfloat16", "float16", "int8"]
     dialog.select("demo")
@@ -104,11 +117,11 @@ def test_int8_is_offered_and_a_bad_max_memory_is_explained(qtbot, hub):
     assert emitted == [] and "device=size" in dialog.message.text() and dialog.isVisible()
 
 
-def test_memory_cells_compare_with_this_machine(qtbot, hub):
-    dialog = open_dialog(qtbot, hub)
+def test_memory_cells_compare_with_this_machine(qtbot, loop, hub):
+    dialog = open_dialog(qtbot, loop, hub)
     dialog.set_memory(MachineMemory(ram_total=16 * GIB, ram_available=12 * GIB,
                                     gpus=(GpuMemory(0, "Test GPU", 24 * GIB, 20 * GIB),)))
-    assert "RAM 16.0 GB" in dialog.memory_label.text() and "Test GPU" in dialog.memory_label.text()
+    assert "RAM 16.0 GiB" in dialog.memory_label.text() and "Test GPU" in dialog.memory_label.text()
     fp32, fp16 = MEMORY_COLUMN["float32"], MEMORY_COLUMN["float16"]
 
     def cell(source, col):
@@ -127,20 +140,20 @@ def test_memory_cells_compare_with_this_machine(qtbot, hub):
     assert cell("facebook/opt-1.3b", MEMORY_COLUMN["int8"]).startswith("✓")
 
 
-def test_cancel_stops_a_slow_download_and_leaves_no_partial_file(qtbot, hub):
-    fetch = SlowFetch()
-    dialog = open_dialog(qtbot, hub, start_download=lambda repo, cache: Download(repo, cache=cache,
-                                                                                 fetch=fetch).start())
+def test_cancel_stops_a_slow_download_and_leaves_no_partial_file(qtbot, loop, hub):
+    fetch = SlowFetch(chunk=4 * 2**20, total=2**30)  # 4 MiB chunks: the bar moves within a few chunks
+    dialog = open_dialog(qtbot, loop, hub, start_download=slow_downloads(fetch))
     dialog.select("facebook/opt-1.3b")
     qtbot.mouseClick(dialog.download_button, Qt.MouseButton.LeftButton)
     assert dialog.progress.isVisible() and dialog.cancel_button.isEnabled()
-    qtbot.waitUntil(lambda: "MB/s" in dialog.progress_label.text() or "KB/s" in dialog.progress_label.text(),
-                    timeout=10_000)
+    run_until(loop, lambda: dialog.progress.value() >= 10, 10)  # 1 % or more: progress reached the bar
     assert "Downloading facebook/opt-1.3b:" in dialog.progress_label.text() and "left" in dialog.progress_label.text()
-    assert dialog.progress.value() >= 0 and list(hub.rglob("*.incomplete"))
+    assert "MiB/s" in dialog.progress_label.text() and dialog.progress.maximum() == 1000
+    assert dialog.progress.value() <= round(1000 * fetch.written / fetch.total)  # never ahead of the bytes
+    assert list(hub.rglob("*.incomplete"))
 
     qtbot.mouseClick(dialog.cancel_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: not dialog.is_busy(), timeout=10_000)
+    idle(loop, dialog)
     written = fetch.written
     time.sleep(0.1)
     assert fetch.written == written
@@ -149,29 +162,29 @@ def test_cancel_stops_a_slow_download_and_leaves_no_partial_file(qtbot, hub):
     assert dialog.download_button.isEnabled()
 
 
-def test_closing_cancels_a_running_download(qtbot, hub):
+def test_closing_cancels_a_running_download(qtbot, loop, hub):
     fetch = SlowFetch()
-    dialog = open_dialog(qtbot, hub, start_download=lambda repo, cache: Download(repo, cache=cache,
-                                                                                 fetch=fetch).start())
+    dialog = open_dialog(qtbot, loop, hub, start_download=slow_downloads(fetch))
     dialog.select("facebook/opt-2.7b")
     dialog.download_selected()
-    qtbot.waitUntil(lambda: fetch.written > 0, timeout=10_000)
+    run_until(loop, lambda: fetch.written > 0, 10)
+    assert list(hub.rglob("*.incomplete"))  # there is a partial file to remove
     dialog.reject()
     written = fetch.written
     time.sleep(0.1)
     assert fetch.written == written and list(hub.rglob("*.incomplete")) == []
 
 
-def test_open_folder_checks_it_off_the_gui_thread(qtbot, hub, tiny, tmp_path):
-    dialog = open_dialog(qtbot, hub)
+def test_open_folder_checks_it_off_the_gui_thread(qtbot, loop, hub, tiny, tmp_path):
+    dialog = open_dialog(qtbot, loop, hub)
     empty = tmp_path / "empty"
     empty.mkdir()
     dialog.add_folder(empty)
-    qtbot.waitUntil(lambda: not dialog.is_busy(), timeout=60_000)
+    idle(loop, dialog, 60)
     assert "no config.json" in dialog.message.text() and str(empty) not in dialog.sources()
 
     dialog.add_folder(tiny)
-    qtbot.waitUntil(lambda: not dialog.is_busy(), timeout=60_000)
+    idle(loop, dialog, 60)
     assert dialog.sources()[-1] == str(tiny.resolve()) and dialog.selected().source == str(tiny.resolve())
     row = dialog.row_of(str(tiny.resolve()))
     assert dialog.table.item(row, 1).text() == "3" and dialog.cache_text(str(tiny.resolve())) == "local folder"
@@ -184,16 +197,17 @@ def test_progress_text():
     from opt_desktop.engine.hub_cache import DownloadProgress
 
     text = describe_progress("facebook/opt-125m", DownloadProgress(done=120 * 2**20, total=250 * 2**20, elapsed=24.0))
-    assert text == "Downloading facebook/opt-125m: 120 MB of 250 MB · 5.0 MB/s · 26 s left"
+    assert text == "Downloading facebook/opt-125m: 120 MiB of 250 MiB · 5.0 MiB/s · 26 s left"
 
 
-def test_a_mode_this_machine_cannot_run_is_refused_in_the_dialog(qtbot, tmp_path, monkeypatch):
+def test_a_mode_this_machine_cannot_run_is_refused_in_the_dialog(qtbot, loop, tmp_path, monkeypatch):  # noqa: F811
     from opt_desktop.engine import precision
 
     monkeypatch.setattr(precision, "capabilities", lambda probe=None: precision.Capabilities(
         cpu_bf16=True, int8_engine=None, cuda=False, mps=False, probed=True))
     dlg = ModelManager(None, cache=tmp_path / "hub", check_network=False)
     qtbot.addWidget(dlg)
+    idle(loop, dlg)
     dlg.select("demo")
     dlg.precision_combo.setCurrentIndex(dlg.precision_combo.findData("int8"))
     emitted = []
@@ -203,3 +217,56 @@ def test_a_mode_this_machine_cannot_run_is_refused_in_the_dialog(qtbot, tmp_path
     dlg.precision_combo.setCurrentIndex(dlg.precision_combo.findData("float32"))
     dlg.load()
     assert [r.dtype for r in emitted] == ["float32"]
+
+
+def test_background_results_reach_the_dialog_on_the_gui_thread(qtbot, loop, hub, monkeypatch):  # noqa: F811
+    from PySide6.QtCore import QTimer
+
+    gui_thread, seen = threading.current_thread(), []
+    for name in ("_show_progress", "_set_cached", "set_memory", "show_message"):
+        original = getattr(ModelManager, name)
+
+        def spy(self, *args, _original=original, _name=name, **kwargs):
+            seen.append((_name, threading.current_thread()))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(ModelManager, name, spy)
+    fetch = SlowFetch(chunk=4 * 2**20, total=2**30)
+    dialog = open_dialog(qtbot, loop, hub, start_download=slow_downloads(fetch))
+    dialog.select("facebook/opt-350m")
+    dialog.download_selected()
+    run_until(loop, lambda: sum(name == "_show_progress" for name, _ in seen) >= 2, 10)
+    dialog.cancel_download()
+    idle(loop, dialog)
+    assert {"_show_progress", "_set_cached", "set_memory", "show_message"} <= {name for name, _ in seen}
+    assert all(thread is gui_thread for _, thread in seen)
+    assert not [t for t in dialog.findChildren(QTimer) if t.isActive()]  # nothing polls
+
+
+def test_a_failure_is_one_line_in_the_dialog_and_a_traceback_in_the_log(qtbot, loop, hub, monkeypatch, caplog):  # noqa: F811
+    def broken(cache=None):
+        raise RuntimeError("the cache index is corrupt\nsecond line")
+
+    dialog = open_dialog(qtbot, loop, hub)
+    monkeypatch.setattr(hub_cache, "cached_models", broken)
+    with caplog.at_level(logging.ERROR, logger="opt_desktop.gui.widgets.model_manager"):
+        dialog.refresh_cache()
+        idle(loop, dialog)
+    text = dialog.message.text()
+    assert "the cache index is corrupt" in text and "\n" not in text and "RuntimeError" not in text
+    [record] = [r for r in caplog.records if r.exc_info]
+    assert record.exc_info[0] is RuntimeError and "Traceback" in caplog.text
+
+    def unreachable(repo_id, *, tqdm_class, cache):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.undo()  # the cache reads again
+    caplog.clear()
+    dialog.select("facebook/opt-350m")
+    with caplog.at_level(logging.ERROR, logger="opt_desktop.gui.widgets.model_manager"):
+        dialog._start_download = slow_downloads(unreachable)
+        dialog.download_selected()
+        idle(loop, dialog)
+    assert dialog.message.text() == "Cannot download facebook/opt-350m: Network is unreachable"
+    [record] = [r for r in caplog.records if r.exc_info]
+    assert "OSError: Network is unreachable" in caplog.text  # the original error, with its traceback

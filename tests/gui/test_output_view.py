@@ -112,6 +112,7 @@ def test_refresh_only_appends(view):
     view.set_trace(trace)
     changes = []
     view.document().contentsChange.connect(lambda pos, removed, added: changes.append((pos, removed, added)))
+    appended = 0
     for ev in events[1:]:
         end = view.document().characterCount() - 1
         changes.clear()
@@ -119,6 +120,11 @@ def test_refresh_only_appends(view):
         view.refresh()
         for pos, removed, _added in changes:
             assert removed == 0 and pos >= end  # nothing before the old end was touched
+        assert view.toPlainText() == trace.text  # ...and the new text did arrive
+        if isinstance(ev, TokenGenerated):
+            assert sum(added for _pos, _removed, added in changes) == len(ev.text)
+            appended += 1
+    assert appended == 6
 
 
 def test_refresh_without_news_changes_nothing(view):
@@ -193,6 +199,25 @@ def test_lower_probability_gets_stronger_shading(view):
     assert alpha[1] > alpha[2] > alpha[0]
     highlight = view.palette().color(view.palette().ColorRole.Highlight)
     assert char_format(view, view.span(trace.n_prompt + 1)[0]).background().color().rgb() == highlight.rgb()
+
+
+def test_the_output_view_and_the_html_report_shade_a_token_alike(view):
+    """One helper (formatting.surprise_opacity) shades tokens in the window and in the HTML export."""
+    from opt_desktop.formatting import FULL_SHADE_OPACITY, surprise_opacity
+    from opt_desktop.session import Session
+    from opt_desktop.session.export import export_text
+
+    probs = [0.9, 0.01, 2.0**-12]
+    events = [dataclasses.replace(ev, logprob=math.log(probs[ev.index]), text=f" shade{ev.index}")
+              if isinstance(ev, TokenGenerated) else ev for ev in fake_events(n_gen=3)]
+    trace = stream(view, events)
+    report = export_text(Session([trace]), "html")
+    for k, p in enumerate(probs):
+        opacity = surprise_opacity(math.log(p))
+        alpha = char_format(view, view.span(trace.n_prompt + k)[0] + 1).background().color().alpha()
+        assert alpha == round(opacity * 255)
+        assert f"rgba(255,140,0,{opacity:.3f})\">{' shade'}{k}</span>" in report
+    assert surprise_opacity(math.log(probs[2])) == FULL_SHADE_OPACITY  # past the full shade: no darker
 
 
 def test_tooltip_names_id_probability_and_alternatives(view):

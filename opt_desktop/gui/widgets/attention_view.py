@@ -1,8 +1,8 @@
 """Attention: a layers × heads grid of one statistic at the selected token, and, when the run kept
 full attention rows, the whole attention matrix of one head.
 
-Layers and heads are numbered from 1 in the UI (layer l is decoder layer l-1 in code, whose output
-is the logit lens's "layer l").
+Layers and heads count from 0, as `model.model.decoder.layers[i]` does: the cell in row l, column h
+is head h of decoder layer l, named "L{l}H{h}" as in the CLI, the exports and the session files.
 
 The grid also edits the head mask for the next run: right-click a head, a layer number or a head
 number for the mask menu, or turn on "Edit head mask" and click. Masked heads are hatched.
@@ -14,7 +14,7 @@ import time
 from typing import Iterable
 
 import numpy as np
-from PySide6.QtCore import QEvent, QPointF, Qt, QTimer, Signal
+from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QComboBox, QHBoxLayout, QInputDialog, QLabel, QMenu, QSpinBox, QSplitter, QStackedWidget, QVBoxLayout, QWidget,
@@ -22,7 +22,10 @@ from PySide6.QtWidgets import (
 
 from ...engine.settings import HeadScale
 from ...session.trace import RunTrace
-from .head_mask_editor import Cell, HeadMaskBar, HeadMaskOverlay, MaskDict, cell_name, head_scales, mask_dict
+from ..colors import follow_palette
+from .head_mask_editor import (
+    Cell, HeadMaskBar, HeadMaskOverlay, MaskDict, head_cell_name, head_label, head_scales, mask_dict,
+)
 from .heatmap import Axis, Heatmap
 from .hidden_view import token_name
 
@@ -35,10 +38,6 @@ STAT_TIPS = {
 NO_ROWS = ("Full attention matrices were not kept for this run.\n\n"
            "Turn on “keep full attention rows” before generating to see them here.")
 MATRIX_MIN_INTERVAL_S = 0.25  # building a T × T matrix is O(T²): don't redo it on every token
-
-
-def one_based(i: int) -> str:
-    return str(i + 1)
 
 
 # What a click on the grid points at: a head (layer, head), a whole layer (row number) or one head
@@ -77,7 +76,7 @@ class AttentionView(QWidget):
         # Left: every head at the selected token.
         self.grid_caption = QLabel()
         self.grid_caption.setWordWrap(True)
-        self.grid = Heatmap(Axis("layer", one_based), Axis("head", one_based),
+        self.grid = Heatmap(Axis("layer"), Axis("head"), cell_name=head_cell_name,
                             hint="Click a head to show its matrix; right-click to mask it.")
         self.grid.cell_clicked.connect(self._on_grid_clicked)
         self.grid.plot.scene().sigMouseClicked.connect(self._on_grid_scene_clicked)
@@ -90,8 +89,8 @@ class AttentionView(QWidget):
         ll.addWidget(self.grid, 1)
 
         # Right: one head's full matrix, or why there is none.
-        self.layer_spin = QSpinBox(prefix="layer ", minimum=1, maximum=1)
-        self.head_spin = QSpinBox(prefix="head ", minimum=1, maximum=1)
+        self.layer_spin = QSpinBox(prefix="layer ", minimum=0, maximum=0)
+        self.head_spin = QSpinBox(prefix="head ", minimum=0, maximum=0)
         self.layer_spin.valueChanged.connect(lambda _v: self._update_matrix(force=True))
         self.head_spin.valueChanged.connect(lambda _v: self._update_matrix(force=True))
         pick = QHBoxLayout()
@@ -129,6 +128,7 @@ class AttentionView(QWidget):
         layout.addWidget(split, 1)
         self._on_stat_changed()
         self._show_mask()
+        follow_palette(self, self._apply_palette)
         self._apply_palette()
 
     # --- inputs --------------------------------------------------------------------------------
@@ -148,8 +148,8 @@ class AttentionView(QWidget):
         self._trace = trace
         self._matrix_key = None
         if trace is not None:
-            self.layer_spin.setMaximum(trace.n_layers)
-            self.head_spin.setMaximum(trace.n_heads)
+            self.layer_spin.setMaximum(trace.n_layers - 1)
+            self.head_spin.setMaximum(trace.n_heads - 1)
         name = lambda i: token_name(self._trace, i)  # noqa: E731
         self.matrix.set_axes(Axis("query", name=lambda i: "query " + name(i)),
                              Axis("key", name=lambda i: "key " + name(i)))
@@ -198,9 +198,9 @@ class AttentionView(QWidget):
         self.show_head(row, col)
 
     def show_head(self, layer: int, head: int) -> None:
-        """Pick the head (0-based) whose full attention matrix is shown."""
-        self.layer_spin.setValue(layer + 1)
-        self.head_spin.setValue(head + 1)
+        """Pick the head whose full attention matrix is shown."""
+        self.layer_spin.setValue(layer)
+        self.head_spin.setValue(head)
 
     # --- head mask -----------------------------------------------------------------------------
 
@@ -267,10 +267,10 @@ class AttentionView(QWidget):
     def _describe(self, target: Target) -> str:
         kind, layer, head = target
         if kind == "layer":
-            return f"layer {layer + 1}"
+            return f"layer {layer}"
         if kind == "index":
-            return f"head {head + 1} in every layer"
-        return f"head {cell_name(layer, head)}"
+            return f"head {head} in every layer"
+        return f"head {head_label(layer, head)}"
 
     def target_at(self, scene_pos: QPointF) -> Target | None:
         """The head under a scene point, or the layer / head index whose axis number is under it."""
@@ -329,11 +329,6 @@ class AttentionView(QWidget):
         cursor = Qt.CursorShape.PointingHandCursor if on else Qt.CursorShape.ArrowCursor
         self.grid.plot.viewport().setCursor(cursor)
 
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
-        if event.type() == QEvent.Type.PaletteChange:
-            self._apply_palette()
-        super().changeEvent(event)
-
     def _apply_palette(self) -> None:
         palette = self.palette()
         self.mask_overlay.set_colors(palette.color(QPalette.ColorRole.Text), palette.color(QPalette.ColorRole.Base))
@@ -346,12 +341,14 @@ class AttentionView(QWidget):
             self.right.setCurrentWidget(self.no_rows_label)
             self.no_rows_label.setText(NO_ROWS if t is not None else "No run yet.")
             self.matrix.clear()
+            self.matrix.plot.setTitle("")
             self.grid.set_highlight()
             self._matrix_key = None
             return
         self.right.setCurrentWidget(self._matrix_panel)
-        layer, head = self.layer_spin.value() - 1, self.head_spin.value() - 1
+        layer, head = self.matrix_layer_head()
         self.grid.set_highlight(row=layer, col=head)  # which head the matrix shows
+        self.matrix.plot.setTitle(f"{head_label(layer, head)}: attention weights")
         key = (layer, head, t.length)
         if key == self._matrix_key:
             return
@@ -367,6 +364,6 @@ class AttentionView(QWidget):
         self._matrix_time = time.monotonic()
 
     def matrix_layer_head(self) -> tuple[int, int]:
-        """0-based (layer, head) of the matrix shown."""
-        return self.layer_spin.value() - 1, self.head_spin.value() - 1
+        """(layer, head) of the matrix shown: head `head` of `decoder.layers[layer]`."""
+        return self.layer_spin.value(), self.head_spin.value()
 

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QPointF, Qt, Signal
+from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPalette, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSplitter, QTableWidget,
@@ -21,10 +21,11 @@ from PySide6.QtWidgets import (
 
 from ...engine.results import Divergence
 from ...session.compare import RunComparison, compare_runs
+from ...session.describe import run_settings
 from ...session.trace import RunTrace
-from .head_mask_editor import mask_text
-from .heatmap import mix, style_plot
-from .token_table import format_percent, position_ranges, quote_piece
+from ..colors import follow_palette, mix
+from .heatmap import style_plot
+from .token_table import format_percent, quote_piece
 
 _PROMPT_TEXT_MIX = 0.35  # prompt text blended this far toward the background, as in the output view
 _MARK_MIX = 0.45  # the first differing token: background blended this far toward the run's colour
@@ -42,39 +43,6 @@ def run_colors(palette: QPalette) -> tuple[QColor, QColor]:
 def token_text(trace: RunTrace, pos: int) -> str:
     """What position `pos` adds to the shown text: a prompt piece, or a generated token's text."""
     return trace.pieces[pos] if pos < trace.n_prompt else trace.text_parts[pos - trace.n_prompt]
-
-
-def _value(v) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    if isinstance(v, (list, tuple)):
-        return ", ".join(repr(x) for x in v) or "none"
-    return "none" if v is None else str(v)
-
-
-def run_settings(trace: RunTrace) -> dict[str, str]:
-    """What decided a run, as text: model, seed, decoding settings, interventions."""
-    s = trace.started
-    L, H = trace.n_layers, trace.n_heads
-    prompt = s.prompt if len(s.prompt) <= 60 else s.prompt[:59] + "…"
-    rows = {
-        "model": s.model.label,
-        "dtype": s.model.dtype,
-        "prompt": repr(prompt),
-        "prompt tokens": str(trace.n_prompt),
-        "seed": str(s.seed),
-        "max new tokens": str(s.max_new_tokens),
-    }
-    rows.update({key: _value(value) for key, value in s.settings.items() if key not in ("seed", "max_new_tokens")})
-    rows["head mask"] = mask_text(s.head_mask, L, H) or "none"
-    if trace.mask_changes:
-        rows["head mask changes"] = "; ".join(
-            f"from position {trace.n_prompt + c.index}: {mask_text(c.head_mask, L, H) or 'none'}"
-            for c in trace.mask_changes)
-    rows["hidden from attention"] = position_ranges(s.hidden_positions) or "none"
-    if trace.finished is not None:
-        rows["ended by"] = trace.finished.reason
-    return rows
 
 
 class CompareView(QWidget):
@@ -215,6 +183,7 @@ class CompareView(QWidget):
         self.prob_plot.scene().sigMouseMoved.connect(lambda p: self._on_hover(self.prob_plot, p))
         self.entropy_plot.scene().sigMouseMoved.connect(lambda p: self._on_hover(self.entropy_plot, p))
         self.divergence_plot.scene().sigMouseMoved.connect(self._on_divergence_hover)
+        follow_palette(self, self._restyle)
         self._apply_palette()
         self._update_divergence_button()
 
@@ -492,12 +461,10 @@ class CompareView(QWidget):
 
     # --- palette ---------------------------------------------------------------------------------
 
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
-        if event.type() == QEvent.Type.PaletteChange:
-            self._apply_palette()
-            self._show_texts()
-            self._show_settings()
-        super().changeEvent(event)
+    def _restyle(self) -> None:
+        self._apply_palette()
+        self._show_texts()
+        self._show_settings()
 
     def _apply_palette(self) -> None:
         pal = self.palette()

@@ -11,14 +11,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PySide6.QtCore import QEvent, QRectF, Qt, Signal
+from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QPalette, QPen
 from PySide6.QtWidgets import (
     QDoubleSpinBox, QGraphicsRectItem, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget,
 )
 
 from ...engine.results import HeadImportance
-from .attention_view import one_based
+from ..colors import follow_palette
+from .head_mask_editor import head_cell_name
 from .heatmap import Axis, Heatmap
 
 COLORMAP = "CET-D1"  # blue - white - red: negative (the head helped) blue, positive red
@@ -34,7 +35,7 @@ def format_delta(v: float) -> str:
 class HeadImportanceView(QWidget):
     start_requested = Signal(float)  # the scale each head gets in turn (0 = ablate)
     stop_requested = Signal()
-    head_clicked = Signal(int, int)  # 0-based (layer, head)
+    head_clicked = Signal(int, int)  # (layer, head): head `head` of decoder.layers[layer]
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -72,8 +73,8 @@ class HeadImportanceView(QWidget):
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.explanation = QLabel(EXPLANATION)
         self.explanation.setWordWrap(True)
-        self.heatmap = Heatmap(Axis("layer", one_based), Axis("head", one_based), colormap=COLORMAP,
-                               value_format=format_delta,
+        self.heatmap = Heatmap(Axis("layer"), Axis("head"), colormap=COLORMAP,
+                               value_format=format_delta, cell_name=head_cell_name,
                                hint="Hover a head to read its effect; click it to inspect it.")
         self.heatmap.set_colorbar_label("Δ log p of the generated tokens")
         self.heatmap.cell_clicked.connect(self.head_clicked)
@@ -93,6 +94,7 @@ class HeadImportanceView(QWidget):
         layout.addWidget(self.heatmap, 1)
         self._update_controls()
         self._update_status()
+        follow_palette(self, self._apply_palette)
         self._apply_palette()
 
     # --- state from the window -------------------------------------------------------------------
@@ -145,7 +147,7 @@ class HeadImportanceView(QWidget):
                 f"(baseline {imp.baseline_logprob:.3f}){state}.")
         if done:
             layer, head = np.unravel_index(int(np.nanargmin(delta)), delta.shape)
-            text += (f" Most needed: layer {layer + 1}, head {head + 1} "
+            text += (f" Most needed: {head_cell_name(int(layer), int(head))} "
                      f"(Δ log p = {float(delta[layer, head]):+.3g}).")
         self.status.setText(text)
 
@@ -159,11 +161,6 @@ class HeadImportanceView(QWidget):
         self.reason.setVisible(bool(self.reason.text()))
 
     # --- palette ---------------------------------------------------------------------------------
-
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
-        if event.type() == QEvent.Type.PaletteChange:
-            self._apply_palette()
-        super().changeEvent(event)
 
     def _apply_palette(self) -> None:
         color = self.palette().color(QPalette.ColorRole.Text)

@@ -1,14 +1,14 @@
 """Editing a head mask over the attention grid: the mask as plain data, the bar that edits it, and
 the overlay that marks masked heads on the layers × heads heatmap.
 
-A mask maps (layer, head), 0-based, to the factor that head's output is scaled by: 0 ablates it,
-1 leaves it alone (so 1 is never stored). The GUI writes heads as "layer:head" numbered from 1,
-like the grid's axes (the CLI's --head-mask counts from 0, like transformers' module indices).
+A mask maps (layer, head) to the factor that head's output is scaled by: 0 ablates it, 1 leaves it
+alone (so 1 is never stored). Layers and heads count from 0 everywhere, as `decoder.layers[i]` does:
+one head is "L3H0", a mask is written "3:0, 7:* ×0.5" exactly as the CLI's --mask-heads reads it
+and the exports and session files record it.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Iterable, Mapping
 
 import pyqtgraph as pg
@@ -48,20 +48,14 @@ def scale_text(scale: float) -> str:
     return f"×{scale:.3g}"
 
 
-def cell_name(layer: int, head: int) -> str:
-    """'3:5' for 0-based (2, 4): layer and head as the grid numbers them."""
-    return f"{layer + 1}:{head + 1}"
+def head_label(layer: int, head: int) -> str:
+    """'L3H0' for head 0 of `decoder.layers[3]`: the name interpretability tools use."""
+    return f"L{layer}H{head}"
 
 
-_HEAD_REF = re.compile(r"(\*|\d+):(\*|\d+)")
-
-
-def mask_text(mask: Iterable, n_layers: int | None = None, n_heads: int | None = None) -> str:
-    """The engine's compact mask text ("3:0, 7:* ×0.5, *:4") renumbered from 1 like the grid; "" if empty."""
-    def one_based(m: re.Match) -> str:
-        return ":".join(part if part == "*" else str(int(part) + 1) for part in m.groups())
-
-    return _HEAD_REF.sub(one_based, format_head_mask(mask, n_layers, n_heads))
+def head_cell_name(layer: int, head: int) -> str:
+    """How a layers × heads grid names the cell under the mouse: "L3H0 (layer 3, head 0)"."""
+    return f"{head_label(layer, head)} (layer {layer}, head {head})"
 
 
 # --- the bar above the grid --------------------------------------------------------------------------
@@ -112,10 +106,11 @@ class HeadMaskBar(QWidget):
             self.summary.setText("No heads masked.")
             self.summary.setToolTip("")
             return
-        listed = mask_text(head_scales(mask), n_layers, n_heads)
+        listed = format_head_mask(head_scales(mask), n_layers, n_heads)
         n = len(mask)
         self.summary.setText(f"{n} head{'s' if n != 1 else ''} masked: {listed}")
-        self.summary.setToolTip(f"Heads scaled in the next run (layer:head, * = all; no factor = ablated): {listed}")
+        self.summary.setToolTip(f"Heads scaled in the next run (layer:head counted from 0 as in decoder.layers[i], "
+                                f"* = all; no factor = ablated): {listed}")
 
 
 # --- the marks on the grid ---------------------------------------------------------------------------

@@ -13,9 +13,11 @@ from typing import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QPalette, QPen
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QPalette, QPen
 from PySide6.QtWidgets import QGraphicsRectItem, QLabel, QVBoxLayout, QWidget
+
+from ..colors import follow_palette
 
 COLORMAP = "viridis"
 
@@ -32,16 +34,6 @@ def style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
         axis.enableAutoSIPrefix(False)  # "(x0.001)" scaling confuses more than it helps here
     item.titleLabel.setAttr("color", fg.name())
     item.titleLabel.setText(item.titleLabel.text)  # re-render in the new colour
-
-
-def mix(a: QColor, b: QColor, t: float) -> QColor:
-    """a blended towards b by t in [0, 1]: palette-derived tints that work in light and dark mode."""
-    t = min(max(t, 0.0), 1.0)
-    return QColor.fromRgbF(
-        a.redF() + (b.redF() - a.redF()) * t,
-        a.greenF() + (b.greenF() - a.greenF()) * t,
-        a.blueF() + (b.blueF() - a.blueF()) * t,
-    )
 
 
 @dataclass
@@ -97,6 +89,7 @@ class Heatmap(QWidget):
     def __init__(self, rows: Axis | None = None, cols: Axis | None = None, *,
                  colormap: str = COLORMAP, robust: bool = False,
                  value_format: Callable[[float], str] = format_value,
+                 cell_name: Callable[[int, int], str] | None = None,
                  hint: str = "Hover a cell to read its value; click to select.",
                  parent: QWidget | None = None):
         super().__init__(parent)
@@ -105,6 +98,7 @@ class Heatmap(QWidget):
         self._robust = robust  # colour limits from the 1st..99th percentile: one outlier won't wash out the rest
         self._fixed_levels: tuple[float, float] | None = None
         self._value_format = value_format
+        self._cell_name = cell_name  # names a cell as a whole (e.g. a head, "L3H0"), instead of row, column
         self._hint = hint
         self._data = np.zeros((0, 0), np.float32)
         self._highlight: tuple[int | None, int | None] = (None, None)
@@ -144,6 +138,7 @@ class Heatmap(QWidget):
         scene.sigMouseMoved.connect(self._on_mouse_moved)
         scene.sigMouseClicked.connect(self._on_mouse_clicked)
         self.set_axes(self._rows_axis, self._cols_axis)
+        follow_palette(self, self._apply_palette)
         self._apply_palette()
 
     # --- configuration -------------------------------------------------------------------------
@@ -245,8 +240,10 @@ class Heatmap(QWidget):
         return None
 
     def describe(self, row: int, col: int) -> str:
-        """The read-out for one cell, e.g. "layer 3, token 12 ' the': 4.21"."""
+        """The read-out for one cell, e.g. "layer 3, token 12 ' the': 4.21" or "L3H0 (layer 3, head 0): 0.42"."""
         value = self._value_format(float(self._data[row, col]))
+        if self._cell_name is not None:
+            return f"{self._cell_name(row, col)}: {value}"
         return f"{self._rows_axis.describe(row)}, {self._cols_axis.describe(col)}: {value}"
 
     def _on_mouse_moved(self, scene_pos: QPointF) -> None:
@@ -265,11 +262,6 @@ class Heatmap(QWidget):
         super().leaveEvent(event)
 
     # --- palette -------------------------------------------------------------------------------
-
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
-        if event.type() == QEvent.Type.PaletteChange:
-            self._apply_palette()
-        super().changeEvent(event)
 
     def _apply_palette(self) -> None:
         palette = self.palette()

@@ -1,18 +1,22 @@
 """Hidden-state statistics: a layers × tokens heatmap and, for the selected token, a per-layer plot.
 
-Row 0 is the input of decoder layer 0 ("embed"), row l the output of layer l. Each point of the
-plot is labelled with the hidden dimension of largest |x| there: OPT's outlier dimensions.
+Rows are labelled `embed, 0, 1, …, L-1`: row 0 is the input of decoder layer 0 ("embed"), and the
+row labelled i (row i + 1 of the arrays) is the output of `decoder.layers[i]`, so layers count from
+0 as everywhere else. Each point of the plot is labelled with the hidden dimension of largest |x|
+there: OPT's outlier dimensions.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
 
+from ...session.describe import row_label
 from ...session.trace import RunTrace
+from ..colors import follow_palette
 from .heatmap import Axis, Heatmap, IndexAxis, style_plot
 from .token_table import quote_piece
 
@@ -21,11 +25,13 @@ MAX_DIM_LABELS = 25  # above this many layers the numbers would overlap: hover t
 
 
 def layer_tick(row: int) -> str:
-    return "emb" if row == 0 else str(row)
+    """The axis label of hidden-state row `row`: "emb", then the decoder layer whose output it is."""
+    return "emb" if row == 0 else row_label(row)
 
 
 def layer_name(row: int) -> str:
-    return "embed" if row == 0 else f"layer {row}"
+    """"embed" for row 0, "layer i" for row i + 1 (the output of decoder.layers[i])."""
+    return "embed" if row == 0 else f"layer {row_label(row)}"
 
 
 def token_name(trace: RunTrace | None, pos: int, max_chars: int = 24) -> str:
@@ -39,12 +45,12 @@ def token_name(trace: RunTrace | None, pos: int, max_chars: int = 24) -> str:
 
 
 def outlier_summary(dims: np.ndarray) -> str:
-    """Runs of layers sharing one outlier dimension: "dim 588: layers 4–12; dim 12: embed–3"."""
+    """Runs of rows sharing one outlier dimension: "dim 588: layer 4–12; dim 12: embed–3" (layers from 0)."""
     parts, start = [], 0
     for i in range(1, len(dims) + 1):
         if i == len(dims) or dims[i] != dims[start]:
             if dims[start] >= 0:
-                span = layer_name(start) if i - 1 == start else f"{layer_name(start)}–{i - 1}"
+                span = layer_name(start) if i - 1 == start else f"{layer_name(start)}–{layer_tick(i - 1)}"
                 parts.append(f"dim {dims[start]}: {span}")
             start = i
     return "; ".join(parts)
@@ -106,6 +112,7 @@ class HiddenView(QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(bar)
         layout.addWidget(split, 1)
+        follow_palette(self, self._apply_palette)
         self._apply_palette()
 
     # --- inputs --------------------------------------------------------------------------------
@@ -190,11 +197,6 @@ class HiddenView(QWidget):
         return f"{layer_name(int(round(x)))}: {y:.4g}\noutlier dim {data}"
 
     # --- palette -------------------------------------------------------------------------------
-
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
-        if event.type() == QEvent.Type.PaletteChange:
-            self._apply_palette()
-        super().changeEvent(event)
 
     def _apply_palette(self) -> None:
         palette = self.palette()

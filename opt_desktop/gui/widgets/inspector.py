@@ -17,13 +17,16 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QLabel, QSplitter, QStackedWidget, QTabWidget, QVBoxLayout, QWidget
 
 from ...engine.events import LensResult
+from ...engine.interventions_spec import format_head_mask
+from ...formatting import position_ranges
 from ...engine.settings import HeadScale
+from ...session.describe import mask_texts
 from ...session.trace import RunTrace
 from .attention_view import AttentionView
-from .head_mask_editor import mask_dict, mask_text
+from .head_mask_editor import mask_dict
 from .hidden_view import HiddenView
 from .lens_view import LensView
-from .token_table import TokenTable, TokenTexts, format_prob, position_ranges, quote_piece
+from .token_table import TokenTable, TokenTexts, format_prob, quote_piece
 
 
 class Inspector(QWidget):
@@ -260,14 +263,11 @@ def interventions_text(trace: RunTrace, edited: tuple[HeadScale, ...]) -> str:
     started = trace.started
     parts = []
     if started.head_mask or trace.mask_changes:
-        bits = [f"Heads masked: {mask_text(started.head_mask, *shape) or 'none'}"]
-        for change in trace.mask_changes:
-            at = trace.n_prompt + change.index
-            bits.append(f"from position {at}: {mask_text(change.head_mask, *shape) or 'none'}")
-        parts.append("; ".join(bits))
+        start, changes = mask_texts(trace)
+        parts.append(f"Heads masked: {start}" + (f"; {changes}" if changes else ""))
     if started.hidden_positions:
         parts.append(f"Hidden from attention: positions {position_ranges(started.hidden_positions)}")
     in_force = trace.mask_changes[-1].head_mask if trace.mask_changes else started.head_mask
     if mask_dict(edited) != mask_dict(in_force):
-        parts.append(f"Next run's head mask: {mask_text(edited, *shape) or 'none'}")
+        parts.append(f"Next run's head mask: {format_head_mask(edited, *shape) or 'none'}")
     return "  ·  ".join(parts)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QFont, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView, QHeaderView, QLabel, QSplitter, QStackedWidget, QTableWidget, QTableWidgetItem,
@@ -17,7 +17,8 @@ from PySide6.QtWidgets import (
 )
 
 from ...engine.events import LensResult
-from .heatmap import IndexAxis, mix, style_plot
+from ..colors import follow_palette, mix
+from .heatmap import IndexAxis, style_plot
 from .hidden_view import layer_name, layer_tick
 from .token_table import format_prob, quote_piece
 
@@ -83,6 +84,7 @@ class LensView(QWidget):
         layout.addWidget(self.pages)
         self._bold = QFont()
         self._bold.setBold(True)
+        follow_palette(self, self._restyle)
         self._apply_palette()
         self.set_result(None)
 
@@ -172,12 +174,10 @@ class LensView(QWidget):
 
     # --- palette -------------------------------------------------------------------------------
 
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
-        if event.type() == QEvent.Type.PaletteChange:
-            self._apply_palette()
-            if self.result is not None:
-                self._fill_table(self.result)
-        super().changeEvent(event)
+    def _restyle(self) -> None:
+        self._apply_palette()
+        if self.result is not None:
+            self._fill_table(self.result)
 
     def _apply_palette(self) -> None:
         palette = self.palette()

@@ -22,6 +22,7 @@ from ...engine import precision
 from ...engine.events import LoadProgress, ModelInfo
 from ...engine.placement import placement_summary
 from ...engine.settings import DEMO_SOURCE, LoadRequest
+from ...formatting import format_bytes, format_count
 
 DEMO_LABEL = "demo — tiny OPT, random weights"
 
@@ -46,25 +47,6 @@ DEVICES: tuple[tuple[str, str], ...] = (
     ("cuda", "An NVIDIA GPU."),
     ("mps", "An Apple-silicon GPU."),
 )
-
-
-def format_count(n: int) -> str:
-    if n >= 1e9:
-        return f"{n / 1e9:.1f}B"
-    if n >= 1e6:
-        return f"{n / 1e6:.0f}M" if n >= 1e8 else f"{n / 1e6:.1f}M"
-    if n >= 1e3:
-        return f"{n / 1e3:.1f}K"
-    return str(n)
-
-
-def format_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" or size >= 100 else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"
 
 
 def _combo(items: tuple[tuple[str, str], ...], tip: str) -> QComboBox:

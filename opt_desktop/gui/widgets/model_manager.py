@@ -2,18 +2,23 @@
 Hugging Face cache (download with progress and Cancel, delete), local folders, and Load.
 
 Everything slow (scanning the cache, GPU memory, checking a folder, the network probe, downloads)
-runs off the GUI thread; a timer drains the results, so the dialog never blocks.
+runs on an executor, and a qasync coroutine awaits each future (the project's one idiom for
+background work); a download's progress hops from its worker to the GUI thread through an
+EventPump. No Qt object is touched off the GUI thread and no timer polls a future. A failure is one
+line in the dialog; its traceback goes to the log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
-from concurrent.futures import Future, ThreadPoolExecutor
+import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, get_args
+from typing import Any, Callable, Coroutine, get_args
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QCloseEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -39,9 +44,11 @@ from ...engine import hub_cache
 from ...engine import precision as modes
 from ...engine.catalog import CATALOG, Checkpoint, MachineMemory, fit, from_config, machine_memory
 from ...engine.errors import SettingsError
+from ...engine.jobs import describe_error
 from ...engine.placement import format_max_memory, parse_max_memory
 from ...engine.settings import DEMO_SOURCE, Device, DType, LoadRequest
-from .model_bar import format_bytes, format_count
+from ...formatting import format_bytes, format_count
+from ..controller import EventPump
 
 PRECISIONS: tuple[str, ...] = get_args(DType)
 DEVICES: tuple[str, ...] = get_args(Device)
@@ -49,7 +56,8 @@ PLACEMENTS = (("one-device", "One device"), ("spread", "Spread over GPUs, RAM an
 COLUMNS = ("Model", "Layers", "Heads", "Hidden", "Parameters", "Download", *PRECISIONS, "In cache")
 MEMORY_COLUMN = {p: COLUMNS.index(p) for p in PRECISIONS}
 CACHE_COLUMN = COLUMNS.index("In cache")
-POLL_MS = 100
+
+log = logging.getLogger(__name__)
 
 _FIT_STYLE = {"fits": ("✓", "#2b8a3e"), "tight": ("≈", "#e67700"), "too-big": ("✗", "#c92a2a")}
 
@@ -90,21 +98,18 @@ class ModelManager(QDialog):
         self._cached: dict[str, hub_cache.CachedModel] = {}
         self._memory = machine_memory(include_gpus=False)  # RAM now; GPUs once a worker has asked torch
         self._download: hub_cache.Download | None = None
-        self._pending: list[tuple[Future, Callable]] = []
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="opt-manager")
+        self._tasks: set[asyncio.Task] = set()
+        self._closed = False
         self._build()
         for checkpoint in CATALOG:
             self._add_row(checkpoint)
         self.set_request(request or LoadRequest())
-        self._timer = QTimer(self)
-        self._timer.setInterval(POLL_MS)
-        self._timer.timeout.connect(self._poll)
-        self._timer.start()
         self.refresh_cache()
-        self._submit(lambda: machine_memory(include_gpus=True), self.set_memory)
+        self._submit(lambda: machine_memory(include_gpus=True), self.set_memory, "Reading the GPUs' memory")
         if check_network:
             self.hub_label.setText("Checking the Hugging Face Hub…")
-            self._submit(hub_cache.hub_reachable, self._on_hub_checked)
+            self._submit(hub_cache.hub_reachable, self._on_hub_checked, "Checking the Hugging Face Hub")
 
     # --- construction --------------------------------------------------------------------------
 
@@ -336,33 +341,39 @@ class ModelManager(QDialog):
             "" if reachable else "The Hugging Face Hub is unreachable: cached models, local folders and the "
                                  "demo model still load.")
 
-    # --- background jobs -------------------------------------------------------------------------
+    # --- background work ---------------------------------------------------------------------------
 
-    def _submit(self, fn: Callable, on_done: Callable, on_error: Callable[[BaseException], None] | None = None) -> None:
-        future = self._executor.submit(fn)
-        self._pending.append((future, lambda f: self._finish(f, on_done, on_error)))
+    def _spawn(self, coro: Coroutine) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
 
-    def _finish(self, future: Future, on_done, on_error) -> None:
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("A background task of the model manager failed", exc_info=(type(exc), exc, exc.__traceback__))
+
+    def _submit(self, fn: Callable[[], Any], on_done: Callable[[Any], None], doing: str) -> asyncio.Task:
+        """Run `fn` on the dialog's executor; `on_done(result)` on the GUI thread once it returns."""
+        return self._spawn(self._background(fn, on_done, doing))
+
+    async def _background(self, fn: Callable[[], Any], on_done: Callable[[Any], None], doing: str) -> None:
         try:
-            result = future.result()
-        except Exception as exc:  # noqa: BLE001 - shown as one line, never a traceback
-            if on_error is not None:
-                on_error(exc)
-            else:
-                self.show_message(f"{type(exc).__name__}: {exc}", error=True)
+            result = await asyncio.wrap_future(self._executor.submit(fn))
+        except Exception as exc:  # noqa: BLE001 - one line here, the traceback in the log
+            if not self._closed:
+                message, _details = describe_error(exc, doing)
+                log.exception("%s failed", doing)
+                self.show_message(message, error=True)
             return
-        on_done(result)
-
-    def _poll(self) -> None:
-        done = [(f, cb) for f, cb in self._pending if f.done()]
-        self._pending = [(f, cb) for f, cb in self._pending if not f.done()]
-        for future, callback in done:
-            callback(future)
-        self._poll_download()
+        if not self._closed:
+            on_done(result)
 
     def is_busy(self) -> bool:
         """Background work still running (tests wait for it)."""
-        return bool(self._pending) or self._download is not None
+        return bool(self._tasks) or self._download is not None
 
     # --- the cache -------------------------------------------------------------------------------
 
@@ -370,7 +381,7 @@ class ModelManager(QDialog):
         return self._cache if self._cache is not None else hub_cache.cache_dir()
 
     def refresh_cache(self) -> None:
-        self._submit(lambda: hub_cache.cached_models(self._cache), self._set_cached)
+        self._submit(lambda: hub_cache.cached_models(self._cache), self._set_cached, "Reading the Hugging Face cache")
 
     def _set_cached(self, cached: dict) -> None:
         self._cached = cached
@@ -397,7 +408,7 @@ class ModelManager(QDialog):
             self.show_message(f"Deleted {c.source} from the cache ({format_bytes(freed)} freed).")
             self.refresh_cache()
 
-        self._submit(lambda: hub_cache.delete_cached(c.source, self._cache), done)
+        self._submit(lambda: hub_cache.delete_cached(c.source, self._cache), done, f"Deleting {c.source}")
 
     # --- downloads -------------------------------------------------------------------------------
 
@@ -405,13 +416,23 @@ class ModelManager(QDialog):
         c = self.selected()
         if c is None or c.random_weights or Path(c.source).is_absolute() or self._download is not None:
             return
-        self._download = self._start_download(c.source, cache=self._cache)
-        self.progress.setValue(0)
+        # Progress starts on the download's worker thread; the pump hands it to this thread, coalesced.
+        pump = EventPump(asyncio.get_event_loop(), lambda updates: self._show_progress(updates[-1]))
+        try:
+            download = self._start_download(c.source, cache=self._cache, on_progress=pump.put,
+                                            executor=self._executor)
+        except Exception as exc:  # noqa: BLE001 - one line here, the traceback in the log
+            log.exception("Starting the download of %s failed", c.source)
+            self.show_message(describe_error(exc, f"Downloading {c.source}")[0], error=True)
+            return
+        self._download = download
+        self.progress.setRange(0, 0)  # busy until the size is known
         self.progress.show()
         self.progress_label.setText(f"Starting the download of {c.source}…")
         self.progress_label.show()
         self.message.clear()
         self._update_buttons()
+        self._spawn(self._follow_download(download, pump))
 
     def cancel_download(self) -> None:
         if self._download is not None and not self._download.done():
@@ -419,29 +440,38 @@ class ModelManager(QDialog):
             self.progress_label.setText(f"Cancelling the download of {self._download.repo_id}…")
             self._update_buttons()
 
-    def _poll_download(self) -> None:
+    def _show_progress(self, p: hub_cache.DownloadProgress) -> None:
         d = self._download
-        if d is None:
+        if d is None or self._closed or d.done():
             return
-        p = d.progress
-        if not d.done():
-            if d.state == "running":
-                self.progress_label.setText(describe_progress(d.repo_id, p))
-            if p.fraction is None:
-                self.progress.setRange(0, 0)
-            else:
-                self.progress.setRange(0, 1000)
-                self.progress.setValue(round(p.fraction * 1000))
+        if d.state == "running":
+            self.progress_label.setText(describe_progress(d.repo_id, p))
+        if p.fraction is None:
+            self.progress.setRange(0, 0)
+        else:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(round(p.fraction * 1000))
+
+    async def _follow_download(self, d: hub_cache.Download, pump: EventPump) -> None:
+        try:
+            await asyncio.wrap_future(d.future)
+        except hub_cache.DownloadCancelled:
+            outcome, error = f"Download of {d.repo_id} cancelled; its partial files were removed.", False
+        except Exception as exc:  # noqa: BLE001 - DownloadFailed is one line already; anything else is summed up
+            log.exception("Downloading %s failed", d.repo_id)
+            message = str(exc) if isinstance(exc, hub_cache.DownloadFailed) else describe_error(
+                exc, f"Downloading {d.repo_id}")[0]
+            outcome, error = message, True
+        else:
+            outcome, error = f"Downloaded {d.repo_id} into the Hugging Face cache.", False
+        finally:
+            pump.close()
+        if self._closed:
             return
         self._download = None
         self.progress.hide()
         self.progress_label.hide()
-        if d.state == "done":
-            self.show_message(f"Downloaded {d.repo_id} into the Hugging Face cache.")
-        elif d.state == "cancelled":
-            self.show_message(f"Download of {d.repo_id} cancelled; its partial files were removed.")
-        else:
-            self.show_message(d.error or f"Download of {d.repo_id} failed.", error=True)
+        self.show_message(outcome, error=error)
         self.refresh_cache()
         self._update_buttons()
 
@@ -461,7 +491,9 @@ class ModelManager(QDialog):
         self.show_message(f"Checking {path}…")
 
         def check():
-            problem = hub_cache.check_folder(path)
+            from ...engine.loader import check_folder  # imports torch: on the worker, not at start-up
+
+            problem = check_folder(path)
             if problem is not None:
                 return problem
             config = json.loads((path / "config.json").read_text(encoding="utf-8"))
@@ -475,7 +507,7 @@ class ModelManager(QDialog):
             self.select(result.source)
             self.show_message(f"{path} is an OPT checkpoint: press Load to use it.")
 
-        self._submit(check, done)
+        self._submit(check, done, f"Checking {path}")
 
     def _choose_offload_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder for weights that fit nowhere else",
@@ -546,13 +578,15 @@ class ModelManager(QDialog):
     # --- closing ---------------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
-        """Stop the download (removing its partial files) and the background jobs."""
-        self._timer.stop()
+        """Stop the download (waiting for its partial files to go) and the background work."""
+        self._closed = True
         if self._download is not None:
             self._download.cancel()
             self._download.wait(5.0)
             self._download = None
         self._executor.shutdown(wait=False, cancel_futures=True)
+        for task in list(self._tasks):
+            task.cancel()
 
     def done(self, result: int) -> None:  # accept(), reject() and Escape all end here
         self._shutdown()

@@ -25,16 +25,15 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QApplication, QMenu, QTextEdit, QToolTip, QWidget
 
+from ...formatting import position_ranges, surprise_opacity
 from ...session.trace import RunTrace
+from ..colors import follow_palette, mix
 from .attribution_view import score_color
-from .token_table import add_fork_actions, format_percent as _pct, menu_text, position_ranges
+from .token_table import add_fork_actions, format_percent as _pct, menu_text
 
 POSITION = QTextFormat.UserProperty + 1  # position of the token these characters belong to
 GROUP_START = QTextFormat.UserProperty + 2  # first token of a character split over several tokens
 
-# Surprisal (bits) at which the shading is full; p = 1/1024 and anything rarer look the same.
-_FULL_SHADE_BITS = 10.0
-_MAX_ALPHA = 120  # of 255: readable text on the strongest shade, and clearly lighter than the selection
 _PROMPT_TEXT_MIX = 0.35  # prompt text is blended this far toward the background: input, not output
 _HIDDEN_TINT = 0.3  # tokens to hide next run: background blended this far from Base toward Mid
 
@@ -43,10 +42,6 @@ def _visible(text: str) -> str:
     """Token text for a tooltip: quoted, whitespace kept, control characters made visible."""
     shown = text.replace("\n", "↵").replace("\r", "␍").replace("\t", "⇥")
     return f"<span style='white-space:pre'>“{html.escape(shown)}”</span>"
-
-
-def _mix(a: QColor, b: QColor, t: float) -> QColor:
-    return QColor.fromRgbF(*(x + (y - x) * t for x, y in zip(a.getRgbF()[:3], b.getRgbF()[:3])))
 
 
 class OutputView(QTextEdit):
@@ -72,6 +67,7 @@ class OutputView(QTextEdit):
         self.setUndoRedoEnabled(False)  # an undo stack for streamed text only costs memory
         self.viewport().setMouseTracking(True)  # hover underline and tooltips without a pressed button
         self.setPlaceholderText("Generated text appears here; the less likely a token, the darker its shade.")
+        follow_palette(self, self._render_all)  # light/dark switch: the shading comes from the palette
 
     def _reset_state(self) -> None:
         self._spans: dict[int, tuple[int, int]] = {}  # position -> document range of its characters
@@ -341,10 +337,8 @@ class OutputView(QTextEdit):
         fmt = QTextCharFormat()
         fmt.setProperty(POSITION, pos)
         if math.isfinite(logprob):
-            bits = -logprob / math.log(2)
-            strength = min(max(bits / _FULL_SHADE_BITS, 0.0), 1.0)
             shade = QColor(self.palette().color(QPalette.ColorRole.Highlight))
-            shade.setAlpha(round(strength * _MAX_ALPHA))
+            shade.setAlpha(round(surprise_opacity(logprob) * 255))
             fmt.setBackground(shade)
         return fmt
 
@@ -352,7 +346,7 @@ class OutputView(QTextEdit):
         assert self._trace is not None
         fmt = self._token_format(pos, float(self._trace.logprob[pos]))
         pal = self.palette()
-        fmt.setForeground(_mix(pal.color(QPalette.ColorRole.Text), pal.color(QPalette.ColorRole.Base),
+        fmt.setForeground(mix(pal.color(QPalette.ColorRole.Text), pal.color(QPalette.ColorRole.Base),
                                _PROMPT_TEXT_MIX))
         return fmt
 
@@ -459,7 +453,7 @@ class OutputView(QTextEdit):
         t = self._trace
         if t is None or not self._show_prompt:
             return []
-        tint = _mix(pal.color(QPalette.ColorRole.Base), pal.color(QPalette.ColorRole.Mid), _HIDDEN_TINT)
+        tint = mix(pal.color(QPalette.ColorRole.Base), pal.color(QPalette.ColorRole.Mid), _HIDDEN_TINT)
         marks = []
         for pos in sorted(set(t.started.hidden_positions) | set(self._hidden)):
             span = self._spans.get(pos) if pos < t.n_prompt else None
@@ -546,8 +540,3 @@ class OutputView(QTextEdit):
 
     def contextMenuEvent(self, event: QContextMenuEvent) -> None:  # noqa: N802
         self.context_menu(event.pos()).exec(event.globalPos())
-
-    def changeEvent(self, event: QEvent) -> None:
-        super().changeEvent(event)
-        if event.type() == QEvent.Type.PaletteChange:  # light/dark switch: shading comes from the palette
-            self._render_all()

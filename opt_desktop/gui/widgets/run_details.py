@@ -1,4 +1,5 @@
-"""What the shown run was made with: model, decoding settings, seed, interventions, how it ended.
+"""What the shown run was made with: model, decoding settings, seed, interventions, how it ended
+(the rows of `session.describe.run_summary`, the one place runs are described).
 
 "Use these settings" copies the run's generation settings (its seed included) to the settings
 panel. Every value is shown as plain text: prompts and stop strings are the person's own text.
@@ -13,24 +14,10 @@ from PySide6.QtWidgets import QFormLayout, QLabel, QPushButton, QVBoxLayout, QWi
 
 from ...engine.settings import GenerationSettings
 from ...session import RunTrace
-from ...session.describe import finish_text, fork_text, head_mask_text, model_line, shorten
+from ...session.describe import run_summary, shorten
 
 _ROWS = ("model", "decoding", "max new tokens", "repetition", "stop strings", "seed", "head mask",
-         "hidden tokens", "origin", "result")
-
-
-def _decoding(s: dict) -> str:
-    if not s.get("do_sample"):
-        return "greedy"
-    parts = [f"sampling, temperature {s.get('temperature', 1.0):g}"]
-    if s.get("top_k"):
-        parts.append(f"top-k {s['top_k']}")
-    for name, label in (("top_p", "top-p"), ("typical_p", "typical-p")):
-        if s.get(name, 1.0) != 1.0:
-            parts.append(f"{label} {s[name]:g}")
-    if s.get("min_p"):
-        parts.append(f"min-p {s['min_p']:g}")
-    return ", ".join(parts)
+         "hidden tokens", "origin", "result")  # the keys of session.describe.run_summary, in order
 
 
 class RunDetails(QWidget):
@@ -74,23 +61,7 @@ class RunDetails(QWidget):
             self._settings = GenerationSettings.parse(**{**settings, "seed": s.seed})
         except Exception:  # noqa: BLE001 - a file from elsewhere: show it, but it cannot be reused
             self._settings = None
-        stops = settings.get("stop_strings") or ()
-        mask = head_mask_text(s.head_mask, s.model) if s.head_mask else "none"
-        if trace.mask_changes:
-            mask += f" (changed {len(trace.mask_changes)}× during the run)"
-        texts = {
-            "model": model_line(s.model),
-            "decoding": _decoding(settings),
-            "max new tokens": str(s.max_new_tokens),
-            "repetition": (f"penalty {settings.get('repetition_penalty', 1.0):g}, no-repeat n-gram "
-                           f"{settings.get('no_repeat_ngram_size', 0)}"),
-            "stop strings": ", ".join(repr(x) for x in stops) or "none",
-            "seed": str(s.seed),
-            "head mask": mask,
-            "hidden tokens": ", ".join(map(str, s.hidden_positions)) or "none",
-            "origin": fork_text(trace) or (trace.label or "a new run"),
-            "result": finish_text(trace.finished) if trace.finished else "generating…",
-        }
+        texts = run_summary(trace)
         for name, text in texts.items():
             self.values[name].setText(shorten(text, 400))
         self.values["model"].setToolTip(html.escape(s.model.source))

@@ -1,44 +1,28 @@
-"""The session's runs as a tree: forks and continuations hang under the run they branch from."""
+"""The session's runs as a tree: forks and continuations hang under the run they branch from.
+
+Each run is named in two lines by `session.describe.run_title_lines` (what tells it from its
+siblings), with the whole description in its tooltip.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+import html
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem, QWidget
 
 from ...session import RunTrace
+from ...session.describe import run_details, run_title, run_title_lines
 from ...session.session import Session
 
-_REASONS = {"length": "max tokens", "eos": "end of text", "stop_string": "stop string", "cancelled": "stopped", "error": "failed"}
 INDEX_ROLE = Qt.ItemDataRole.UserRole
 
 
-def _shorten(text: str, n: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def run_title(index: int, trace: RunTrace, piece_fn: Callable[[int], str] | None = None) -> str:
-    """One line naming a run: its number, how it differs from its parent, how it decoded, how it ended."""
-    s = trace.started.settings
-    parts = [f"#{index + 1}"]
-    if trace.label:
-        parts.append(trace.label)
-    if trace.fork_position is not None:
-        tok = trace.token_ids[trace.fork_position] if trace.fork_position < trace.length else None
-        piece = trace.pieces[trace.fork_position] if tok is not None else "?"
-        parts.append(f"fork at {trace.fork_position} → {piece!r}")
-    elif trace.parent is not None:
-        parts.append("continued")
-    parts.append(f"sampled, seed {trace.started.seed}" if s.get("do_sample") else "greedy")
-    if trace.started.head_mask:
-        parts.append(f"{len(trace.started.head_mask)} heads masked")
-    if trace.started.hidden_positions:
-        parts.append(f"{len(trace.started.hidden_positions)} tokens hidden")
-    done = trace.finished
-    parts.append(f"{trace.n_generated} tokens" + (f", {_REASONS.get(done.reason, done.reason)}" if done else " …"))
-    return " · ".join(parts)
+def run_tooltip(index: int, trace: RunTrace) -> str:
+    """The whole description of a run as rich text; every value escaped (prompts and tokens are untrusted)."""
+    rows = "".join(f"<tr><td><b>{html.escape(k)}</b></td><td>{html.escape(v)}</td></tr>"
+                   for k, v in run_details(index, trace))
+    return f"<p>{html.escape(run_title(index, trace))}</p><table>{rows}</table>"
 
 
 class RunList(QTreeWidget):
@@ -49,6 +33,7 @@ class RunList(QTreeWidget):
         self.setColumnCount(1)
         self.setHeaderLabels(["Runs of this session"])
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setUniformRowHeights(False)  # names take two lines: a narrow panel still shows what differs
         self.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.setToolTip("Runs of this session; forks and continuations sit under the run they came from")
         self._session: Session | None = None
@@ -78,10 +63,8 @@ class RunList(QTreeWidget):
             self.blockSignals(False)
         for i, trace in enumerate(runs):
             item = self._items[i]
-            item.setText(0, run_title(i, trace))
-            prompt = trace.started.prompt or "(token ids)"
-            item.setToolTip(0, f"{run_title(i, trace)}\nPrompt: {_shorten(prompt, 200)}\n"
-                               f"Model: {trace.started.model.label} ({trace.started.model.dtype})")
+            item.setText(0, "\n".join(run_title_lines(i, trace)))
+            item.setToolTip(0, run_tooltip(i, trace))
 
     def set_current(self, index: int | None) -> None:
         item = self._items.get(index) if index is not None else None

@@ -6,16 +6,11 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QWidget
 
 from ...engine.events import Finished
 from ...engine.memory import process_rss
+from ...formatting import format_bytes
 from ...session import RunTrace
 
 _REASONS = {"length": "max tokens reached", "eos": "end of text", "stop_string": "stop string",
             "cancelled": "stopped", "error": "failed"}
-
-
-def _mib(n: int | None) -> str:
-    if n is None:
-        return "–"
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 class RunStatus(QWidget):
@@ -44,14 +39,14 @@ class RunStatus(QWidget):
         self.tokens.setText("0 tokens")
         self.reason.setText("")
         if not self.memory.text():
-            self.memory.setText(f"memory {_mib(process_rss())}")
+            self.memory.setText(f"memory {format_bytes(process_rss())}")
 
     def show_model(self, info) -> None:
         """A model was loaded (or the engine lost it): what its weights take, until a run says more."""
         if info is None:
             self.memory.setText("no model")
             return
-        self.memory.setText(f"model {_mib(info.memory_bytes)}")
+        self.memory.setText(f"model {format_bytes(info.memory_bytes)}")
         self.memory.setToolTip("Memory the loaded model's weights take; after a run, what the engine has in use")
 
     def show_progress(self, trace: RunTrace) -> None:
@@ -70,4 +65,4 @@ class RunStatus(QWidget):
         if finished.time_to_first_token_s is not None:
             self.ttft.setText(f"first token {finished.time_to_first_token_s * 1000:.0f} ms")
         self.reason.setText(f"finished: {_REASONS.get(finished.reason, finished.reason)}")
-        self.memory.setText(f"memory {_mib(finished.memory_bytes)}")
+        self.memory.setText(f"memory {format_bytes(finished.memory_bytes)}")

@@ -7,15 +7,15 @@ double-clicking its alternatives) offers to fork the run there with one of the a
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
-from PySide6.QtCore import QAbstractTableModel, QEvent, QItemSelectionModel, QModelIndex, QPoint, Qt, Signal
+from PySide6.QtCore import QAbstractTableModel, QItemSelectionModel, QModelIndex, QPoint, Qt, Signal
 from PySide6.QtGui import QBrush, QFont, QPalette
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QMenu, QTableView, QVBoxLayout, QWidget
 
 from ...session.trace import RunTrace
-from .heatmap import mix
+from ..colors import follow_palette, mix
 
 PieceFn = Callable[[int], str]
 N_ALTERNATIVES_SHOWN = 5
@@ -34,20 +34,6 @@ def format_prob(p: float) -> str:
         return f"{p:.3f}"
     mantissa, exponent = f"{p:.1e}".split("e")
     return f"{mantissa}e{int(exponent)}"  # 2.2e-4, not 2.2e-04: fits the column
-
-
-def position_ranges(positions: Iterable[int]) -> str:
-    """"2–4, 7" for (2, 3, 4, 7)."""
-    out: list[str] = []
-    ps = sorted(set(int(p) for p in positions))
-    i = 0
-    while i < len(ps):
-        j = i
-        while j + 1 < len(ps) and ps[j + 1] == ps[j] + 1:
-            j += 1
-        out.append(str(ps[i]) if i == j else f"{ps[i]}–{ps[j]}")
-        i = j + 1
-    return ", ".join(out)
 
 
 def fork_choices(trace: RunTrace | None, pos: int) -> list[tuple[int, float]]:
@@ -300,6 +286,7 @@ class TokenTable(QWidget):
         self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.view.customContextMenuRequested.connect(self._on_context_menu)
         self.view.doubleClicked.connect(self._on_double_clicked)
+        follow_palette(self, self._apply_palette)
         self._apply_palette()
 
     # --- forks ---------------------------------------------------------------------------------
@@ -352,11 +339,6 @@ class TokenTable(QWidget):
     def _on_current_row(self, current: QModelIndex, _previous: QModelIndex) -> None:
         if not self._quiet and current.isValid():
             self.position_selected.emit(current.row())
-
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
-        if event.type() == QEvent.Type.PaletteChange:
-            self._apply_palette()
-        super().changeEvent(event)
 
     def _apply_palette(self) -> None:
         # Prompt rows get a faint tint of the highlight colour: visible in light and dark themes.
