@@ -18,8 +18,8 @@ from ..engine.requests import (
     PatchingRequest,
 )
 from ..session.compare import compare_runs
+from ..session.describe import run_title
 from .run_commands import same_model
-from .widgets.run_list import run_title
 
 
 class Analysis(QObject):
