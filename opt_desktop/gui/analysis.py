@@ -24,7 +24,8 @@ from .run_commands import same_model
 
 class Analysis(QObject):
     def __init__(self, controller, keeper, presenter, views, parent: QObject | None = None):
-        """`views` has tabs, inspector, compare, importance, banner."""
+        """`views` has tabs, inspector, output, compare, importance, attribution, patching, banner and
+        show_prompt_action; the analyses connect to their views' signals here."""
         super().__init__(parent)
         self.controller = controller
         self.keeper = keeper
@@ -36,6 +37,20 @@ class Analysis(QObject):
         self._no_lens: weakref.WeakSet = weakref.WeakSet()  # runs whose lens table failed
         controller.busy_changed.connect(self.schedule_lens_tables)
         controller.model_changed.connect(lambda _: self.schedule_lens_tables())
+        presenter.shown_changed.connect(self.show_run_analyses)
+        v = views
+        v.inspector.lens_requested.connect(self.request_lens)
+        v.compare.runs_chosen.connect(self.compare_runs)
+        v.compare.divergence_requested.connect(self.request_divergence)
+        v.importance.start_requested.connect(self.start_importance)
+        v.importance.stop_requested.connect(self.stop_importance)
+        v.importance.head_clicked.connect(self.show_head)
+        v.output.explain_requested.connect(self.explain_token)
+        v.attribution.run_requested.connect(self.start_attribution)
+        v.attribution.stop_requested.connect(self.stop_attribution)
+        v.attribution.position_clicked.connect(v.output.set_selected)
+        v.patching.run_requested.connect(self.start_patching)
+        v.patching.stop_requested.connect(self.stop_patching)
 
     # --- the logit lens -------------------------------------------------------------------------
 

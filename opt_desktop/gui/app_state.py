@@ -30,6 +30,9 @@ def config_dir() -> Path:
     return folders.config_dir()
 
 
+_MAX_LAYOUT_CHARS = 64 * 1024
+
+
 def state_path() -> Path:
     return config_dir() / STATE_FILE
 
@@ -101,6 +104,12 @@ class AppState(BaseModel):
                 values["keep_attention_rows"] = data["keep_attention_rows"]
             else:
                 problems.append("keep_attention_rows is not true or false")
+        for key in ("window_geometry", "window_layout"):  # Qt's own bytes, base64: checked by Qt when applied
+            value = data.get(key)
+            if isinstance(value, str) and len(value) <= _MAX_LAYOUT_CHARS:
+                values[key] = value
+            elif value is not None:
+                problems.append(f"its {key.replace('_', ' ')} is not a saved window layout")
         state = cls(**values)
         if problems:
             note = move_aside(path, "; ".join(problems), "remembered state")

@@ -7,13 +7,11 @@ menus do lives in the command modules: run_commands, session_commands, model_com
 
 from __future__ import annotations
 
-import base64
 from types import SimpleNamespace
 
-from PySide6.QtCore import QByteArray, Qt, QUrl, Signal
+from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
-    QDockWidget,
     QHBoxLayout,
     QMainWindow,
     QPushButton,
@@ -33,6 +31,7 @@ from .actions import Actions
 from .analysis import Analysis
 from .app_state import AppState
 from .controller import Controller
+from .dock_layout import DockLayout
 from .model_commands import ModelCommands
 from .run_commands import RunCommands
 from .run_presenter import RunPresenter
@@ -73,8 +72,7 @@ class MainWindow(QMainWindow):
         self._build_views(presets)
         self._build_docks()
         self._compose()
-        self._default_layout = self.saveState()
-        self._restore_layout()
+        self.layout_.restore(self.state)
         self.update_state()
         self.prompt.setFocus()
 
@@ -117,19 +115,7 @@ class MainWindow(QMainWindow):
         model.addWidget(self.model_bar)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, model)
 
-    def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
-        dock = QDockWidget(title, self)
-        dock.setObjectName(name)  # saveState() finds docks by name
-        dock.setWidget(widget)
-        self.addDockWidget(area, dock)
-        return dock
-
     def _build_docks(self) -> None:
-        # The side panels run the full height; the prompt sits above the views, between them.
-        self.setCorner(Qt.Corner.TopLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.setCorner(Qt.Corner.TopRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.generate_button = QPushButton("Generate")
         self.generate_button.setToolTip("Generate from the prompt (Ctrl+Enter)")
         self.generate_button.setDefault(True)
@@ -153,16 +139,16 @@ class MainWindow(QMainWindow):
         scroll.setWidgetResizable(True)
         scroll.setMinimumWidth(280)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.prompt_dock = self._dock("Prompt", "prompt", prompt_panel, Qt.DockWidgetArea.TopDockWidgetArea)
         runs = QSplitter(Qt.Orientation.Vertical)
         runs.addWidget(self.run_list)
         runs.addWidget(self.run_details)
         runs.setSizes([300, 260])
-        self.runs_dock = self._dock("Runs", "runs", runs, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.settings_dock = self._dock("Settings", "settings", scroll, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.docks = (self.prompt_dock, self.runs_dock, self.settings_dock)
-        self.resizeDocks([self.prompt_dock], [170], Qt.Orientation.Vertical)
-        self.resizeDocks([self.runs_dock, self.settings_dock], [230, 320], Qt.Orientation.Horizontal)
+        area = Qt.DockWidgetArea
+        self.layout_ = DockLayout(self, [("Prompt", "prompt", prompt_panel, area.TopDockWidgetArea),
+                                         ("Runs", "runs", runs, area.LeftDockWidgetArea),
+                                         ("Settings", "settings", scroll, area.RightDockWidgetArea)])
+        self.prompt_dock, self.runs_dock, self.settings_dock = self.docks = tuple(self.layout_.docks)
+        self.layout_.size({self.prompt_dock: 170}, {self.runs_dock: 230, self.settings_dock: 320})
 
     def _compose(self) -> None:
         c, k = self.controller, self.keeper
@@ -188,15 +174,14 @@ class MainWindow(QMainWindow):
             "continue_run": self.runs.continue_run, "rerun": self.runs.rerun,
             "tab_output": lambda: tab(0), "tab_inspector": lambda: tab(1), "tab_compare": lambda: tab(2),
             "tab_importance": lambda: tab(3), "tab_attribution": lambda: tab(4), "tab_patching": lambda: tab(5),
-            "views_only": self.set_views_only,
-            "reset_layout": lambda: self.restoreState(self._default_layout),
+            "views_only": self.layout_.set_views_only, "reset_layout": self.layout_.reset,
             "show_prompt": self.output.set_show_prompt, "keep_rows": self._keep_rows,
             "open_log_folder": lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(log_dir()))),
         })
         a = self.actions_
         a.keep_rows.setChecked(self.state.keep_attention_rows)
         views.keep_rows_action, views.show_prompt_action = a.keep_rows, a.show_prompt
-        self.recent_menu = views.recent_menu = a.build_menus(self, [d.toggleViewAction() for d in self.docks])
+        self.recent_menu = views.recent_menu = a.build_menus(self, self.layout_.toggles())
         self.sessions.fill_recent_menu()
         for button, command in ((self.generate_button, self.runs.generate), (self.stop_button, self.runs.stop),
                                 (self.regenerate_button, self.runs.regenerate),
@@ -206,10 +191,8 @@ class MainWindow(QMainWindow):
         c.busy_changed.connect(self.update_state)
         c.model_changed.connect(lambda _: (self.update_state(), self.analysis.refresh_compare_availability()))
         self.presenter.shown_changed.connect(self.update_state)
-        self.presenter.shown_changed.connect(self.analysis.show_run_analyses)
         self.presenter.run_changed.connect(lambda: (self.update_state(), self.analysis.refresh_compare_choices()))
         k.modified_changed.connect(lambda _: self.update_state())
-        c.engine_died.connect(self._on_engine_died)
         k.replaced.connect(self._on_session_replaced)
         k.modified_changed.connect(lambda _: self.update_title())
         k.path_changed.connect(lambda _: self.update_title())
@@ -219,24 +202,12 @@ class MainWindow(QMainWindow):
         self.settings_panel.error.connect(self.banner.show_error)
         self.output.token_clicked.connect(self._on_token_clicked)
         self.output.fork_requested.connect(self.runs.fork)
-        self.output.hidden_positions_changed.connect(self._on_hidden_changed)
+        self.output.hidden_positions_changed.connect(self.runs.set_hidden)
         self.inspector.fork_requested.connect(self.runs.fork)
         self.inspector.position_selected.connect(self.output.set_selected)
-        self.inspector.lens_requested.connect(self.analysis.request_lens)
-        self.inspector.head_mask_changed.connect(self._on_head_mask_changed)
+        self.inspector.head_mask_changed.connect(self.runs.set_head_mask)
         self.run_list.run_selected.connect(self.presenter.show_run)
         self.run_details.use_settings.connect(self.settings_panel.set_settings)
-        self.compare.runs_chosen.connect(self.analysis.compare_runs)
-        self.compare.divergence_requested.connect(self.analysis.request_divergence)
-        self.importance.start_requested.connect(self.analysis.start_importance)
-        self.importance.stop_requested.connect(self.analysis.stop_importance)
-        self.importance.head_clicked.connect(self.analysis.show_head)
-        self.output.explain_requested.connect(self.analysis.explain_token)
-        self.attribution.run_requested.connect(self.analysis.start_attribution)
-        self.attribution.stop_requested.connect(self.analysis.stop_attribution)
-        self.attribution.position_clicked.connect(self.output.set_selected)
-        self.patching.run_requested.connect(self.analysis.start_patching)
-        self.patching.stop_requested.connect(self.analysis.stop_patching)
         self.tabs.currentChanged.connect(self._on_tab_changed)
 
     # --- reactions -------------------------------------------------------------------------------
@@ -245,25 +216,10 @@ class MainWindow(QMainWindow):
         """A passing line in the status bar (what needs the person goes to the banner instead)."""
         self.statusBar().showMessage(text, STATUS_MS)
 
-    def _on_engine_died(self, line: str) -> None:
-        def restart() -> None:
-            self.controller.restart_engine()
-            self.models.load(self.model_bar.request())
-
-        self.banner.show_message(line, "error", actions=[("Restart the engine", restart)], key="engine")
-
     def _on_token_clicked(self, position: int) -> None:
         self.inspector.refresh()
         self.inspector.select_position(position)
         self.tabs.setCurrentWidget(self.inspector)
-
-    def _on_hidden_changed(self, positions) -> None:
-        trace = self.presenter.trace
-        self.interventions.set_hidden(positions, trace.started.prompt if trace is not None else None)
-
-    def _on_head_mask_changed(self, mask) -> None:
-        self.interventions.set_head_mask(mask)
-        self.controller.set_head_mask(self.interventions.head_mask)
 
     def _on_tab_changed(self, _index: int) -> None:
         if self.tabs.currentWidget() is self.inspector:
@@ -288,11 +244,6 @@ class MainWindow(QMainWindow):
     def _keep_rows(self, on: bool) -> None:
         self.state.keep_attention_rows = bool(on)
         self.state.save()
-
-    def set_views_only(self, on: bool) -> None:
-        """Hide the side panels so the views take the whole window (and show them again)."""
-        for dock in self.docks:
-            dock.setVisible(not on)
 
     def update_title(self) -> None:
         info = self.controller.model
@@ -322,19 +273,6 @@ class MainWindow(QMainWindow):
         self.analysis.update_availability()
         self.update_title()
 
-    # --- the layout, remembered -----------------------------------------------------------------------
-
-    def _restore_layout(self) -> None:
-        for value, restore in ((self.state.window_geometry, self.restoreGeometry),
-                               (self.state.window_layout, self.restoreState)):
-            if value:
-                restore(QByteArray(base64.b64decode(value)))
-
-    def _remember_layout(self) -> None:
-        self.state.window_geometry = base64.b64encode(bytes(self.saveGeometry().data())).decode("ascii")
-        self.state.window_layout = base64.b64encode(bytes(self.saveState().data())).decode("ascii")
-        self.state.save()
-
     # --- drag and drop, closing ------------------------------------------------------------------
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
@@ -353,7 +291,7 @@ class MainWindow(QMainWindow):
         if not self.sessions.close_guard():
             event.ignore()
             return
-        self._remember_layout()
+        self.layout_.remember(self.state)
         self.controller.shutdown(timeout=1.0)
         self.closed.emit()
         super().closeEvent(event)

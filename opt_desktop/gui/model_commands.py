@@ -25,6 +25,7 @@ class ModelCommands(QObject):
         self.capabilities = None  # precision.Capabilities once the engine has answered
         self._probing = False
         controller.model_changed.connect(self._on_model_changed)
+        controller.engine_died.connect(self._on_engine_died)
 
     def probe(self) -> None:
         """Ask the engine what this machine runs (with torch, off the window's thread), so the
@@ -79,6 +80,14 @@ class ModelCommands(QObject):
             self.load(LoadRequest(source=DEMO_SOURCE, dtype="float32", device="cpu"), fallback_to_demo=True)
         else:
             self.v.banner.show_error(end.message, end.details)
+
+    def _on_engine_died(self, line: str) -> None:
+        """The engine process ended: say so until dealt with, and offer a fresh one with the model again."""
+        def restart() -> None:
+            self.controller.restart_engine()
+            self.load(self.v.model_bar.request())
+
+        self.v.banner.show_message(line, "error", actions=[("Restart the engine", restart)], key="engine")
 
     def _on_model_changed(self, info: ModelInfo | None) -> None:
         self.v.model_bar.set_model(info)

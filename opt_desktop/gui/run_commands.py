@@ -211,3 +211,15 @@ class RunCommands(QObject):
 
     def stop(self) -> None:
         self.controller.stop()
+
+    # --- what the next run carries ------------------------------------------------------------------
+
+    def set_hidden(self, positions) -> None:
+        """Prompt tokens the person hid from attention (in the shown run's prompt)."""
+        trace = self.presenter.trace
+        self.interventions.set_hidden(positions, trace.started.prompt if trace is not None else None)
+
+    def set_head_mask(self, mask) -> None:
+        """The mask edited in the attention grid: the next run's, and the running one's from its next token."""
+        self.interventions.set_head_mask(mask)
+        self.controller.set_head_mask(self.interventions.head_mask)
