@@ -101,17 +101,17 @@ def test_exports_show_what_is_kept(analysed):
 
 
 def test_a_kind_this_version_does_not_read_round_trips_unchanged(analysed, tmp_path):
-    """Attribution (issue 17) needs no new schema: a new kind is one more entry, kept as it was."""
+    """A kind added by a later version needs no new schema: it is one more entry, kept as it was."""
     session = load_session(analysed[2])
     run = session.runs[0]
     scores = np.linspace(-1, 1, run.length).astype(np.float32)
-    run.analyses.append(Analysis(kind="attribution", params={"method": "ig", "steps": 32, "target_position": 5},
+    run.analyses.append(Analysis(kind="saliency_map", params={"method": "ig", "steps": 32, "target_position": 5},
                                  arrays={"scores": scores}, pieces={int(run.token_ids[1]): run.pieces[1]}))
     path = tmp_path / "attributed.optsession"
     save_session(session, path)
     again = load_session(path).runs[0]
     kept = again.analyses[-1]
-    assert kept.kind == "attribution" and kept.params == {"method": "ig", "steps": 32, "target_position": 5}
+    assert kept.kind == "saliency_map" and kept.params == {"method": "ig", "steps": 32, "target_position": 5}
     np.testing.assert_array_equal(kept.arrays["scores"], scores)
     assert kept.pieces == {int(run.token_ids[1]): run.pieces[1]}
 
@@ -139,7 +139,7 @@ def test_analyses_that_do_not_fit_their_run_are_refused(analysed, tmp_path):
     assert "nested more than 4 levels" in _edit(
         path, tmp_path, lambda a: a[0]["params"].update(x=[[[[[1]]]]]))
     assert "the array analyses.3.scores is missing" in _edit(path, tmp_path, lambda a: a.append(
-        {"kind": "attribution", "params": {}, "arrays": {"scores": {"dtype": "float32", "shape": [3]}}}))
+        {"kind": "saliency_map", "params": {}, "arrays": {"scores": {"dtype": "float32", "shape": [3]}}}))
     assert "outside the vocabulary" in _edit(path, tmp_path, lambda a: a[0]["pieces"].update({"999999": "x"}))
 
 

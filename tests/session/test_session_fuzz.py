@@ -20,7 +20,9 @@ import mutants
 from session_helpers import generate, record, trace_from
 from opt_desktop import cli
 from opt_desktop.engine import GenerationRequest, GenerationSettings, HeadMaskChanged, HeadScale, InspectSettings
+from opt_desktop.engine.attribution import attribute
 from opt_desktop.engine.lens_table import lens_table
+from opt_desktop.engine.patching import patch
 from opt_desktop.session import Session, SessionFileError, load_session, save_session
 from opt_desktop.session.analyses import Analysis
 from opt_desktop.session.export import export_text
@@ -45,15 +47,22 @@ def sources(engines, tmp_path_factory) -> list[bytes]:
     second = trace_from(events)
     second.parent, second.fork_position, second.label = 0, 3, "fork"
     third = generate(post, GenerationRequest(prompt="Once upon a time", settings=GenerationSettings(max_new_tokens=4)))
-    # Analyses of every kind: the lens of every position, head importance, and one of a kind this
-    # version only keeps (as issue 17's attribution will be).
+    # Analyses of every kind: the lens of every position, head importance, attribution, patching, and
+    # one of a kind this version only keeps (as a later version's new kind would be).
     for trace, engine in ((first, pre), (third, post)):
         request = trace.lens_request()
         trace.set_lens_table(engine.call(lambda loaded: lens_table(loaded, top_k=3, **request)).result())
     first.add_head_importance(pre.head_importance(first.token_ids, first.n_prompt, 0.0,
                                                   base_mask=first.started.head_mask,
                                                   hidden=first.started.hidden_positions).result())
-    third.analyses.append(Analysis(kind="attribution", params={"method": "ig", "steps": 8},
+    pos = first.n_prompt + 1
+    first.add_attribution(pre.call(lambda loaded: attribute(loaded, first.token_ids[:pos], first.token_ids[pos],
+                                                            method="ixg")).result(), pos)
+    clean = first.token_ids[:first.n_prompt]
+    corrupt = clean[:-1] + [clean[-1] + 1]
+    first.add_patching(pre.call(lambda loaded: patch(loaded, clean, corrupt, first.token_ids[first.n_prompt])).result(),
+                       "#9")
+    third.analyses.append(Analysis(kind="saliency_map", params={"method": "ig", "steps": 8},
                                    arrays={"scores": np.linspace(-1, 1, third.length).astype(np.float32)},
                                    pieces={int(third.token_ids[1]): third.pieces[1]}))
     folder = tmp_path_factory.mktemp("fuzz-sources")
