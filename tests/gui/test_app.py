@@ -80,7 +80,7 @@ def test_application_identity(qapp):
 def test_main_opens_the_file_given_on_the_command_line(qapp, monkeypatch, tmp_path):
     made = []
 
-    def fake_window(state, controller=None):
+    def fake_window(state, controller=None, presets=None):
         made.append(FakeWindow(close_when_shown=True))
         return made[-1]
 
