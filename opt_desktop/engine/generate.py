@@ -95,6 +95,10 @@ class _Run:
                 "shorten it to leave room for the answer."
             )
         notices = []
+        if P == 1:
+            notices.append("Generating from the start-of-text token alone: the prompt is empty.")
+        elif self.request.prompt_ids is None and not self.request.prompt.strip():
+            notices.append("The prompt is only blank space: generating from it after the start-of-text token.")
         max_new = settings.max_new_tokens
         if P + max_new > ctx:
             max_new = ctx - P

@@ -230,3 +230,12 @@ def test_logit_lens_is_served_during_a_generation(engine):
     assert not run_future.done()  # served between two decode steps
     assert lens.position == state["pos"] and lens.top_ids.shape[1] == 5
     assert run_future.result().n_tokens > 0
+
+
+@pytest.mark.parametrize("prompt, says", [("", "start-of-text token alone"), ("   ", "only blank space")])
+def test_an_empty_prompt_is_allowed_and_says_so(engine, prompt, says):
+    events, finished = run(engine, GenerationRequest(prompt=prompt, settings=GenerationSettings(max_new_tokens=3)))
+    assert finished.reason in ("length", "eos") and finished.n_tokens >= 1
+    started = events[0]
+    assert any(says in n for n in started.notices)
+    assert [e.message for e in events if isinstance(e, Notice)] == list(started.notices)
