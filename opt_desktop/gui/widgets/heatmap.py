@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QPalette, QPen
+from PySide6.QtGui import QFont, QFontMetrics, QPalette, QPen
 from PySide6.QtWidgets import QGraphicsRectItem, QLabel, QVBoxLayout, QWidget
 
 from ..colors import follow_palette
@@ -62,6 +62,10 @@ class IndexAxis(pg.AxisItem):
         self.label_fn: Callable[[int], str] = str
 
     def tickValues(self, minVal, maxVal, size):  # noqa: N802 (pyqtgraph's name)
+        lo, hi = max(0, math.ceil(min(minVal, maxVal))), min(self.count - 1, math.floor(max(minVal, maxVal)))
+        span = abs(maxVal - minVal)
+        if self.count and hi >= lo and span > 0 and size / span >= self._min_step():
+            return [(1, list(range(lo, hi + 1)))]  # room for every index: label each cell
         levels = []
         for spacing, values in super().tickValues(minVal, maxVal, size):
             if spacing < 1:
@@ -72,6 +76,14 @@ class IndexAxis(pg.AxisItem):
             lo, hi = max(0, math.ceil(min(minVal, maxVal))), min(self.count - 1, math.floor(max(minVal, maxVal)))
             levels.append((1, list(range(lo, hi + 1))))
         return levels
+
+    def _min_step(self) -> float:
+        """Pixels one index needs for its own label: a line of text on a vertical axis, a few digits across."""
+        metrics = QFontMetrics(self.style.get("tickFont") or QFont())
+        if self.orientation in ("left", "right"):
+            return metrics.height() + 2
+        sample = self.label_fn(max(self.count - 1, 0)) if self.count else "00"
+        return metrics.horizontalAdvance(sample) + metrics.horizontalAdvance("  ")
 
     def tickStrings(self, values, scale, spacing):  # noqa: N802
         return [self.label_fn(int(round(v))) for v in values]
@@ -125,8 +137,10 @@ class Heatmap(QWidget):
             self.plot.addItem(marker)
 
         self.readout = QLabel(hint)
+        self.readout.setTextFormat(Qt.TextFormat.PlainText)  # cell names quote token text
         self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.readout.setMinimumWidth(10)  # long token texts must not widen the whole panel
+        self.readout.setWordWrap(True)  # a narrow panel wraps the hint rather than cutting it off
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
