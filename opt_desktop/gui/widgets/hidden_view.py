@@ -2,26 +2,29 @@
 
 Rows are labelled `embed, 0, 1, …, L-1`: row 0 is the input of decoder layer 0 ("embed"), and the
 row labelled i (row i + 1 of the arrays) is the output of `decoder.layers[i]`, so layers count from
-0 as everywhere else. Each point of the plot is labelled with the hidden dimension of largest |x|
-there: OPT's outlier dimensions.
+0 as everywhere else. The plot names the hidden dimension of largest |x| (OPT's outlier dimensions)
+where it changes from one row to the next; labels are placed in pixels, above or below their point,
+inside the plot and clear of each other, and dropped where there is no room (each point's tooltip
+and the line under the plot still name every one).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
 
 from ...session.describe import row_label
 from ...session.trace import RunTrace
 from ..colors import follow_palette
+from ..rich_text import html_text
 from .heatmap import Axis, Heatmap, IndexAxis, style_plot
 from .token_table import quote_piece
 
 STATS = (("norm", "norm ‖x‖"), ("mean", "mean"), ("std", "std"), ("maxabs", "max |x|"))
-MAX_DIM_LABELS = 25  # above this many layers the numbers would overlap: hover tooltips only
+LABEL_GAP = 3  # pixels between a point's marker and its label
 
 
 def layer_tick(row: int) -> str:
@@ -87,6 +90,9 @@ class HiddenView(QWidget):
         self.plot.setLabel("bottom", "layer")
         self.plot.showGrid(x=False, y=True, alpha=0.3)
         self.plot.getPlotItem().getViewBox().setDefaultPadding(0.12)  # headroom for the dim labels
+        # Labels are placed in pixels: place them again whenever the plot's size or range changes.
+        self.plot.getPlotItem().getViewBox().sigResized.connect(self._place_dim_labels)
+        self.plot.getPlotItem().getViewBox().sigRangeChanged.connect(self._place_dim_labels)
         self.curve = self.plot.plot([], [], connect="finite")
         self.points = pg.ScatterPlotItem(size=7, hoverable=True, tip=self._tip)
         self.plot.addItem(self.points)
@@ -94,6 +100,7 @@ class HiddenView(QWidget):
         self.dims = np.zeros(0, np.int64)
         self.outliers = QLabel()
         self.outliers.setWordWrap(True)
+        self.outliers.setTextFormat(Qt.TextFormat.PlainText)
         self.outliers.setToolTip("Hidden dimension with the largest |x| at each layer (OPT's outlier dimensions)")
 
         right = QWidget()
@@ -179,19 +186,54 @@ class HiddenView(QWidget):
         self.curve.setData(x, y)
         ok = np.isfinite(y)
         self.points.setData(x[ok], y[ok], data=[int(d) for d in self.dims[ok]], brush=self._point_brush)
-        self.plot.setTitle(f"{self.stat_box.currentText()} at {token_name(t, pos)}")
+        self.plot.setTitle(html_text(f"{self.stat_box.currentText()} at {token_name(t, pos)}"))
         if not ok.any():
-            self.plot.setTitle(f"{token_name(t, pos)}: not fed to the model yet")
+            self.plot.setTitle(html_text(f"{token_name(t, pos)}: not fed to the model yet"))
             self.outliers.setText("")
             return
         self.outliers.setText("Outlier dims (largest |x|): " + outlier_summary(self.dims))
-        if len(y) <= MAX_DIM_LABELS:
-            color = self.palette().color(QPalette.ColorRole.Text)
-            for xi, yi, d in zip(x[ok], y[ok], self.dims[ok]):
-                label = pg.TextItem(str(int(d)), color=color, anchor=(0.5, 1.2))
-                label.setPos(xi, yi)
-                self.plot.addItem(label)
-                self._dim_labels.append(label)
+        self._place_dim_labels()
+
+    def _place_dim_labels(self) -> None:
+        """Label each point where the outlier dimension changes, inside the plot, no two overlapping."""
+        for item in self._dim_labels:
+            self.plot.removeItem(item)
+        self._dim_labels.clear()
+        x, y = self.curve.getData()
+        if x is None or not len(x) or len(self.dims) != len(x):
+            return
+        vb = self.plot.getPlotItem().getViewBox()
+        area = vb.sceneBoundingRect()
+        if area.width() < 2 or area.height() < 2:
+            return  # not laid out yet: sigResized places them
+        color = self.palette().color(QPalette.ColorRole.Text)
+        radius = self.points.opts["size"] / 2
+        taken: list[QRectF] = []
+        previous = None
+        for xi, yi, d in zip(x, y, self.dims):
+            if not np.isfinite(yi):
+                continue
+            d = int(d)
+            if d == previous:
+                continue
+            previous = d
+            label = pg.TextItem(str(d), color=color, anchor=(0, 0))
+            size = label.boundingRect().size()
+            at = vb.mapViewToScene(QPointF(float(xi), float(yi)))
+            left = min(max(at.x() - size.width() / 2, area.left()), area.right() - size.width())
+            above = QRectF(left, at.y() - radius - LABEL_GAP - size.height(), size.width(), size.height())
+            below = QRectF(left, at.y() + radius + LABEL_GAP, size.width(), size.height())
+            for rect in (above, below):
+                if area.contains(rect) and not any(rect.intersects(r) for r in taken):
+                    taken.append(rect)
+                    label.setPos(vb.mapSceneToView(rect.topLeft()))
+                    self.plot.addItem(label, ignoreBounds=True)  # labels must not move the range they sit in
+                    self._dim_labels.append(label)
+                    break
+
+    def dim_label_rects(self) -> list[QRectF]:
+        """Where the outlier-dimension labels are drawn, in scene coordinates (for checks)."""
+        return [item.sceneBoundingRect() for item in self._dim_labels]
 
     def _tip(self, x: float, y: float, data) -> str:
         return f"{layer_name(int(round(x)))}: {y:.4g}\noutlier dim {data}"
