@@ -18,6 +18,7 @@ from PySide6.QtGui import QFont, QFontMetrics, QPalette, QPen
 from PySide6.QtWidgets import QGraphicsRectItem, QLabel, QVBoxLayout, QWidget
 
 from ..colors import follow_palette
+from ..rich_text import html_text
 
 COLORMAP = "viridis"
 
@@ -34,6 +35,44 @@ def style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
         axis.enableAutoSIPrefix(False)  # "(x0.001)" scaling confuses more than it helps here
     item.titleLabel.setAttr("color", fg.name())
     item.titleLabel.setText(item.titleLabel.text)  # re-render in the new colour
+
+
+class FittedTitle:
+    """A plot's title that shows its text literally (pyqtgraph renders titles as HTML) and is cut short
+    with "…" to the plot's width, again on every resize: a long token must not run past the plot."""
+
+    MARGIN = 8  # pixels left free at the title's ends
+
+    def __init__(self, plot: pg.PlotWidget):
+        self._item = plot.getPlotItem()
+        self.text = ""
+        self._item.getViewBox().sigResized.connect(self._fit)
+
+    def set(self, text: str) -> None:
+        self.text = text
+        self._fit()
+
+    def shown(self) -> str:
+        """The title as drawn (possibly cut short)."""
+        return self._item.titleLabel.item.document().toPlainText()
+
+    def _fits(self, text: str, width: float) -> bool:
+        self._item.setTitle(html_text(text))  # setTitle, not the label's setText: it also shows the title row
+        return self._item.titleLabel.item.boundingRect().width() <= width
+
+    def _fit(self) -> None:
+        text = self.text
+        width = self._item.width() - 2 * self.MARGIN
+        if self._fits(text, width) or not text or width <= 0:
+            return  # fits, or not laid out yet (sigResized comes back)
+        lo, hi = 0, len(text)  # the longest prefix that fits with "…" after it
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._fits(text[:mid] + "…", width):
+                lo = mid
+            else:
+                hi = mid - 1
+        self._fits(text[:lo] + "…", width)
 
 
 @dataclass

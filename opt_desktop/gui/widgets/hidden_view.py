@@ -19,12 +19,14 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSplitter, QVBoxLa
 from ...session.describe import row_label
 from ...session.trace import RunTrace
 from ..colors import follow_palette
-from ..rich_text import html_text
-from .heatmap import Axis, Heatmap, IndexAxis, style_plot
+from ..rich_text import plain_tip
+from .heatmap import Axis, FittedTitle, Heatmap, IndexAxis, style_plot
 from .token_table import quote_piece
 
 STATS = (("norm", "norm ‖x‖"), ("mean", "mean"), ("std", "std"), ("maxabs", "max |x|"))
 LABEL_GAP = 3  # pixels between a point's marker and its label
+MAX_RUNS_SHOWN = 4  # runs of one outlier dimension named under the plot; the tooltip has them all
+PLOT_MIN_HEIGHT = 140
 
 
 def layer_tick(row: int) -> str:
@@ -47,16 +49,35 @@ def token_name(trace: RunTrace | None, pos: int, max_chars: int = 24) -> str:
     return f"token {pos} {quote_piece(piece)}"
 
 
-def outlier_summary(dims: np.ndarray) -> str:
-    """Runs of rows sharing one outlier dimension: "dim 588: layer 4–12; dim 12: embed–3" (layers from 0)."""
-    parts, start = [], 0
+def outlier_runs(dims: np.ndarray) -> list[tuple[int, int, int]]:
+    """(dim, first row, last row) of each run of rows sharing one outlier dimension (-1: no value)."""
+    runs, start = [], 0
     for i in range(1, len(dims) + 1):
         if i == len(dims) or dims[i] != dims[start]:
             if dims[start] >= 0:
-                span = layer_name(start) if i - 1 == start else f"{layer_name(start)}–{layer_tick(i - 1)}"
-                parts.append(f"dim {dims[start]}: {span}")
+                runs.append((int(dims[start]), start, i - 1))
             start = i
-    return "; ".join(parts)
+    return runs
+
+
+def _run_text(dim: int, first: int, last: int) -> str:
+    span = layer_name(first) if last == first else f"{layer_name(first)}–{layer_tick(last)}"
+    return f"dim {dim}: {span}"
+
+
+def outlier_summary(dims: np.ndarray) -> str:
+    """Runs of rows sharing one outlier dimension: "dim 588: layer 4–12; dim 12: embed–3" (layers from 0)."""
+    return "; ".join(_run_text(*run) for run in outlier_runs(dims))
+
+
+def outlier_line(dims: np.ndarray, max_runs: int = MAX_RUNS_SHOWN) -> str:
+    """outlier_summary cut to its `max_runs` longest runs (in layer order) and how many more there are:
+    a model whose outlier dimension changes at every layer must not push the plot off the panel."""
+    runs = outlier_runs(dims)
+    if len(runs) <= max_runs:
+        return "; ".join(_run_text(*run) for run in runs)
+    longest = sorted(sorted(runs, key=lambda r: r[1] - r[2])[:max_runs], key=lambda r: r[1])
+    return "; ".join(_run_text(*run) for run in longest) + f"; and {len(runs) - max_runs} shorter runs (hover)"
 
 
 class HiddenView(QWidget):
@@ -101,7 +122,8 @@ class HiddenView(QWidget):
         self.outliers = QLabel()
         self.outliers.setWordWrap(True)
         self.outliers.setTextFormat(Qt.TextFormat.PlainText)
-        self.outliers.setToolTip("Hidden dimension with the largest |x| at each layer (OPT's outlier dimensions)")
+        self.plot.setMinimumHeight(PLOT_MIN_HEIGHT)
+        self.title = FittedTitle(self.plot)
 
         right = QWidget()
         rl = QVBoxLayout(right)
@@ -175,8 +197,9 @@ class HiddenView(QWidget):
             self.curve.setData([], [])
             self.points.setData([], [])
             self.dims = np.zeros(0, np.int64)
-            self.plot.setTitle("Select a token")
+            self.title.set("Select a token")
             self.outliers.setText("")
+            self.outliers.setToolTip("")
             return
         y = t.hidden(self.stat)[:, pos].astype(np.float64)
         self.dims = t.hidden("argmax")[:, pos]
@@ -186,12 +209,15 @@ class HiddenView(QWidget):
         self.curve.setData(x, y)
         ok = np.isfinite(y)
         self.points.setData(x[ok], y[ok], data=[int(d) for d in self.dims[ok]], brush=self._point_brush)
-        self.plot.setTitle(html_text(f"{self.stat_box.currentText()} at {token_name(t, pos)}"))
+        self.title.set(f"{self.stat_box.currentText()} at {token_name(t, pos)}")
         if not ok.any():
-            self.plot.setTitle(html_text(f"{token_name(t, pos)}: not fed to the model yet"))
+            self.title.set(f"{token_name(t, pos)}: not fed to the model yet")
             self.outliers.setText("")
+            self.outliers.setToolTip("")
             return
-        self.outliers.setText("Outlier dims (largest |x|): " + outlier_summary(self.dims))
+        self.outliers.setText("Outlier dims (largest |x|): " + outlier_line(self.dims))
+        self.outliers.setToolTip(plain_tip("Hidden dimension with the largest |x| at each layer (OPT's outlier "
+                                           "dimensions):\n" + outlier_summary(self.dims).replace("; ", "\n")))
         self._place_dim_labels()
 
     def _place_dim_labels(self) -> None:
@@ -203,12 +229,17 @@ class HiddenView(QWidget):
         if x is None or not len(x) or len(self.dims) != len(x):
             return
         vb = self.plot.getPlotItem().getViewBox()
-        area = vb.sceneBoundingRect()
+        area = vb.sceneBoundingRect().adjusted(1, 1, -1, -1)  # a pixel in: rounding never puts a label on the edge
         if area.width() < 2 or area.height() < 2:
             return  # not laid out yet: sigResized places them
         color = self.palette().color(QPalette.ColorRole.Text)
         radius = self.points.opts["size"] / 2
+        # The points themselves are taken: a label never hides one.
         taken: list[QRectF] = []
+        for xi, yi in zip(x, y):
+            if np.isfinite(yi):
+                at = vb.mapViewToScene(QPointF(float(xi), float(yi)))
+                taken.append(QRectF(at.x() - radius, at.y() - radius, 2 * radius, 2 * radius))
         previous = None
         for xi, yi, d in zip(x, y, self.dims):
             if not np.isfinite(yi):

@@ -24,8 +24,8 @@ from PySide6.QtWidgets import (
 
 from ...engine.events import LensResult
 from ..colors import follow_palette, mix
-from ..rich_text import html_text, plain_tip
-from .heatmap import IndexAxis, style_plot
+from ..rich_text import plain_tip
+from .heatmap import FittedTitle, IndexAxis, style_plot
 from .hidden_view import layer_name, layer_tick
 from .token_table import format_prob, quote_piece
 
@@ -104,6 +104,7 @@ class LensView(QWidget):
         self.plot.setLabel("left", "probability (log scale)")
         self.plot.showGrid(x=False, y=True, alpha=0.3)
         self.plot.setMinimumWidth(PLOT_MIN_WIDTH // 2)
+        self.title = FittedTitle(self.plot)
         self.curve = self.plot.plot([], [], connect="finite")
         self.points = pg.ScatterPlotItem(size=7, hoverable=True, tip=self._tip)
         self.plot.addItem(self.points)
@@ -190,7 +191,7 @@ class LensView(QWidget):
         self.table.setRowCount(0)
         self.curve.setData([], [])
         self.points.setData([], [])
-        self.plot.setTitle("")
+        self.title.set("")
 
     # --- filling -------------------------------------------------------------------------------
 
@@ -287,12 +288,12 @@ class LensView(QWidget):
         else:
             self.plot.setYRange(-4, 0, padding=0.04)
         if result.target_id is None:
-            self.plot.setTitle("no next token")
+            self.title.set("no next token")
         else:
             shown = self._target_text
             if len(shown) > TITLE_CHARS:
                 shown = shown[: TITLE_CHARS - 1] + "…"
-            self.plot.setTitle(html_text(f"p({quote_piece(shown)}) by layer"))
+            self.title.set(f"p({quote_piece(shown)}) by layer")
 
     def _tip(self, x: float, y: float, data) -> str:
         result = self.result
