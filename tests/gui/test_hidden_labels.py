@@ -77,12 +77,15 @@ def test_a_long_title_is_cut_to_the_plot_not_past_it(qtbot):
     item = v.plot.getPlotItem()
     full = f"max |x| at {token_name(trace, 3)}"
     qtbot.waitUntil(lambda: v.title.text == full)
-    for width in (700, 420):
+    for width in (700, 420, 900, 400):
         v.resize(width, 380)
         qtbot.wait(50)
         drawn = item.titleLabel.item
         assert drawn.sceneBoundingRect().width() <= item.sceneBoundingRect().width()
         assert item.sceneBoundingRect().contains(drawn.sceneBoundingRect())
+        # and the title never widens the plot past its widget (pyqtgraph sizes a plot to its title)
+        in_view = v.plot.viewport().rect().adjusted(-1, -1, 1, 1)
+        assert in_view.contains(v.plot.mapFromScene(item.sceneBoundingRect()).boundingRect())
         shown_text = v.title.shown()
         assert shown_text == full or (shown_text.endswith("…") and full.startswith(shown_text[:-1]))
     assert v.title.shown() != full  # at 420 pixels it had to be cut

@@ -70,6 +70,7 @@ class HeadImportanceView(QWidget):
         bar.addWidget(self.start_button)
         bar.addWidget(self.stop_button)
         bar.addWidget(self.progress, 1)
+        bar.addStretch(0)  # takes the room while the progress bar is hidden, none beside it
 
         self.reason = QLabel()  # why Start is disabled
         self.reason.setWordWrap(True)

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QFont, QFontMetrics, QPalette, QPen
 from PySide6.QtWidgets import QGraphicsRectItem, QLabel, QVBoxLayout, QWidget
 
@@ -37,16 +37,22 @@ def style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
     item.titleLabel.setText(item.titleLabel.text)  # re-render in the new colour
 
 
-class FittedTitle:
+class FittedTitle(QObject):
     """A plot's title that shows its text literally (pyqtgraph renders titles as HTML) and is cut short
-    with "…" to the plot's width, again on every resize: a long token must not run past the plot."""
+    with "…" to the plot widget's width, again on every resize: a long token must not run past the plot.
+
+    pyqtgraph gives a title label a minimum width equal to its text, and the plot item grows to fit it,
+    past the widget's edge: so the width to fit is the widget's, never the plot item's.
+    """
 
     MARGIN = 8  # pixels left free at the title's ends
 
     def __init__(self, plot: pg.PlotWidget):
+        super().__init__(plot)
+        self._plot = plot
         self._item = plot.getPlotItem()
         self.text = ""
-        self._item.getViewBox().sigResized.connect(self._fit)
+        plot.installEventFilter(self)
 
     def set(self, text: str) -> None:
         self.text = text
@@ -56,15 +62,22 @@ class FittedTitle:
         """The title as drawn (possibly cut short)."""
         return self._item.titleLabel.item.document().toPlainText()
 
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.Resize:
+            self._fit()
+        return False
+
     def _fits(self, text: str, width: float) -> bool:
         self._item.setTitle(html_text(text))  # setTitle, not the label's setText: it also shows the title row
         return self._item.titleLabel.item.boundingRect().width() <= width
 
     def _fit(self) -> None:
         text = self.text
-        width = self._item.width() - 2 * self.MARGIN
+        # The title sits over the plot's middle column: leave the axes' columns beside it.
+        beside = self._item.width() - self._item.titleLabel.width()
+        width = self._plot.width() - beside - 2 * self.MARGIN
         if self._fits(text, width) or not text or width <= 0:
-            return  # fits, or not laid out yet (sigResized comes back)
+            return
         lo, hi = 0, len(text)  # the longest prefix that fits with "…" after it
         while lo < hi:
             mid = (lo + hi + 1) // 2

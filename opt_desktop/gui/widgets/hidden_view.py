@@ -74,10 +74,10 @@ def outlier_line(dims: np.ndarray, max_runs: int = MAX_RUNS_SHOWN) -> str:
     """outlier_summary cut to its `max_runs` longest runs (in layer order) and how many more there are:
     a model whose outlier dimension changes at every layer must not push the plot off the panel."""
     runs = outlier_runs(dims)
-    if len(runs) <= max_runs:
+    if len(runs) <= max_runs + 1:  # "and 1 more" would take the room of that one
         return "; ".join(_run_text(*run) for run in runs)
     longest = sorted(sorted(runs, key=lambda r: r[1] - r[2])[:max_runs], key=lambda r: r[1])
-    return "; ".join(_run_text(*run) for run in longest) + f"; and {len(runs) - max_runs} shorter runs (hover)"
+    return "; ".join(_run_text(*run) for run in longest) + f"; and {len(runs) - max_runs} more (hover to see all)"
 
 
 class HiddenView(QWidget):

@@ -33,10 +33,10 @@ TOP_N = 5
 ORDINALS = ("1st", "2nd", "3rd", "4th", "5th")
 # The top-N tokens first (what each layer predicts), then where the token that came next stands.
 COL_RANK, COL_NEXT_P = TOP_N, TOP_N + 1
-HEADERS = ORDINALS[:TOP_N] + ("rank of\nnext", "p of\nnext")
+HEADERS = ORDINALS[:TOP_N] + ("next\nrank", "next\np")  # narrow: two lines, the tooltip says the rest
 NO_RANK = "–"
 TITLE_CHARS = 24  # the plot title cuts the token short (the status line above has it whole)
-PLOT_MIN_WIDTH = 240
+PLOT_MIN_WIDTH = 200
 P_FLOOR = 1e-12  # a probability that underflowed to 0 is drawn here on the log axis, not at -inf
 
 
@@ -316,7 +316,7 @@ class LensView(QWidget):
         total = sum(self.split.sizes())
         if self._split_moved or total <= 0 or self.result is None:
             return
-        plot_min = max(PLOT_MIN_WIDTH, int(total * 0.3))
+        plot_min = max(PLOT_MIN_WIDTH, int(total * 0.25))
         table = max(min(self.table_width_needed(), total - plot_min), int(total * 0.45))
         self.split.setSizes([table, total - table])
 
