@@ -89,3 +89,20 @@ def test_a_long_title_is_cut_to_the_plot_not_past_it(qtbot):
         shown_text = v.title.shown()
         assert shown_text == full or (shown_text.endswith("…") and full.startswith(shown_text[:-1]))
     assert v.title.shown() != full  # at 420 pixels it had to be cut
+
+
+@pytest.mark.parametrize("width", [560, 730, 1200])
+def test_layer_numbers_on_the_axis_never_touch(qtbot, width):
+    from PySide6.QtGui import QFontMetrics
+
+    v = shown(qtbot, 12, (width, 320))
+    axis = v.plot.getPlotItem().getAxis("bottom")
+    (x0, x1), _ = v.plot.getPlotItem().getViewBox().viewRange()
+    length = axis.size().width()
+    ticks = [t for _, values in axis.tickValues(x0, x1, length) for t in values]
+    labels = axis.tickStrings(ticks, 1, 1)
+    assert labels[0] == "emb" and len(ticks) >= 3
+    metrics = QFontMetrics(axis.style["tickFont"] or axis.font())
+    px = [(t - x0) / (x1 - x0) * length for t in ticks]
+    for (a, la), (b, lb) in zip(zip(px, labels), zip(px[1:], labels[1:])):
+        assert b - a >= (metrics.horizontalAdvance(la) + metrics.horizontalAdvance(lb)) / 2 + 2, (la, lb)

@@ -35,9 +35,10 @@ STAT_TIPS = {
     "sink": "Weight the head puts on key 0 (the leading </s>), the 'attention sink'",
     "distance": "Average distance back to the attended keys: Σ w_k (t − k)",
 }
-NO_ROWS = ("Full attention matrices were not kept for this run: turn on “keep full attention rows” "
-           "before generating to see each head's weights beside the grid.")
+NO_ROWS = ("To see a head's full attention matrix beside the grid, turn on “keep full attention rows” "
+           "before generating.")
 GRID_HINT = "Click a head: its matrix. Right-click: mask it."
+GRID_HINT_NO_ROWS = "Hover a head to read it. Right-click: mask it."
 GRID_HINT_TIP = ("Hover a head to read its value. Click a head to show its full attention matrix (when the run kept "
                  "full attention rows). Right-click a head, a layer number or a head number to mask heads for "
                  "the next run.")
@@ -347,6 +348,7 @@ class AttentionView(QWidget):
     def _update_matrix(self, force: bool = False) -> None:
         t = self._trace
         if t is None or not t.has_attention_rows:
+            self.grid.set_hint(GRID_HINT_NO_ROWS)
             self._matrix_panel.hide()
             self.no_rows_label.setText(NO_ROWS)
             self.no_rows_label.setVisible(t is not None)
@@ -355,6 +357,7 @@ class AttentionView(QWidget):
             self.grid.set_highlight()
             self._matrix_key = None
             return
+        self.grid.set_hint(GRID_HINT)
         self._matrix_panel.show()
         self.no_rows_label.hide()
         layer, head = self.matrix_layer_head()

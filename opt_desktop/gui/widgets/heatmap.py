@@ -103,9 +103,11 @@ class Axis:
 class IndexAxis(pg.AxisItem):
     """An axis over integer indices 0..n-1 that labels ticks through a function.
 
-    pyqtgraph's own spacing picks the ticks (so they thin out when zoomed out); we keep only
-    the integer ones inside the data and ask `label` for their text.
+    Every index is labelled when there is room; else every 2nd, 5th, 10th, 20th … index, the
+    smallest step whose labels cannot touch (pyqtgraph's own choice lets "emb" run into "0").
     """
+
+    STEPS = (1, 2, 5)  # times powers of ten
 
     def __init__(self, orientation: str, **kwargs):
         super().__init__(orientation, **kwargs)
@@ -116,26 +118,29 @@ class IndexAxis(pg.AxisItem):
     def tickValues(self, minVal, maxVal, size):  # noqa: N802 (pyqtgraph's name)
         lo, hi = max(0, math.ceil(min(minVal, maxVal))), min(self.count - 1, math.floor(max(minVal, maxVal)))
         span = abs(maxVal - minVal)
-        if self.count and hi >= lo and span > 0 and size / span >= self._min_step():
-            return [(1, list(range(lo, hi + 1)))]  # room for every index: label each cell
-        levels = []
-        for spacing, values in super().tickValues(minVal, maxVal, size):
-            if spacing < 1:
-                continue  # no fractional indices
-            keep = [v for v in values if 0 <= v < self.count and abs(v - round(v)) < 1e-6]
-            levels.append((spacing, keep))
-        if not levels and self.count:
-            lo, hi = max(0, math.ceil(min(minVal, maxVal))), min(self.count - 1, math.floor(max(minVal, maxVal)))
-            levels.append((1, list(range(lo, hi + 1))))
-        return levels
+        if not self.count or hi < lo or span <= 0 or size <= 0:
+            return []
+        per_index = size / span  # pixels between neighbouring indices
+        need = self._min_step()
+        step, scale = 1, 1
+        while step * per_index < need and step < self.count:
+            for s in self.STEPS:
+                if s * scale * per_index >= need:
+                    step = s * scale
+                    break
+            else:
+                scale *= 10
+                step = scale
+        first = math.ceil(lo / step) * step
+        return [(step, list(range(first, hi + 1, step)))]
 
     def _min_step(self) -> float:
         """Pixels one index needs for its own label: a line of text on a vertical axis, a few digits across."""
         metrics = QFontMetrics(self.style.get("tickFont") or QFont())
         if self.orientation in ("left", "right"):
             return metrics.height() + 2
-        sample = self.label_fn(max(self.count - 1, 0)) if self.count else "00"
-        return metrics.horizontalAdvance(sample) + metrics.horizontalAdvance("  ")
+        samples = [self.label_fn(0), self.label_fn(self.count - 1)] if self.count else ["00"]  # "emb", "11"
+        return max(metrics.horizontalAdvance(t) for t in samples) + metrics.horizontalAdvance("  ")
 
     def tickStrings(self, values, scale, spacing):  # noqa: N802
         return [self.label_fn(int(round(v))) for v in values]
@@ -223,6 +228,12 @@ class Heatmap(QWidget):
         """Pin the colour range (e.g. (0, 1) for weights); None = follow the data."""
         self._fixed_levels = levels
         self._update_levels()
+
+    def set_hint(self, hint: str) -> None:
+        """What the read-out says while no cell is under the mouse."""
+        if self.readout.text() == self._hint:
+            self.readout.setText(hint)
+        self._hint = hint
 
     def set_colorbar_label(self, text: str) -> None:
         self.colorbar.getAxis("left").setLabel(text)

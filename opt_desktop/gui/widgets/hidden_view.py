@@ -3,8 +3,8 @@
 Rows are labelled `embed, 0, 1, …, L-1`: row 0 is the input of decoder layer 0 ("embed"), and the
 row labelled i (row i + 1 of the arrays) is the output of `decoder.layers[i]`, so layers count from
 0 as everywhere else. The plot names the hidden dimension of largest |x| (OPT's outlier dimensions)
-where it changes from one row to the next; labels are placed in pixels, above or below their point,
-inside the plot and clear of each other, and dropped where there is no room (each point's tooltip
+where it changes from one row to the next; labels are placed in pixels, above, below or beside their
+point, inside the plot and clear of each other and of the points, and dropped where there is no room (each point's tooltip
 and the line under the plot still name every one).
 """
 
@@ -249,12 +249,17 @@ class HiddenView(QWidget):
                 continue
             previous = d
             label = pg.TextItem(str(d), color=color, anchor=(0, 0))
+            label.textItem.document().setDocumentMargin(1)  # the default 4 pixels of padding crowd the plot
             size = label.boundingRect().size()
+            w, h = size.width(), size.height()
             at = vb.mapViewToScene(QPointF(float(xi), float(yi)))
-            left = min(max(at.x() - size.width() / 2, area.left()), area.right() - size.width())
-            above = QRectF(left, at.y() - radius - LABEL_GAP - size.height(), size.width(), size.height())
-            below = QRectF(left, at.y() + radius + LABEL_GAP, size.width(), size.height())
-            for rect in (above, below):
+            left = min(max(at.x() - w / 2, area.left()), area.right() - w)
+            gap = radius + LABEL_GAP
+            candidates = (QRectF(left, at.y() - gap - h, w, h),  # above, then below, then beside
+                          QRectF(left, at.y() + gap, w, h),
+                          QRectF(at.x() - gap - w, at.y() - h / 2, w, h),
+                          QRectF(at.x() + gap, at.y() - h / 2, w, h))
+            for rect in candidates:
                 if area.contains(rect) and not any(rect.intersects(r) for r in taken):
                     taken.append(rect)
                     label.setPos(vb.mapSceneToView(rect.topLeft()))

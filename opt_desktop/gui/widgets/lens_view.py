@@ -255,9 +255,10 @@ class LensView(QWidget):
                 item = QTableWidgetItem(f"{quote_piece(piece)}  {format_prob(p)}")
                 item.setData(Qt.ItemDataRole.UserRole, (tid, p))
                 item.setToolTip(plain_tip(f"{layer_name(r)}: {quote_piece(piece)} (id {tid}), probability {p:.4g}"))
-                strength = float(np.sqrt(np.clip(p, 0, 1)))  # sqrt: small probabilities still show a tint
+                # sqrt: small probabilities still show a tint; at most 3/4 of the way: never a selection's colour
+                strength = 0.75 * float(np.sqrt(np.clip(p, 0, 1)))
                 item.setBackground(QBrush(mix(base, accent, strength)))
-                item.setForeground(QBrush(on_accent if strength > 0.6 else text))
+                item.setForeground(QBrush(on_accent if strength > 0.5 else text))
                 if tid == result.target_id:
                     item.setFont(self._bold)
                 self.table.setItem(r, col, item)
