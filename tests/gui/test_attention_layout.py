@@ -3,6 +3,7 @@ beside an empty panel, every layer and head is numbered when there is room, and 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from PySide6.QtCore import QPointF
 
@@ -75,3 +76,28 @@ def test_hint_is_never_cut_off(qtbot, width):
     needed = label.heightForWidth(label.contentsRect().width()) if label.wordWrap() else label.sizeHint().height()
     assert needed <= label.height()
     assert label.fontMetrics().horizontalAdvance(label.text()) <= label.width() or label.wordWrap()
+
+
+def test_colour_bar_shows_its_numbers_even_for_a_narrow_range(qtbot):
+    from PySide6.QtGui import QImage, QPainter
+
+    from opt_desktop.gui.widgets.heatmap import Heatmap
+
+    hm = Heatmap()
+    qtbot.addWidget(hm)
+    hm.resize(500, 300)
+    hm.show()
+    qtbot.waitExposed(hm)
+    # Entropies of a random model's heads all lie near ln 4: labels need five digits ("1.3857").
+    values = 1.3855 + np.random.default_rng(0).random((4, 4)).astype(np.float32) * 7e-4
+    hm.set_data(values)
+    qtbot.wait(50)
+    axis = hm.colorbar.axis
+    image = QImage(10, 10, QImage.Format.Format_ARGB32)
+    painter = QPainter(image)
+    try:
+        texts = [spec[2] for spec in axis.generateDrawSpecs(painter)[2]]
+    finally:
+        painter.end()
+    assert len(texts) >= 3, texts  # pyqtgraph drops labels that do not fit its fixed 45-pixel axis
+    assert all(t.startswith("1.385") or t.startswith("1.386") for t in texts)

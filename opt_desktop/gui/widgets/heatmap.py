@@ -185,6 +185,9 @@ class Heatmap(QWidget):
         self.plot.addItem(self.image_item)
         self.colorbar = pg.ColorBarItem(colorMap=colormap, interactive=False, width=14, colorMapMenu=False)
         self.colorbar.setImageItem(self.image_item, insert_in=item)
+        # pyqtgraph fixes the colour bar's value axis at 45 pixels and hides labels that do not fit
+        # ("1.3856" does not): let it take the width its labels need.
+        self.colorbar.axis.setWidth(None)
 
         # Two outlines, text colour under base colour: visible on every colour of the map.
         self._markers = (QGraphicsRectItem(), QGraphicsRectItem())
