@@ -146,3 +146,23 @@ def test_the_inspector_passes_stored_ranks_on(qtbot):
     w.set_lens(result, np.array([40, 30, 20, 10]))
     assert w._lens_state == ("result", pos)
     assert [w.lens.table.item(r, COL_RANK).text() for r in range(4)] == ["40", "30", "20", "10"]
+
+
+@pytest.mark.parametrize("width", [720, 1400])
+def test_the_layer_axis_names_emb_and_its_labels_never_touch(qtbot, view, width):
+    from PySide6.QtGui import QImage, QPainter
+
+    view.resize(width, 320)
+    view.set_result(long_lens())
+    qtbot.wait(50)
+    axis = view.plot.getPlotItem().getAxis("bottom")
+    image = QImage(10, 10, QImage.Format.Format_ARGB32)
+    painter = QPainter(image)
+    try:
+        specs = axis.generateDrawSpecs(painter)[2]
+    finally:
+        painter.end()
+    texts = [s[2] for s in specs]
+    assert texts[0] == "emb" and len(texts) >= 3  # pyqtgraph drops a first label that reaches past the axis
+    rects = [s[0] for s in specs]
+    assert all(not a.intersects(b) for a, b in zip(rects, rects[1:]))

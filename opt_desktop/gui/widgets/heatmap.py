@@ -112,6 +112,10 @@ class IndexAxis(pg.AxisItem):
     def __init__(self, orientation: str, **kwargs):
         super().__init__(orientation, **kwargs)
         self.enableAutoSIPrefix(False)  # indices, not quantities: never "(x0.001)"
+        if orientation in ("bottom", "top"):
+            # The first label ("emb", centred on the first index) may reach a few pixels past the axis's
+            # end; pyqtgraph would drop it. The labels themselves never touch (tickValues sees to that).
+            self.setStyle(hideOverlappingLabels=15)
         self.count = 0
         self.label_fn: Callable[[int], str] = str
 
