@@ -99,9 +99,12 @@ def test_layer_numbers_on_the_axis_never_touch(qtbot, width):
     axis = v.plot.getPlotItem().getAxis("bottom")
     (x0, x1), _ = v.plot.getPlotItem().getViewBox().viewRange()
     length = axis.size().width()
-    ticks = [t for _, values in axis.tickValues(x0, x1, length) for t in values]
+    levels = axis.tickValues(x0, x1, length)
+    ticks = [t for _, values in levels for t in values]
     labels = axis.tickStrings(ticks, 1, 1)
     assert labels[0] == "emb" and len(ticks) >= 3
+    step = levels[0][0]
+    assert all(int(label) % step == 0 for label in labels[1:])  # "emb, 2, 4, 6", never "emb, 1, 3, 5"
     metrics = QFontMetrics(axis.style["tickFont"] or axis.font())
     px = [(t - x0) / (x1 - x0) * length for t in ticks]
     for (a, la), (b, lb) in zip(zip(px, labels), zip(px[1:], labels[1:])):

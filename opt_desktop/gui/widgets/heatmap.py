@@ -95,6 +95,7 @@ class Axis:
     title: str
     tick: Callable[[int], str] = str
     name: Callable[[int], str] | None = None
+    first_apart: bool = False  # index 0 is not one of the others (hidden-state rows: emb, then layers)
 
     def describe(self, i: int) -> str:
         return self.name(i) if self.name else f"{self.title} {self.tick(i)}"
@@ -118,6 +119,9 @@ class IndexAxis(pg.AxisItem):
             self.setStyle(hideOverlappingLabels=15)
         self.count = 0
         self.label_fn: Callable[[int], str] = str
+        # Hidden-state rows are `emb, 0 … L-1`: index 0 stands apart, and the steps count from index 1,
+        # so the ticks read "emb, 2, 4, 6" rather than "emb, 1, 3, 5".
+        self.first_apart = False
 
     def tickValues(self, minVal, maxVal, size):  # noqa: N802 (pyqtgraph's name)
         lo, hi = max(0, math.ceil(min(minVal, maxVal))), min(self.count - 1, math.floor(max(minVal, maxVal)))
@@ -135,8 +139,14 @@ class IndexAxis(pg.AxisItem):
             else:
                 scale *= 10
                 step = scale
-        first = math.ceil(lo / step) * step
-        return [(step, list(range(first, hi + 1, step)))]
+        if not self.first_apart or step == 1:
+            first = math.ceil(lo / step) * step
+            return [(step, list(range(first, hi + 1, step)))]
+        # Index 0, then indices 1 + k·step (labels 0, step, 2·step …) at least a step away from it.
+        values = [0] if lo == 0 else []
+        k = max(1, math.ceil((lo - 1) / step))  # k = 0 would put the "0" next to the first label
+        values += list(range(1 + k * step, hi + 1, step))
+        return [(step, values)]
 
     def _min_step(self) -> float:
         """Pixels one index needs for its own label: a line of text on a vertical axis, a few digits across."""
@@ -224,6 +234,7 @@ class Heatmap(QWidget):
     def set_axes(self, rows: Axis, cols: Axis) -> None:
         self._rows_axis, self._cols_axis = rows, cols
         self._left.label_fn, self._bottom.label_fn = rows.tick, cols.tick
+        self._left.first_apart, self._bottom.first_apart = rows.first_apart, cols.first_apart
         self.plot.setLabel("left", rows.title)
         self.plot.setLabel("bottom", cols.title)
         self._left.picture = None  # pyqtgraph caches the drawn ticks

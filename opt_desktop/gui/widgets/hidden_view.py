@@ -99,12 +99,13 @@ class HiddenView(QWidget):
         bar.addWidget(self.stat_box)
         bar.addStretch(1)
 
-        self.heatmap = Heatmap(Axis("layer", layer_tick, layer_name), Axis("token"), robust=True,
+        self.heatmap = Heatmap(Axis("layer", layer_tick, layer_name, first_apart=True), Axis("token"), robust=True,
                                hint="Hover a cell to read its value; click a column to select that token.")
         self.heatmap.cell_clicked.connect(lambda _row, col: self.position_selected.emit(col))
 
         self._x_axis = IndexAxis("bottom")
         self._x_axis.label_fn = layer_tick
+        self._x_axis.first_apart = True
         self.plot = pg.PlotWidget(axisItems={"bottom": self._x_axis})
         self.plot.getPlotItem().setMenuEnabled(False)
         self.plot.setMouseEnabled(x=False, y=False)
@@ -155,7 +156,7 @@ class HiddenView(QWidget):
 
     def set_trace(self, trace: RunTrace | None) -> None:
         self._trace = trace
-        self.heatmap.set_axes(Axis("layer", layer_tick, layer_name),
+        self.heatmap.set_axes(Axis("layer", layer_tick, layer_name, first_apart=True),
                               Axis("token", name=lambda c: token_name(self._trace, c)))
         self.refresh()
 

@@ -36,7 +36,7 @@ COL_RANK, COL_NEXT_P = TOP_N, TOP_N + 1
 HEADERS = ORDINALS[:TOP_N] + ("next\nrank", "next\np")  # narrow: two lines, the tooltip says the rest
 NO_RANK = "–"
 TITLE_CHARS = 24  # the plot title cuts the token short (the status line above has it whole)
-PLOT_MIN_WIDTH = 200
+PLOT_MIN_WIDTH = 180
 P_FLOOR = 1e-12  # a probability that underflowed to 0 is drawn here on the log axis, not at -inf
 
 
@@ -96,6 +96,7 @@ class LensView(QWidget):
 
         self._x_axis = IndexAxis("bottom")
         self._x_axis.label_fn = layer_tick
+        self._x_axis.first_apart = True
         self.plot = pg.PlotWidget(axisItems={"bottom": self._x_axis})
         self.plot.getPlotItem().setMenuEnabled(False)
         self.plot.setMouseEnabled(x=False, y=False)
