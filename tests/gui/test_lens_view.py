@@ -166,3 +166,27 @@ def test_the_layer_axis_names_emb_and_its_labels_never_touch(qtbot, view, width)
     assert texts[0] == "emb" and len(texts) >= 3  # pyqtgraph drops a first label that reaches past the axis
     rects = [s[0] for s in specs]
     assert all(not a.intersects(b) for a, b in zip(rects, rects[1:]))
+
+
+def test_table_gets_its_width_after_a_resize_while_hidden(qtbot):
+    # The Inspector's "Views only" resizes the lens tab while another tab is shown.
+    from PySide6.QtWidgets import QLabel, QTabWidget
+
+    tabs = QTabWidget()
+    qtbot.addWidget(tabs)
+    view = LensView()
+    tabs.addTab(QLabel("other"), "other")
+    tabs.addTab(view, "lens")
+    tabs.resize(900, 500)
+    tabs.show()
+    tabs.setCurrentWidget(view)
+    result = long_lens()
+    view.set_result(result)
+    qtbot.wait(50)
+    tabs.setCurrentIndex(0)
+    tabs.resize(2200, 600)
+    qtbot.wait(50)
+    tabs.setCurrentWidget(view)
+    needed = view.table_width_needed()
+    qtbot.waitUntil(lambda: abs(view.split.sizes()[0] - needed) <= 2)  # its columns, no more: the plot has the rest
+    assert view.split.sizes()[1] > 0.35 * sum(view.split.sizes())

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtGui import QBrush, QFont, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView, QHeaderView, QLabel, QSplitter, QStackedWidget, QTableWidget, QTableWidgetItem,
@@ -121,6 +121,7 @@ class LensView(QWidget):
         # Until the person moves the divider, the table gets the width its columns need (the plot the rest).
         self._split_moved = False
         split.splitterMoved.connect(self._on_split_moved)
+        split.installEventFilter(self)
 
         # Without a result, one centred message instead of an empty table and plot.
         self.message = QLabel()
@@ -310,12 +311,14 @@ class LensView(QWidget):
         t = self.table
         width = t.verticalHeader().sizeHint().width() + 2 * t.frameWidth()
         width += sum(t.columnWidth(c) for c in range(t.columnCount()))
-        if t.verticalScrollBar().isVisible():
+        rows_height = t.horizontalHeader().sizeHint().height() + t.rowCount() * t.verticalHeader().defaultSectionSize()
+        if t.verticalScrollBar().isVisible() or rows_height > t.height() - 2 * t.frameWidth():
             width += t.verticalScrollBar().sizeHint().width()
         return width
 
     def _fit_split(self) -> None:
-        total = sum(self.split.sizes())
+        # The splitter's own width, not the sum of its children's: on a resize they follow it only later.
+        total = self.split.width() - self.split.handleWidth()
         if self._split_moved or total <= 0 or self.result is None:
             return
         plot_min = max(PLOT_MIN_WIDTH, int(total * 0.25))
@@ -325,9 +328,10 @@ class LensView(QWidget):
     def _on_split_moved(self, _pos: int, _index: int) -> None:
         self._split_moved = True
 
-    def resizeEvent(self, event) -> None:  # noqa: N802
-        super().resizeEvent(event)
-        self._fit_split()
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt's name)
+        if watched is self.split and event.type() == QEvent.Type.Resize:
+            QTimer.singleShot(0, self._fit_split)  # once the splitter has laid its children out
+        return False
 
     # --- palette -------------------------------------------------------------------------------
 
