@@ -180,6 +180,7 @@ class Analysis(QObject):
     def update_availability(self) -> None:
         trace, info = self.presenter.trace, self.controller.model
         view = self.v.importance
+        view.set_model_shape((trace.n_layers, trace.n_heads) if trace is not None else None)
         if trace is None or trace.finished is None:
             view.set_available(False, "Generate or open a run first: head importance ablates each "
                                       "head on the shown run's text.")

@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QFont, QTextCursor
 
 from fake_runs import diverging_pair
+from shown import shown_tip
 from fakes import fake_info
 from opt_desktop.engine.results import Divergence
 from opt_desktop.gui.widgets.compare_view import CompareView
@@ -109,7 +110,7 @@ def test_divergence_button_says_why_it_is_off(view, pair):
     view.set_divergence_available(False, "Load demo (float32) to compute the divergence.")
     assert not view.divergence_button.isEnabled()
     assert view.divergence_reason_text() == "Load demo (float32) to compute the divergence."
-    assert view.divergence_button.toolTip() == "Load demo (float32) to compute the divergence."
+    assert shown_tip(view.divergence_button.toolTip()) == "Load demo (float32) to compute the divergence."
     view.set_divergence_available(True, "")
     assert view.divergence_button.isEnabled() and view.divergence_reason_text() == ""
     other_model = dataclasses.replace(fake_info(), source="facebook/opt-125m", label="opt-125m")

@@ -86,3 +86,33 @@ def test_clicking_a_head_emits_it(view, qtbot):
     with qtbot.waitSignal(view.head_clicked, timeout=1000) as blocker:
         qtbot.mouseClick(hm.plot.viewport(), Qt.MouseButton.LeftButton, pos=point)
     assert blocker.args == [1, 3]
+
+
+def test_before_start_a_sentence_with_the_real_head_count_not_an_empty_map(view):
+    # Nothing measured yet: no "0 / 1 heads", no empty map under a 0–1 colour bar.
+    assert view.pages.currentWidget() is view.placeholder
+    assert not view.heatmap.isVisible()  # and so neither its colour bar
+    assert not view.progress.isVisible()
+    assert "Press Start" in view.placeholder.text()
+    view.set_model_shape((12, 12))  # the shown run's model, opt-125m
+    assert "each of the 144 heads (12 layers × 12 heads)" in view.placeholder.text()
+    assert view.progress.maximum() == 144  # when it shows, it counts the real heads
+
+    view.set_running(True)
+    assert view.progress.isVisible() and view.progress.text() == "0 / 144 heads"
+    view.set_progress(5, 144)
+    assert "5 of 144" in view.placeholder.text()
+    assert view.pages.currentWidget() is view.placeholder  # the map comes with the result
+
+    view.set_running(False)
+    delta = np.zeros((12, 12), np.float32)
+    delta[3, 4] = -2.0
+    view.set_result(HeadImportance(delta=delta, baseline_logprob=-5.0, completed=True))
+    assert view.pages.currentWidget() is view.heatmap
+    assert view.heatmap.isVisible()
+    assert view.progress.isVisible() and view.status.isVisible()
+
+    view.set_result(None)  # another run, nothing measured on it
+    assert view.pages.currentWidget() is view.placeholder and not view.progress.isVisible()
+    view.set_model_shape(None)
+    assert "each head " in view.placeholder.text()

@@ -245,9 +245,9 @@ def test_lens_is_requested_and_shown(qtbot, inspector, trace):
     inspector.set_lens(result)
     table = inspector.lens.table
     assert table.rowCount() == trace.n_layers + 1
-    assert table.verticalHeaderItem(0).text() == "embed"
-    assert table.verticalHeaderItem(1).text() == "layer 0"  # the output of decoder.layers[0]
-    assert table.verticalHeaderItem(trace.n_layers).text() == f"layer {trace.n_layers - 1}"
+    # Rows are labelled as everywhere else: emb, 0 … L-1 (row i + 1 is the output of decoder.layers[i]).
+    assert [table.verticalHeaderItem(r).text() for r in range(trace.n_layers + 1)] == \
+        ["emb"] + [str(i) for i in range(trace.n_layers)]
     for r in range(trace.n_layers + 1):
         for c in range(5):
             item = table.item(r, c)
@@ -255,7 +255,8 @@ def test_lens_is_requested_and_shown(qtbot, inspector, trace):
             assert tid == result.top_ids[r, c]
             assert p == pytest.approx(result.top_probs[r, c])
             assert item.text().startswith(f"' lens{tid}'")
-    np.testing.assert_allclose(inspector.lens.curve.getData()[1], np.exp(result.target_logprob))
+    # The plot is on a log axis: the curve draws log10 p.
+    np.testing.assert_allclose(10 ** inspector.lens.curve.getData()[1], np.exp(result.target_logprob), rtol=1e-6)
     assert trace.pieces[pos + 1] in inspector.lens.message_text()
 
     # Selecting the same position again asks for nothing; another position asks again.

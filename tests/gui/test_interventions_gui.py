@@ -86,6 +86,10 @@ def test_head_importance_of_the_shown_run(make_window, loop):  # noqa: F811
     w = make_window()
     trace = generate(w, loop, prompt="Which heads matter", settings=GenerationSettings(max_new_tokens=6))
     w.tabs.setCurrentWidget(w.importance)
+    # Before Start: the model's own head count, not "0 / 1 heads" over an empty map.
+    n = trace.n_layers * trace.n_heads
+    assert f"each of the {n} heads ({trace.n_layers} layers × {trace.n_heads} heads)" in w.importance.placeholder.text()
+    assert not w.importance.progress.isVisible()
     w.importance.start_requested.emit(0.0)
     run_until(loop, lambda: w.importance.result is not None and not w.controller.is_analysing)
     reference = w.controller.engine.head_importance(trace.token_ids, trace.n_prompt).result()

@@ -222,6 +222,9 @@ def test_a_reopened_file_shows_lens_head_importance_and_settings_without_a_model
     run_until(loop, lambda: w2.inspector._lens_state == ("result", pos))
     expected = trace.lens_at(pos)
     assert [r[0] for r in w2.inspector.lens.result.top_pieces] == [r[0] for r in expected.top_pieces]
+    # with the next token's exact rank per layer, as stored
+    assert w2.inspector.lens.ranks_exact
+    np.testing.assert_array_equal(w2.inspector.lens.ranks, reopened.lens_ranks(pos))
     # head importance, from the file
     np.testing.assert_array_equal(w2.importance.result.delta, trace.head_importances()[-1].delta)
     # the settings it was made with, and they can be used again

@@ -17,7 +17,7 @@ import numpy as np
 from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
-    QComboBox, QHBoxLayout, QInputDialog, QLabel, QMenu, QSpinBox, QSplitter, QStackedWidget, QVBoxLayout, QWidget,
+    QComboBox, QHBoxLayout, QInputDialog, QLabel, QMenu, QSpinBox, QSplitter, QVBoxLayout, QWidget,
 )
 
 from ...engine.settings import HeadScale
@@ -35,8 +35,13 @@ STAT_TIPS = {
     "sink": "Weight the head puts on key 0 (the leading </s>), the 'attention sink'",
     "distance": "Average distance back to the attended keys: Σ w_k (t − k)",
 }
-NO_ROWS = ("Full attention matrices were not kept for this run.\n\n"
-           "Turn on “keep full attention rows” before generating to see them here.")
+NO_ROWS = ("To see a head's full attention matrix beside the grid, turn on “keep full attention rows” "
+           "before generating.")
+GRID_HINT = "Click a head: its matrix. Right-click: mask it."
+GRID_HINT_NO_ROWS = "Hover a head to read it. Right-click: mask it."
+GRID_HINT_TIP = ("Hover a head to read its value. Click a head to show its full attention matrix (when the run kept "
+                 "full attention rows). Right-click a head, a layer number or a head number to mask heads for "
+                 "the next run.")
 MATRIX_MIN_INTERVAL_S = 0.25  # building a T × T matrix is O(T²): don't redo it on every token
 
 
@@ -76,8 +81,9 @@ class AttentionView(QWidget):
         # Left: every head at the selected token.
         self.grid_caption = QLabel()
         self.grid_caption.setWordWrap(True)
-        self.grid = Heatmap(Axis("layer"), Axis("head"), cell_name=head_cell_name,
-                            hint="Click a head to show its matrix; right-click to mask it.")
+        self.grid_caption.setTextFormat(Qt.TextFormat.PlainText)  # it quotes a token
+        self.grid = Heatmap(Axis("layer"), Axis("head"), cell_name=head_cell_name, hint=GRID_HINT)
+        self.grid.readout.setToolTip(GRID_HINT_TIP)
         self.grid.cell_clicked.connect(self._on_grid_clicked)
         self.grid.plot.scene().sigMouseClicked.connect(self._on_grid_scene_clicked)
         self.mask_overlay = HeadMaskOverlay()
@@ -88,7 +94,7 @@ class AttentionView(QWidget):
         ll.addWidget(self.grid_caption)
         ll.addWidget(self.grid, 1)
 
-        # Right: one head's full matrix, or why there is none.
+        # Right: one head's full matrix, when the run kept full attention rows.
         self.layer_spin = QSpinBox(prefix="layer ", minimum=0, maximum=0)
         self.head_spin = QSpinBox(prefix="head ", minimum=0, maximum=0)
         self.layer_spin.valueChanged.connect(lambda _v: self._update_matrix(force=True))
@@ -107,25 +113,29 @@ class AttentionView(QWidget):
         ml.setContentsMargins(0, 0, 0, 0)
         ml.addLayout(pick)
         ml.addWidget(self.matrix, 1)
+        self.right = matrix_panel
+        self._matrix_panel = matrix_panel
+        # Without full rows the grid takes the whole width and one line says how to get the matrix,
+        # instead of a large panel holding only that sentence beside a small grid.
         self.no_rows_label = QLabel(NO_ROWS)
         self.no_rows_label.setWordWrap(True)
-        self.no_rows_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.right = QStackedWidget()
-        self.right.addWidget(self.no_rows_label)
-        self.right.addWidget(matrix_panel)
-        self._matrix_panel = matrix_panel
+        self.no_rows_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.no_rows_label.setEnabled(False)  # drawn in the muted text colour: a note, not content
 
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(left)
         split.addWidget(self.right)
-        split.setStretchFactor(0, 2)
-        split.setStretchFactor(1, 3)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 1)
+        split.setSizes([500, 500])  # grid and matrix share the width; the divider moves either way
         split.setChildrenCollapsible(False)
+        self.split = split
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(bar)
         layout.addWidget(split, 1)
+        layout.addWidget(self.no_rows_label)
         self._on_stat_changed()
         self._show_mask()
         follow_palette(self, self._apply_palette)
@@ -142,7 +152,7 @@ class AttentionView(QWidget):
 
     @property
     def showing_matrix(self) -> bool:
-        return self.right.currentWidget() is self._matrix_panel
+        return not self._matrix_panel.isHidden()
 
     def set_trace(self, trace: RunTrace | None) -> None:
         self._trace = trace
@@ -338,14 +348,18 @@ class AttentionView(QWidget):
     def _update_matrix(self, force: bool = False) -> None:
         t = self._trace
         if t is None or not t.has_attention_rows:
-            self.right.setCurrentWidget(self.no_rows_label)
-            self.no_rows_label.setText(NO_ROWS if t is not None else "No run yet.")
+            self.grid.set_hint(GRID_HINT_NO_ROWS)
+            self._matrix_panel.hide()
+            self.no_rows_label.setText(NO_ROWS)
+            self.no_rows_label.setVisible(t is not None)
             self.matrix.clear()
             self.matrix.plot.setTitle("")
             self.grid.set_highlight()
             self._matrix_key = None
             return
-        self.right.setCurrentWidget(self._matrix_panel)
+        self.grid.set_hint(GRID_HINT)
+        self._matrix_panel.show()
+        self.no_rows_label.hide()
         layer, head = self.matrix_layer_head()
         self.grid.set_highlight(row=layer, col=head)  # which head the matrix shows
         self.matrix.plot.setTitle(f"{head_label(layer, head)}: attention weights")

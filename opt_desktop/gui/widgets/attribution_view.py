@@ -8,7 +8,6 @@ likely) to the right, negative to the left. The Output view shades the same scor
 
 from __future__ import annotations
 
-import html
 import math
 
 import numpy as np
@@ -27,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from ...engine.results import Attribution
+from ..rich_text import plain_tip
 from .heatmap import IndexAxis, style_plot
 
 METHODS = (("ig", "Integrated gradients"), ("ixg", "Input × gradient"))
@@ -214,7 +214,7 @@ class AttributionView(QWidget):
         ok, reason = self._available
         self.run_button.setEnabled(ok and self._position is not None and not self._running)
         self.stop_button.setEnabled(self._running)
-        self.run_button.setToolTip(html.escape(reason) if not ok and reason else
+        self.run_button.setToolTip(plain_tip(reason) if not ok and reason else
                                    "Compute the scores for the chosen token")
         if not ok and reason and not self._running and self.result is None:
             self.status.setText(reason)

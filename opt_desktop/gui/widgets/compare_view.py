@@ -24,6 +24,7 @@ from ...session.compare import RunComparison, compare_runs
 from ...session.describe import run_settings
 from ...session.trace import RunTrace
 from ..colors import follow_palette, mix
+from ..rich_text import plain_tip
 from .heatmap import style_plot
 from .token_table import format_percent, quote_piece
 
@@ -113,6 +114,7 @@ class CompareView(QWidget):
         self.entropy_a_curve = self.entropy_plot.plot([], [], connect="finite", name="A")
         self.entropy_b_curve = self.entropy_plot.plot([], [], connect="finite", name="B")
         self.readout = QLabel("Hover a plot to read the values at a position.")
+        self.readout.setTextFormat(Qt.TextFormat.PlainText)  # it quotes tokens
         self.readout.setMinimumWidth(10)
         curves_page = QWidget()
         cl = QVBoxLayout(curves_page)
@@ -126,8 +128,10 @@ class CompareView(QWidget):
         self.divergence_button.clicked.connect(self.divergence_requested)
         self.divergence_reason = QLabel()
         self.divergence_reason.setWordWrap(True)
+        self.divergence_reason.setTextFormat(Qt.TextFormat.PlainText)  # it names a model
         self.divergence_message = QLabel(DIVERGENCE_HINT)
         self.divergence_message.setWordWrap(True)
+        self.divergence_message.setTextFormat(Qt.TextFormat.PlainText)
         self.divergence_plot = pg.PlotWidget()
         self.divergence_plot.getPlotItem().setMenuEnabled(False)
         self.divergence_plot.showGrid(x=False, y=True, alpha=0.3)
@@ -381,7 +385,7 @@ class CompareView(QWidget):
         else:
             ok, reason = self._available
         self.divergence_button.setEnabled(ok)
-        self.divergence_button.setToolTip(DIVERGENCE_HINT if ok else reason)
+        self.divergence_button.setToolTip(plain_tip(DIVERGENCE_HINT if ok else reason))
         self.divergence_reason.setText("" if ok else reason)
 
     def divergence_reason_text(self) -> str:
@@ -453,7 +457,7 @@ class CompareView(QWidget):
                 self._differing.append(name)
             for col, value in enumerate((va, vb)):
                 item = QTableWidgetItem(value)
-                item.setToolTip(value)
+                item.setToolTip(plain_tip(value))  # prompts and stop strings are untrusted text
                 if differs:
                     item.setBackground(tint)
                     item.setFont(bold)

@@ -3,7 +3,8 @@ attention head is scaled (0 = removed), as a layers × heads heatmap centred on 
 
 The engine does the work, one head at a time; this view starts and stops it (`start_requested`,
 `stop_requested`) and shows what comes back (`set_progress`, `set_result`, partial results included:
-heads not done yet are blank).
+heads not done yet are blank). Until there is a result, one sentence stands where the map will be
+(with the model's head count once `set_model_shape` has told it): no empty map, no 0–1 colour bar.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import numpy as np
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QPalette, QPen
 from PySide6.QtWidgets import (
-    QDoubleSpinBox, QGraphicsRectItem, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget,
+    QDoubleSpinBox, QGraphicsRectItem, QHBoxLayout, QLabel, QProgressBar, QPushButton, QStackedWidget, QVBoxLayout,
+    QWidget,
 )
 
 from ...engine.results import HeadImportance
 from ..colors import follow_palette
+from ..rich_text import plain_tip
 from .head_mask_editor import head_cell_name
 from .heatmap import Axis, Heatmap
 
@@ -41,6 +44,7 @@ class HeadImportanceView(QWidget):
         super().__init__(parent)
         self.result: HeadImportance | None = None
         self._running = False
+        self._shape: tuple[int, int] | None = None  # (layers, heads) of the shown run's model, once known
         self._available: tuple[bool, str] = (False, "Generate a run first.")
 
         self.scale_spin = QDoubleSpinBox()
@@ -60,16 +64,20 @@ class HeadImportanceView(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setFormat("%v / %m heads")
+        self.progress.hide()  # until a measurement starts: "0 / 1 heads" would say nothing true
         bar = QHBoxLayout()
         bar.addWidget(self.scale_spin)
         bar.addWidget(self.start_button)
         bar.addWidget(self.stop_button)
         bar.addWidget(self.progress, 1)
+        bar.addStretch(0)  # takes the room while the progress bar is hidden, none beside it
 
         self.reason = QLabel()  # why Start is disabled
         self.reason.setWordWrap(True)
+        self.reason.setTextFormat(Qt.TextFormat.PlainText)  # it names a model, whose label is a folder name
         self.status = QLabel()  # what the map shows
         self.status.setWordWrap(True)
+        self.status.setTextFormat(Qt.TextFormat.PlainText)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.explanation = QLabel(EXPLANATION)
         self.explanation.setWordWrap(True)
@@ -84,6 +92,13 @@ class HeadImportanceView(QWidget):
         self._not_measured.setZValue(-10)
         self._not_measured.setPen(QPen(Qt.PenStyle.NoPen))
         self.heatmap.plot.addItem(self._not_measured, ignoreBounds=True)
+        self.placeholder = QLabel()
+        self.placeholder.setWordWrap(True)
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setTextFormat(Qt.TextFormat.PlainText)
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.placeholder)
+        self.pages.addWidget(self.heatmap)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -91,7 +106,7 @@ class HeadImportanceView(QWidget):
         layout.addWidget(self.reason)
         layout.addWidget(self.status)
         layout.addWidget(self.explanation)
-        layout.addWidget(self.heatmap, 1)
+        layout.addWidget(self.pages, 1)
         self._update_controls()
         self._update_status()
         follow_palette(self, self._apply_palette)
@@ -104,14 +119,28 @@ class HeadImportanceView(QWidget):
         self._available = (bool(ok), reason)
         self._update_controls()
 
+    def set_model_shape(self, shape: tuple[int, int] | None) -> None:
+        """(layers, heads) of the model the shown run was made with (None: no run), for the head count."""
+        self._shape = (int(shape[0]), int(shape[1])) if shape is not None else None
+        if not self._running:
+            self.progress.setRange(0, self._n_heads() or 1)
+        self._update_status()
+
     def set_running(self, running: bool) -> None:
         self._running = bool(running)
+        if self._running:
+            self.progress.setRange(0, self._n_heads() or 1)
+            self.progress.setValue(0)
         self._update_controls()
         self._update_status()
 
     def set_progress(self, done: int, total: int) -> None:
         self.progress.setRange(0, max(int(total), 1))
         self.progress.setValue(min(int(done), max(int(total), 1)))
+        self._update_status()
+
+    def _n_heads(self) -> int | None:
+        return self._shape[0] * self._shape[1] if self._shape is not None else None
 
     def set_result(self, imp: HeadImportance | None) -> None:
         """Show a (possibly partial) result; None clears the map."""
@@ -132,10 +161,14 @@ class HeadImportanceView(QWidget):
 
     def _update_status(self) -> None:
         imp = self.result
+        self.progress.setVisible(self._running or imp is not None)
+        self.status.setVisible(imp is not None)
         if imp is None:
-            self.status.setText("Measuring heads…" if self._running
-                                else "Press Start to measure every head of the current run.")
+            self.pages.setCurrentWidget(self.placeholder)
+            self.placeholder.setText(self._placeholder_text())
+            self.status.setText("")
             return
+        self.pages.setCurrentWidget(self.heatmap)
         delta = np.asarray(imp.delta)
         done = int(np.isfinite(delta).sum())
         what = "removing" if imp.scale == 0 else f"scaling by ×{imp.scale:g}"
@@ -151,12 +184,28 @@ class HeadImportanceView(QWidget):
                      f"(Δ log p = {float(delta[layer, head]):+.3g}).")
         self.status.setText(text)
 
+    def _placeholder_text(self) -> str:
+        n = self._n_heads()
+        if self._running:
+            done = self.progress.value()
+            if n:
+                return f"Measuring the heads: {done} of {n} done. The map appears when all are measured or you press Stop."
+            return "Measuring the heads…"
+        if n:
+            layers, heads = self._shape
+            what = (f"each of the {n} heads ({layers} layer{'s' if layers != 1 else ''} × "
+                    f"{heads} head{'s' if heads != 1 else ''})")
+        else:
+            what = "each head"
+        return (f"Press Start to measure {what} of the shown run's model: each head is scaled in turn and "
+                "the run's generated tokens are scored again. The map of their effects appears here.")
+
     def _update_controls(self) -> None:
         ok, reason = self._available
         self.start_button.setEnabled(ok and not self._running)
         self.scale_spin.setEnabled(not self._running)
         self.stop_button.setEnabled(self._running)
-        self.start_button.setToolTip("Measure every head on the current run" if ok else reason)
+        self.start_button.setToolTip("Measure every head on the current run" if ok else plain_tip(reason))
         self.reason.setText(reason if not ok and not self._running else "")
         self.reason.setVisible(bool(self.reason.text()))
 

@@ -13,11 +13,12 @@ from typing import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QPalette, QPen
+from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QFont, QFontMetrics, QPalette, QPen
 from PySide6.QtWidgets import QGraphicsRectItem, QLabel, QVBoxLayout, QWidget
 
 from ..colors import follow_palette
+from ..rich_text import html_text
 
 COLORMAP = "viridis"
 
@@ -36,6 +37,57 @@ def style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
     item.titleLabel.setText(item.titleLabel.text)  # re-render in the new colour
 
 
+class FittedTitle(QObject):
+    """A plot's title that shows its text literally (pyqtgraph renders titles as HTML) and is cut short
+    with "…" to the plot widget's width, again on every resize: a long token must not run past the plot.
+
+    pyqtgraph gives a title label a minimum width equal to its text, and the plot item grows to fit it,
+    past the widget's edge: so the width to fit is the widget's, never the plot item's.
+    """
+
+    MARGIN = 8  # pixels left free at the title's ends
+
+    def __init__(self, plot: pg.PlotWidget):
+        super().__init__(plot)
+        self._plot = plot
+        self._item = plot.getPlotItem()
+        self.text = ""
+        plot.installEventFilter(self)
+
+    def set(self, text: str) -> None:
+        self.text = text
+        self._fit()
+
+    def shown(self) -> str:
+        """The title as drawn (possibly cut short)."""
+        return self._item.titleLabel.item.document().toPlainText()
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.Resize:
+            self._fit()
+        return False
+
+    def _fits(self, text: str, width: float) -> bool:
+        self._item.setTitle(html_text(text))  # setTitle, not the label's setText: it also shows the title row
+        return self._item.titleLabel.item.boundingRect().width() <= width
+
+    def _fit(self) -> None:
+        text = self.text
+        # The title sits over the plot's middle column: leave the axes' columns beside it.
+        beside = self._item.width() - self._item.titleLabel.width()
+        width = self._plot.width() - beside - 2 * self.MARGIN
+        if self._fits(text, width) or not text or width <= 0:
+            return
+        lo, hi = 0, len(text)  # the longest prefix that fits with "…" after it
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._fits(text[:mid] + "…", width):
+                lo = mid
+            else:
+                hi = mid - 1
+        self._fits(text[:lo] + "…", width)
+
+
 @dataclass
 class Axis:
     """How one heatmap axis is labelled: `tick(i)` on the axis, `name(i)` in the hover read-out."""
@@ -43,6 +95,7 @@ class Axis:
     title: str
     tick: Callable[[int], str] = str
     name: Callable[[int], str] | None = None
+    first_apart: bool = False  # index 0 is not one of the others (hidden-state rows: emb, then layers)
 
     def describe(self, i: int) -> str:
         return self.name(i) if self.name else f"{self.title} {self.tick(i)}"
@@ -51,27 +104,57 @@ class Axis:
 class IndexAxis(pg.AxisItem):
     """An axis over integer indices 0..n-1 that labels ticks through a function.
 
-    pyqtgraph's own spacing picks the ticks (so they thin out when zoomed out); we keep only
-    the integer ones inside the data and ask `label` for their text.
+    Every index is labelled when there is room; else every 2nd, 5th, 10th, 20th … index, the
+    smallest step whose labels cannot touch (pyqtgraph's own choice lets "emb" run into "0").
     """
+
+    STEPS = (1, 2, 5)  # times powers of ten
 
     def __init__(self, orientation: str, **kwargs):
         super().__init__(orientation, **kwargs)
         self.enableAutoSIPrefix(False)  # indices, not quantities: never "(x0.001)"
+        if orientation in ("bottom", "top"):
+            # The first label ("emb", centred on the first index) may reach a few pixels past the axis's
+            # end; pyqtgraph would drop it. The labels themselves never touch (tickValues sees to that).
+            self.setStyle(hideOverlappingLabels=15)
         self.count = 0
         self.label_fn: Callable[[int], str] = str
+        # Hidden-state rows are `emb, 0 … L-1`: index 0 stands apart, and the steps count from index 1,
+        # so the ticks read "emb, 2, 4, 6" rather than "emb, 1, 3, 5".
+        self.first_apart = False
 
     def tickValues(self, minVal, maxVal, size):  # noqa: N802 (pyqtgraph's name)
-        levels = []
-        for spacing, values in super().tickValues(minVal, maxVal, size):
-            if spacing < 1:
-                continue  # no fractional indices
-            keep = [v for v in values if 0 <= v < self.count and abs(v - round(v)) < 1e-6]
-            levels.append((spacing, keep))
-        if not levels and self.count:
-            lo, hi = max(0, math.ceil(min(minVal, maxVal))), min(self.count - 1, math.floor(max(minVal, maxVal)))
-            levels.append((1, list(range(lo, hi + 1))))
-        return levels
+        lo, hi = max(0, math.ceil(min(minVal, maxVal))), min(self.count - 1, math.floor(max(minVal, maxVal)))
+        span = abs(maxVal - minVal)
+        if not self.count or hi < lo or span <= 0 or size <= 0:
+            return []
+        per_index = size / span  # pixels between neighbouring indices
+        need = self._min_step()
+        step, scale = 1, 1
+        while step * per_index < need and step < self.count:
+            for s in self.STEPS:
+                if s * scale * per_index >= need:
+                    step = s * scale
+                    break
+            else:
+                scale *= 10
+                step = scale
+        if not self.first_apart or step == 1:
+            first = math.ceil(lo / step) * step
+            return [(step, list(range(first, hi + 1, step)))]
+        # Index 0, then indices 1 + k·step (labels 0, step, 2·step …) at least a step away from it.
+        values = [0] if lo == 0 else []
+        k = max(1, math.ceil((lo - 1) / step))  # k = 0 would put the "0" next to the first label
+        values += list(range(1 + k * step, hi + 1, step))
+        return [(step, values)]
+
+    def _min_step(self) -> float:
+        """Pixels one index needs for its own label: a line of text on a vertical axis, a few digits across."""
+        metrics = QFontMetrics(self.style.get("tickFont") or QFont())
+        if self.orientation in ("left", "right"):
+            return metrics.height() + 2
+        samples = [self.label_fn(0), self.label_fn(self.count - 1)] if self.count else ["00"]  # "emb", "11"
+        return max(metrics.horizontalAdvance(t) for t in samples) + metrics.horizontalAdvance("  ")
 
     def tickStrings(self, values, scale, spacing):  # noqa: N802
         return [self.label_fn(int(round(v))) for v in values]
@@ -116,6 +199,9 @@ class Heatmap(QWidget):
         self.plot.addItem(self.image_item)
         self.colorbar = pg.ColorBarItem(colorMap=colormap, interactive=False, width=14, colorMapMenu=False)
         self.colorbar.setImageItem(self.image_item, insert_in=item)
+        # pyqtgraph fixes the colour bar's value axis at 45 pixels and hides labels that do not fit
+        # ("1.3856" does not): let it take the width its labels need.
+        self.colorbar.axis.setWidth(None)
 
         # Two outlines, text colour under base colour: visible on every colour of the map.
         self._markers = (QGraphicsRectItem(), QGraphicsRectItem())
@@ -125,8 +211,10 @@ class Heatmap(QWidget):
             self.plot.addItem(marker)
 
         self.readout = QLabel(hint)
+        self.readout.setTextFormat(Qt.TextFormat.PlainText)  # cell names quote token text
         self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.readout.setMinimumWidth(10)  # long token texts must not widen the whole panel
+        self.readout.setWordWrap(True)  # a narrow panel wraps the hint rather than cutting it off
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -146,6 +234,7 @@ class Heatmap(QWidget):
     def set_axes(self, rows: Axis, cols: Axis) -> None:
         self._rows_axis, self._cols_axis = rows, cols
         self._left.label_fn, self._bottom.label_fn = rows.tick, cols.tick
+        self._left.first_apart, self._bottom.first_apart = rows.first_apart, cols.first_apart
         self.plot.setLabel("left", rows.title)
         self.plot.setLabel("bottom", cols.title)
         self._left.picture = None  # pyqtgraph caches the drawn ticks
@@ -157,6 +246,12 @@ class Heatmap(QWidget):
         """Pin the colour range (e.g. (0, 1) for weights); None = follow the data."""
         self._fixed_levels = levels
         self._update_levels()
+
+    def set_hint(self, hint: str) -> None:
+        """What the read-out says while no cell is under the mouse."""
+        if self.readout.text() == self._hint:
+            self.readout.setText(hint)
+        self._hint = hint
 
     def set_colorbar_label(self, text: str) -> None:
         self.colorbar.getAxis("left").setLabel(text)

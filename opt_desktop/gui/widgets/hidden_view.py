@@ -2,26 +2,31 @@
 
 Rows are labelled `embed, 0, 1, …, L-1`: row 0 is the input of decoder layer 0 ("embed"), and the
 row labelled i (row i + 1 of the arrays) is the output of `decoder.layers[i]`, so layers count from
-0 as everywhere else. Each point of the plot is labelled with the hidden dimension of largest |x|
-there: OPT's outlier dimensions.
+0 as everywhere else. The plot names the hidden dimension of largest |x| (OPT's outlier dimensions)
+where it changes from one row to the next; labels are placed in pixels, above, below or beside their
+point, inside the plot and clear of each other and of the points, and dropped where there is no room (each point's tooltip
+and the line under the plot still name every one).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
 
 from ...session.describe import row_label
 from ...session.trace import RunTrace
 from ..colors import follow_palette
-from .heatmap import Axis, Heatmap, IndexAxis, style_plot
+from ..rich_text import plain_tip
+from .heatmap import Axis, FittedTitle, Heatmap, IndexAxis, style_plot
 from .token_table import quote_piece
 
 STATS = (("norm", "norm ‖x‖"), ("mean", "mean"), ("std", "std"), ("maxabs", "max |x|"))
-MAX_DIM_LABELS = 25  # above this many layers the numbers would overlap: hover tooltips only
+LABEL_GAP = 3  # pixels between a point's marker and its label
+MAX_RUNS_SHOWN = 4  # runs of one outlier dimension named under the plot; the tooltip has them all
+PLOT_MIN_HEIGHT = 140
 
 
 def layer_tick(row: int) -> str:
@@ -44,16 +49,35 @@ def token_name(trace: RunTrace | None, pos: int, max_chars: int = 24) -> str:
     return f"token {pos} {quote_piece(piece)}"
 
 
-def outlier_summary(dims: np.ndarray) -> str:
-    """Runs of rows sharing one outlier dimension: "dim 588: layer 4–12; dim 12: embed–3" (layers from 0)."""
-    parts, start = [], 0
+def outlier_runs(dims: np.ndarray) -> list[tuple[int, int, int]]:
+    """(dim, first row, last row) of each run of rows sharing one outlier dimension (-1: no value)."""
+    runs, start = [], 0
     for i in range(1, len(dims) + 1):
         if i == len(dims) or dims[i] != dims[start]:
             if dims[start] >= 0:
-                span = layer_name(start) if i - 1 == start else f"{layer_name(start)}–{layer_tick(i - 1)}"
-                parts.append(f"dim {dims[start]}: {span}")
+                runs.append((int(dims[start]), start, i - 1))
             start = i
-    return "; ".join(parts)
+    return runs
+
+
+def _run_text(dim: int, first: int, last: int) -> str:
+    span = layer_name(first) if last == first else f"{layer_name(first)}–{layer_tick(last)}"
+    return f"dim {dim}: {span}"
+
+
+def outlier_summary(dims: np.ndarray) -> str:
+    """Runs of rows sharing one outlier dimension: "dim 588: layer 4–12; dim 12: embed–3" (layers from 0)."""
+    return "; ".join(_run_text(*run) for run in outlier_runs(dims))
+
+
+def outlier_line(dims: np.ndarray, max_runs: int = MAX_RUNS_SHOWN) -> str:
+    """outlier_summary cut to its `max_runs` longest runs (in layer order) and how many more there are:
+    a model whose outlier dimension changes at every layer must not push the plot off the panel."""
+    runs = outlier_runs(dims)
+    if len(runs) <= max_runs + 1:  # "and 1 more" would take the room of that one
+        return "; ".join(_run_text(*run) for run in runs)
+    longest = sorted(sorted(runs, key=lambda r: r[1] - r[2])[:max_runs], key=lambda r: r[1])
+    return "; ".join(_run_text(*run) for run in longest) + f"; and {len(runs) - max_runs} more (hover to see all)"
 
 
 class HiddenView(QWidget):
@@ -75,18 +99,22 @@ class HiddenView(QWidget):
         bar.addWidget(self.stat_box)
         bar.addStretch(1)
 
-        self.heatmap = Heatmap(Axis("layer", layer_tick, layer_name), Axis("token"), robust=True,
+        self.heatmap = Heatmap(Axis("layer", layer_tick, layer_name, first_apart=True), Axis("token"), robust=True,
                                hint="Hover a cell to read its value; click a column to select that token.")
         self.heatmap.cell_clicked.connect(lambda _row, col: self.position_selected.emit(col))
 
         self._x_axis = IndexAxis("bottom")
         self._x_axis.label_fn = layer_tick
+        self._x_axis.first_apart = True
         self.plot = pg.PlotWidget(axisItems={"bottom": self._x_axis})
         self.plot.getPlotItem().setMenuEnabled(False)
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.setLabel("bottom", "layer")
         self.plot.showGrid(x=False, y=True, alpha=0.3)
         self.plot.getPlotItem().getViewBox().setDefaultPadding(0.12)  # headroom for the dim labels
+        # Labels are placed in pixels: place them again whenever the plot's size or range changes.
+        self.plot.getPlotItem().getViewBox().sigResized.connect(self._place_dim_labels)
+        self.plot.getPlotItem().getViewBox().sigRangeChanged.connect(self._place_dim_labels)
         self.curve = self.plot.plot([], [], connect="finite")
         self.points = pg.ScatterPlotItem(size=7, hoverable=True, tip=self._tip)
         self.plot.addItem(self.points)
@@ -94,7 +122,9 @@ class HiddenView(QWidget):
         self.dims = np.zeros(0, np.int64)
         self.outliers = QLabel()
         self.outliers.setWordWrap(True)
-        self.outliers.setToolTip("Hidden dimension with the largest |x| at each layer (OPT's outlier dimensions)")
+        self.outliers.setTextFormat(Qt.TextFormat.PlainText)
+        self.plot.setMinimumHeight(PLOT_MIN_HEIGHT)
+        self.title = FittedTitle(self.plot)
 
         right = QWidget()
         rl = QVBoxLayout(right)
@@ -126,7 +156,7 @@ class HiddenView(QWidget):
 
     def set_trace(self, trace: RunTrace | None) -> None:
         self._trace = trace
-        self.heatmap.set_axes(Axis("layer", layer_tick, layer_name),
+        self.heatmap.set_axes(Axis("layer", layer_tick, layer_name, first_apart=True),
                               Axis("token", name=lambda c: token_name(self._trace, c)))
         self.refresh()
 
@@ -168,8 +198,9 @@ class HiddenView(QWidget):
             self.curve.setData([], [])
             self.points.setData([], [])
             self.dims = np.zeros(0, np.int64)
-            self.plot.setTitle("Select a token")
+            self.title.set("Select a token")
             self.outliers.setText("")
+            self.outliers.setToolTip("")
             return
         y = t.hidden(self.stat)[:, pos].astype(np.float64)
         self.dims = t.hidden("argmax")[:, pos]
@@ -179,19 +210,67 @@ class HiddenView(QWidget):
         self.curve.setData(x, y)
         ok = np.isfinite(y)
         self.points.setData(x[ok], y[ok], data=[int(d) for d in self.dims[ok]], brush=self._point_brush)
-        self.plot.setTitle(f"{self.stat_box.currentText()} at {token_name(t, pos)}")
+        self.title.set(f"{self.stat_box.currentText()} at {token_name(t, pos)}")
         if not ok.any():
-            self.plot.setTitle(f"{token_name(t, pos)}: not fed to the model yet")
+            self.title.set(f"{token_name(t, pos)}: not fed to the model yet")
             self.outliers.setText("")
+            self.outliers.setToolTip("")
             return
-        self.outliers.setText("Outlier dims (largest |x|): " + outlier_summary(self.dims))
-        if len(y) <= MAX_DIM_LABELS:
-            color = self.palette().color(QPalette.ColorRole.Text)
-            for xi, yi, d in zip(x[ok], y[ok], self.dims[ok]):
-                label = pg.TextItem(str(int(d)), color=color, anchor=(0.5, 1.2))
-                label.setPos(xi, yi)
-                self.plot.addItem(label)
-                self._dim_labels.append(label)
+        self.outliers.setText("Outlier dims (largest |x|): " + outlier_line(self.dims))
+        self.outliers.setToolTip(plain_tip("Hidden dimension with the largest |x| at each layer (OPT's outlier "
+                                           "dimensions):\n" + outlier_summary(self.dims).replace("; ", "\n")))
+        self._place_dim_labels()
+
+    def _place_dim_labels(self) -> None:
+        """Label each point where the outlier dimension changes, inside the plot, no two overlapping."""
+        for item in self._dim_labels:
+            self.plot.removeItem(item)
+        self._dim_labels.clear()
+        x, y = self.curve.getData()
+        if x is None or not len(x) or len(self.dims) != len(x):
+            return
+        vb = self.plot.getPlotItem().getViewBox()
+        area = vb.sceneBoundingRect().adjusted(1, 1, -1, -1)  # a pixel in: rounding never puts a label on the edge
+        if area.width() < 2 or area.height() < 2:
+            return  # not laid out yet: sigResized places them
+        color = self.palette().color(QPalette.ColorRole.Text)
+        radius = self.points.opts["size"] / 2
+        # The points themselves are taken: a label never hides one.
+        taken: list[QRectF] = []
+        for xi, yi in zip(x, y):
+            if np.isfinite(yi):
+                at = vb.mapViewToScene(QPointF(float(xi), float(yi)))
+                taken.append(QRectF(at.x() - radius, at.y() - radius, 2 * radius, 2 * radius))
+        previous = None
+        for xi, yi, d in zip(x, y, self.dims):
+            if not np.isfinite(yi):
+                continue
+            d = int(d)
+            if d == previous:
+                continue
+            previous = d
+            label = pg.TextItem(str(d), color=color, anchor=(0, 0))
+            label.textItem.document().setDocumentMargin(1)  # the default 4 pixels of padding crowd the plot
+            size = label.boundingRect().size()
+            w, h = size.width(), size.height()
+            at = vb.mapViewToScene(QPointF(float(xi), float(yi)))
+            left = min(max(at.x() - w / 2, area.left()), area.right() - w)
+            gap = radius + LABEL_GAP
+            candidates = (QRectF(left, at.y() - gap - h, w, h),  # above, then below, then beside
+                          QRectF(left, at.y() + gap, w, h),
+                          QRectF(at.x() - gap - w, at.y() - h / 2, w, h),
+                          QRectF(at.x() + gap, at.y() - h / 2, w, h))
+            for rect in candidates:
+                if area.contains(rect) and not any(rect.intersects(r) for r in taken):
+                    taken.append(rect)
+                    label.setPos(vb.mapSceneToView(rect.topLeft()))
+                    self.plot.addItem(label, ignoreBounds=True)  # labels must not move the range they sit in
+                    self._dim_labels.append(label)
+                    break
+
+    def dim_label_rects(self) -> list[QRectF]:
+        """Where the outlier-dimension labels are drawn, in scene coordinates (for checks)."""
+        return [item.sceneBoundingRect() for item in self._dim_labels]
 
     def _tip(self, x: float, y: float, data) -> str:
         return f"{layer_name(int(round(x)))}: {y:.4g}\noutlier dim {data}"

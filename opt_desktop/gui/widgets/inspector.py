@@ -141,8 +141,8 @@ class Inspector(QWidget):
         return self._pos
 
     def set_lens(self, result: LensResult | None, ranks=None) -> None:
-        """Show the lens at the selected position; `ranks` (per row, the next token's rank) when known."""
-        self._lens_ranks = ranks
+        """Show the lens at the selected position; `ranks` ((L+1,) 1-based rank of the next token per row,
+        0 where there is none) when known, as a stored lens table knows them."""
         if result is None:
             self._lens_state = ("none", None)
             self.lens.set_result(None)
@@ -150,7 +150,7 @@ class Inspector(QWidget):
         if result.position != self._pos:
             return  # a lens for a position the user has already left
         self._lens_state = ("result", result.position)
-        self.lens.set_result(result, self._next_piece(result))
+        self.lens.set_result(result, self._next_piece(result), ranks)
 
     def set_lens_unavailable(self, reason: str) -> None:
         self._lens_state = ("unavailable", self._pos)

@@ -49,6 +49,7 @@ from ...engine.placement import format_max_memory, parse_max_memory
 from ...engine.settings import DEMO_SOURCE, Device, DType, LoadRequest
 from ...formatting import format_bytes, format_count
 from ..controller import EventPump
+from ..rich_text import plain_tip
 
 PRECISIONS: tuple[str, ...] = get_args(DType)
 DEVICES: tuple[str, ...] = get_args(Device)
@@ -273,7 +274,7 @@ class ModelManager(QDialog):
             item.setToolTip("The demo model is made in code: nothing to download.")
         elif Path(c.source).is_absolute():
             item.setText("local folder")
-            item.setToolTip(c.source)
+            item.setToolTip(plain_tip(c.source))  # a folder name is anybody's text
         elif (cached := self._cached.get(c.source)) is not None:
             item.setText(f"✓ {format_bytes(cached.size_on_disk)}" if cached.complete else
                          f"partial ({format_bytes(cached.size_on_disk)})")

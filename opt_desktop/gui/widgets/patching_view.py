@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from ...engine.results import Patching
+from ..rich_text import plain_tip
 from .heatmap import Axis, Heatmap
 
 COLORMAP = "viridis"
@@ -127,7 +128,7 @@ class PatchingView(QWidget):
             combo.clear()
             for i, label in enumerate(labels):
                 combo.addItem(label, i)
-                combo.setItemData(i, label, Qt.ItemDataRole.ToolTipRole)
+                combo.setItemData(i, plain_tip(label), Qt.ItemDataRole.ToolTipRole)  # titles quote prompts
             if labels:
                 combo.setCurrentIndex(current if 0 <= current < len(labels) else min(fallback, len(labels) - 1))
             combo.blockSignals(False)

@@ -7,14 +7,13 @@ panel. Every value is shown as plain text: prompts and stop strings are the pers
 
 from __future__ import annotations
 
-import html
-
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ...engine.settings import GenerationSettings
 from ...session import RunTrace
 from ...session.describe import run_summary, shorten
+from ..rich_text import plain_tip
 
 _ROWS = ("model", "decoding", "max new tokens", "repetition", "stop strings", "seed", "head mask",
          "hidden tokens", "origin", "result")  # the keys of session.describe.run_summary, in order
@@ -64,5 +63,5 @@ class RunDetails(QWidget):
         texts = run_summary(trace)
         for name, text in texts.items():
             self.values[name].setText(shorten(text, 400))
-        self.values["model"].setToolTip(html.escape(s.model.source))
+        self.values["model"].setToolTip(plain_tip(s.model.source))
         self.use_button.setEnabled(self._settings is not None)

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QMenu, QTableView,
 
 from ...session.trace import RunTrace
 from ..colors import follow_palette, mix
+from ..rich_text import plain_tip
 
 PieceFn = Callable[[int], str]
 N_ALTERNATIVES_SHOWN = 5
@@ -236,7 +237,7 @@ class TokenTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.TextAlignmentRole and col in NUMERIC:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole:
-            return self._tooltip(pos, col, is_prompt)
+            return plain_tip(self._tooltip(pos, col, is_prompt))  # token text is untrusted: never read as HTML
         return None
 
     def _tooltip(self, pos: int, col: int, is_prompt: bool) -> str:
