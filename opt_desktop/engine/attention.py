@@ -18,6 +18,7 @@ import functools
 
 import torch
 
+from .scratch import Scratch
 from .stopping import raise_if_stopped
 
 ATTN_IMPLEMENTATION = "opt_desktop_capture"
@@ -70,27 +71,34 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.where(mask, torch.zeros((), dtype=dtype, device=mask.device), torch.finfo(dtype).min)
 
 
-def weight_blocks(query, key, mask, first_query: int, scaling: float = 1.0, stop=None, causal_keys: bool = True):
+def weight_blocks(query, key, mask, first_query: int, scaling: float = 1.0, stop=None, causal_keys: bool = True,
+                  scratch: Scratch | None = None):
     """A prompt's attention weights, recomputed a block of queries at a time.
 
-    query (1, H, q, d) (OPT scales it itself: `scaling` is then 1), key (1, H, k, d), the queries being the
-    last q of the k positions; mask as the attention saw it (None: causal, else boolean or additive).
+    query (1, H, q, d) (OPT scales it itself: `scaling` is then 1), key (1, H, k, d), the queries being
+    the last q of the k positions; mask as the attention saw it (None: causal, else boolean or additive).
     Yields (weights, scores, first_query): float32 scores and their float32 softmax (H, q_block,
     k_block), the arithmetic of eager attention and of SDPA's CPU kernels, which also score in
-    float32 whatever the model's dtype. With `causal_keys`, a block of a causal prompt spans only
-    the keys up to its last query (the others would get weight 0); otherwise every block spans all k
+    float32 whatever the model's dtype. Both live in `scratch` buffers that the next block reuses:
+    use them before asking for it. With `causal_keys`, a block of a causal prompt spans only the
+    keys up to its last query (the others would get weight 0); otherwise every block spans all k
     keys. `stop` is checked between blocks."""
     q_len, k_len = query.shape[-2], key.shape[-2]
+    heads, device = query.shape[1], query.device
+    scratch = scratch if scratch is not None else Scratch()
     key_t = key[0].float().transpose(-1, -2)  # (H, d, k)
-    step = max(1, _CHUNK_ELEMENTS // max(1, query.shape[1] * k_len))
-    positions = torch.arange(k_len, device=query.device)
+    step = max(1, _CHUNK_ELEMENTS // max(1, heads * k_len))
+    largest = heads * min(step, q_len) * k_len
+    positions = torch.arange(k_len, device=device)
     lowest = torch.finfo(torch.float32).min
     for start in range(0, q_len, step):
         raise_if_stopped(stop)
         end = min(q_len, start + step)
         q0, q1 = first_query + start, first_query + end  # positions of the block's queries
         keys = q1 if causal_keys and mask is None else k_len
-        scores = torch.matmul(query[0, :, start:end].float(), key_t[..., :keys])
+        shape = (heads, end - start, keys)
+        scores = scratch.get("scores", shape, torch.float32, device, largest)
+        torch.matmul(query[0, :, start:end].float(), key_t[..., :keys], out=scores)
         if scaling != 1.0:
             scores *= scaling
         if mask is None:  # causal: key j is hidden from query i when j > i (only the last few keys)
@@ -98,7 +106,8 @@ def weight_blocks(query, key, mask, first_query: int, scaling: float = 1.0, stop
             scores[..., hide].masked_fill_(positions[hide] > positions[q0:q1, None], lowest)
         else:
             scores += additive_mask(mask[0, :, start:end, :keys], scores.dtype)
-        weights = torch.nn.functional.softmax(scores, dim=-1)
+        weights = scratch.get("weights", shape, torch.float32, device, largest)
+        torch.ops.aten._softmax.out(scores, -1, False, out=weights)
         yield weights, scores, q0
 
 
