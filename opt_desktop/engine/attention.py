@@ -87,9 +87,10 @@ def weight_blocks(query, key, mask, first_query: int, scaling: float = 1.0, stop
     heads, device = query.shape[1], query.device
     scratch = scratch if scratch is not None else Scratch()
     key_t = key[0].float().transpose(-1, -2)  # (H, d, k)
-    step = max(1, _CHUNK_ELEMENTS // max(1, heads * k_len))
-    largest = heads * min(step, q_len) * k_len
-    positions = torch.arange(k_len, device=device)
+    step = min(q_len, max(1, _CHUNK_ELEMENTS // max(1, heads * k_len)))
+    largest = heads * step * k_len
+    # Within its own columns a block's queries see the keys at or before them: the strict upper triangle is hidden.
+    future = torch.ones(step, step, dtype=torch.bool, device=device).triu(1) if mask is None else None
     lowest = torch.finfo(torch.float32).min
     for start in range(0, q_len, step):
         raise_if_stopped(stop)
@@ -101,9 +102,9 @@ def weight_blocks(query, key, mask, first_query: int, scaling: float = 1.0, stop
         torch.matmul(query[0, :, start:end].float(), key_t[..., :keys], out=scores)
         if scaling != 1.0:
             scores *= scaling
-        if mask is None:  # causal: key j is hidden from query i when j > i (only the last few keys)
-            hide = slice(q0 + 1, keys)
-            scores[..., hide].masked_fill_(positions[hide] > positions[q0:q1, None], lowest)
+        if mask is None:  # causal: key j is hidden from query i when j > i
+            scores[..., q0:q1].masked_fill_(future[:end - start, :end - start], lowest)
+            scores[..., q1:keys] = lowest  # (no columns there unless every key is asked for)
         else:
             scores += additive_mask(mask[0, :, start:end, :keys], scores.dtype)
         weights = scratch.get("weights", shape, torch.float32, device, largest)

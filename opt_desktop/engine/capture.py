@@ -65,12 +65,10 @@ def prompt_attention_stats(weights: torch.Tensor, scores: torch.Tensor, offset: 
     # The largest weight sits at the largest score (softmax keeps order): two plain maxima, no indices.
     lse = scores.amax(dim=-1) - weights.amax(dim=-1).log()
     entropy = lse - scores.mul_(weights).sum(-1)
-    k = weights.shape[-1]
-    key_pos = torch.stack([torch.arange(k, device=weights.device, dtype=weights.dtype),
-                           torch.ones(k, device=weights.device, dtype=weights.dtype)], -1)
-    pos_sum = weights @ key_pos  # (H, q, 2): sum_k w_k k, sum_k w_k
+    key_pos = torch.arange(weights.shape[-1], device=weights.device, dtype=weights.dtype)
     query_pos = torch.arange(offset, offset + weights.shape[-2], device=weights.device, dtype=weights.dtype)
-    distance = query_pos * pos_sum[..., 1] - pos_sum[..., 0]
+    # As attention_stats; a matrix-vector product (a (k, 2) right-hand side is 10x slower on a CPU).
+    distance = query_pos * weights.sum(-1) - weights @ key_pos
     return torch.stack([entropy, weights[..., 0], distance])
 
 
@@ -85,12 +83,19 @@ def prompt_distribution_stats(logits: torch.Tensor, targets: torch.Tensor, top_k
     x = logits.float()
     top, top_ids = x.topk(top_k, dim=-1)
     target = x.gather(-1, targets.unsqueeze(-1))
-    above = torch.gt(x, target, out=scratch.get("above", x.shape, torch.bool, x.device))
-    rank = above.sum(-1, dtype=torch.int32).long() + 1  # an int32 count: 6x faster than int64
+    rank = _count_above(x, target, scratch.get("above", x.shape, x.dtype, x.device)) + 1
     p = torch.ops.aten._softmax.out(x, -1, False, out=scratch.get("p", x.shape, x.dtype, x.device))
     lse = top[:, 0] - p.gather(-1, top_ids[:, :1]).squeeze(-1).log()
     entropy = lse - p.mul_(x).sum(-1)
     return entropy, target.squeeze(-1) - lse, rank, (top - lse.unsqueeze(-1)).exp(), top_ids
+
+
+def _count_above(x: torch.Tensor, threshold: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """How many entries of each row of x exceed its threshold, as int64. Counted as float32 0/1 sums,
+    exact below 2**24 entries a row (a vocabulary is far smaller): on a CPU 4-10x faster than summing
+    the boolean comparison."""
+    above = torch.gt(x, threshold, out=torch.empty_like(x) if out is None else out)
+    return above.sum(-1).long()
 
 
 def head_logits(head, rows: torch.Tensor, scratch: Scratch) -> torch.Tensor:
@@ -117,7 +122,7 @@ def distribution_stats(logits: torch.Tensor, targets: torch.Tensor | None, top_k
     if targets is None:
         return entropy, None, None, top_lp, top_ids
     tgt = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    rank = (logp > tgt.unsqueeze(-1)).sum(-1, dtype=torch.int32).long() + 1  # an int32 count: 6x faster than int64
+    rank = _count_above(logp, tgt.unsqueeze(-1)) + 1
     return entropy, tgt, rank, top_lp, top_ids
 
 
