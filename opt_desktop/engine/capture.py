@@ -80,7 +80,8 @@ def prompt_distribution_stats(logits: torch.Tensor, targets: torch.Tensor, top_k
     The same summaries from one softmax: log p = x - lse, lse = x_max - log p_max, entropy =
     lse - sum p x; ranks compare the raw logits (the same order as their log-probabilities)."""
     scratch = scratch if scratch is not None else Scratch()
-    x = logits.float()
+    x = logits if logits.dtype == torch.float32 else scratch.get("x", logits.shape, torch.float32,
+                                                                  logits.device).copy_(logits)
     top, top_ids = x.topk(top_k, dim=-1)
     target = x.gather(-1, targets.unsqueeze(-1))
     rank = _count_above(x, target, scratch.get("above", x.shape, x.dtype, x.device)) + 1
@@ -189,6 +190,7 @@ class Capture:
         self._prompt_rows = [None] * (self.n_layers + 1)
         self._prompt_keys = [None] * self.n_layers
         self._final_hidden = None
+        self._scratch.clear()
 
     # --- hooks --------------------------------------------------------------------------------
 
@@ -208,7 +210,10 @@ class Capture:
 
     def _record_hidden(self, row: int, h: torch.Tensor) -> None:
         if self.defer_prompt and not self._decode_step and self.prompt_scores is None:
-            self._prompt_rows[row] = h  # the prefill: kept as it is, reduced by finish_prompt()
+            # The prefill: kept as it is (no copy), reduced by finish_prompt(). The last row is no
+            # layer's input, so it is needed only for its own statistics.
+            if row < self.n_layers or self.inspect.hidden_stats or self.inspect.keep_residuals:
+                self._prompt_rows[row] = h
             return
         self._reduce_hidden(row, h[0])
 

@@ -197,3 +197,18 @@ def test_statistics_can_be_turned_off(engine):
     assert np.isnan(trace.hidden("norm")).all() and np.isnan(trace.attention("sink")).all()
     assert trace.residual_rows(0) is None
     assert not np.isnan(trace.logprob[1:]).any()  # token probabilities are always there
+
+
+def test_attention_statistics_alone_equal_those_of_the_full_inspection(engine, traced):
+    """With only attention statistics asked for, the prompt's queries still come from the layers'
+    inputs (kept for that alone): the same numbers as with every statistic on."""
+    trace = traced[0]
+    request = GenerationRequest(prompt=PROMPT, settings=GenerationSettings(max_new_tokens=7),
+                                inspect=InspectSettings(hidden_stats=False, keep_residuals=False))
+    events, _ = run(engine, request)
+    alone = RunTrace(events[0])
+    for ev in events[1:]:
+        alone.apply(ev)
+    assert np.isnan(alone.hidden("norm")).all() and alone.residual_rows(0) is None
+    for name in ("entropy", "sink", "distance"):
+        np.testing.assert_allclose(alone.attention(name), trace.attention(name), atol=1e-5, equal_nan=True)
