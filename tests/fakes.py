@@ -45,7 +45,8 @@ def _stats(rng, start, q, L, H, D, keep_rows=False):
 
 
 def fake_events(n_prompt=4, n_gen=5, n_layers=3, n_heads=4, hidden=16, keep_rows=False, seed=0, finish=True):
-    """Started, PromptScored, TokenGenerated x n_gen, Finished, as the engine would emit them."""
+    """Started, the first TokenGenerated, PromptScored, the other TokenGenerated, Finished, as the engine
+    emits them (the prompt's statistics follow its first token)."""
     rng = np.random.default_rng(seed)
     info = fake_info(n_layers, n_heads, hidden)
     L, H, D, K = n_layers, n_heads, hidden, 10
@@ -56,11 +57,11 @@ def fake_events(n_prompt=4, n_gen=5, n_layers=3, n_heads=4, hidden=16, keep_rows
                                                                            "keep_attention_rows": keep_rows})]
     lp = -rng.random(n_prompt).astype(np.float32) * 5
     lp[0] = np.nan
-    events.append(PromptScored(
+    scored = (PromptScored(
         logprob=lp, entropy=rng.random(n_prompt).astype(np.float32) * 3,
         rank=np.r_[0, rng.integers(1, 50, n_prompt - 1)], top_ids=rng.integers(4, 300, (n_prompt, K)),
         top_probs=np.sort(rng.random((n_prompt, K)).astype(np.float32))[:, ::-1] / K,
-        fed=_stats(rng, 0, n_prompt, L, H, D, keep_rows), elapsed_s=0.01))
+        fed=_stats(rng, 0, n_prompt, L, H, D, keep_rows), elapsed_s=0.025))
     ids = []
     for i in range(n_gen):
         pos = n_prompt + i
@@ -73,6 +74,10 @@ def fake_events(n_prompt=4, n_gen=5, n_layers=3, n_heads=4, hidden=16, keep_rows
             top_ids=tuple(int(x) for x in rng.integers(4, 300, K)), top_probs=probs,
             top_pieces=tuple(f"alt{j}" for j in range(K)), elapsed_s=0.01 * (i + 2),
             fed=None if i == 0 else _stats(rng, pos - 1, 1, L, H, D, keep_rows)))
+        if i == 0:
+            events.append(scored)
+    if not n_gen:
+        events.append(scored)
     if finish:
         events.append(Finished(reason="length", text="".join(f" w{i}" for i in range(n_gen)),
                                token_ids=tuple(ids), n_tokens=n_gen, elapsed_s=0.1,

@@ -27,7 +27,9 @@ def test_json_events():
     out = cli("generate", "--model", "demo", "--prompt", "Hi there", "--max-new-tokens", "3", "--json")
     assert out.returncode == 0, out.stderr
     events = [json.loads(line) for line in out.stdout.splitlines()]
-    assert [e["event"] for e in events] == ["Started", "PromptScored"] + ["TokenGenerated"] * 3 + ["Finished"]
+    # The prompt's statistics follow the first token (they are not on the way to it).
+    assert [e["event"] for e in events] == ["Started", "TokenGenerated", "PromptScored"] + ["TokenGenerated"] * 2 + [
+        "Finished"]
     tok = events[3]
     assert {"token_id", "text", "logprob", "rank", "entropy", "top_ids", "top_probs", "elapsed_s"} <= set(tok)
     assert len(tok["top_ids"]) == 10 and tok["fed"]["hidden"]["norm"]

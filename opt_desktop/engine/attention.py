@@ -1,11 +1,15 @@
-"""Eager attention, computed in query chunks, that hands each chunk's weights to a capture sink.
+"""The engine's attention: transformers' SDPA for a prompt, eager arithmetic for one new token, and the
+attention weights a capture asks for, a block of queries at a time.
 
-transformers' eager attention materialises a layer's whole H x T x T score matrix (three copies:
-scores, masked scores, softmax) and SDPA returns no weights at all. This function does eager's
-arithmetic a block of queries at a time, so a 2,048-token prefill holds a few megabytes of
-weights per layer instead of hundreds, and the capture reduces each block as it is made.
-It is registered with transformers' AttentionInterface under ATTN_IMPLEMENTATION. `new_cache` is the
-KV cache for it: it grows in place instead of copying itself at every decode step.
+A prompt (many queries) runs through `scaled_dot_product_attention`, exactly as a plain model's
+forward does, so the first token comes as fast as bare `model.generate` and its numbers are the
+plain model's. SDPA returns no weights: a capture that wants the prompt's attention statistics is
+handed the keys (and mask) of each layer and recomputes the weights afterwards, a block of queries
+at a time (`weight_blocks`), so nothing of size H x T x T is ever held. One new token (a decode
+step) uses eager arithmetic, whose weights come with the output at no extra cost; they go to the
+capture's sink. It is registered with transformers' AttentionInterface under ATTN_IMPLEMENTATION,
+with the SDPA mask (None for a plain causal prompt, else boolean). `new_cache` is the KV cache for
+it: it grows in place instead of copying itself at every decode step.
 """
 
 from __future__ import annotations
@@ -14,57 +18,107 @@ import functools
 
 import torch
 
-from .stopping import STOP_ATTRIBUTE, raise_if_stopped
+from .scratch import Scratch
+from .stopping import raise_if_stopped
 
 ATTN_IMPLEMENTATION = "opt_desktop_capture"
 SINK_ATTRIBUTE = "_opt_desktop_attention_sink"
-_CHUNK_ELEMENTS = 1 << 22  # scores per block: 16 MiB in float32
+_CHUNK_ELEMENTS = 1 << 20  # attention scores per block of recomputed weights: 4 MiB in float32
 _CACHE_BLOCK = 256  # positions the KV cache grows by at a time
 
 
-def chunked_eager_attention(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0,
-                            **kwargs):
-    """Same inputs and outputs as transformers' eager_attention_forward, but weights are not returned:
-    they go, block by block, to `module._opt_desktop_attention_sink(weights, first_query_position)`."""
+def capture_attention(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0, **kwargs):
+    """Same inputs and outputs as transformers' sdpa_attention_forward (weights are never returned).
+
+    With a capture sink on `module` (see capture.py), a prompt's keys and mask go to
+    `sink.prompt(query, key, mask, first_query, scaling)` and a decode step's float32 weights to
+    `sink.step(weights)`."""
     sink = getattr(module, SINK_ATTRIBUTE, None)
-    stop = getattr(module, STOP_ATTRIBUTE, None)
-    batch, heads, q_len, _ = query.shape
-    k_len = key.shape[-2]
-    step = max(1, _CHUNK_ELEMENTS // max(1, batch * heads * k_len))
-    if key.dtype != query.dtype and q_len > 1:
-        # A bfloat16 model's float32 cache (see GrowingLayer): float32 arithmetic is the faster at one
-        # query, bfloat16's at a prefill's many (measured: the prompt's matmuls took twice as long).
-        key, value = key.to(query.dtype), value.to(query.dtype)
-    key_t = key.transpose(-1, -2)
-    if q_len <= step:  # one block (every decode step): no output buffer to fill
-        out = _block(query, key_t, value, attention_mask, scaling, sink, k_len - q_len)
-        return out.transpose(1, 2).contiguous(), None
-    out = query.new_empty(batch, heads, q_len, value.shape[-1])
-    for start in range(0, q_len, step):
-        raise_if_stopped(stop)  # a long prefill's layer is seconds of blocks: Stop must not wait for all
-        end = min(q_len, start + step)
-        mask = None if attention_mask is None else attention_mask[:, :, start:end]
-        out[:, :, start:end] = _block(query[:, :, start:end], key_t, value, mask, scaling, sink,
-                                      k_len - q_len + start)  # queries are the last q_len of the k_len positions
-    return out.transpose(1, 2).contiguous(), None
-
-
-def _block(query, key_t, value, attention_mask, scaling, sink, first_query: int):
-    """Eager attention for one block of queries; the float32 weights go to the sink before they are
-    rounded to the model's dtype, so statistics of a bfloat16 or float16 model are not rounded twice.
-    Keys and values may be float32 for a bfloat16 query (GrowingLayer's CPU cache): the arithmetic is
-    then float32 and only the output is rounded to the query's dtype."""
-    k_len = key_t.shape[-1]
+    q_len, k_len = query.shape[-2], key.shape[-2]
+    if q_len > 1:
+        cached_key = key
+        if key.dtype != query.dtype:  # a bfloat16 model's float32 cache on a CPU (GrowingLayer): exact
+            key, value = key.to(query.dtype), value.to(query.dtype)
+        out = _sdpa(module, query, key, value, attention_mask, scaling)
+        if sink is not None:
+            sink.prompt(query, cached_key, attention_mask, k_len - q_len, scaling)
+        return out, None
+    # One query: eager arithmetic, in float32 when the cache is (GrowingLayer), with the weights kept
+    # in float32 for the statistics; the output is rounded to the query's dtype.
     out_dtype = query.dtype
-    query = query.to(key_t.dtype)
-    scores = torch.matmul(query, key_t) * scaling
+    scores = torch.matmul(query.to(key.dtype), key.transpose(-1, -2)) * scaling
     if attention_mask is not None:
-        scores = scores + attention_mask[..., :k_len]
+        scores = scores + additive_mask(attention_mask[..., :k_len], scores.dtype)
     weights = torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32)
     del scores
     if sink is not None:
-        sink(weights, first_query)
-    return torch.matmul(weights.to(value.dtype), value).to(out_dtype)
+        sink.step(weights)
+    out = torch.matmul(weights.to(value.dtype), value).to(out_dtype)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _sdpa(module, query, key, value, attention_mask, scaling):
+    """transformers' sdpa_attention_forward for OPT (no GQA), so a prompt's outputs are the plain model's."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, is_causal=True)[0]
+
+
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean mask (True = may attend) as eager attention adds it: 0 or the dtype's lowest value."""
+    if mask.dtype != torch.bool:
+        return mask
+    return torch.where(mask, torch.zeros((), dtype=dtype, device=mask.device), torch.finfo(dtype).min)
+
+
+def weight_blocks(query, key, mask, first_query: int, scaling: float = 1.0, stop=None, causal_keys: bool = True,
+                  scratch: Scratch | None = None):
+    """A prompt's attention weights, recomputed a block of queries at a time.
+
+    query (1, H, q, d) (OPT scales it itself: `scaling` is then 1), key (1, H, k, d), the queries being
+    the last q of the k positions; mask as the attention saw it (None: causal, else boolean or additive).
+    Yields (weights, scores, first_query): float32 scores and their float32 softmax (H, q_block,
+    k_block), the arithmetic of eager attention and of SDPA's CPU kernels, which also score in
+    float32 whatever the model's dtype. Both live in `scratch` buffers that the next block reuses:
+    use them before asking for it. With `causal_keys`, a block of a causal prompt spans only the
+    keys up to its last query (the others would get weight 0); otherwise every block spans all k
+    keys. `stop` is checked between blocks."""
+    q_len, k_len = query.shape[-2], key.shape[-2]
+    heads, device = query.shape[1], query.device
+    scratch = scratch if scratch is not None else Scratch()
+    key_t = key[0].float().transpose(-1, -2)  # (H, d, k)
+    step = min(q_len, max(1, _CHUNK_ELEMENTS // max(1, heads * k_len)))
+    largest = heads * step * k_len
+    # Within its own columns a block's queries see the keys at or before them: the strict upper triangle is hidden.
+    future = torch.ones(step, step, dtype=torch.bool, device=device).triu(1) if mask is None else None
+    lowest = torch.finfo(torch.float32).min
+    for start in range(0, q_len, step):
+        raise_if_stopped(stop)
+        end = min(q_len, start + step)
+        q0, q1 = first_query + start, first_query + end  # positions of the block's queries
+        keys = q1 if causal_keys and mask is None else k_len
+        shape = (heads, end - start, keys)
+        scores = scratch.get("scores", shape, torch.float32, device, largest)
+        torch.matmul(query[0, :, start:end].float(), key_t[..., :keys], out=scores)
+        if scaling != 1.0:
+            scores *= scaling
+        if mask is None:  # causal: key j is hidden from query i when j > i
+            scores[..., q0:q1].masked_fill_(future[:end - start, :end - start], lowest)
+            scores[..., q1:keys] = lowest  # (no columns there unless every key is asked for)
+        else:
+            scores += additive_mask(mask[0, :, start:end, :keys], scores.dtype)
+        weights = scratch.get("weights", shape, torch.float32, device, largest)
+        torch.ops.aten._softmax.out(scores, -1, False, out=weights)
+        yield weights, scores, q0
+
+
+def layer_queries(layer, hidden: torch.Tensor) -> torch.Tensor:
+    """The scaled queries (1, H, T, d) that OPT decoder `layer` computed from its input `hidden`
+    (1, T, D): the same modules on the same input, so the same numbers as in its forward pass."""
+    attn = layer.self_attn
+    x = layer.self_attn_layer_norm(hidden) if layer.do_layer_norm_before else hidden
+    q = attn.q_proj(x) * attn.scaling
+    return q.view(hidden.shape[0], -1, attn.num_heads, attn.head_dim).transpose(1, 2)
 
 
 def new_cache(config):
@@ -106,7 +160,9 @@ def _growing_layer_class():
             buf_k = getattr(self, "_buf_k", None)
             if (buf_k is None or end > buf_k.shape[-2] or buf_k.shape[:-2] != key_states.shape[:-2]
                     or (n and self.keys.data_ptr() != buf_k.data_ptr())):  # replaced from outside (crop, select)
-                capacity = -(-end // _CACHE_BLOCK) * _CACHE_BLOCK + _CACHE_BLOCK
+                # Room for at least one more position, rounded up to a block: a 2,047-token prompt
+                # gets 2,048, not 2,304 (the prefill's peak memory), and decoding grows it per block.
+                capacity = (end // _CACHE_BLOCK + 1) * _CACHE_BLOCK
                 buf_k = key_states.new_empty(*key_states.shape[:-2], capacity, key_states.shape[-1])
                 buf_v = value_states.new_empty(*value_states.shape[:-2], capacity, value_states.shape[-1])
                 if n:
@@ -126,10 +182,10 @@ def _growing_layer_class():
 
 
 def register() -> str:
-    """Make the implementation known to transformers (attention and the eager-style 4-D mask)."""
+    """Make the implementation known to transformers (the attention, and SDPA's masks for it)."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    AttentionInterface.register(ATTN_IMPLEMENTATION, chunked_eager_attention)
-    AttentionMaskInterface.register(ATTN_IMPLEMENTATION, eager_mask)
+    AttentionInterface.register(ATTN_IMPLEMENTATION, capture_attention)
+    AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)
     return ATTN_IMPLEMENTATION

@@ -1,11 +1,19 @@
 """Hooks that reduce OPT's internals to statistics while the model runs.
 
-Attention weights arrive block by block from the engine's chunked eager attention (see
-attention.py) through a sink set on each layer's `self_attn`; each block is reduced (or copied to
-float16, when asked) and freed at once, so peak memory grows with one block of queries, never
-with L x H x T x T. The residual stream is read with forward hooks on the decoder layers
-themselves, because transformers' last `hidden_states` entry has already been through
-`final_layer_norm` and `project_out`.
+A decode step (one new token) is reduced as it runs: the residual stream is read with forward
+hooks on the decoder layers themselves (transformers' last `hidden_states` entry has already been
+through `final_layer_norm` and `project_out`), and the attention weights arrive from the engine's
+attention (attention.py) through a sink set on each layer's `self_attn`.
+
+The prompt is different: its statistics are not on the way to the first token. During the prefill
+the hooks only keep references to the residual rows (no copy: the model made them anyway) and to
+each layer's keys and mask; `finish_prompt()`, called after the first token, turns them into
+statistics: each layer's queries are recomputed from its input row by the layer's own modules,
+the attention weights are recomputed from them a block of queries at a time, and every prompt
+position is read through the output head. Peak memory grows with the float32 residual rows (about
+half the KV cache), never with L x H x T x T. A model spread over devices by accelerate (its
+layers' weights may be on disk between forwards) reduces its prompt's attention in the prefill
+instead, from the queries the attention is given.
 """
 
 from __future__ import annotations
@@ -13,19 +21,24 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .attention import SINK_ATTRIBUTE
+from .attention import SINK_ATTRIBUTE, layer_queries, weight_blocks
 from .events import ATTENTION_STATS, HIDDEN_STATS, StepStats
+from .scratch import Scratch
 from .settings import InspectSettings
 from .stopping import raise_if_stopped
 
-_PROMPT_CHUNK = 32  # prompt rows per vocabulary projection when scoring the prompt
+_PROMPT_CHUNK = 128  # prompt rows per vocabulary projection: 128 x 50k float32 logits, 26 MB
 
 
-def hidden_stats(x: torch.Tensor) -> torch.Tensor:
-    """(..., D) -> (5, ...): norm, mean, std (population), max |x|, argmax |x| (as float)."""
+def hidden_stats(x: torch.Tensor, scratch: Scratch | None = None) -> torch.Tensor:
+    """(..., D) -> (5, ...): norm, mean, std (population), max |x|, argmax |x| (as float).
+    With `scratch`, the two (..., D) temporaries go into its buffers (a long prompt's rows)."""
     x = x.float()
-    maxabs, argmax = x.abs().max(dim=-1)
-    std, mean = torch.std_mean(x, dim=-1, correction=0)
+    work = (lambda: None) if scratch is None else (lambda: scratch.get("hidden", x.shape, x.dtype, x.device))
+    maxabs, argmax = torch.abs(x, out=work()).max(dim=-1)
+    mean = x.mean(dim=-1)
+    # Two passes (the norm of x - mean), as exact as torch.std_mean and 5x faster on a CPU.
+    std = torch.linalg.vector_norm(torch.sub(x, mean.unsqueeze(-1), out=work()), dim=-1) / x.shape[-1] ** 0.5
     return torch.stack([torch.linalg.vector_norm(x, dim=-1), mean, std, maxabs, argmax.float()])
 
 
@@ -42,6 +55,63 @@ def attention_stats(w: torch.Tensor, offset: int) -> torch.Tensor:
     return torch.stack([entropy, sink, distance])
 
 
+def prompt_attention_stats(weights: torch.Tensor, scores: torch.Tensor, offset: int) -> torch.Tensor:
+    """attention_stats from float32 (H, q, k) weights and the scores they are the softmax of, in
+    fewer passes over the block (a long prompt's cost): no logarithm per weight. Overwrites `scores`.
+
+    log w_k = s_k - lse, so entropy = lse - sum_k w_k s_k, with lse = s_j - log w_j read at the
+    largest weight (at least 1/k, so its logarithm is exact to float32). Hidden keys have w = 0 and
+    a finite lowest score: they add nothing."""
+    # The largest weight sits at the largest score (softmax keeps order): two plain maxima, no indices.
+    lse = scores.amax(dim=-1) - weights.amax(dim=-1).log()
+    entropy = lse - scores.mul_(weights).sum(-1)
+    key_pos = torch.arange(weights.shape[-1], device=weights.device, dtype=weights.dtype)
+    query_pos = torch.arange(offset, offset + weights.shape[-2], device=weights.device, dtype=weights.dtype)
+    # As attention_stats; a matrix-vector product (a (k, 2) right-hand side is 10x slower on a CPU).
+    distance = query_pos * weights.sum(-1) - weights @ key_pos
+    return torch.stack([entropy, weights[..., 0], distance])
+
+
+def prompt_distribution_stats(logits: torch.Tensor, targets: torch.Tensor, top_k: int,
+                              scratch: Scratch | None = None):
+    """distribution_stats for many rows at once, in fewer passes over the (n, V) logits, its
+    temporaries in `scratch`'s buffers.
+
+    The same summaries from one softmax: log p = x - lse, lse = x_max - log p_max, entropy =
+    lse - sum p x; ranks compare the raw logits (the same order as their log-probabilities)."""
+    scratch = scratch if scratch is not None else Scratch()
+    x = logits if logits.dtype == torch.float32 else scratch.get("x", logits.shape, torch.float32,
+                                                                  logits.device).copy_(logits)
+    top, top_ids = x.topk(top_k, dim=-1)
+    target = x.gather(-1, targets.unsqueeze(-1))
+    rank = _count_above(x, target, scratch.get("above", x.shape, x.dtype, x.device)) + 1
+    p = torch.ops.aten._softmax.out(x, -1, False, out=scratch.get("p", x.shape, x.dtype, x.device))
+    lse = top[:, 0] - p.gather(-1, top_ids[:, :1]).squeeze(-1).log()
+    entropy = lse - p.mul_(x).sum(-1)
+    return entropy, target.squeeze(-1) - lse, rank, (top - lse.unsqueeze(-1)).exp(), top_ids
+
+
+def _count_above(x: torch.Tensor, threshold: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """How many entries of each row of x exceed its threshold, as int64. Counted as float32 0/1 sums,
+    exact below 2**24 entries a row (a vocabulary is far smaller): on a CPU 4-10x faster than summing
+    the boolean comparison."""
+    above = torch.gt(x, threshold, out=torch.empty_like(x) if out is None else out)
+    return above.sum(-1).long()
+
+
+def head_logits(head, rows: torch.Tensor, scratch: Scratch) -> torch.Tensor:
+    """`head.forward(rows)`; a plain float32 output head (no bias, not wrapped by accelerate) writes
+    into `scratch` instead of a fresh (n, V) tensor."""
+    weight = getattr(head, "weight", None)
+    if (type(head) is torch.nn.Linear and head.bias is None and weight.dtype == torch.float32
+            and rows.dtype == torch.float32 and not hasattr(head, "_hf_hook")):
+        out = scratch.get("logits", (rows.shape[0], weight.shape[0]), weight.dtype, weight.device)
+        return torch.matmul(rows, weight.t(), out=out)  # what F.linear does, into a reused buffer
+    # head.forward, not head(...): this extra projection must not look like a generation step to
+    # hooks, yet it runs the precision mode's own head and accelerate's device/offload wrapper.
+    return head.forward(rows)
+
+
 def distribution_stats(logits: torch.Tensor, targets: torch.Tensor | None, top_k: int):
     """Raw next-token distribution(s) (..., V) -> log-softmax summaries, all as float32 tensors.
 
@@ -53,12 +123,13 @@ def distribution_stats(logits: torch.Tensor, targets: torch.Tensor | None, top_k
     if targets is None:
         return entropy, None, None, top_lp, top_ids
     tgt = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    rank = (logp > tgt.unsqueeze(-1)).sum(-1) + 1
+    rank = _count_above(logp, tgt.unsqueeze(-1)) + 1
     return entropy, tgt, rank, top_lp, top_ids
 
 
 class Capture:
-    """Hooks on one OPT model for one run. Use as a context manager; `take_step(start)` after each forward."""
+    """Hooks on one OPT model for one run. Use as a context manager; after the first forward (the
+    prefill) call `finish_prompt()`, then `take_step(0)`; after each later forward, `take_step(start)`."""
 
     def __init__(self, model, inspect: InspectSettings, prompt_ids: torch.Tensor, stop=None):
         self.model = model
@@ -66,12 +137,20 @@ class Capture:
         self.layers = list(self.decoder.layers)
         self.inspect = inspect
         self.prompt_ids = prompt_ids  # (P,) on the model's device
-        self.stop = stop  # threading.Event: scoring a long prompt is seconds of chunks, each a place to stop
+        self.stop = stop  # threading.Event: the prompt's statistics are seconds of blocks, each a place to stop
         self.n_layers = len(self.layers)
+        # The prompt is reduced after the first token, its queries recomputed from each layer's input,
+        # unless accelerate spread the model (a layer's weights may then be on disk outside its
+        # forward, and memory is what is short): then it is reduced during the prefill, as it runs.
+        self.defer_prompt = not getattr(model, "hf_device_map", None)
         self._handles: list = []
         self._reset()
         self.last_logits: torch.Tensor | None = None
-        self.prompt_scores = None  # set by the first (prefill) forward: see _score_prompt
+        self.prompt_scores = None  # set by finish_prompt(): see _score_prompt
+        self._final_hidden: torch.Tensor | None = None  # the prefill's decoder output, for prompt scoring
+        self._prompt_rows: list = [None] * (self.n_layers + 1)  # float32 residual rows (1, P, D) of the prefill
+        self._prompt_keys: list = [None] * self.n_layers  # per layer: (key, mask, first query, scaling)
+        self._scratch = Scratch()  # work buffers of the prompt's statistics, freed when they are done
 
     def _reset(self) -> None:
         L = self.n_layers
@@ -81,18 +160,22 @@ class Capture:
         self._rows: list[list] = [[] for _ in range(L)]
         self._decode_step = False  # one query position: per-layer tensors are stacked, then reduced once
 
+    @property
+    def _wants_attention(self) -> bool:
+        return self.inspect.attention_stats or self.inspect.keep_attention_rows
+
     # --- hook management ----------------------------------------------------------------------
 
     def __enter__(self) -> "Capture":
         ins = self.inspect
-        need_hidden = ins.hidden_stats or ins.keep_residuals
+        rows = ins.hidden_stats or ins.keep_residuals or (self._wants_attention and self.defer_prompt)
         self._handles.append(self.layers[0].register_forward_pre_hook(self._on_layer0_input, with_kwargs=True))
-        if need_hidden:
+        if rows:
             for i, layer in enumerate(self.layers):
                 self._handles.append(layer.register_forward_hook(self._make_layer_hook(i + 1)))
-        if ins.attention_stats or ins.keep_attention_rows:
+        if self._wants_attention:
             for i, layer in enumerate(self.layers):
-                setattr(layer.self_attn, SINK_ATTRIBUTE, self._make_attn_sink(i))
+                setattr(layer.self_attn, SINK_ATTRIBUTE, _AttentionSink(self, i))
         self._handles.append(self.decoder.register_forward_hook(self._on_decoder_output))
         self._handles.append(self.model.lm_head.register_forward_hook(self._on_logits))
         return self
@@ -104,13 +187,17 @@ class Capture:
         for layer in self.layers:
             if hasattr(layer.self_attn, SINK_ATTRIBUTE):
                 delattr(layer.self_attn, SINK_ATTRIBUTE)
+        self._prompt_rows = [None] * (self.n_layers + 1)
+        self._prompt_keys = [None] * self.n_layers
+        self._final_hidden = None
+        self._scratch.clear()
 
     # --- hooks --------------------------------------------------------------------------------
 
     def _on_layer0_input(self, module, args, kwargs):
         h = args[0] if args else kwargs["hidden_states"]
         self._decode_step = h.shape[1] == 1
-        if self.inspect.hidden_stats or self.inspect.keep_residuals:
+        if self.inspect.hidden_stats or self.inspect.keep_residuals or (self._wants_attention and self.defer_prompt):
             self._record_hidden(0, h)
         return None
 
@@ -122,34 +209,72 @@ class Capture:
         return hook
 
     def _record_hidden(self, row: int, h: torch.Tensor) -> None:
-        h = h[0]  # (q, D); the engine runs batch 1
+        if self.defer_prompt and not self._decode_step and self.prompt_scores is None:
+            # The prefill: kept as it is (no copy), reduced by finish_prompt(). The last row is no
+            # layer's input, so it is needed only for its own statistics.
+            if row < self.n_layers or self.inspect.hidden_stats or self.inspect.keep_residuals:
+                self._prompt_rows[row] = h
+            return
+        self._reduce_hidden(row, h[0])
+
+    def _reduce_hidden(self, row: int, h: torch.Tensor, scratch: Scratch | None = None) -> None:
+        """h (q, D): the engine runs batch 1."""
         if self.inspect.keep_residuals:
             self._residual[row] = h.to(torch.float16)
         if self.inspect.hidden_stats:
-            # Decode steps are batched over layers in take_step; a long prefill is reduced at once.
-            self._hidden[row] = h if self._decode_step else hidden_stats(h)
-
-    def _make_attn_sink(self, layer: int):
-        def sink(weights: torch.Tensor, first_query: int) -> None:
-            w = weights[0]  # (H, q_block, k)
-            if self.inspect.keep_attention_rows:
-                self._rows[layer].append(w.to(torch.float16).cpu().numpy())
-            if self.inspect.attention_stats:
-                # Decode rows are stacked over layers and reduced once in take_step.
-                self._attn[layer].append(w if self._decode_step else attention_stats(w, first_query))
-
-        return sink
+            # Decode steps are batched over layers in take_step; a prompt is reduced row by row.
+            self._hidden[row] = h if self._decode_step else hidden_stats(h, scratch)
 
     def _on_decoder_output(self, module, args, output):
-        if self.prompt_scores is None:  # the first forward of a run is the prefill
-            self._score_prompt(output.last_hidden_state[0])
+        if self.prompt_scores is None and self._final_hidden is None:  # the first forward of a run is the prefill
+            self._final_hidden = output.last_hidden_state[0]
 
     def _on_logits(self, module, args, output):
         self.last_logits = output[0, -1]
 
-    def _score_prompt(self, final_hidden: torch.Tensor) -> None:
+    # --- the prompt, after the first token ----------------------------------------------------
+
+    def finish_prompt(self) -> None:
+        """The prompt's statistics from what the prefill left: residual rows, keys, final states.
+
+        Layer by layer, so each float32 row is reduced (and its float16 copy made) and let go as
+        soon as its layer's attention is done with it; then the vocabulary at every position."""
+        for layer in range(self.n_layers):
+            raise_if_stopped(self.stop)
+            pending = self._prompt_keys[layer]
+            if pending is not None:
+                key, mask, first_query, scaling = pending
+                query = layer_queries(self.layers[layer], self._prompt_rows[layer])
+                self._reduce_prompt_attention(layer, query, key, mask, first_query, scaling)
+                self._prompt_keys[layer] = None
+                del query, key, mask, pending
+            self._finish_row(layer)
+        self._finish_row(self.n_layers)
+        self._score_prompt()
+        self._scratch.clear()
+
+    def _finish_row(self, row: int) -> None:
+        h = self._prompt_rows[row]
+        if h is None:
+            return
+        self._prompt_rows[row] = None
+        if self.inspect.hidden_stats or self.inspect.keep_residuals:
+            self._reduce_hidden(row, h[0], self._scratch)
+
+    def _reduce_prompt_attention(self, layer: int, query, key, mask, first_query: int, scaling: float) -> None:
+        keep_rows = self.inspect.keep_attention_rows
+        # Kept rows have every key (one (H, q, k) array per layer); statistics need only the causal part.
+        for weights, scores, q0 in weight_blocks(query, key, mask, first_query, scaling, self.stop,
+                                                 causal_keys=not keep_rows, scratch=self._scratch):
+            if keep_rows:
+                self._rows[layer].append(weights.to(torch.float16).cpu().numpy())
+            if self.inspect.attention_stats:
+                self._attn[layer].append(prompt_attention_stats(weights, scores, q0))
+
+    def _score_prompt(self) -> None:
         """Prompt surprisal: token t under the raw distribution at t-1, from the prefill's final states."""
-        P = final_hidden.shape[0]
+        final_hidden, self._final_hidden = self._final_hidden, None
+        P = 0 if final_hidden is None else final_hidden.shape[0]
         K = self.inspect.top_alternatives
         entropy = torch.full((P,), float("nan"))
         logprob = torch.full((P,), float("nan"))
@@ -160,16 +285,15 @@ class Capture:
         for i0 in range(0, P - 1, _PROMPT_CHUNK):
             raise_if_stopped(self.stop)
             i1 = min(P - 1, i0 + _PROMPT_CHUNK)
-            # head.forward, not head(...): this extra projection must not look like a generation step to
-            # hooks, yet it runs the precision mode's own head and accelerate's device/offload wrapper.
-            logits = head.forward(final_hidden[i0:i1])
+            logits = head_logits(head, final_hidden[i0:i1], self._scratch)
             targets = self.prompt_ids[i0 + 1:i1 + 1].to(logits.device)
-            ent, tgt, rk, top_lp, top_id = distribution_stats(logits, targets, K)
+            ent, tgt, rk, top_p, top_id = prompt_distribution_stats(logits, targets, K, self._scratch)
+            del logits
             entropy[i0 + 1:i1 + 1] = ent.cpu()
             logprob[i0 + 1:i1 + 1] = tgt.cpu()
             rank[i0 + 1:i1 + 1] = rk.cpu()
             top_ids[i0 + 1:i1 + 1] = top_id.cpu()
-            top_probs[i0 + 1:i1 + 1] = top_lp.exp().cpu()
+            top_probs[i0 + 1:i1 + 1] = top_p.cpu()
         self.prompt_scores = (logprob.numpy(), entropy.numpy(), rank.numpy(), top_ids.numpy(), top_probs.numpy())
 
     # --- per step -----------------------------------------------------------------------------
@@ -203,3 +327,29 @@ class Capture:
             rows = tuple(np.concatenate(parts, axis=1) for parts in self._rows)  # per layer (H, q, k)
         self._reset()
         return StepStats(start=start, hidden=hidden, attention=attention, residual=residual, attention_rows=rows)
+
+
+class _AttentionSink:
+    """What the engine's attention hands one layer's attention to (see attention.capture_attention)."""
+
+    def __init__(self, capture: Capture, layer: int):
+        self.capture = capture
+        self.layer = layer
+
+    def prompt(self, query, key, mask, first_query: int, scaling: float) -> None:
+        """A prompt's queries and keys: kept for finish_prompt(), or reduced now when the queries
+        cannot be recomputed later."""
+        cap = self.capture
+        if cap.defer_prompt:
+            cap._prompt_keys[self.layer] = (key, mask, first_query, scaling)
+        else:
+            cap._reduce_prompt_attention(self.layer, query, key, mask, first_query, scaling)
+
+    def step(self, weights: torch.Tensor) -> None:
+        """A decode step's float32 weights (1, H, 1, k): stacked over layers and reduced in take_step."""
+        cap = self.capture
+        w = weights[0]
+        if cap.inspect.keep_attention_rows:
+            cap._rows[self.layer].append(w.to(torch.float16).cpu().numpy())
+        if cap.inspect.attention_stats:
+            cap._attn[self.layer].append(w)

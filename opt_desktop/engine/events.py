@@ -1,6 +1,12 @@
 """Plain events the engine emits while it works. numpy and dataclasses only: no torch, no Qt.
 
 Array shapes use L layers, H heads, D hidden width, q positions fed in one forward step.
+
+A generation emits, in this order: Started; a Notice per start notice; TokenGenerated for the
+first token; PromptScored (the prompt's statistics are computed once its first token is out, so
+they never delay it); TokenGenerated for each later token, HeadMaskChanged where the head mask
+changes; and always a final Finished. A run stopped while its prompt is being reduced has its
+first token and no PromptScored.
 """
 
 from __future__ import annotations
@@ -102,10 +108,12 @@ class Started:
 
 @dataclass(frozen=True)
 class PromptScored:
-    """The prompt's own surprisal and internals, from the prefill forward pass.
+    """The prompt's own surprisal and internals, from the prefill forward pass; emitted right after
+    the first TokenGenerated (see the module's note on order).
 
     logprob/entropy/rank: (P,) for token t under the raw distribution at t-1 (NaN / 0 at t = 0).
     top_ids/top_probs: (P, K) alternatives at each position's predicting distribution.
+    elapsed_s: from the start of the run to these statistics being complete.
     """
 
     logprob: np.ndarray

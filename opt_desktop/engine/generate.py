@@ -162,15 +162,10 @@ class _Run:
         scalars = torch.stack([ent, tgt, rank.float()]).tolist()
         top_probs = top_lp.exp().tolist()
         top_ids = top_ids.tolist()
-        fed = cap.take_step(start=position - 1 if index else 0)
+        # The first token's step was the prefill: its statistics are the prompt's, reported after it.
+        fed = cap.take_step(start=position - 1) if index else None
         if index == 0:
             self.t_first = now
-            logprob, entropy, ranks, p_top_ids, p_top_probs = cap.prompt_scores
-            alt_pieces = {int(i): token_piece(self.tokenizer, int(i)) for i in np.unique(p_top_ids[1:])}
-            self.emit(PromptScored(alternative_pieces=alt_pieces, logprob=logprob, entropy=entropy, rank=ranks,
-                                   top_ids=p_top_ids,
-                                   top_probs=p_top_probs, fed=fed, elapsed_s=now - self.t0))
-            fed = None
         self.t_last = now
         self.generated.append(token_id)
         text = self.decoder.push(token_id)
@@ -180,6 +175,19 @@ class _Run:
             text=text, logprob=scalars[1], rank=int(scalars[2]), entropy=scalars[0], top_ids=tuple(top_ids),
             top_probs=tuple(top_probs), top_pieces=tuple(token_piece(self.tokenizer, i) for i in top_ids),
             elapsed_s=now - self.t0, fed=fed))
+        if index == 0:
+            self.score_prompt()
+
+    def score_prompt(self) -> None:
+        """The prompt's statistics, once its first token is out: they are not on the way to it."""
+        cap = self.capture
+        cap.finish_prompt()
+        fed = cap.take_step(start=0)
+        logprob, entropy, ranks, p_top_ids, p_top_probs = cap.prompt_scores
+        alt_pieces = {int(i): token_piece(self.tokenizer, int(i)) for i in np.unique(p_top_ids[1:])}
+        self.emit(PromptScored(alternative_pieces=alt_pieces, logprob=logprob, entropy=entropy, rank=ranks,
+                               top_ids=p_top_ids, top_probs=p_top_probs, fed=fed,
+                               elapsed_s=time.perf_counter() - self.t0))
 
     def apply_mask_change(self) -> None:
         """Between steps: switch to a head mask set during the run; it applies from the next token on."""

@@ -177,7 +177,8 @@ class EngineService:
         """Queue the job for `request` and return it (the work starts when the worker is free).
 
         `on_event` gets the job's events on the worker thread: LoadProgress for a load; Started,
-        PromptScored, TokenGenerated, ... and always a final Finished for a generation; JobProgress
+        TokenGenerated, PromptScored, TokenGenerated, ... and always a final Finished for a generation
+        (events.py has the order); JobProgress
         for the analyses that report it.
         """
         if isinstance(request, LoadRequest):

@@ -1,9 +1,9 @@
-"""Stop inside a forward pass: before every decoder layer, and between blocks of attention queries.
+"""Stop inside a forward pass: before every decoder layer.
 
 A 1,500-token prefill of opt-125m takes seconds; waiting for it to end before honouring Stop (or
-closing the window) is too long. Hooks on each decoder layer check the job's stop event, and the
-chunked attention (attention.py) checks it between its blocks; a set event raises JobCancelled,
-which unwinds the forward pass and ends the job as "cancelled".
+closing the window) is too long. Hooks on each decoder layer check the job's stop event; a set
+event raises JobCancelled, which unwinds the forward pass and ends the job as "cancelled". The
+prompt's statistics, computed after its first token (capture.py), check it between their blocks.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import threading
 
 from .errors import JobCancelled
-
-STOP_ATTRIBUTE = "_opt_desktop_stop_event"
 
 
 def raise_if_stopped(stop: threading.Event | None) -> None:
@@ -33,7 +31,6 @@ class StopBetweenLayers:
             return self
         for layer in self.layers:
             self._handles.append(layer.register_forward_pre_hook(self._check))
-            setattr(layer.self_attn, STOP_ATTRIBUTE, self.stop)
         return self
 
     def _check(self, module, args) -> None:
@@ -45,6 +42,3 @@ class StopBetweenLayers:
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        for layer in self.layers:
-            if getattr(layer.self_attn, STOP_ATTRIBUTE, None) is self.stop:
-                delattr(layer.self_attn, STOP_ATTRIBUTE)

@@ -44,9 +44,10 @@ def test_greedy_equals_model_generate(engine, tokenizer):
 
 def test_event_order_and_summary(engine):
     events, finished = run(engine, GenerationRequest(prompt=PROMPT, settings=GenerationSettings(max_new_tokens=5)))
-    assert isinstance(events[0], Started) and isinstance(events[1], PromptScored)
-    assert [type(e) for e in events[2:]] == [TokenGenerated] * 5 + [Finished]
-    tokens = events[2:-1]
+    # The prompt's statistics come right after the first token: they are not on the way to it.
+    assert [type(e) for e in events] == [Started, TokenGenerated, PromptScored] + [TokenGenerated] * 4 + [Finished]
+    tokens = [e for e in events if isinstance(e, TokenGenerated)]
+    assert tokens[0].elapsed_s <= events[2].elapsed_s <= tokens[1].elapsed_s
     assert [t.index for t in tokens] == list(range(5))
     assert [t.position for t in tokens] == [len(events[0].prompt_ids) + i for i in range(5)]
     assert tokens[0].fed is None and all(t.fed.start == t.position - 1 for t in tokens[1:])
@@ -81,7 +82,7 @@ def test_raw_distribution_is_before_temperature(engine):
     greedy, _ = run(engine, GenerationRequest(prompt=PROMPT, settings=GenerationSettings(max_new_tokens=1)))
     hot, _ = run(engine, GenerationRequest(prompt=PROMPT, settings=GenerationSettings(
         max_new_tokens=1, do_sample=True, temperature=5.0, top_k=3, seed=0)))
-    g, h = greedy[-2], hot[-2]
+    g, h = (next(e for e in events if isinstance(e, TokenGenerated)) for events in (greedy, hot))
     assert g.top_ids == h.top_ids and g.entropy == pytest.approx(h.entropy, abs=1e-6)
 
 

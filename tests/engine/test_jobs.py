@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from models import save_tiny_opt
-from opt_desktop.engine import EngineService, Finished, GenerationRequest, GenerationSettings, LoadRequest, Started
+from opt_desktop.engine import (EngineService, Finished, GenerationRequest, GenerationSettings, LoadRequest,
+                                PromptScored, Started, attention)
 from opt_desktop.engine.errors import JobCancelled
 from opt_desktop.engine.jobs import JobProgress
 from opt_desktop.engine.requests import DivergenceRequest, HeadImportanceRequest
@@ -103,7 +104,7 @@ def test_stop_during_a_long_prefill_ends_within_a_layer(long_engine, tokenizer):
     finally:
         for h in handles:
             h.remove()
-    assert calls == [0, 1]  # the prefill ended inside layer 1 (between attention blocks) or before layer 2
+    assert calls == [0, 1]  # the prefill ended before layer 1 ran
     assert finished.reason == "cancelled" and finished.n_tokens == 0
     assert isinstance(events[0], Started) and isinstance(events[-1], Finished)
 
@@ -186,26 +187,51 @@ def test_shutdown_ends_queued_jobs_and_the_worker(tokenizer, tmp_path):
 
 
 def test_stop_while_the_prompt_is_scored_ends_between_chunks(long_engine, monkeypatch):
-    """After the layers, a long prompt is scored against the whole vocabulary a chunk at a time:
+    """After its first token, a long prompt is scored against the whole vocabulary a chunk at a time:
     Stop lands between two chunks, not after all of them."""
     from opt_desktop.engine import capture
 
     chunks = []
-    real = capture.distribution_stats
+    real = capture.prompt_distribution_stats
     box = []
 
-    def counting(logits, targets, top_k):
-        if logits.dim() == 2:  # a chunk of prompt rows (a decode step scores one row, 1-D)
-            chunks.append(logits.shape[0])
-            box[0].stop()
-        return real(logits, targets, top_k)
+    def counting(logits, *args):
+        chunks.append(logits.shape[0])
+        box[0].stop()
+        return real(logits, *args)
 
-    monkeypatch.setattr(capture, "distribution_stats", counting)
+    monkeypatch.setattr(capture, "prompt_distribution_stats", counting)
+    ids = tuple([2] + list(range(4, 504)))
+    events = []
+    box.append(long_engine.submit(GenerationRequest(prompt_ids=ids, settings=GenerationSettings(max_new_tokens=3)),
+                                  on_event=events.append))
+    finished = box[0].future.result(timeout=60)
+    assert finished.reason == "cancelled" and finished.n_tokens == 1  # the first token came before
+    assert len(chunks) == 1  # 500 rows would be several chunks
+    assert not any(isinstance(e, PromptScored) for e in events)
+
+
+def test_stop_while_the_prompt_attention_is_reduced_ends_between_blocks(long_engine, monkeypatch):
+    """The prompt's attention weights are recomputed a block of queries at a time after its first
+    token: Stop lands between two blocks of a layer, not after every layer."""
+    from opt_desktop.engine import capture
+
+    blocks = []
+    real = capture.prompt_attention_stats
+    box = []
+
+    def counting(weights, scores, offset):
+        blocks.append(offset)
+        box[0].stop()
+        return real(weights, scores, offset)
+
+    monkeypatch.setattr(capture, "prompt_attention_stats", counting)
+    monkeypatch.setattr(attention, "_CHUNK_ELEMENTS", 4 * 64 * 500)  # blocks of 64 queries (4 heads)
     ids = tuple([2] + list(range(4, 504)))
     box.append(long_engine.submit(GenerationRequest(prompt_ids=ids, settings=GenerationSettings(max_new_tokens=3))))
     finished = box[0].future.result(timeout=60)
-    assert finished.reason == "cancelled" and finished.n_tokens == 0
-    assert len(chunks) == 1  # 500 rows would be many chunks
+    assert finished.reason == "cancelled" and finished.n_tokens == 1
+    assert blocks == [0]  # layer 0's first block, then Stop
 
 
 @pytest.mark.parametrize("kind", ["attribution", "patching"])

@@ -16,13 +16,15 @@ def _loaded(engine):
     return engine.call(lambda loaded: loaded).result()
 
 
-@pytest.fixture(scope="module")
-def traced(engine):
-    """A greedy run with every kind of capture on, and the reference forward pass of its tokens."""
+@pytest.fixture(scope="module", params=[True, False], ids=["rows kept", "default inspection"])
+def traced(engine, request):
+    """A greedy run with every statistic on, with and without full attention rows (the prompt's
+    weights are then recomputed over all keys, or over the causal ones only), and the reference
+    forward pass of its tokens."""
     request = GenerationRequest(prompt=PROMPT, settings=GenerationSettings(max_new_tokens=7),
-                                inspect=InspectSettings(keep_attention_rows=True))
-    # Small attention blocks (6 queries over ~8 keys x 4 heads), so the prefill is split into several
-    # query blocks, as a long prompt's is.
+                                inspect=InspectSettings(keep_attention_rows=request.param))
+    # Small attention blocks (6 queries over ~8 keys x 4 heads), so the prompt's weights are
+    # recomputed in several blocks of queries, as a long prompt's are.
     saved = attention._CHUNK_ELEMENTS
     attention._CHUNK_ELEMENTS = 4 * 3 * 16
     try:
@@ -56,16 +58,11 @@ def traced(engine):
     return trace, finished, hidden, attn, logits, model
 
 
-def test_chunked_attention_equals_eager(engine, traced):
-    """The engine's attention gives transformers' eager logits, block size notwithstanding."""
+def test_engine_attention_equals_eager(engine, traced):
+    """The engine's attention gives transformers' eager logits (to float32 rounding: it is SDPA's)."""
     trace, _, _, _, logits, model = traced
-    saved = attention._CHUNK_ELEMENTS
-    attention._CHUNK_ELEMENTS = 50
-    try:
-        with torch.no_grad():
-            ours = model(torch.tensor([trace.token_ids]), use_cache=False).logits[0].double()
-    finally:
-        attention._CHUNK_ELEMENTS = saved
+    with torch.no_grad():
+        ours = model(torch.tensor([trace.token_ids]), use_cache=False).logits[0].double()
     assert model.config._attn_implementation == attention.ATTN_IMPLEMENTATION
     torch.testing.assert_close(ours, logits, atol=1e-5, rtol=1e-5)
 
@@ -120,6 +117,9 @@ def test_attention_statistics(traced):
 
 def test_full_attention_rows(traced):
     trace, _, _, attn, _, _ = traced
+    if not trace.started.inspect["keep_attention_rows"]:
+        assert not trace.has_attention_rows
+        return
     fed = trace.length - 1
     L, H = attn.shape[:2]
     for layer in range(L):
@@ -198,3 +198,18 @@ def test_statistics_can_be_turned_off(engine):
     assert np.isnan(trace.hidden("norm")).all() and np.isnan(trace.attention("sink")).all()
     assert trace.residual_rows(0) is None
     assert not np.isnan(trace.logprob[1:]).any()  # token probabilities are always there
+
+
+def test_attention_statistics_alone_equal_those_of_the_full_inspection(engine, traced):
+    """With only attention statistics asked for, the prompt's queries still come from the layers'
+    inputs (kept for that alone): the same numbers as with every statistic on."""
+    trace = traced[0]
+    request = GenerationRequest(prompt=PROMPT, settings=GenerationSettings(max_new_tokens=7),
+                                inspect=InspectSettings(hidden_stats=False, keep_residuals=False))
+    events, _ = run(engine, request)
+    alone = RunTrace(events[0])
+    for ev in events[1:]:
+        alone.apply(ev)
+    assert np.isnan(alone.hidden("norm")).all() and alone.residual_rows(0) is None
+    for name in ("entropy", "sink", "distance"):
+        np.testing.assert_allclose(alone.attention(name), trace.attention(name), atol=1e-5, equal_nan=True)

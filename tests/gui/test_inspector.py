@@ -7,7 +7,7 @@ import pytest
 from PySide6.QtCore import QPointF, Qt
 
 from fakes import fake_events, fake_trace
-from opt_desktop.engine.events import ATTENTION_STATS, LensResult
+from opt_desktop.engine.events import ATTENTION_STATS, LensResult, PromptScored
 from opt_desktop.gui.widgets.heatmap import Heatmap
 from opt_desktop.gui.widgets.inspector import Inspector
 from opt_desktop.gui.widgets.token_table import COL_ALTS, COL_ENTROPY, COL_ID, COL_PROB, COL_RANK, COL_TOKEN
@@ -122,7 +122,11 @@ def test_prompt_rows_fill_in_when_the_prompt_is_scored(qtbot):
     model = w.table.model
     assert model.rowCount() == 5
     assert model.index(3, COL_PROB).data() == "—"
-    trace.apply(events[1])
+    trace.apply(events[1])  # the first token comes before the prompt's statistics
+    w.refresh()
+    assert model.rowCount() == 6 and model.index(3, COL_PROB).data() == "—"
+    assert isinstance(events[2], PromptScored)
+    trace.apply(events[2])
     with qtbot.waitSignal(model.dataChanged, timeout=1000):
         w.refresh()
     assert model.index(3, COL_PROB).data(UR) == pytest.approx(np.exp(trace.logprob[3]))
