@@ -89,7 +89,8 @@ def _intervention_args(p: argparse.ArgumentParser) -> None:
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_SOURCE,
-                   help=f"Hub id, local folder, or 'demo' (built-in, random weights); default {DEFAULT_SOURCE}")
+                   help=f"Hub id, local folder, or 'demo' (built in: a tiny model trained on Python's documentation, "
+                        f"not OPT weights); default {DEFAULT_SOURCE}")
     p.add_argument("--dtype", default="float32", choices=get_args(DType))
     p.add_argument("--device", default="auto", choices=get_args(Device))
 

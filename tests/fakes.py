@@ -19,7 +19,7 @@ from opt_desktop.session import RunTrace
 
 def fake_info(n_layers=3, n_heads=4, hidden=16) -> ModelInfo:
     return ModelInfo(
-        source="demo", label="demo (tiny OPT, random weights)", n_layers=n_layers, n_heads=n_heads,
+        source="demo-random", label="demo-random (tiny OPT, random weights)", n_layers=n_layers, n_heads=n_heads,
         hidden_size=hidden, word_embed_proj_dim=hidden, ffn_dim=4 * hidden, vocab_size=300,
         context_length=256, n_params=12345, dtype="float32", device="cpu", memory_bytes=50_000,
         pre_layer_norm=True, random_weights=True,

@@ -17,6 +17,7 @@ from .interventions_spec import format_head_mask, parse_head_mask, parse_positio
 from .results import Attribution, Divergence, HeadImportance, Patching
 from .service import EngineService
 from .settings import (
+    DEMO_RANDOM_SOURCE,
     DEMO_SOURCE,
     GenerationRequest,
     GenerationSettings,
@@ -26,7 +27,8 @@ from .settings import (
 )
 
 __all__ = [
-    "Attribution", "DEMO_SOURCE", "Divergence", "EngineError", "EngineService", "Finished", "GenerationRequest", "GenerationSettings", "HeadImportance", "HeadMaskChanged", "HeadScale",
+    "Attribution", "DEMO_RANDOM_SOURCE", "DEMO_SOURCE", "Divergence", "EngineError", "EngineService", "Finished",
+    "GenerationRequest", "GenerationSettings", "HeadImportance", "HeadMaskChanged", "HeadScale",
     "InspectSettings", "LensResult", "LoadProgress", "LoadRequest", "ModelInfo", "ModelLoadError",
     "NoModelError", "Notice", "Patching", "PromptError", "PromptScored", "SettingsError", "Started", "StepStats",
     "TokenGenerated", "format_head_mask", "parse_head_mask", "parse_positions",

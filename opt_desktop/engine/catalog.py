@@ -42,6 +42,7 @@ class Checkpoint:
     word_embed_proj_dim: int | None = None  # None: same as hidden_size
     pre_layer_norm: bool = True
     random_weights: bool = False
+    built_in: bool = False  # ships with the app: nothing to download, nothing in the Hub cache
 
     @property
     def embed_dim(self) -> int:
@@ -141,10 +142,10 @@ OFFICIAL: tuple[Checkpoint, ...] = (
     _opt("66b", 64, 72, 9216),
 )
 
-# The built-in demo (engine/demo.py): a tiny OPT with random weights. Its vocabulary is the demo
-# tokenizer's (509 tokens); a test checks these numbers against the demo model itself.
-DEMO = Checkpoint(source=DEMO_SOURCE, label=DEMO_LABEL, n_layers=4, n_heads=4, hidden_size=64, ffn_dim=256,
-                  vocab_size=509, context_length=512, random_weights=True)
+# The built-in demo (engine/demo.py): the tiny OPT trained on Python's documentation that ships in
+# resources/demo-model; a test checks these numbers against its config.json and weights.
+DEMO = Checkpoint(source=DEMO_SOURCE, label=DEMO_LABEL, n_layers=4, n_heads=6, hidden_size=192, ffn_dim=768,
+                  vocab_size=4096, context_length=256, built_in=True)
 
 CATALOG: tuple[Checkpoint, ...] = OFFICIAL + (DEMO,)
 

@@ -1,12 +1,26 @@
-"""The built-in demo model: a tiny OPT with random weights and a byte-level BPE tokenizer made in code.
+"""The built-in models, which need no network and no download, so the app and the CLI always have
+something to run.
 
-It needs no network and no download, so the app and the CLI always have something to run. Its text
-is meaningless (the weights are random); its internals are real OPT internals.
+- `demo`: a tiny OPT trained on the documentation that ships with CPython by training/train_demo.py,
+  shipped as a `save_pretrained` folder (resources/demo-model) and loaded like any checkpoint.
+- `demo-random`: a tiny OPT with random weights and a byte-level BPE tokenizer made here in code.
+  Its text is meaningless and its distributions near-uniform; tests use it where they need that.
 """
 
 from __future__ import annotations
 
-DEMO_LABEL = "demo (tiny OPT, random weights)"
+from pathlib import Path
+
+from ..assets import resource
+
+DEMO_LABEL = "demo — tiny model trained on Python's documentation (not OPT weights)"
+DEMO_RANDOM_LABEL = "demo-random (tiny OPT, random weights)"
+
+
+def demo_folder() -> Path:
+    """The trained demo model's folder: config, float16 weights, tokenizer and its training record."""
+    return resource("demo-model")
+
 
 # OPT's special tokens, at OPT's ids: <s>=0, <pad>=1, </s>=2 (BOS and EOS), <unk>=3.
 _SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
@@ -59,7 +73,7 @@ def build_demo_model(tokenizer, dtype=None):
         _favour_printable(model, tokenizer)
     if dtype is not None:
         model = model.to(dtype)
-    model._name_or_path = "demo"
+    model._name_or_path = "demo-random"
     return model.eval()
 
 

@@ -36,7 +36,7 @@ class ModeAccuracy:
 @dataclass(frozen=True)
 class ModelInfo:
     source: str
-    label: str  # what the UI shows; says "random weights" for the demo model
+    label: str  # what the UI shows; names the built-in demo models for what they are
     n_layers: int
     n_heads: int
     hidden_size: int

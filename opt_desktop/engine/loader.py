@@ -1,4 +1,4 @@
-"""Load an OPT checkpoint (Hub id, local folder, or the built-in demo) with clear one-line errors."""
+"""Load an OPT checkpoint (Hub id, local folder, or a built-in demo) with clear one-line errors."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import torch
 from ..formatting import format_bytes
 from . import precision
 from .attention import register as register_attention
-from .demo import DEMO_LABEL, build_demo_model, build_demo_tokenizer
+from .demo import DEMO_LABEL, DEMO_RANDOM_LABEL, build_demo_model, build_demo_tokenizer, demo_folder
 from .errors import ModelLoadError
 from .events import LoadProgress, ModelInfo
 from .hub_cache import DownloadCancelled, byte_tqdm
-from .settings import DEMO_SOURCE, LoadRequest
+from .settings import DEMO_RANDOM_SOURCE, DEMO_SOURCE, LoadRequest
 
 # The dtype the weights load in; int8 is quantised from float32 weights once they are loaded.
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.float32}
@@ -59,17 +59,19 @@ def looks_like_path(source: str) -> bool:
 
 def locate(request: LoadRequest, progress: Callable[[LoadProgress], None] | None = None,
            stop: threading.Event | None = None) -> Path | None:
-    """Find (or download) the checkpoint folder and check it is OPT; None for the demo.
+    """Find (or download) the checkpoint folder and check it is OPT; None for demo-random, made in code.
 
     Cheap failures (a precision mode this machine cannot run, no such folder, not OPT, Hub
     unreachable) surface here, before the caller lets go of the model it already has.
     """
     report = progress or (lambda p: None)
     precision.check_mode(request.dtype, resolve_device(request.device), request.placement)
-    if request.source == DEMO_SOURCE:
+    if request.source == DEMO_RANDOM_SOURCE:
         return None
     try:
-        folder = _local_folder(request.source, report, stop, request.revision)
+        # The trained demo ships with the app: the same checks and loading code as any folder.
+        folder = demo_folder() if request.source == DEMO_SOURCE else _local_folder(
+            request.source, report, stop, request.revision)
     except _Cancelled:
         raise ModelLoadError(f"Loading {request.source} was cancelled.") from None
     _check_opt_config(request.source, folder)
@@ -97,15 +99,15 @@ def load_model(request: LoadRequest, progress: Callable[[LoadProgress], None] | 
     device = resolve_device(request.device)
     precision.check_mode(request.dtype, device, request.placement)
     if folder is None:
-        folder = locate(request, progress, stop)  # None for the demo
+        folder = locate(request, progress, stop)  # None for demo-random
     # On the CPU an approximate mode starts from float32 weights (int8 is quantised from them), and
     # while they are in hand the mode is measured against them, where a float32 copy fits in memory.
     measure = (device == "cpu" and precision.is_approximate(request.dtype) and request.placement == "one-device"
                and (request.dtype == "int8" or precision.float32_copy_fits(folder)))
     dtype = torch.float32 if measure else _DTYPES[request.dtype]
     try:
-        if source == DEMO_SOURCE:
-            report(LoadProgress("Building the demo model…"))
+        if source == DEMO_RANDOM_SOURCE:
+            report(LoadProgress("Building the random-weight demo model…"))
             tokenizer = build_demo_tokenizer()
             model = build_demo_model(tokenizer, dtype)
         else:
@@ -297,13 +299,13 @@ def _model_info(source: str, model, dtype_name: str, device: str) -> ModelInfo:
     n_params = sum(p.numel() for p in model.parameters())
     memory = sum(p.numel() * p.element_size() for p in model.parameters()) + sum(
         b.numel() * b.element_size() for b in model.buffers())
-    demo = source == DEMO_SOURCE
+    labels = {DEMO_SOURCE: DEMO_LABEL, DEMO_RANDOM_SOURCE: DEMO_RANDOM_LABEL}
     from .placement import condense
 
     device_map = getattr(model, "hf_device_map", None)
     return ModelInfo(
         source=source,
-        label=DEMO_LABEL if demo else source,
+        label=labels.get(source, source),
         n_layers=cfg.num_hidden_layers,
         n_heads=cfg.num_attention_heads,
         hidden_size=cfg.hidden_size,
@@ -316,7 +318,7 @@ def _model_info(source: str, model, dtype_name: str, device: str) -> ModelInfo:
         device=device,
         memory_bytes=memory,
         pre_layer_norm=bool(cfg.do_layer_norm_before),
-        random_weights=demo,
+        random_weights=source == DEMO_RANDOM_SOURCE,
         eos_token_id=cfg.eos_token_id if cfg.eos_token_id is not None else 2,
         bos_token_id=cfg.bos_token_id if cfg.bos_token_id is not None else 2,
         revision=_revision(model),

@@ -399,7 +399,7 @@ def float32_copy_fits(folder: Path | None) -> bool:
     """Whether a float32 copy of the checkpoint in `folder` fits in the memory available now, with
     room to spare, so the loader may hold one to measure a half-precision mode against."""
     if folder is None:
-        return True  # the demo model: a few megabytes
+        return True  # demo-random, made in code: a few megabytes
     stored = sum(p.stat().st_size for pattern in ("*.safetensors", "pytorch_model*.bin") for p in folder.glob(pattern))
     f32_bytes = stored * 2  # OPT checkpoints are stored in float16; a float32 one is counted twice, safely
     available = available_memory()

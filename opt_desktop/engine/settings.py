@@ -17,7 +17,8 @@ from .errors import SettingsError
 DType = Literal["float32", "bfloat16", "float16", "int8"]  # int8: dynamic int8 linear layers (CPU)
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
-DEMO_SOURCE = "demo"
+DEMO_SOURCE = "demo"  # the tiny model trained on Python's documentation (resources/demo-model)
+DEMO_RANDOM_SOURCE = "demo-random"  # a tiny OPT with random weights, built in code (for tests)
 DEFAULT_SOURCE = "facebook/opt-125m"
 
 

@@ -44,7 +44,8 @@ def n_params(model) -> int:
 def test_lists_the_eight_official_checkpoints_and_the_demo():
     assert [c.source for c in OFFICIAL] == [f"facebook/opt-{s}" for s in
                                             ("125m", "350m", "1.3b", "2.7b", "6.7b", "13b", "30b", "66b")]
-    assert CATALOG[-1] is DEMO and DEMO.random_weights and "random weights" in DEMO.label
+    assert CATALOG[-1] is DEMO and DEMO.built_in and not DEMO.random_weights
+    assert "tiny model trained on Python's documentation (not OPT weights)" in DEMO.label
     assert find("facebook/opt-350m") is OFFICIAL[1] and find("nope") is None
 
 
@@ -119,10 +120,16 @@ def test_a_local_config_reads_like_the_catalog(name):
     assert c.weights_bytes("int8") == find(f"facebook/{name}").weights_bytes("int8")
 
 
-def test_kv_cache_estimate_matches_a_real_cache():
-    from opt_desktop.engine.demo import build_demo_model, build_demo_tokenizer
+def _shipped_demo():
+    from transformers import OPTForCausalLM
 
-    model = build_demo_model(build_demo_tokenizer())
+    from opt_desktop.engine.demo import demo_folder
+
+    return OPTForCausalLM.from_pretrained(demo_folder(), dtype=torch.float32)
+
+
+def test_kv_cache_estimate_matches_a_real_cache():
+    model = _shipped_demo()
     tokens = 12
     with torch.no_grad():
         out = model(torch.randint(4, 100, (1, tokens)), use_cache=True)
@@ -133,9 +140,7 @@ def test_kv_cache_estimate_matches_a_real_cache():
 
 
 def test_demo_entry_describes_the_demo_model():
-    from opt_desktop.engine.demo import build_demo_model, build_demo_tokenizer
-
-    model = build_demo_model(build_demo_tokenizer())
+    model = _shipped_demo()
     cfg = model.config
     assert (DEMO.n_layers, DEMO.n_heads, DEMO.hidden_size, DEMO.vocab_size, DEMO.context_length) == (
         cfg.num_hidden_layers, cfg.num_attention_heads, cfg.hidden_size, cfg.vocab_size, cfg.max_position_embeddings)

@@ -16,16 +16,25 @@ from opt_desktop.engine.loader import load_model
 CLI = [sys.executable, "-m", "opt_desktop.cli"]
 
 
-def test_demo_model_is_labelled_random(tmp_path):
+def test_demo_model_is_the_trained_one_and_says_so():
     loaded = load_model(LoadRequest(source="demo", device="cpu"))
+    assert not loaded.info.random_weights
+    assert "tiny model trained on Python's documentation (not OPT weights)" in loaded.info.label
+    assert loaded.info.n_layers >= 2 and loaded.info.pre_layer_norm
+    assert loaded.model.config._attn_implementation == ATTN_IMPLEMENTATION
+
+
+def test_random_demo_model_is_labelled_random():
+    loaded = load_model(LoadRequest(source="demo-random", device="cpu"))
     assert loaded.info.random_weights and "random weights" in loaded.info.label
     assert loaded.info.n_layers >= 2 and loaded.info.pre_layer_norm
     assert loaded.model.config._attn_implementation == ATTN_IMPLEMENTATION
 
 
-def test_demo_model_is_the_same_every_time():
-    a = load_model(LoadRequest(source="demo", device="cpu")).model
-    b = load_model(LoadRequest(source="demo", device="cpu")).model
+@pytest.mark.parametrize("source", ["demo", "demo-random"])
+def test_demo_models_are_the_same_every_time(source):
+    a = load_model(LoadRequest(source=source, device="cpu")).model
+    b = load_model(LoadRequest(source=source, device="cpu")).model
     assert all((pa == pb).all() for pa, pb in zip(a.parameters(), b.parameters()))
 
 
@@ -96,7 +105,7 @@ def test_failed_load_keeps_the_service_usable(checkpoint):
         with pytest.raises(ModelLoadError):
             svc.load(LoadRequest(source="/definitely/not/here")).result()
         assert svc.info.source == str(checkpoint)  # a bad source leaves the current model in place
-        assert svc.load(LoadRequest(source="demo", device="cpu")).result().random_weights
+        assert svc.load(LoadRequest(source="demo", device="cpu")).result().source == "demo"
     finally:
         svc.shutdown()
 

@@ -135,7 +135,8 @@ def test_first_run_offline_with_an_empty_cache_falls_back_to_the_demo_at_once(qt
                 await asyncio.sleep(0.02)
 
         loop.run_until_complete(wait())
-        assert window.controller.model.random_weights
+        model = window.controller.model
+        assert model.source == "demo" and not model.random_weights and "Python's documentation" in model.label
         text = window.banner.text()
         assert "offline mode is on (HF_HUB_OFFLINE=1)" in text and "demo" in text
         window.close()

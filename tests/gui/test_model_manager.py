@@ -53,7 +53,7 @@ def test_lists_the_official_checkpoints_and_the_demo(qtbot, loop, hub):
     assert dialog.sources() == [c.source for c in OFFICIAL] + ["demo"]
     assert dialog.table.rowCount() == 9
     demo_row = dialog.row_of("demo")
-    assert "random weights" in dialog.table.item(demo_row, 0).text()
+    assert "trained on Python's documentation (not OPT weights)" in dialog.table.item(demo_row, 0).text()
     assert dialog.cache_text("demo") == "built in"
     row = dialog.row_of("facebook/opt-66b")
     assert [dialog.table.item(row, c).text() for c in (1, 2, 3, 4)] == ["64", "72", "9216", "65.7B"]

@@ -19,12 +19,11 @@ from PySide6.QtWidgets import (
 )
 
 from ...engine import precision
+from ...engine.demo import DEMO_LABEL
 from ...engine.events import LoadProgress, ModelInfo
 from ...engine.placement import placement_summary
 from ...engine.settings import DEMO_SOURCE, LoadRequest
 from ...formatting import format_bytes, format_count
-
-DEMO_LABEL = "demo — tiny OPT, random weights"
 
 # (Hub id, approximate download in float16) — the size helps people pick one their machine can hold.
 PRESETS: tuple[tuple[str, str], ...] = (
@@ -205,7 +204,8 @@ class ModelBar(QWidget):
         combo.blockSignals(True)
         combo.clear()
         combo.addItem(DEMO_LABEL, DEMO_SOURCE)
-        combo.setItemData(0, "A tiny OPT with random weights, built in seconds with no download.",
+        combo.setItemData(0, "A tiny OPT trained on Python's documentation by this project (not OPT's weights): "
+                             "built in, no download.",
                           Qt.ItemDataRole.ToolTipRole)
         for source, size in PRESETS:
             combo.addItem(source, source)

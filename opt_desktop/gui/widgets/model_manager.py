@@ -249,9 +249,11 @@ class ModelManager(QDialog):
         name = QTableWidgetItem(label)
         tip = f"{html.escape(c.source)}<br>{'pre' if c.pre_layer_norm else 'post'}-LayerNorm · FFN {c.ffn_dim}"
         if c.random_weights:
-            tip += "<br><b>Random weights: built in, no download; its text is noise.</b>"
+            tip += "<br><b>Random weights: its text is noise.</b>"
+        if c.built_in:
+            tip += "<br><b>Built in, no download: trained on Python's documentation, not OPT's weights.</b>"
         name.setToolTip(tip)
-        download = "built in" if c.random_weights else ("local" if local else f"≈ {format_bytes(c.download_bytes)}")
+        download = "built in" if c.built_in else ("local" if local else f"≈ {format_bytes(c.download_bytes)}")
         cells = [name, str(c.n_layers), str(c.n_heads), str(c.hidden_size), format_count(c.n_params), download]
         for col, value in enumerate(cells):
             item = value if isinstance(value, QTableWidgetItem) else QTableWidgetItem(value)
@@ -269,9 +271,9 @@ class ModelManager(QDialog):
     def _fill_cache_cell(self, row: int) -> None:
         c = self._rows[row]
         item = self.table.item(row, CACHE_COLUMN)
-        if c.random_weights:
+        if c.built_in:
             item.setText("built in")
-            item.setToolTip("The demo model is made in code: nothing to download.")
+            item.setToolTip("The demo model ships with the app: nothing to download.")
         elif Path(c.source).is_absolute():
             item.setText("local folder")
             item.setToolTip(plain_tip(c.source))  # a folder name is anybody's text
@@ -415,7 +417,7 @@ class ModelManager(QDialog):
 
     def download_selected(self) -> None:
         c = self.selected()
-        if c is None or c.random_weights or Path(c.source).is_absolute() or self._download is not None:
+        if c is None or c.built_in or Path(c.source).is_absolute() or self._download is not None:
             return
         # Progress starts on the download's worker thread; the pump hands it to this thread, coalesced.
         pump = EventPump(asyncio.get_event_loop(), lambda updates: self._show_progress(updates[-1]))
@@ -568,7 +570,7 @@ class ModelManager(QDialog):
 
     def _update_buttons(self) -> None:
         c = self.selected()
-        hub = c is not None and not c.random_weights and not Path(c.source).is_absolute()
+        hub = c is not None and not c.built_in and not Path(c.source).is_absolute()
         cached = self._cached.get(c.source) if c is not None else None
         downloading = self._download is not None
         self.download_button.setEnabled(hub and not downloading and not (cached and cached.complete))
