@@ -127,6 +127,18 @@ def distribution_stats(logits: torch.Tensor, targets: torch.Tensor | None, top_k
     return entropy, tgt, rank, top_lp, top_ids
 
 
+# Kept residual rows stay float32 (exact: the lens reads what the model computed) while a whole
+# context of them fits in this; beyond it (opt-1.3b and up) they are kept in float16, and the lens
+# table computed after the run (engine/lens_table.py) is the exact one.
+EXACT_RESIDUAL_BYTES = 256 * 2**20
+
+
+def residual_dtype(config) -> torch.dtype:
+    """float32 when (layers + 1) x context x hidden float32 rows fit EXACT_RESIDUAL_BYTES, else float16."""
+    rows = (config.num_hidden_layers + 1) * config.max_position_embeddings * config.hidden_size * 4
+    return torch.float32 if rows <= EXACT_RESIDUAL_BYTES else torch.float16
+
+
 class Capture:
     """Hooks on one OPT model for one run. Use as a context manager; after the first forward (the
     prefill) call `finish_prompt()`, then `take_step(0)`; after each later forward, `take_step(start)`."""
@@ -139,6 +151,7 @@ class Capture:
         self.prompt_ids = prompt_ids  # (P,) on the model's device
         self.stop = stop  # threading.Event: the prompt's statistics are seconds of blocks, each a place to stop
         self.n_layers = len(self.layers)
+        self.residual_dtype = residual_dtype(model.config)
         # The prompt is reduced after the first token, its queries recomputed from each layer's input,
         # unless accelerate spread the model (a layer's weights may then be on disk outside its
         # forward, and memory is what is short): then it is reduced during the prefill, as it runs.
@@ -220,7 +233,7 @@ class Capture:
     def _reduce_hidden(self, row: int, h: torch.Tensor, scratch: Scratch | None = None) -> None:
         """h (q, D): the engine runs batch 1."""
         if self.inspect.keep_residuals:
-            self._residual[row] = h.to(torch.float16)
+            self._residual[row] = h.to(self.residual_dtype)
         if self.inspect.hidden_stats:
             # Decode steps are batched over layers in take_step; a prompt is reduced row by row.
             self._hidden[row] = h if self._decode_step else hidden_stats(h, scratch)
