@@ -127,6 +127,18 @@ def distribution_stats(logits: torch.Tensor, targets: torch.Tensor | None, top_k
     return entropy, tgt, rank, top_lp, top_ids
 
 
+# Kept residual rows stay float32 (exact: the lens reads what the model computed) while a whole
+# context of them fits in this; beyond it (opt-1.3b and up) they are kept in float16, and the lens
+# table computed after the run (engine/lens_table.py) is the exact one.
+EXACT_RESIDUAL_BYTES = 256 * 2**20
+
+
+def residual_dtype(config) -> torch.dtype:
+    """float32 when (layers + 1) x context x hidden float32 rows fit EXACT_RESIDUAL_BYTES, else float16."""
+    rows = (config.num_hidden_layers + 1) * config.max_position_embeddings * config.hidden_size * 4
+    return torch.float32 if rows <= EXACT_RESIDUAL_BYTES else torch.float16
+
+
 class Capture:
     """Hooks on one OPT model for one run. Use as a context manager; after the first forward (the
     prefill) call `finish_prompt()`, then `take_step(0)`; after each later forward, `take_step(start)`."""
@@ -139,6 +151,7 @@ class Capture:
         self.prompt_ids = prompt_ids  # (P,) on the model's device
         self.stop = stop  # threading.Event: the prompt's statistics are seconds of blocks, each a place to stop
         self.n_layers = len(self.layers)
+        self.residual_dtype = residual_dtype(model.config)
         # The prompt is reduced after the first token, its queries recomputed from each layer's input,
         # unless accelerate spread the model (a layer's weights may then be on disk outside its
         # forward, and memory is what is short): then it is reduced during the prefill, as it runs.
@@ -155,7 +168,9 @@ class Capture:
     def _reset(self) -> None:
         L = self.n_layers
         self._hidden: list = [None] * (L + 1)  # per row: stats (5, q) when reduced, else the (q, D) tensor
-        self._residual: list = [None] * (L + 1)
+        # (L+1, q, D) on the CPU, filled a row at a time: the rows are copied in as they are
+        # reduced and let go, so a long prompt never holds its rows twice.
+        self._residual: torch.Tensor | None = None
         self._attn: list[list] = [[] for _ in range(L)]  # per layer: reduced blocks, or the raw decode row
         self._rows: list[list] = [[] for _ in range(L)]
         self._decode_step = False  # one query position: per-layer tensors are stacked, then reduced once
@@ -220,7 +235,9 @@ class Capture:
     def _reduce_hidden(self, row: int, h: torch.Tensor, scratch: Scratch | None = None) -> None:
         """h (q, D): the engine runs batch 1."""
         if self.inspect.keep_residuals:
-            self._residual[row] = h.to(torch.float16)
+            if self._residual is None:
+                self._residual = torch.empty((self.n_layers + 1, *h.shape), dtype=self.residual_dtype)
+            self._residual[row].copy_(h)
         if self.inspect.hidden_stats:
             # Decode steps are batched over layers in take_step; a prompt is reduced row by row.
             self._hidden[row] = h if self._decode_step else hidden_stats(h, scratch)
@@ -237,7 +254,7 @@ class Capture:
     def finish_prompt(self) -> None:
         """The prompt's statistics from what the prefill left: residual rows, keys, final states.
 
-        Layer by layer, so each float32 row is reduced (and its float16 copy made) and let go as
+        Layer by layer, so each float32 row is reduced (and its kept copy made, see residual_dtype) and let go as
         soon as its layer's attention is done with it; then the vocabulary at every position."""
         for layer in range(self.n_layers):
             raise_if_stopped(self.stop)
@@ -320,8 +337,8 @@ class Capture:
             for j, name in enumerate(ATTENTION_STATS):
                 attention[name] = arr[j]
         residual = None
-        if self.inspect.keep_residuals and self._residual[0] is not None:
-            residual = torch.stack(self._residual).cpu().numpy()  # (L+1, q, D)
+        if self.inspect.keep_residuals and self._residual is not None:
+            residual = self._residual.numpy()  # (L+1, q, D)
         rows = None
         if self.inspect.keep_attention_rows and self._rows[0]:
             rows = tuple(np.concatenate(parts, axis=1) for parts in self._rows)  # per layer (H, q, k)

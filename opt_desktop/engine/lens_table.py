@@ -3,9 +3,10 @@
 One teacher-forced pass over the run's tokens, fed a chunk of positions at a time through a KV
 cache, with forward hooks on the input of decoder layer 0 (the embedding row) and on each decoder
 layer's output. Those rows are the residual stream in the model's own precision (float32 for a
-float32 model), not the float16 copies a run keeps for its live lens. Each row is then read
-through the head exactly as engine/lens.py reads one: final_layer_norm when the model has one,
-project_out when it has one, lm_head.forward.
+float32 model): the rows a run keeps for its live lens up to opt-350m, and beyond that the exact
+versions of its float16 copies (see capture.residual_dtype). Each row is then read through the
+head exactly as engine/lens.py reads one: final_layer_norm when the model has one, project_out
+when it has one, lm_head.forward.
 
 The pass respects the run's own interventions, as engine/scoring.py does: its hidden positions
 (zeros in the attention mask, explicit position ids) and its head masks, including a mask changed

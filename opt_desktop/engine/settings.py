@@ -174,7 +174,8 @@ class InspectSettings(_Plain):
 
     hidden_stats: bool = True
     attention_stats: bool = True
-    keep_residuals: bool = Field(True, description="float16 residual rows, needed for the logit lens")
+    keep_residuals: bool = Field(
+        True, description="residual rows (float32 up to opt-350m, else float16), needed for the logit lens")
     keep_attention_rows: bool = Field(False, description="full attention rows in float16 (memory grows with T^2)")
     top_alternatives: int = Field(10, ge=1, le=100)
 

@@ -81,7 +81,9 @@ class RunTrace:
         self._hidden = {name: np.full((L + 1, cap), nan, np.float32) for name in HIDDEN_STATS}
         self._hidden["argmax"] = np.full((L + 1, cap), -1, np.int64)
         self._attention = {name: np.full((L, H, cap), nan, np.float32) for name in ATTENTION_STATS}
-        self._residual: np.ndarray | None = None  # (L+1, cap, D) float16, allocated on first use
+        # (L+1, cap, D) in the dtype the engine sent (float32 rows are exact, see engine/capture.py),
+        # allocated on first use; files hold float16.
+        self._residual: np.ndarray | None = None
         self._residual_mask = np.zeros(cap, bool)
         self._attention_rows: list[StepStats] = []
 
@@ -142,7 +144,7 @@ class RunTrace:
         if fed.residual is not None:
             if self._residual is None:
                 L1, _, D = fed.residual.shape
-                self._residual = np.zeros((L1, self.capacity, D), np.float16)
+                self._residual = np.zeros((L1, self.capacity, D), fed.residual.dtype)
             self._residual[:, sl] = fed.residual
             self._residual_mask[sl] = True
         if fed.attention_rows is not None:
@@ -196,7 +198,8 @@ class RunTrace:
         return self._attention[name][:, :, : self.length]
 
     def residual_rows(self, position: int) -> np.ndarray | None:
-        """(L+1, D) float16 residual stream at `position`, or None when it was not kept or not fed."""
+        """(L+1, D) residual stream at `position` (float32 while exact, float16 from a file or a large
+        model), or None when it was not kept or not fed."""
         if self._residual is None or not (0 <= position < self.length) or not self._residual_mask[position]:
             return None
         return self._residual[:, position]
@@ -359,7 +362,7 @@ class RunTrace:
         for name in ATTENTION_STATS:
             out[f"attn_{name}"] = self.attention(name)
         if self._residual is not None:
-            out["residual"] = self._residual[:, :T]
+            out["residual"] = self._residual[:, :T].astype(np.float16, copy=False)
             out["residual_mask"] = self._residual_mask[:T]
         rows = self.attention_rows()
         if rows is not None:
