@@ -1,0 +1,107 @@
+"""What the demo model must show, measured with plain forward passes of `OPTForCausalLM`.
+
+The training script prints these figures and records them; the tests assert them on the shipped
+weights. Nothing here uses the app's capture code: attentions come from `output_attentions=True`
+under eager attention, residual rows from `output_hidden_states=True`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+BOS = 2  # OPT's </s>, which starts every sequence
+
+
+@torch.no_grad()
+def held_out_perplexity(model, token_ids: list[int], window: int) -> float:
+    """exp(mean next-token NLL) over non-overlapping windows, each led by </s> as in training."""
+    step = window - 1
+    total, count = 0.0, 0
+    for start in range(0, len(token_ids) - 1, step):
+        chunk = token_ids[start:start + step]
+        if len(chunk) < 2:
+            break
+        ids = torch.tensor([[BOS] + chunk])
+        logits = model(input_ids=ids).logits[0, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum")
+        total += float(nll)
+        count += ids.shape[1] - 1
+    return math.exp(total / count)
+
+
+@torch.no_grad()
+def sink_weights(model, ids: torch.Tensor) -> torch.Tensor:
+    """[layers, heads]: each head's attention weight on position 0, averaged over queries 1..T-1."""
+    out = model(input_ids=ids, output_attentions=True)
+    return torch.stack([a[0, :, 1:, 0].float().mean(-1) for a in out.attentions])
+
+
+def repeated_random_tokens(vocab_size: int, length: int = 20, seed: int = 0) -> torch.Tensor:
+    """</s> then `length` random ordinary tokens (no special ones), twice: [1, 1 + 2 * length]."""
+    g = torch.Generator().manual_seed(seed)
+    seq = torch.randint(4, vocab_size, (length,), generator=g)
+    return torch.cat([torch.tensor([BOS]), seq, seq]).unsqueeze(0)
+
+
+@torch.no_grad()
+def prompt_ranks(model, ids: torch.Tensor) -> torch.Tensor:
+    """[T-1]: the 1-based rank of token t under the model's distribution at t-1."""
+    logits = model(input_ids=ids).logits[0, :-1].float()
+    actual = logits.gather(-1, ids[0, 1:, None])
+    return (logits > actual).sum(-1) + 1
+
+
+def induction_median_rank(model, vocab_size: int, length: int = 20, seed: int = 0) -> float:
+    """Median rank of the second copy's tokens in a repeated random sequence."""
+    ids = repeated_random_tokens(vocab_size, length, seed)
+    ranks = prompt_ranks(model, ids)
+    second = ranks[length:]  # the tokens at positions length+1 .. 2*length
+    return float(second.float().median())
+
+
+@torch.no_grad()
+def lens_agreement(model, ids: torch.Tensor) -> list[float]:
+    """Per residual row (embed, layer 0 … L-1): the share of positions whose logit-lens top-1 equals
+    the model's own top-1. Rows are the decoder's residual stream (each layer's output), read
+    through final_layer_norm and lm_head as the lens does for pre-LayerNorm OPT."""
+    decoder = model.model.decoder
+    rows: list[torch.Tensor] = []
+    hooks = [layer.register_forward_hook(lambda m, i, o: rows.append(o[0] if isinstance(o, tuple) else o))
+             for layer in decoder.layers]
+    try:
+        out = model(input_ids=ids, output_hidden_states=True)
+    finally:
+        for h in hooks:
+            h.remove()
+    final = out.logits[0].argmax(-1)
+    residual = [out.hidden_states[0]] + rows  # hidden_states[0] is the embedding row (tokens + positions)
+    shares = []
+    for h in residual:
+        x = decoder.final_layer_norm(h) if decoder.final_layer_norm is not None else h
+        if decoder.project_out is not None:
+            x = decoder.project_out(x)
+        top = model.lm_head(x)[0].argmax(-1)
+        shares.append(float((top == final).float().mean()))
+    return shares
+
+
+@torch.no_grad()
+def greedy_ids(model, tokenizer, prompt: str, max_new_tokens: int = 48) -> list[int]:
+    """Greedy continuation of `prompt` (ids of the new tokens only), stopping at </s>."""
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                         do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return out[0, ids.shape[1]:].tolist()
+
+
+def longest_run(ids: list[int]) -> int:
+    """The longest run of one token repeated back to back."""
+    best = run = 0
+    prev = None
+    for t in ids:
+        run = run + 1 if t == prev else 1
+        prev = t
+        best = max(best, run)
+    return best
