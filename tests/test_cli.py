@@ -1,5 +1,6 @@
 """The headless front end, run as a user would run it."""
 
+import csv
 import json
 import os
 import signal
@@ -73,18 +74,18 @@ def test_info():
 
 
 def test_ctrl_c_stops_with_partial_result():
-    proc = subprocess.Popen(CLI + ["generate", "--model", "demo", "--prompt", "Hi", "--max-new-tokens", "500",
+    proc = subprocess.Popen(CLI + ["generate", "--model", "demo", "--prompt", "Hi", "--max-new-tokens", "250",
                                    "--json", "--keep-attention-rows"],
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
-    while len(lines) < 5:  # wait until tokens are flowing
+    while sum('"TokenGenerated"' in line for line in lines) < 3:  # wait until tokens are flowing
         lines.append(proc.stdout.readline())
     proc.send_signal(signal.SIGINT)
     rest, err = proc.communicate(timeout=60)
     events = [json.loads(line) for line in lines + rest.splitlines() if line.strip()]
     assert proc.returncode == 0, err
     assert events[-1]["event"] == "Finished" and events[-1]["reason"] == "cancelled"
-    assert 3 <= events[-1]["n_tokens"] < 500
+    assert 3 <= events[-1]["n_tokens"] < 250
     assert "finished: cancelled" in err
 
 
@@ -123,7 +124,8 @@ def test_save_show_and_export_a_session(tmp_path):
     assert md.returncode == 0 and 'Say "hi", then stop' in md.stdout and trace.text in md.stdout
     csv_file = tmp_path / "tokens.csv"
     assert cli("export", str(path), "--format", "csv", "-o", str(csv_file), "--run", "1").returncode == 0
-    assert len(csv_file.read_text(encoding="utf-8-sig").splitlines()) == 1 + trace.length
+    with open(csv_file, encoding="utf-8-sig", newline="") as f:  # token text may hold line breaks
+        assert len(list(csv.reader(f))) == 1 + trace.length
     doc = json.loads(cli("export", str(path), "--format", "json").stdout)
     assert [t["id"] for t in doc["runs"][0]["tokens"]] == trace.generated_ids
     html_file = tmp_path / "report.html"

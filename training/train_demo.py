@@ -50,8 +50,6 @@ def parse_args(argv=None):
     p.add_argument("--position-init", choices=["sinusoid", "random"], default="sinusoid",
                    help="how the learned position embeddings start (see _sinusoid_positions)")
     p.add_argument("--position-scale", type=float, default=0.05)
-    p.add_argument("--induction-every", type=int, default=0,
-                   help="instead of --induction-rows, each row is a repeated sequence with chance 1/N")
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--measure-every", type=int, default=300, help="print the figures every this many steps")
     return p.parse_args(argv)
@@ -122,8 +120,6 @@ class Batches:
     def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         a, n = self.args, self.args.context - 1
         copies = a.induction_rows
-        if a.induction_every:  # small batches: one row in `induction_every` on average, by lot
-            copies = int(torch.randint(0, a.induction_every, (a.batch,), generator=self.g).eq(0).sum())
         starts = torch.randint(0, len(self.stream) - n, (a.batch - copies,), generator=self.g)
         rows = [torch.cat([torch.tensor([BOS]), self.stream[s:s + n]]) for s in starts.tolist()]
         labels = [r.clone() for r in rows]

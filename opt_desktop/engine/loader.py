@@ -281,11 +281,18 @@ def _load_weights(source: str, folder: Path, dtype, device: str, request: LoadRe
         kwargs["device_map"] = "auto"  # callers that predate `placement`: spread over the GPUs
     from safetensors import SafetensorError
 
+    from transformers.utils import logging as hf_logging
+
+    # transformers draws its own "Loading weights" bar on stderr; the app and the CLI report
+    # loading themselves, so its bars stay silent (restored after, whatever they were).
+    previous = hf_logging.set_tqdm_hook(lambda factory, args, kw: hf_logging.EmptyTqdm(*args, **kw))
     try:
         return OPTForCausalLM.from_pretrained(folder, **kwargs)
     except SafetensorError as exc:  # a truncated or damaged download
         raise ModelLoadError(f"The weights of {source} are damaged or incomplete ({_one_line(exc)}): "
                              "download them again, or check the files in the folder.") from exc
+    finally:
+        hf_logging.set_tqdm_hook(previous)
 
 
 def _revision(model) -> str | None:
