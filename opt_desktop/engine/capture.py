@@ -228,6 +228,10 @@ class Capture:
             # The prefill: kept as it is (no copy), reduced by finish_prompt(). The last row is no
             # layer's input, so it is needed only for its own statistics.
             if row < self.n_layers or self.inspect.hidden_stats or self.inspect.keep_residuals:
+                if self.inspect.keep_residuals and h.dtype == self.residual_dtype and h.device.type == "cpu":
+                    # Kept in the run's residual array at once (a copy the run keeps anyway), so
+                    # the prompt's rows are held once, not twice, until its statistics are done.
+                    h = self._keep_residual(row, h[0])[None]
                 self._prompt_rows[row] = h
             return
         self._reduce_hidden(row, h[0])
@@ -235,12 +239,19 @@ class Capture:
     def _reduce_hidden(self, row: int, h: torch.Tensor, scratch: Scratch | None = None) -> None:
         """h (q, D): the engine runs batch 1."""
         if self.inspect.keep_residuals:
-            if self._residual is None:
-                self._residual = torch.empty((self.n_layers + 1, *h.shape), dtype=self.residual_dtype)
-            self._residual[row].copy_(h)
+            self._keep_residual(row, h)
         if self.inspect.hidden_stats:
             # Decode steps are batched over layers in take_step; a prompt is reduced row by row.
             self._hidden[row] = h if self._decode_step else hidden_stats(h, scratch)
+
+    def _keep_residual(self, row: int, h: torch.Tensor) -> torch.Tensor:
+        """Row `row` (q, D) of the step's residual array, filled from h unless it is already there."""
+        if self._residual is None:
+            self._residual = torch.empty((self.n_layers + 1, *h.shape), dtype=self.residual_dtype)
+        kept = self._residual[row]
+        if kept.data_ptr() != h.data_ptr():
+            kept.copy_(h)
+        return kept
 
     def _on_decoder_output(self, module, args, output):
         if self.prompt_scores is None and self._final_hidden is None:  # the first forward of a run is the prefill
@@ -267,6 +278,7 @@ class Capture:
                 del query, key, mask, pending
             self._finish_row(layer)
         self._finish_row(self.n_layers)
+        self._scratch.clear()  # the attention blocks' buffers, before the vocabulary's are made
         self._score_prompt()
         self._scratch.clear()
 
