@@ -170,7 +170,7 @@ def test_prompt_too_long_is_refused_with_a_message(window, loop):
     window.prompt.set_text("word " * 600)
     window.runs.generate()
     run_until(loop, lambda: window.banner.isVisible() and not window.controller.is_running)
-    assert "reads at most 512" in window.banner.text()
+    assert f"reads at most {window.controller.model.context_length}" in window.banner.text()
 
 
 def test_clicking_a_token_selects_it_in_the_inspector_with_its_lens(window, loop):
