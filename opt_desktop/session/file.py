@@ -352,15 +352,21 @@ def _validated(doc: dict) -> SessionDoc:
         raise _Refused(f"{JSON_NAME} {first_error(exc)}") from None
 
 
+def _checked_runs(doc: SessionDoc) -> list[CheckedRun]:
+    """Every run of the document checked against the limits and the runs before it (forks)."""
+    checked: list[CheckedRun] = []
+    for i, run_doc in enumerate(doc.runs):
+        try:
+            checked.append(check_run(run_doc, i, checked))
+        except ValueError as exc:
+            raise _Refused(f"run {i + 1}: {exc}") from None
+    return checked
+
+
 def _read(path: Path) -> Session:
     with _Archive(path) as archive:
         doc = _validated(archive.document())
-        checked: list[CheckedRun] = []
-        for i, run_doc in enumerate(doc.runs):
-            try:
-                checked.append(check_run(run_doc, i, checked))
-            except ValueError as exc:
-                raise _Refused(f"run {i + 1}: {exc}") from None
+        checked = _checked_runs(doc)
         arrays = archive.arrays(checked)
     per_run: dict[int, dict[str, np.ndarray]] = {}
     for key, array in arrays.items():
@@ -445,12 +451,7 @@ def read_summary(path: str | Path) -> SessionSummary:
     try:
         with _Archive(path) as archive:
             doc = _validated(archive.document())
-        checked: list[CheckedRun] = []
-        for i, run_doc in enumerate(doc.runs):
-            try:
-                checked.append(check_run(run_doc, i, checked))
-            except ValueError as exc:
-                raise _Refused(f"run {i + 1}: {exc}") from None
+        checked = _checked_runs(doc)
         saved_at = None
         if doc.saved_at:
             try:
