@@ -64,6 +64,8 @@ def test_attribute_json(capsys, model_dir, loaded, tokenizer):
     np.testing.assert_allclose(data["scores"], expected.scores, atol=1e-5)
 
     # The greedy target named as text gives the same target; input x gradient has no steps.
+    if tokenizer(data["target"], add_special_tokens=False)["input_ids"] != [data["target_id"]]:
+        pytest.skip("this tokenizer does not encode the greedy piece back to its own id")
     rc, out, err = run(capsys, "attribute", "--model", model_dir, "--prompt", prompt, "--target", data["target"],
                        "--method", "ixg", "--json")
     ixg = json.loads(out)
