@@ -29,6 +29,15 @@ def app_home(tmp_path_factory, monkeypatch) -> Path:
     return root
 
 
+def pytest_report_header(config):
+    from models import FIXTURES
+
+    if FIXTURES.is_dir():
+        return f"shared fixtures: {FIXTURES} (the real OPT tokenizer and configs)"
+    return (f"shared fixtures: not found at {FIXTURES}; tests fall back to a generated tokenizer, and those that "
+            "need the real OPT tokenizer or configs are skipped (their reasons are listed at the end)")
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Fail the run if any engine worker outlived its test (every fixture has been torn down by now)."""
     shutil.rmtree(_SUITE_HOME, ignore_errors=True)
