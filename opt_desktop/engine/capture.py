@@ -265,8 +265,8 @@ class Capture:
     def finish_prompt(self) -> None:
         """The prompt's statistics from what the prefill left: residual rows, keys, final states.
 
-        Layer by layer, so each float32 row is reduced (and its kept copy made, see residual_dtype) and let go as
-        soon as its layer's attention is done with it; then the vocabulary at every position."""
+        Layer by layer, so each row is reduced (and kept, see residual_dtype) and let go as soon as
+        its layer's attention is done with it; then the vocabulary at every position."""
         for layer in range(self.n_layers):
             raise_if_stopped(self.stop)
             pending = self._prompt_keys[layer]

@@ -75,8 +75,8 @@ class ModelCommands(QObject):
         if end.reason == "cancelled":
             self.v.banner.show_notice(f"Loading {request.source} was stopped.")
         elif fallback_to_demo and request.source != DEMO_SOURCE:
-            self.v.banner.show_message(f"{end.message.rstrip('.')}. Loaded the built-in demo model instead (a tiny model trained on "
-                                       "Python's documentation, not OPT weights).",
+            self.v.banner.show_message(f"{end.message.rstrip('.')}. Loaded the built-in demo model instead (a tiny "
+                                       "model trained on Python's documentation, not OPT weights).",
                                        "warning", details=end.details)
             self.load(LoadRequest(source=DEMO_SOURCE, dtype="float32", device="cpu"), fallback_to_demo=True)
         else:
