@@ -50,7 +50,13 @@ def test_run_details_panel_shows_the_runs_summary(qtbot):
     panel = RunDetails()
     qtbot.addWidget(panel)
     panel.set_trace(trace)
-    assert {name: label.text() for name, label in panel.values.items()} == run_summary(trace)
+    summary = run_summary(trace)
+    shown = {name: label.text() for name, label in panel.values.items()}
+    model = trace.started.model
+    # The model row is short (source and precision); the full line, label included, is its tooltip.
+    assert shown.pop("model") == f"{model.source} ({model.dtype} on {model.device})"
+    assert summary["model"] in panel.values["model"].toolTip()
+    assert shown == {k: v for k, v in summary.items() if k != "model"}
     assert panel.values["head mask"].text() == "1:2" and panel.values["hidden tokens"].text() == "1–2"
     with qtbot.waitSignal(panel.use_settings, timeout=1000) as blocker:
         panel.use_button.click()

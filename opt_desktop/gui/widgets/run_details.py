@@ -63,5 +63,8 @@ class RunDetails(QWidget):
         texts = run_summary(trace)
         for name, text in texts.items():
             self.values[name].setText(shorten(text, 400))
-        self.values["model"].setToolTip(plain_tip(s.model.source))
+        # The source and precision fit the panel; the full line (the model's label, its revision) is
+        # the tooltip: a built-in model's label alone would take half the panel's height.
+        self.values["model"].setText(shorten(f"{s.model.source} ({s.model.dtype} on {s.model.device})", 400))
+        self.values["model"].setToolTip(plain_tip(texts["model"]))
         self.use_button.setEnabled(self._settings is not None)
