@@ -59,20 +59,9 @@ class Bare:
         self.model = OPTForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval()
 
     def run(self, ids):
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from precision_modes import stamped_generate
 
-        stamps: list[float] = []
-
-        class Stamp(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                stamps.append(time.perf_counter())
-                return torch.zeros(input_ids.shape[0], dtype=torch.bool)
-
-        with torch.inference_mode():
-            t0 = time.perf_counter()
-            self.model.generate(torch.tensor([ids]), max_new_tokens=1, do_sample=False, pad_token_id=1,
-                                eos_token_id=None, stopping_criteria=StoppingCriteriaList([Stamp()]))
+        t0, stamps = stamped_generate(self.model, ids, 1)
         return stamps[0] - t0, None
 
 

@@ -53,6 +53,25 @@ def rates(t0: float, stamps: list[float]) -> tuple[float, float | None]:
     return ttft, rate
 
 
+def stamped_generate(model, ids, n: int) -> tuple[float, list[float]]:
+    """Greedy `model.generate` of n tokens: its start time and the time each token came out."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    stamps: list[float] = []
+
+    class Stamp(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            stamps.append(time.perf_counter())
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False, pad_token_id=1,
+                       eos_token_id=None, stopping_criteria=StoppingCriteriaList([Stamp()]))
+    return t0, stamps
+
+
 # --- the runners: load(), run(ids, n) -> (ttft, tok/s, n), logprobs(ids) -> (T, V) ---------------------
 
 
@@ -69,20 +88,7 @@ class BareGenerate:
         self.model = OPTForCausalLM.from_pretrained(self.folder, dtype=torch.float32).eval()  # SDPA attention
 
     def run(self, ids, n):
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
-
-        stamps: list[float] = []
-
-        class Stamp(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                stamps.append(time.perf_counter())
-                return torch.zeros(input_ids.shape[0], dtype=torch.bool)
-
-        with torch.inference_mode():
-            t0 = time.perf_counter()
-            self.model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False, pad_token_id=1,
-                                eos_token_id=None, stopping_criteria=StoppingCriteriaList([Stamp()]))
+        t0, stamps = stamped_generate(self.model, ids, n)
         return (*rates(t0, stamps), len(stamps))
 
     def logprobs(self, ids):
