@@ -11,6 +11,7 @@ from typing import get_args
 
 from ..assets import APP_ID
 from ..engine.settings import DEFAULT_SOURCE, Device, DType, LoadRequest
+from .heap import freeze_long_lived
 
 APP_NAME = "OPT Desktop"
 
@@ -88,6 +89,7 @@ def configure_application(app) -> None:
 def start(window, args, state) -> None:
     """Show the window, start the model load, then open the session file given on the command line."""
     window.show()
+    freeze_long_lived()  # the window's widgets and the modules they imported
     request, auto = initial_request(args, state)
     window.models.load(request, fallback_to_demo=auto)  # the window is up before torch is imported
     if args.file:

@@ -13,6 +13,7 @@ from ..engine import DEMO_SOURCE, LoadRequest, ModelInfo
 from ..engine.events import LoadProgress
 from ..engine.jobs import Job
 from ..engine.requests import ProbeRequest
+from .heap import freeze_long_lived
 
 
 class ModelCommands(QObject):
@@ -94,6 +95,7 @@ class ModelCommands(QObject):
         self.v.model_bar.set_model(info)
         self.v.run_status.show_model(info)
         if info is not None:
+            freeze_long_lived()  # what the load built (the tokenizer) lives as long as the model
             self.v.prompt.set_counter(self.controller.engine.count_tokens_later, info.context_length)
 
     # --- other ways to choose a model -------------------------------------------------------------

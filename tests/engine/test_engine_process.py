@@ -18,6 +18,7 @@ from opt_desktop.engine.errors import JobCancelled
 from opt_desktop.engine.jobs import JobEnd, JobProgress
 from opt_desktop.engine.process_messages import JobEnded, JobEvent, Submit
 from opt_desktop.engine.requests import DivergenceRequest
+from opt_desktop.engine.worker import NICENESS
 from opt_desktop.engine.settings import HeadScale
 
 
@@ -115,6 +116,13 @@ def test_a_run_in_the_engine_process_equals_one_here(process, engine):
                 assert_same(a.fed.attention, b.fed.attention)
     assert process.info is not None and process.info.n_layers == engine.info.n_layers
     assert process.count_tokens_later("The weather").result(timeout=10) == engine.count_tokens("The weather")
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="POSIX priorities")
+def test_the_engine_process_yields_the_cpu_to_the_window(process):
+    # On 2 cores torch's threads would otherwise slow every repaint while tokens stream.
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, process.pid) == min(mine + NICENESS, 19)
 
 
 def test_errors_and_stop_cross_too(process):

@@ -118,11 +118,19 @@ class HiddenView(QWidget):
         self.curve = self.plot.plot([], [], connect="finite")
         self.points = pg.ScatterPlotItem(size=7, hoverable=True, tip=self._tip)
         self.plot.addItem(self.points)
-        self._dim_labels: list[pg.TextItem] = []
+        self._dim_labels: list[pg.TextItem] = []  # the labels shown now
+        # Labels are made once and reused: making and adding scene items on every range change cost
+        # ~12 ms a time and set off one more repaint of the plot each.
+        self._label_pool: list[pg.TextItem] = []
+        self._labels_key: tuple | None = None  # what the labels were placed for
         self.dims = np.zeros(0, np.int64)
         self.outliers = QLabel()
         self.outliers.setWordWrap(True)
         self.outliers.setTextFormat(Qt.TextFormat.PlainText)
+        # Room for two lines from the start: a line that appears with the first fed token would otherwise
+        # shrink the plot and redraw it all again.
+        self.outliers.setMinimumHeight(2 * self.outliers.fontMetrics().lineSpacing())
+        self.outliers.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self.plot.setMinimumHeight(PLOT_MIN_HEIGHT)
         self.title = FittedTitle(self.plot)
 
@@ -191,9 +199,7 @@ class HiddenView(QWidget):
         if key == self._plot_key and not force:
             return
         self._plot_key = key
-        for item in self._dim_labels:
-            self.plot.removeItem(item)
-        self._dim_labels.clear()
+        self._hide_dim_labels()
         if t is None or pos is None or not (0 <= pos < t.length):
             self.curve.setData([], [])
             self.points.setData([], [])
@@ -221,19 +227,38 @@ class HiddenView(QWidget):
                                            "dimensions):\n" + outlier_summary(self.dims).replace("; ", "\n")))
         self._place_dim_labels()
 
+    def _hide_dim_labels(self) -> None:
+        for item in self._dim_labels:
+            item.setVisible(False)
+        self._dim_labels.clear()
+        self._labels_key = None
+
+    def _label(self, index: int, text: str) -> pg.TextItem:
+        """The pool's `index`-th label showing `text` (made and added to the plot the first time)."""
+        if index == len(self._label_pool):
+            label = pg.TextItem("", anchor=(0, 0))
+            label.textItem.document().setDocumentMargin(1)  # the default 4 pixels of padding crowd the plot
+            label.setVisible(False)  # until a place is found for it
+            self.plot.addItem(label, ignoreBounds=True)  # labels must not move the range they sit in
+            self._label_pool.append(label)
+        label = self._label_pool[index]
+        label.setText(text, color=self.palette().color(QPalette.ColorRole.Text))
+        return label
+
     def _place_dim_labels(self) -> None:
         """Label each point where the outlier dimension changes, inside the plot, no two overlapping."""
-        for item in self._dim_labels:
-            self.plot.removeItem(item)
-        self._dim_labels.clear()
         x, y = self.curve.getData()
-        if x is None or not len(x) or len(self.dims) != len(x):
-            return
         vb = self.plot.getPlotItem().getViewBox()
         area = vb.sceneBoundingRect().adjusted(1, 1, -1, -1)  # a pixel in: rounding never puts a label on the edge
+        key = (self._plot_key, area.getRect(), tuple(map(tuple, vb.viewRange())))
+        if key == self._labels_key:
+            return  # a range or size signal that moved nothing
+        self._hide_dim_labels()
+        if x is None or not len(x) or len(self.dims) != len(x):
+            return
         if area.width() < 2 or area.height() < 2:
             return  # not laid out yet: sigResized places them
-        color = self.palette().color(QPalette.ColorRole.Text)
+        self._labels_key = key
         radius = self.points.opts["size"] / 2
         # The points themselves are taken: a label never hides one.
         taken: list[QRectF] = []
@@ -249,8 +274,7 @@ class HiddenView(QWidget):
             if d == previous:
                 continue
             previous = d
-            label = pg.TextItem(str(d), color=color, anchor=(0, 0))
-            label.textItem.document().setDocumentMargin(1)  # the default 4 pixels of padding crowd the plot
+            label = self._label(len(self._dim_labels), str(d))
             size = label.boundingRect().size()
             w, h = size.width(), size.height()
             at = vb.mapViewToScene(QPointF(float(xi), float(yi)))
@@ -264,7 +288,7 @@ class HiddenView(QWidget):
                 if area.contains(rect) and not any(rect.intersects(r) for r in taken):
                     taken.append(rect)
                     label.setPos(vb.mapSceneToView(rect.topLeft()))
-                    self.plot.addItem(label, ignoreBounds=True)  # labels must not move the range they sit in
+                    label.setVisible(True)
                     self._dim_labels.append(label)
                     break
 

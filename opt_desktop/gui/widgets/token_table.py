@@ -128,6 +128,10 @@ HEADER_TIPS = (
     "The most likely tokens at this position, with probabilities",
 )
 NUMERIC = {COL_POS, COL_ID, COL_PROB, COL_RANK, COL_ENTROPY}
+_DISPLAY, _USER, _FONT = Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.UserRole, Qt.ItemDataRole.FontRole
+_BACKGROUND, _ALIGN = Qt.ItemDataRole.BackgroundRole, Qt.ItemDataRole.TextAlignmentRole
+_ANSWERED = frozenset({_DISPLAY, _USER, _FONT, _BACKGROUND, _ALIGN, Qt.ItemDataRole.ToolTipRole})
+_RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
 
 class TokenTableModel(QAbstractTableModel):
@@ -139,6 +143,7 @@ class TokenTableModel(QAbstractTableModel):
         self._trace: RunTrace | None = None
         self._rows = 0
         self._prompt_scored = True
+        self._texts_cache: dict[int, tuple[str, ...]] = {}  # position -> its cells' texts, made once
         self._italic = QFont()
         self._italic.setItalic(True)
         self.prompt_brush = QBrush()
@@ -149,6 +154,7 @@ class TokenTableModel(QAbstractTableModel):
     def set_trace(self, trace: RunTrace | None) -> None:
         self.beginResetModel()
         self._trace = trace
+        self._texts_cache.clear()
         self._rows = trace.length if trace is not None else 0
         self._prompt_scored = self._is_prompt_scored()
         self.endResetModel()
@@ -162,6 +168,7 @@ class TokenTableModel(QAbstractTableModel):
         if not self._prompt_scored and self._is_prompt_scored():
             # The prompt rows exist from the Started event; their numbers come with PromptScored.
             self._prompt_scored = True
+            self._texts_cache.clear()
             last = min(self._trace.n_prompt, self._rows) - 1
             self.dataChanged.emit(self.index(0, 0), self.index(last, len(COLUMNS) - 1))
         n = self._trace.length if self._trace is not None else 0
@@ -222,23 +229,29 @@ class TokenTableModel(QAbstractTableModel):
         return str(value)
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid() or self._trace is None or not (0 <= index.row() < self._rows):
+        # Qt asks for seven roles per visible cell on every repaint, which happens with each new row
+        # while a run streams: roles nobody answers leave first, and a row's texts are made once.
+        if role not in _ANSWERED or self._trace is None:
             return None
-        pos, col = index.row(), index.column()
-        if role == Qt.ItemDataRole.DisplayRole:
-            return self._display(pos, col)
-        if role == Qt.ItemDataRole.UserRole:
+        pos = index.row()
+        if not (0 <= pos < self._rows):
+            return None
+        col = index.column()
+        if role == _DISPLAY:
+            texts = self._texts_cache.get(pos)
+            if texts is None:
+                texts = self._texts_cache[pos] = tuple(self._display(pos, c) for c in range(len(COLUMNS)))
+            return texts[col]
+        if role == _USER:
             return self.raw(pos, col)
         is_prompt = pos < self._trace.n_prompt
-        if role == Qt.ItemDataRole.FontRole and is_prompt:
-            return self._italic
-        if role == Qt.ItemDataRole.BackgroundRole and is_prompt:
-            return self.prompt_brush
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in NUMERIC:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return plain_tip(self._tooltip(pos, col, is_prompt))  # token text is untrusted: never read as HTML
-        return None
+        if role == _FONT:
+            return self._italic if is_prompt else None
+        if role == _BACKGROUND:
+            return self.prompt_brush if is_prompt else None
+        if role == _ALIGN:
+            return _RIGHT if col in NUMERIC else None
+        return plain_tip(self._tooltip(pos, col, is_prompt))  # token text is untrusted: never read as HTML
 
     def _tooltip(self, pos: int, col: int, is_prompt: bool) -> str:
         if col == COL_ALTS:
