@@ -109,3 +109,26 @@ def test_layer_numbers_on_the_axis_never_touch(qtbot, width):
     px = [(t - x0) / (x1 - x0) * length for t in ticks]
     for (a, la), (b, lb) in zip(zip(px, labels), zip(px[1:], labels[1:])):
         assert b - a >= (metrics.horizontalAdvance(la) + metrics.horizontalAdvance(lb)) / 2 + 2, (la, lb)
+
+
+def test_the_outlier_line_keeps_two_lines_and_fits_them(qtbot):
+    from PySide6.QtCore import Qt
+
+    rng = np.random.default_rng(7)
+    dims = rng.integers(1000, 4096, 25)  # 25 runs: more than any width names
+    v = shown(qtbot, 24, (520, 360), dims)
+    label = v.outliers
+    height = label.height()
+
+    def fits() -> bool:
+        flags = int(Qt.TextFlag.TextWordWrap)
+        return label.fontMetrics().boundingRect(0, 0, label.width(), 10**6, flags, label.text()).height() <= height
+
+    assert "hover" in label.text() and fits()
+    narrow = label.text()
+    v.resize(1400, 360)  # wider: more runs named, the plot keeps its height
+    qtbot.waitUntil(lambda: label.text() != narrow)
+    assert fits() and label.height() == height
+    assert label.text().count("dim ") >= 2 and "more (hover to see all)" in label.text()
+    v.set_position(None)  # no line at all: the plot does not grow into its room
+    assert label.text() == "" and label.height() == height

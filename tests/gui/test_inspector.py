@@ -125,12 +125,14 @@ def test_prompt_rows_fill_in_when_the_prompt_is_scored(qtbot):
     trace.apply(events[1])  # the first token comes before the prompt's statistics
     w.refresh()
     assert model.rowCount() == 6 and model.index(3, COL_PROB).data() == "—"
+    assert "not scored yet" in w.header.text() and "nan" not in w.header.text()  # the last prompt token
     assert isinstance(events[2], PromptScored)
     trace.apply(events[2])
     with qtbot.waitSignal(model.dataChanged, timeout=1000):
         w.refresh()
     assert model.index(3, COL_PROB).data(UR) == pytest.approx(np.exp(trace.logprob[3]))
     assert model.index(3, COL_PROB).data() != "—"
+    assert "entropy" in w.header.text() and "not scored" not in w.header.text()
 
 
 # --- selection -----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
 
@@ -27,6 +27,8 @@ STATS = (("norm", "norm ‖x‖"), ("mean", "mean"), ("std", "std"), ("maxabs", 
 LABEL_GAP = 3  # pixels between a point's marker and its label
 MAX_RUNS_SHOWN = 4  # runs of one outlier dimension named under the plot; the tooltip has them all
 PLOT_MIN_HEIGHT = 140
+OUTLIER_LINES = 2  # the height of the line under the plot
+OUTLIER_PREFIX = "Outlier dims (largest |x|): "
 
 
 def layer_tick(row: int) -> str:
@@ -127,10 +129,11 @@ class HiddenView(QWidget):
         self.outliers = QLabel()
         self.outliers.setWordWrap(True)
         self.outliers.setTextFormat(Qt.TextFormat.PlainText)
-        # Room for two lines from the start: a line that appears with the first fed token would otherwise
-        # shrink the plot and redraw it all again.
-        self.outliers.setMinimumHeight(2 * self.outliers.fontMetrics().lineSpacing())
+        # Always two lines high, the text fitted to them: a line that appeared or wrapped anew with a fed
+        # token would shrink the plot and redraw it all again, mid-run.
+        self.outliers.setFixedHeight(OUTLIER_LINES * self.outliers.fontMetrics().lineSpacing() + 2)
         self.outliers.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.outliers.installEventFilter(self)  # fitted again when its width changes
         self.plot.setMinimumHeight(PLOT_MIN_HEIGHT)
         self.title = FittedTitle(self.plot)
 
@@ -222,7 +225,7 @@ class HiddenView(QWidget):
             self.outliers.setText("")
             self.outliers.setToolTip("")
             return
-        self.outliers.setText("Outlier dims (largest |x|): " + outlier_line(self.dims))
+        self._fit_outlier_line()
         self.outliers.setToolTip(plain_tip("Hidden dimension with the largest |x| at each layer (OPT's outlier "
                                            "dimensions):\n" + outlier_summary(self.dims).replace("; ", "\n")))
         self._place_dim_labels()
@@ -291,6 +294,25 @@ class HiddenView(QWidget):
                     label.setVisible(True)
                     self._dim_labels.append(label)
                     break
+
+    def _fit_outlier_line(self) -> None:
+        """Name as many outlier runs under the plot as its two lines hold (the tooltip has them all)."""
+        if not len(self.dims) or not (self.dims >= 0).any():
+            return
+        metrics, width = self.outliers.fontMetrics(), max(self.outliers.width(), 1)
+        flags = int(Qt.TextFlag.TextWordWrap)
+        for runs in range(MAX_RUNS_SHOWN, 0, -1):
+            text = OUTLIER_PREFIX + outlier_line(self.dims, runs)
+            if metrics.boundingRect(0, 0, width, 10**6, flags, text).height() <= self.outliers.height():
+                break
+        else:
+            text = OUTLIER_PREFIX + "hover here to see them"  # too narrow to name even one
+        self.outliers.setText(text)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt's name)
+        if watched is self.outliers and event.type() == QEvent.Type.Resize and self.outliers.text():
+            self._fit_outlier_line()
+        return False
 
     def dim_label_rects(self) -> list[QRectF]:
         """Where the outlier-dimension labels are drawn, in scene coordinates (for checks)."""

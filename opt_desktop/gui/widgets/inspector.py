@@ -238,8 +238,10 @@ class Inspector(QWidget):
             return
         part = "prompt" if pos < t.n_prompt else "generated"
         bits = [f"Position {pos} of {t.length}", quote_piece(t.pieces[pos]), part]
-        if pos > 0:
-            lp = float(t.logprob[pos])
+        lp = float(t.logprob[pos]) if pos > 0 else 0.0
+        if pos > 0 and not np.isfinite(lp):  # a prompt token before PromptScored (or a run stopped first)
+            bits.append("not scored yet" if t.finished is None else "not scored")
+        elif pos > 0:
             bits.append(f"p {format_prob(float(np.exp(lp)))}")
             bits.append(f"rank {int(t.rank[pos])}")
             bits.append(f"entropy {float(t.entropy[pos]):.2f} nats")
