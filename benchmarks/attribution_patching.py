@@ -71,6 +71,29 @@ def plain_forward(model, ids):
         model(torch.tensor([ids]), use_cache=False)
 
 
+def matmul_rate(repeats: int = 5) -> float:
+    """This machine's float32 matmul rate in FLOP/s, at the shape of one batched MLP product of IG."""
+    a, b = torch.randn(3200, 768), torch.randn(768, 3072)
+    a @ b  # warm-up
+    t = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * a.shape[0] * a.shape[1] * b.shape[1] / t
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def ig_flops(config, tokens: int, steps: int) -> float:
+    """Matmul FLOPs of integrated gradients: a forward and an input-gradient backward (as costly as the
+    forward: the weights are frozen) per step, plus three forwards (the greedy target and both ends).
+    The head runs at the last position only and the 100-token attention scores are negligible."""
+    d, f = config.hidden_size, config.ffn_dim
+    per_token = 2 * config.num_hidden_layers * (4 * d * d + 2 * d * f)
+    return (2 * steps + 3) * per_token * tokens
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -93,6 +116,9 @@ def main() -> None:
     print(line("one plain forward, 100 tokens", f100, f100))
     ig = median_time(lambda: attribute(loaded, context, method="ig", steps=32), args.repeats)
     print(line("integrated gradients, 32 steps, 100 tokens", ig, f100))
+    rate, flops = matmul_rate(), ig_flops(model.config, len(context), 32)
+    print(f"  its arithmetic: {flops / 1e12:.2f} TFLOP; at this machine's best float32 matmul rate "
+          f"({rate / 1e9:.0f} GFLOP/s) no implementation takes under {flops / rate:.1f} s")
 
     f20 = median_time(lambda: plain_forward(model, clean), args.repeats)
     print(line("one plain forward, 20 tokens", f20, f20))
