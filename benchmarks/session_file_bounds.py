@@ -122,7 +122,7 @@ def main() -> int:
         worst = [max(worst[0], elapsed), max(worst[1], tm), max(worst[2], rss), worst[3]]
     t_all = time.perf_counter() - t_all
 
-    print(f"\n| file | size | time | tracemalloc peak | anonymous memory | result |\n| --- | --- | --- | --- | --- | --- |")
+    print("\n| file | size | time | tracemalloc peak | anonymous memory | result |\n| --- | --- | --- | --- | --- | --- |")
     for name, size, elapsed, tm, rss, outcome in rows:
         print(f"| {name} | {size / 1024:,.0f} KB | {elapsed:.3f} s | {tm / MB:.1f} MiB | +{rss / MB:.1f} MiB | {outcome} |")
     print(f"| worst of {args.mutants} mutants | – | {worst[0]:.3f} s | {worst[1] / MB:.1f} MiB | +{worst[2] / MB:.1f} MiB | "

@@ -53,3 +53,24 @@ def run(engine, request):
     events = []
     finished = engine.generate(request, events.append).result()
     return events, finished
+
+
+def loaded_of(engine):
+    """The LoadedModel an EngineService holds (read on its worker thread)."""
+    return engine.call(lambda loaded: loaded).result()
+
+
+def head_scaled_copy(model, mask=()):
+    """An eager-attention copy with each masked head's out_proj weight columns scaled: head scaling with
+    no hooks and no engine code, the reference the engine's head masks are checked against."""
+    import copy
+
+    import torch
+
+    ref = copy.deepcopy(model)
+    ref.set_attn_implementation("eager")
+    d = model.config.hidden_size // model.config.num_attention_heads
+    with torch.no_grad():
+        for m in mask:
+            ref.model.decoder.layers[m.layer].self_attn.out_proj.weight[:, m.head * d:(m.head + 1) * d] *= m.scale
+    return ref

@@ -19,6 +19,7 @@ from PySide6.QtCore import QObject, Signal
 
 from ..engine import EngineService, LoadRequest
 from ..engine.jobs import Job, JobEnd
+from .tasks import Tasks
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class Controller(QObject):
         self._active: dict[int, Job] = {}  # submitted and not yet ended
         self._ends: dict[int, asyncio.Task] = {}  # per job, the task that resolves to its JobEnd
         self._pumps: dict[int, EventPump] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = Tasks("the window")
         self._closed = False
 
     # --- state ---------------------------------------------------------------------------------
@@ -212,16 +213,7 @@ class Controller(QObject):
 
     def spawn(self, coro: Coroutine) -> asyncio.Task:
         """Run a coroutine on the window's loop; an exception in it is logged, never lost."""
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            log.error("A background task of the window failed", exc_info=(type(exc), exc, exc.__traceback__))
+        return self._tasks.spawn(coro)
 
     def _on_engine_died(self, line: str) -> None:
         if not self._closed:
@@ -239,6 +231,5 @@ class Controller(QObject):
         self._closed = True
         self.engine.shutdown(wait=False)
         ended = self.engine.join(timeout)
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel_all()
         return ended

@@ -451,7 +451,7 @@ def read_summary(path: str | Path) -> SessionSummary:
     try:
         with _Archive(path) as archive:
             doc = _validated(archive.document())
-        checked = _checked_runs(doc)
+        _checked_runs(doc)  # raises on a run that opening the file would reject
         saved_at = None
         if doc.saved_at:
             try:

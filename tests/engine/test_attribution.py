@@ -1,6 +1,5 @@
 """Input × gradient and integrated gradients, against Captum on plain (eager, hook-free) copies of the model."""
 
-import copy
 import threading
 
 import numpy as np
@@ -8,6 +7,7 @@ import pytest
 import torch
 from captum.attr import InputXGradient, IntegratedGradients
 
+from models import head_scaled_copy, loaded_of
 from opt_desktop.engine import HeadScale, LoadRequest, SettingsError
 from opt_desktop.engine import attribution
 from opt_desktop.engine.attribution import attribute, gauss_legendre
@@ -16,21 +16,6 @@ from opt_desktop.engine.loader import load_model
 
 PROMPT = "The weather today is sunny and the"
 MASK = (HeadScale(layer=0, head=2, scale=0.0), HeadScale(layer=2, head=1, scale=1.5))
-
-
-def _loaded(engine):
-    return engine.call(lambda loaded: loaded).result()
-
-
-def _plain_copy(model, mask=()):
-    """An eager-attention copy with each masked head's out_proj columns scaled: no hooks, no engine code."""
-    ref = copy.deepcopy(model)
-    ref.set_attn_implementation("eager")
-    d = model.config.hidden_size // model.config.num_attention_heads
-    with torch.no_grad():
-        for m in mask:
-            ref.model.decoder.layers[m.layer].self_attn.out_proj.weight[:, m.head * d:(m.head + 1) * d] *= m.scale
-    return ref
 
 
 def _function(model, target, alternative=None, hidden=()):
@@ -70,9 +55,9 @@ def test_gauss_legendre_is_captums_default_rule():
 @pytest.mark.parametrize("method, steps", [("ixg", None), ("ig", 8), ("ig", 32)])
 def test_equals_captum(engine, ids, method, steps, monkeypatch):
     monkeypatch.setattr(attribution, "_CHUNK_BYTES", 1)  # one alpha per forward: the chunks must add up
-    loaded = _loaded(engine)
+    loaded = loaded_of(engine)
     result = engine.call(lambda lm: attribute(lm, ids, method=method, steps=steps or 32)).result()
-    ref = _plain_copy(loaded.model)
+    ref = head_scaled_copy(loaded.model)
     f = _function(ref, result.target_id)
     x = _embeds(ref, ids)
     if method == "ixg":
@@ -91,11 +76,11 @@ def test_equals_captum(engine, ids, method, steps, monkeypatch):
 
 def test_target_alternative_and_interventions_equal_captum(engine, ids):
     """The logit difference to an alternative, under a head mask and a hidden position, as the run had them."""
-    loaded = _loaded(engine)
+    loaded = loaded_of(engine)
     target, alternative = 500 % loaded.info.vocab_size, 77
     result = engine.call(lambda lm: attribute(lm, ids, target, method="ig", steps=16, alternative_id=alternative,
                                               head_mask=MASK, hidden=(2,))).result()
-    ref = _plain_copy(loaded.model, MASK)
+    ref = head_scaled_copy(loaded.model, MASK)
     x = _embeds(ref, ids)
     expected = IntegratedGradients(_function(ref, target, alternative, hidden=(2,))).attribute(
         x, baselines=torch.zeros_like(x), n_steps=16, method="gausslegendre").sum(-1)[0].detach().numpy()
@@ -128,7 +113,7 @@ def smooth_model(tmp_path_factory, family, tokenizer):
 def test_integrated_gradients_are_complete(smooth_model, ids):
     """Scores sum to f(input) - f(baseline) within 1%, both computed here by plain forwards."""
     result = attribute(smooth_model, ids)  # 32 steps
-    ref = _plain_copy(smooth_model.model)
+    ref = head_scaled_copy(smooth_model.model)
     f = _function(ref, result.target_id)
     x = _embeds(ref, ids)
     with torch.no_grad():
@@ -140,9 +125,9 @@ def test_integrated_gradients_are_complete(smooth_model, ids):
 
 
 def test_default_target_is_the_greedy_token(engine, ids):
-    loaded = _loaded(engine)
+    loaded = loaded_of(engine)
     with torch.no_grad():
-        logp = torch.log_softmax(_plain_copy(loaded.model)(torch.tensor([ids])).logits[0, -1].double(), -1)
+        logp = torch.log_softmax(head_scaled_copy(loaded.model)(torch.tensor([ids])).logits[0, -1].double(), -1)
     result = engine.call(lambda lm: attribute(lm, ids, method="ixg")).result()
     assert result.target_id == int(logp.argmax())
     assert result.logprob == pytest.approx(logp.max().item(), abs=1e-4)
@@ -186,7 +171,7 @@ def test_packed_bfloat16_weights_are_read_back_exactly(checkpoint):
 @pytest.mark.parametrize("method", ["ig", "ixg"])
 def test_stop_ends_the_job_between_chunks(engine, ids, monkeypatch, method):
     monkeypatch.setattr(attribution, "_CHUNK_BYTES", 1)  # one alpha per forward
-    loaded = _loaded(engine)
+    loaded = loaded_of(engine)
     forwards = []
     handle = loaded.model.model.decoder.layers[-1].register_forward_hook(lambda *a: forwards.append(1))
     stop = threading.Event()
@@ -212,7 +197,7 @@ def test_stop_ends_the_job_between_chunks(engine, ids, monkeypatch, method):
 
 
 def test_refusals(engine, ids):
-    vocab = _loaded(engine).info.vocab_size
+    vocab = loaded_of(engine).info.vocab_size
     cases = [
         (dict(method="shap"), "Unknown attribution method"),
         (dict(steps=0), "1 to 512 steps"),

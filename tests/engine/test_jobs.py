@@ -1,12 +1,10 @@
 """One job object per engine job: Stop reaches the running job, a queued job can be cancelled on its
 own, a long prefill stops within a layer, analyses are cancellable, and every job ends once."""
 
-import threading
 import time
 
 import numpy as np
 import pytest
-import torch
 
 from models import save_tiny_opt
 from opt_desktop.engine import (EngineService, Finished, GenerationRequest, GenerationSettings, LoadRequest,

@@ -8,13 +8,13 @@ through the head by hand; head masks are applied by scaling out_proj weights of 
 
 from __future__ import annotations
 
-import copy
 import threading
 
 import numpy as np
 import pytest
 import torch
 
+from models import head_scaled_copy, loaded_of
 from opt_desktop.engine import GenerationRequest, GenerationSettings, HeadScale
 from opt_desktop.engine.errors import JobCancelled, SettingsError
 from opt_desktop.engine.generate import run_generation
@@ -23,20 +23,6 @@ from opt_desktop.engine.lens_table import lens_table
 from opt_desktop.session import RunTrace
 
 MASK = (HeadScale(layer=0, head=2, scale=0.0), HeadScale(layer=2, head=1, scale=1.5))
-
-
-def _loaded(engine):
-    return engine.call(lambda loaded: loaded).result()
-
-
-def _edited_copy(model, mask=()):
-    ref = copy.deepcopy(model)
-    ref.set_attn_implementation("eager")
-    d = model.config.hidden_size // model.config.num_attention_heads
-    with torch.no_grad():
-        for m in mask:
-            ref.model.decoder.layers[m.layer].self_attn.out_proj.weight[:, m.head * d:(m.head + 1) * d] *= m.scale
-    return ref
 
 
 def _rows(ref, ids, hidden=(), segments=None):
@@ -106,11 +92,11 @@ def sequence(tokenizer):
 
 
 def test_every_row_and_position_equals_a_plain_forward(engine, sequence):
-    loaded = _loaded(engine)
+    loaded = loaded_of(engine)
     seen = []
     table = engine.call(lambda ld: lens_table(ld, sequence, top_k=4, chunk=3,
                                               progress=lambda d, t: seen.append((d, t)))).result()
-    ref = _edited_copy(loaded.model)
+    ref = head_scaled_copy(loaded.model)
     logp = _read(ref, _rows(ref, sequence))
     _assert_table(table, logp, sequence, 4)
     assert seen[-1] == (len(sequence), len(sequence)) and len(seen) == -(-len(sequence) // 3)
@@ -125,21 +111,21 @@ def test_every_row_and_position_equals_a_plain_forward(engine, sequence):
 
 
 def test_the_runs_interventions_are_respected(engine, sequence):
-    loaded = _loaded(engine)
+    loaded = loaded_of(engine)
     table = engine.call(lambda ld: lens_table(ld, sequence, hidden_positions=(2,), mask_schedule=((0, MASK),),
                                               top_k=3, chunk=4)).result()
-    ref = _edited_copy(loaded.model, MASK)
+    ref = head_scaled_copy(loaded.model, MASK)
     _assert_table(table, _read(ref, _rows(ref, sequence, hidden=(2,))), sequence, 3)
     plain = engine.call(lambda ld: lens_table(ld, sequence, top_k=3)).result()
     assert not np.allclose(plain.target_logprob[-1, :-1], table.target_logprob[-1, :-1], atol=1e-3)
 
 
 def test_a_mask_changed_part_way_applies_from_its_position(engine, sequence):
-    loaded = _loaded(engine)
+    loaded = loaded_of(engine)
     change = 7
     table = engine.call(lambda ld: lens_table(ld, sequence, mask_schedule=((0, ()), (change, MASK)),
                                               top_k=3, chunk=5)).result()
-    plain, masked = _edited_copy(loaded.model), _edited_copy(loaded.model, MASK)
+    plain, masked = head_scaled_copy(loaded.model), head_scaled_copy(loaded.model, MASK)
     rows = _rows(plain, sequence, segments=[(0, change, plain), (change, len(sequence), masked)])
     _assert_table(table, _read(plain, rows), sequence, 3)
 
@@ -148,7 +134,7 @@ def test_it_reads_a_run_as_it_was_made(engine):
     """A real run whose head mask changed while it streamed: the lens's last row gives each
     generated token the log-probability the run recorded for it, and the rows the run keeps in
     memory are exact: the live lens of every position is the table's."""
-    loaded = _loaded(engine)
+    loaded = loaded_of(engine)
     polls = []
 
     def mask_change():

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from models import save_tiny_opt
 from opt_desktop.engine import EngineService, LoadRequest, ModelLoadError
 from opt_desktop.engine.attention import ATTN_IMPLEMENTATION
 from opt_desktop.engine.loader import load_model

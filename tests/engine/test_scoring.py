@@ -1,32 +1,17 @@
 """Divergence and head importance, against plain full forwards of edited copies computed here."""
 
-import copy
 import threading
 
 import numpy as np
 import pytest
 import torch
 
+from models import head_scaled_copy, loaded_of
 from opt_desktop.engine import HeadScale, PromptError, SettingsError
 from opt_desktop.engine import scoring
 
 PROMPT = "The weather today is"
 OTHER = (HeadScale(layer=0, head=2, scale=0.0), HeadScale(layer=2, head=1, scale=1.5))
-
-
-def _loaded(engine):
-    return engine.call(lambda loaded: loaded).result()
-
-
-def _edited_copy(model, mask=()):
-    """A copy with each masked head's out_proj weight columns scaled: hook-free head scaling."""
-    ref = copy.deepcopy(model)
-    ref.set_attn_implementation("eager")
-    d = model.config.hidden_size // model.config.num_attention_heads
-    with torch.no_grad():
-        for m in mask:
-            ref.model.decoder.layers[m.layer].self_attn.out_proj.weight[:, m.head * d:(m.head + 1) * d] *= m.scale
-    return ref
 
 
 def _logp(model, ids, hidden=()):
@@ -51,9 +36,9 @@ def test_divergence_equals_kl_of_two_full_forwards(engine, sequence, monkeypatch
     ids, _ = sequence
     monkeypatch.setattr(scoring, "_ROWS", 3)  # several vocabulary chunks, as for a long sequence
     result = engine.divergence(ids, other_mask=OTHER, other_hidden=(2,)).result()
-    model = _loaded(engine).model
-    base = _logp(_edited_copy(model), ids)
-    other = _logp(_edited_copy(model, OTHER), ids, hidden=(2,))
+    model = loaded_of(engine).model
+    base = _logp(head_scaled_copy(model), ids)
+    other = _logp(head_scaled_copy(model, OTHER), ids, hidden=(2,))
     T = len(ids)
     rows, targets = torch.arange(T - 1), torch.tensor(ids[1:])
     kl = (base.exp() * (base - other)).sum(-1)[:-1]
@@ -74,7 +59,7 @@ def test_divergence_of_a_run_with_itself_is_zero(engine, sequence):
 
 def test_divergence_refuses_what_cannot_be_scored(engine, sequence):
     ids, _ = sequence
-    vocab = _loaded(engine).info.vocab_size
+    vocab = loaded_of(engine).info.vocab_size
     with pytest.raises(PromptError, match="outside this model's vocabulary"):
         engine.divergence([2, vocab]).result()
     with pytest.raises(SettingsError, match="Head 0:9 does not exist"):
@@ -90,15 +75,15 @@ def test_head_importance_equals_the_loop_over_edited_copies(engine, sequence, sc
     result = engine.head_importance(ids, n_prompt, scale=scale,
                                     progress=lambda done, total: calls.append((done, total, threading.current_thread().name))
                                     ).result()
-    model = _loaded(engine).model
+    model = loaded_of(engine).model
     L, H = model.config.num_hidden_layers, model.config.num_attention_heads
     T = len(ids)
     rows, targets = torch.arange(n_prompt - 1, T - 1), torch.tensor(ids[n_prompt:])
-    baseline = _logp(_edited_copy(model), ids)[rows, targets]
+    baseline = _logp(head_scaled_copy(model), ids)[rows, targets]
     expected = np.zeros((L, H))
     for layer in range(L):
         for head in range(H):
-            scaled = _logp(_edited_copy(model, (HeadScale(layer=layer, head=head, scale=scale),)), ids)[rows, targets]
+            scaled = _logp(head_scaled_copy(model, (HeadScale(layer=layer, head=head, scale=scale),)), ids)[rows, targets]
             expected[layer, head] = (scaled - baseline).sum().item()
     assert result.completed and result.delta.shape == (L, H) and result.delta.dtype == np.float32
     np.testing.assert_allclose(result.delta, expected, atol=1e-3)
@@ -114,14 +99,14 @@ def test_head_importance_keeps_the_runs_own_interventions(engine, sequence):
     ids, n_prompt = sequence
     base = (HeadScale(layer=0, head=1, scale=0.0), HeadScale(layer=1, head=0, scale=1.5))
     result = engine.head_importance(ids, n_prompt, base_mask=base, hidden=(2,)).result()
-    model = _loaded(engine).model
+    model = loaded_of(engine).model
     L, H = model.config.num_hidden_layers, model.config.num_attention_heads
     rows, targets = torch.arange(n_prompt - 1, len(ids) - 1), torch.tensor(ids[n_prompt:])
-    baseline = _logp(_edited_copy(model, base), ids, hidden=(2,))[rows, targets]
+    baseline = _logp(head_scaled_copy(model, base), ids, hidden=(2,))[rows, targets]
     assert result.baseline_logprob == pytest.approx(baseline.sum().item(), abs=1e-3)
     for layer, head in [(0, 1), (1, 0), (L - 1, H - 1)]:
         mask = tuple(m for m in base if (m.layer, m.head) != (layer, head)) + (HeadScale(layer=layer, head=head),)
-        scaled = _logp(_edited_copy(model, mask), ids, hidden=(2,))[rows, targets]
+        scaled = _logp(head_scaled_copy(model, mask), ids, hidden=(2,))[rows, targets]
         assert result.delta[layer, head] == pytest.approx((scaled - baseline).sum().item(), abs=1e-3)
     assert result.delta[0, 1] == pytest.approx(0.0, abs=1e-4)  # already ablated in the run itself
     plain = engine.head_importance(ids, n_prompt).result()

@@ -1,9 +1,8 @@
 """Interventions driven from the window: head masks (before and during a run), comparing runs, head importance."""
 
 import numpy as np
-import pytest
 
-from opt_desktop.engine import GenerationRequest, GenerationSettings, HeadScale, LoadRequest
+from opt_desktop.engine import GenerationRequest, GenerationSettings, HeadScale
 from test_main_window import finished, loop, run_until  # noqa: F401  (fixtures)
 from test_sessions_gui import generate, make_window  # noqa: F401
 

@@ -11,7 +11,7 @@ import qasync
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
-from opt_desktop.engine import EngineService, GenerationRequest, GenerationSettings, LoadRequest, TokenGenerated
+from opt_desktop.engine import EngineService, GenerationRequest, GenerationSettings, LoadRequest
 from opt_desktop.gui import session_dialogs
 from opt_desktop.gui.app_state import AppState
 from opt_desktop.gui.main_window import MainWindow

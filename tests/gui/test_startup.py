@@ -15,7 +15,7 @@ from opt_desktop.engine.settings import LoadRequest
 from opt_desktop.gui.app_state import AppState, state_path
 from opt_desktop.gui.startup import startup_checks
 from opt_desktop.presets import PRESETS_FILE
-from opt_desktop.session import Session, save_session
+from opt_desktop.session import Session
 from opt_desktop.session.autosave import Autosave
 
 

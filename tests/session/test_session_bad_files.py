@@ -13,7 +13,6 @@ from safetensors.numpy import save as save_arrays
 from session_helpers import generate
 from opt_desktop.engine import GenerationRequest, GenerationSettings
 from opt_desktop.session import Session, SessionFileError, load_session, save_session
-from opt_desktop.session import file as session_file
 from opt_desktop.session import limits
 
 

@@ -1,13 +1,10 @@
 """Saves killed mid-write leave temporary files named after their writer; the next save to the same
 folder, and the next start, remove those of dead writers and nothing else."""
 
-import os
 import signal
 import subprocess
 import sys
-import time
 
-import pytest
 
 from opt_desktop.atomic import is_temp_name, remove_stale_temps, temp_name, write_atomic
 from opt_desktop.session.autosave import Autosave

@@ -18,8 +18,6 @@ from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
-    QPushButton,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -28,6 +26,7 @@ from PySide6.QtWidgets import (
 from ...engine.results import Attribution
 from ..rich_text import plain_tip
 from .heatmap import IndexAxis, style_plot
+from .job_controls import JobControls
 
 METHODS = (("ig", "Integrated gradients"), ("ixg", "Input × gradient"))
 POSITIVE, NEGATIVE = QColor(200, 60, 50), QColor(50, 100, 200)  # red: for the target; blue: against it
@@ -45,7 +44,7 @@ def score_color(score: float, scale: float) -> QColor | None:
     return c
 
 
-class AttributionView(QWidget):
+class AttributionView(JobControls, QWidget):
     run_requested = Signal(str, int, object)  # method, steps, alternative token id (None: log p of the target)
     stop_requested = Signal()
     position_clicked = Signal(int)  # an input token of the chart
@@ -54,8 +53,7 @@ class AttributionView(QWidget):
         super().__init__(parent)
         self.result: Attribution | None = None
         self._pieces: list[str] = []
-        self._available: tuple[bool, str] = (False, "")
-        self._running = False
+        self._make_job_controls("Attribute", "steps")
 
         self.target = QLabel()
         self.target.setTextFormat(Qt.TextFormat.PlainText)
@@ -73,14 +71,7 @@ class AttributionView(QWidget):
         self.method.currentIndexChanged.connect(lambda: self.steps.setEnabled(self.method.currentData() == "ig"))
         self.versus = QComboBox()
         self.versus.setToolTip("Attribute the target's log-probability, or its logit minus an alternative's")
-        self.run_button = QPushButton("Attribute")
         self.run_button.setToolTip("Compute the scores for the chosen token (needs the run's model loaded)")
-        self.run_button.clicked.connect(self._request)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.clicked.connect(self.stop_requested)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setFormat("%v / %m steps")
         controls = QHBoxLayout()
         for w in (self.method, self.steps, self.versus):
             controls.addWidget(w)
@@ -88,10 +79,6 @@ class AttributionView(QWidget):
         controls.addWidget(self.stop_button)
         controls.addWidget(self.progress, 1)
 
-        self.status = QLabel()
-        self.status.setTextFormat(Qt.TextFormat.PlainText)
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.readout = QLabel(EXPLANATION)
         self.readout.setTextFormat(Qt.TextFormat.PlainText)
         self.readout.setWordWrap(True)
@@ -136,30 +123,11 @@ class AttributionView(QWidget):
             self.target.setText(f"Why {piece!r} at position {position}{p}?")
         self._update_buttons()
 
-    def set_available(self, ok: bool, reason: str) -> None:
-        self._available = (ok, reason)
-        self._update_buttons()
-
     def _request(self) -> None:
         if self._position is not None:
             self.run_requested.emit(self.method.currentData(), int(self.steps.value()), self.versus.currentData())
 
     # --- progress and result ----------------------------------------------------------------------
-
-    def set_running(self, running: bool) -> None:
-        self._running = running
-        if running:
-            self.progress.setRange(0, 1)
-            self.progress.setValue(0)
-            self.status.setText("Computing…")
-        self._update_buttons()
-
-    def set_progress(self, done: int, total: int) -> None:
-        self.progress.setRange(0, max(1, total))
-        self.progress.setValue(done)
-
-    def set_message(self, text: str) -> None:
-        self.status.setText(text)
 
     def set_result(self, result: Attribution | None, pieces: list[str] | None = None) -> None:
         """Show the scores; `pieces[i]` is the text of result.token_ids[i]."""

@@ -16,7 +16,7 @@ import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Coroutine, get_args
+from typing import Any, Callable, get_args
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QCloseEvent
@@ -48,6 +48,7 @@ from ...engine.jobs import describe_error
 from ...engine.placement import format_max_memory, parse_max_memory
 from ...engine.settings import DEMO_SOURCE, Device, DType, LoadRequest
 from ...formatting import format_bytes, format_count
+from ..tasks import Tasks
 from ..controller import EventPump
 from ..rich_text import plain_tip
 
@@ -100,7 +101,7 @@ class ModelManager(QDialog):
         self._memory = machine_memory(include_gpus=False)  # RAM now; GPUs once a worker has asked torch
         self._download: hub_cache.Download | None = None
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="opt-manager")
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = Tasks("the model manager")
         self._closed = False
         self._build()
         for checkpoint in CATALOG:
@@ -346,21 +347,9 @@ class ModelManager(QDialog):
 
     # --- background work ---------------------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine) -> asyncio.Task:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            log.error("A background task of the model manager failed", exc_info=(type(exc), exc, exc.__traceback__))
-
     def _submit(self, fn: Callable[[], Any], on_done: Callable[[Any], None], doing: str) -> asyncio.Task:
         """Run `fn` on the dialog's executor; `on_done(result)` on the GUI thread once it returns."""
-        return self._spawn(self._background(fn, on_done, doing))
+        return self._tasks.spawn(self._background(fn, on_done, doing))
 
     async def _background(self, fn: Callable[[], Any], on_done: Callable[[Any], None], doing: str) -> None:
         try:
@@ -435,7 +424,7 @@ class ModelManager(QDialog):
         self.progress_label.show()
         self.message.clear()
         self._update_buttons()
-        self._spawn(self._follow_download(download, pump))
+        self._tasks.spawn(self._follow_download(download, pump))
 
     def cancel_download(self) -> None:
         if self._download is not None and not self._download.done():
@@ -588,8 +577,7 @@ class ModelManager(QDialog):
             self._download.wait(5.0)
             self._download = None
         self._executor.shutdown(wait=False, cancel_futures=True)
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel_all()
 
     def done(self, result: int) -> None:  # accept(), reject() and Escape all end here
         self._shutdown()

@@ -20,8 +20,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
-    QPushButton,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -30,6 +28,7 @@ from PySide6.QtWidgets import (
 from ...engine.results import Patching
 from ..rich_text import plain_tip
 from .heatmap import Axis, Heatmap
+from .job_controls import JobControls
 
 COLORMAP = "viridis"
 EXPLANATION = ("Each cell copies one piece of the clean run into the corrupted run and measures the target's "
@@ -40,18 +39,18 @@ def _row_name(r: int) -> str:
     return "embed (the input of layer 0)" if r == 0 else f"output of layer {r - 1}"
 
 
-class PatchingView(QWidget):
+class PatchingView(JobControls, QWidget):
     # clean run, corrupted run, target text ("" = the clean run's next token), patch heads too
     run_requested = Signal(int, int, str, bool)
     stop_requested = Signal()
+    RUNNING_TEXT = "Patching…"
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.result: Patching | None = None
         self._tokens: list[str] = []
         self._target = ""
-        self._running = False
-        self._available: tuple[bool, str] = (False, "")
+        self._make_job_controls("Patch", "patches", EXPLANATION)
 
         self.clean = QComboBox()
         self.corrupt = QComboBox()
@@ -67,13 +66,6 @@ class PatchingView(QWidget):
         self.heads = QCheckBox("heads too")
         self.heads.setChecked(True)
         self.heads.setToolTip("Also patch each head's output (all positions): a layers × heads map")
-        self.run_button = QPushButton("Patch")
-        self.run_button.clicked.connect(self._request)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.clicked.connect(self.stop_requested)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setFormat("%v / %m patches")
 
         grid = QGridLayout()
         grid.addWidget(QLabel("clean run"), 0, 0)
@@ -91,10 +83,6 @@ class PatchingView(QWidget):
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
 
-        self.status = QLabel(EXPLANATION)
-        self.status.setTextFormat(Qt.TextFormat.PlainText)
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.residual = Heatmap(Axis("hidden-state row", self._row_tick, _row_name),
                                 Axis("position", self._position_tick, self._position_name),
                                 colormap=COLORMAP, hint="Hover a cell for the probabilities it gave.")
@@ -134,31 +122,12 @@ class PatchingView(QWidget):
             combo.blockSignals(False)
         self._update_buttons()
 
-    def set_available(self, ok: bool, reason: str) -> None:
-        self._available = (ok, reason)
-        self._update_buttons()
-
     def _request(self) -> None:
         if self.clean.count() and self.corrupt.count():
             self.run_requested.emit(self.clean.currentData(), self.corrupt.currentData(), self.target.text(),
                                     self.heads.isChecked())
 
     # --- progress and result ------------------------------------------------------------------------
-
-    def set_running(self, running: bool) -> None:
-        self._running = running
-        if running:
-            self.progress.setRange(0, 1)
-            self.progress.setValue(0)
-            self.status.setText("Patching…")
-        self._update_buttons()
-
-    def set_progress(self, done: int, total: int) -> None:
-        self.progress.setRange(0, max(1, total))
-        self.progress.setValue(done)
-
-    def set_message(self, text: str) -> None:
-        self.status.setText(text)
 
     def set_result(self, result: Patching | None, tokens: list[str] | None = None, target: str = "") -> None:
         """Show a result; `tokens[t]` is the clean run's token at position t, `target` the target's text."""
