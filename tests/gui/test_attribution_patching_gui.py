@@ -64,3 +64,14 @@ def test_patching_refuses_prompts_of_different_lengths(make_window, loop):  # no
     w.patching.run_button.click()
     assert "3 tokens long and the corrupted one 4" in w.patching.status.text()
     assert not w.controller.is_busy
+
+
+def test_wait_for_the_job_goes_once_the_run_has_ended(make_window, loop):  # noqa: F811
+    w = make_window()
+    w.runs.start(GenerationRequest(prompt="The cat sat", settings=GenerationSettings(max_new_tokens=40)))
+    run_until(loop, lambda: w.controller.is_busy and w.presenter.trace is not None)
+    run_until(loop, lambda: "Wait for the running job" in w.attribution.status.text())
+    assert "Wait for the running job" in w.patching.status.text()
+    run_until(loop, lambda: not w.controller.is_busy)
+    assert "Wait" not in w.attribution.status.text()
+    assert "Wait" not in w.patching.status.text() and "Each cell copies" in w.patching.status.text()

@@ -12,6 +12,7 @@ class JobControls:
     and define `_request` (the Run button) and `_update_buttons`."""
 
     RUNNING_TEXT = "Computing…"
+    IDLE_TEXT = ""  # the status line with no job, no result and nothing in the way
 
     def _make_job_controls(self, run_text: str, unit: str, status: str = "") -> None:
         self._running = False
@@ -30,7 +31,10 @@ class JobControls:
 
     def set_available(self, ok: bool, reason: str) -> None:
         """Whether a job can start now (a model is loaded, nothing else runs), and why not."""
+        old = self._available[1]
         self._available = (ok, reason)
+        if old and self.status.text() == old and reason != old and not self._running:
+            self.status.setText(self.IDLE_TEXT)  # the reason shown no longer holds ("wait for the job" after it ended)
         self._update_buttons()
 
     def set_running(self, running: bool) -> None:

@@ -44,6 +44,7 @@ class PatchingView(JobControls, QWidget):
     run_requested = Signal(int, int, str, bool)
     stop_requested = Signal()
     RUNNING_TEXT = "Patching…"
+    IDLE_TEXT = EXPLANATION
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
