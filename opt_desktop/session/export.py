@@ -199,7 +199,8 @@ def export_json(session: Session, run: int | None = None) -> str:
 
 def _plain_values(a: np.ndarray):
     if a.dtype.kind == "f":
-        return np.where(np.isfinite(a), a.astype(np.float64), None).tolist()
+        with np.errstate(invalid="ignore"):  # non-finite values become null below; the cast need not warn
+            return np.where(np.isfinite(a), a.astype(np.float64), None).tolist()
     return a.tolist()
 
 
