@@ -1,9 +1,9 @@
 """Keeping Python's cycle collector off the window's long-lived objects.
 
-A full collection walks every object the interpreter tracks: after the window and a model's tokenizer
-are built that is about a million of them, and one pass stalled the window for 110 ms while tokens
-streamed. Freezing moves what exists now out of the collector's reach, so later passes only walk
-objects made since. Objects frozen here live as long as the window anyway.
+A full collection walks every object the interpreter tracks: about 110,000 once the window is built,
+more once a model is loaded, and one pass stalled the window for 110 ms while tokens streamed.
+Freezing moves what exists now out of the collector's reach, so later passes only walk objects made
+since. Objects frozen here live as long as the window anyway.
 """
 
 from __future__ import annotations
