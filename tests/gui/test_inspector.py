@@ -89,6 +89,21 @@ def test_alternatives_fall_back_to_run_pieces_then_ids(qtbot, trace):
     assert texts.text(999_999) == "#999999"
 
 
+def test_alternatives_are_named_once_a_model_can_name_them(qtbot, trace):
+    # A reopened session with no model loaded shows '#id' for alternatives the run never used; loading
+    # the model must name them on the next repaint, however the table caches its texts.
+    names = {}
+    w = Inspector(piece_fn=lambda token_id: names.get(token_id))
+    qtbot.addWidget(w)
+    w.set_trace(trace)
+    pos = trace.n_prompt + 1
+    index = w.table.model.index(pos, COL_ALTS)
+    alt = int(trace.top_ids[pos][0])
+    assert alt not in trace.token_ids and f"'#{alt}'" in index.data()  # not one of the run's own tokens
+    names.update({int(i): f" named{int(i)}" for i in np.unique(trace.top_ids)})
+    assert f"' named{alt}'" in index.data()
+
+
 def test_refresh_inserts_rows_without_reset(qtbot):
     events = fake_events(n_prompt=5, n_gen=10, n_layers=3, n_heads=2)
     trace = RunTrace(events[0])

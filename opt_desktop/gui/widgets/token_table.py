@@ -95,6 +95,10 @@ class TokenTexts:
     def set_trace(self, trace: RunTrace | None) -> None:
         self._trace, self._indexed = trace, 0
 
+    def resolved(self, token_id: int) -> bool:
+        """Whether text() has found a real piece for this id (not the '#id' stand-in)."""
+        return int(token_id) in self._cache
+
     def text(self, token_id: int) -> str:
         token_id = int(token_id)
         if token_id in self._cache:
@@ -240,7 +244,9 @@ class TokenTableModel(QAbstractTableModel):
         if role == _DISPLAY:
             texts = self._texts_cache.get(pos)
             if texts is None:
-                texts = self._texts_cache[pos] = tuple(self._display(pos, c) for c in range(len(COLUMNS)))
+                texts = tuple(self._display(pos, c) for c in range(len(COLUMNS)))
+                if all(self._texts.resolved(i) for i in self._trace.top_ids[pos][:N_ALTERNATIVES_SHOWN]):
+                    self._texts_cache[pos] = texts  # else a model loaded later may still name an alternative
             return texts[col]
         if role == _USER:
             return self.raw(pos, col)
