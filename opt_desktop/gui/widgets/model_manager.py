@@ -48,9 +48,9 @@ from ...engine.jobs import describe_error
 from ...engine.placement import format_max_memory, parse_max_memory
 from ...engine.settings import DEMO_SOURCE, Device, DType, LoadRequest
 from ...formatting import format_bytes, format_count
-from ..tasks import Tasks
 from ..controller import EventPump
 from ..rich_text import plain_tip
+from ..tasks import Tasks
 
 PRECISIONS: tuple[str, ...] = get_args(DType)
 DEVICES: tuple[str, ...] = get_args(Device)
