@@ -20,11 +20,12 @@ from pathlib import Path
 import torch
 from transformers import OPTConfig, OPTForCausalLM
 
-from opt_desktop.engine.attention import register as register_attention
-from opt_desktop.engine.attribution import attribute
-from opt_desktop.engine.loader import LoadedModel, _model_info
-from opt_desktop.engine.memory import return_freed_memory_promptly
-from opt_desktop.engine.patching import patch
+from opt_desktop.engine.running.attention import register as register_attention
+from opt_desktop.engine.analyses.attribution import attribute
+from opt_desktop.engine.running.loaded import LoadedModel
+from opt_desktop.engine.loading.loader import _model_info
+from opt_desktop.engine.running.memory import return_freed_memory_promptly
+from opt_desktop.engine.analyses.patching import patch
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 # facebook/opt-125m's config.json, for a checkout without the shared fixtures.

@@ -49,7 +49,7 @@ def tokenizer():
 
         return GPT2TokenizerFast.from_pretrained(folder)
     _say_once("using the published opt-125m/opt-350m shapes and the demo tokenizer")
-    from opt_desktop.engine.demo import build_demo_tokenizer
+    from opt_desktop.engine.loading.demo import build_demo_tokenizer
 
     return build_demo_tokenizer()
 

@@ -24,10 +24,11 @@ import torch
 from transformers import GPT2TokenizerFast, OPTConfig, OPTForCausalLM
 
 from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSettings
-from opt_desktop.engine.attention import register as register_attention
-from opt_desktop.engine.generate import run_generation
-from opt_desktop.engine.loader import LoadedModel, _model_info
-from opt_desktop.engine.memory import return_freed_memory_promptly
+from opt_desktop.engine.running.attention import register as register_attention
+from opt_desktop.engine.running.generate import run_generation
+from opt_desktop.engine.running.loaded import LoadedModel
+from opt_desktop.engine.loading.loader import _model_info
+from opt_desktop.engine.running.memory import return_freed_memory_promptly
 from peak_memory import PeakRSS
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"

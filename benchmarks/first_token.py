@@ -74,8 +74,8 @@ class Engine:
 
     def run(self, ids):
         from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSettings
-        from opt_desktop.engine.events import PromptScored, TokenGenerated
-        from opt_desktop.engine.generate import run_generation
+        from opt_desktop.engine.messages.events import PromptScored, TokenGenerated
+        from opt_desktop.engine.running.generate import run_generation
 
         inspect = InspectSettings() if self.inspect else InspectSettings(
             hidden_stats=False, attention_stats=False, keep_residuals=False)
@@ -136,8 +136,9 @@ def prompt_of(tok, length: int) -> list[int]:
 
 def make_runners(folder: Path, modes: list[str], threads: int, say=print) -> dict:
     """{mode: (baseline, engine)} for the modes this machine runs, plus "anchor": CTranslate2 runners."""
-    from opt_desktop.engine import LoadRequest, precision
-    from opt_desktop.engine.loader import load_model
+    from opt_desktop.engine import LoadRequest
+    from opt_desktop.engine.loading import precision
+    from opt_desktop.engine.loading.loader import load_model
 
     caps = precision.capabilities(probe=True)
     groups: dict = {}
@@ -163,7 +164,7 @@ def make_runners(folder: Path, modes: list[str], threads: int, say=print) -> dic
 def bench_model(name: str, args) -> None:
     import torch
 
-    from opt_desktop.engine.memory import return_freed_memory_promptly
+    from opt_desktop.engine.running.memory import return_freed_memory_promptly
 
     return_freed_memory_promptly()  # as the app's engine does; every runner here runs under it
     torch.set_num_threads(args.threads)

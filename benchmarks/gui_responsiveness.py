@@ -174,7 +174,7 @@ def main() -> int:
     asyncio.set_event_loop(loop)
     engine = None
     if args.engine == "process":
-        from opt_desktop.engine.engine_process import EngineProcess
+        from opt_desktop.engine.process.engine_process import EngineProcess
 
         engine = EngineProcess()
     window = MainWindow(controller=Controller(engine), state=AppState(), presets=PresetStore(tmp / "presets"))

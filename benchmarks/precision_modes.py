@@ -92,7 +92,7 @@ class BareGenerate:
         return (*rates(t0, stamps), len(stamps))
 
     def logprobs(self, ids):
-        from opt_desktop.engine.precision import next_token_logprobs
+        from opt_desktop.engine.loading.precision import next_token_logprobs
 
         import torch
 
@@ -106,13 +106,13 @@ class Engine:
 
     def load(self):
         from opt_desktop.engine import LoadRequest
-        from opt_desktop.engine.loader import load_model
+        from opt_desktop.engine.loading.loader import load_model
 
         self.loaded = load_model(LoadRequest(source=str(self.folder), dtype=self.mode, device="cpu"))
 
     def run(self, ids, n):
         from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSettings
-        from opt_desktop.engine.generate import run_generation
+        from opt_desktop.engine.running.generate import run_generation
 
         request = GenerationRequest(prompt_ids=tuple(ids), settings=GenerationSettings(max_new_tokens=n),
                                     inspect=InspectSettings())  # the default inspection
@@ -122,7 +122,7 @@ class Engine:
     def logprobs(self, ids):
         import torch
 
-        from opt_desktop.engine.precision import next_token_logprobs
+        from opt_desktop.engine.loading.precision import next_token_logprobs
 
         return next_token_logprobs(self.loaded.model, torch.tensor([ids]))
 
@@ -238,7 +238,7 @@ def make_checkpoint(name: str, folder: Path):
 
 def make_runners(folder: Path, threads: int, workdir: Path, say=print, remote: bool = True) -> list:
     """Every runner this machine has, the baseline first; CTranslate2 ones in processes of their own."""
-    from opt_desktop.engine import precision
+    from opt_desktop.engine.loading import precision
 
     runners = [BareGenerate(folder)]
     caps = precision.capabilities(probe=True)
@@ -269,7 +269,7 @@ def memory_of(runner_name: str, folder: Path, args) -> tuple[float, float]:
     """In a fresh process: MiB above the start at the peak of loading and one run, and kept after it."""
     import torch
 
-    from opt_desktop.engine.memory import return_freed_memory_promptly
+    from opt_desktop.engine.running.memory import return_freed_memory_promptly
 
     return_freed_memory_promptly()
     torch.set_num_threads(args.threads)
@@ -286,8 +286,8 @@ def memory_of(runner_name: str, folder: Path, args) -> tuple[float, float]:
 def bench_model(name: str, folder: Path, args) -> None:
     import torch
 
-    from opt_desktop.engine import precision
-    from opt_desktop.engine.memory import return_freed_memory_promptly
+    from opt_desktop.engine.loading import precision
+    from opt_desktop.engine.running.memory import return_freed_memory_promptly
 
     return_freed_memory_promptly()  # as the app's engine does; every runner here runs under it
     torch.set_num_threads(args.threads)

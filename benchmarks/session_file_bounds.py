@@ -29,7 +29,7 @@ MB = 1 << 20
 def good_session(path: Path) -> int:
     """Save a demo run with its analyses to `path`; the bytes its arrays take in memory."""
     from opt_desktop.engine import EngineService, GenerationRequest, GenerationSettings, LoadRequest
-    from opt_desktop.engine.lens_table import lens_table
+    from opt_desktop.engine.analyses.lens_table import lens_table
     from opt_desktop.session import RunTrace, Session, save_session
 
     engine = EngineService()

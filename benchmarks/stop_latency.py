@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_models import save_random_model  # noqa: E402
 from opt_desktop.engine import EngineService, GenerationRequest, GenerationSettings, LoadRequest  # noqa: E402
-from opt_desktop.engine.requests import HeadImportanceRequest  # noqa: E402
+from opt_desktop.engine.messages.requests import HeadImportanceRequest  # noqa: E402
 
 
 def percentile(values, q):

@@ -28,10 +28,10 @@ from .engine import (
     Notice,
     TokenGenerated,
 )
-from .engine.interventions_spec import parse_head_mask, parse_positions
-from .engine.settings import DEFAULT_SOURCE, Device, DType
-from .engine.text import one_token, prompt_ids, token_piece
-from .engine.errors import JobCancelled
+from .engine.messages.interventions_spec import parse_head_mask, parse_positions
+from .engine.messages.settings import DEFAULT_SOURCE, Device, DType
+from .engine.running.text import one_token, prompt_ids, token_piece
+from .engine.messages.errors import JobCancelled
 from .session.file import check_save_path
 from .formatting import format_bytes
 from .session import EXPORT_FORMATS, RunTrace, Session, SessionFileError, load_session, save_session, write_export
@@ -47,8 +47,9 @@ from .session.describe import (
     settings_text,
     shorten,
 )
-from .engine.jobs import JobProgress, describe_error
-from .engine.requests import AttributionRequest, PatchingRequest
+from .engine.jobs.job import JobProgress
+from .engine.messages.errors import describe_error
+from .engine.messages.requests import AttributionRequest, PatchingRequest
 from .logs import setup_logging
 from .session.export import export_text
 
@@ -229,7 +230,7 @@ def cmd_info(engine: EngineService, args) -> int:
 
 def _lens(engine: EngineService, trace: RunTrace) -> None:
     """Compute the logit lens of every position and keep it with the run (Ctrl+C skips it)."""
-    from .engine.lens_table import lens_table
+    from .engine.analyses.lens_table import lens_table
 
     stop = threading.Event()
 

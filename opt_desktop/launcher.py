@@ -24,8 +24,8 @@ def wants_cli(argv0: str, args: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     multiprocessing.freeze_support()  # a frozen child process started by multiprocessing stops here
     args = sys.argv[1:] if argv is None else list(argv)
-    if args[:1] == [WORKER_FLAG]:  # the window's engine process (engine/engine_process.py)
-        from .engine.worker import main as engine_main
+    if args[:1] == [WORKER_FLAG]:  # the window's engine process (engine/process/engine_process.py)
+        from .engine.process.worker import main as engine_main
 
         return engine_main()
     if wants_cli(sys.argv[0], args):

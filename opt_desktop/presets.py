@@ -12,8 +12,8 @@ from pathlib import Path
 from types import MappingProxyType
 
 from . import folders
-from .engine.errors import SettingsError
-from .engine.settings import GenerationSettings
+from .engine.messages.errors import SettingsError
+from .engine.messages.settings import GenerationSettings
 from .atomic import write_text_atomic
 from .session.damaged import move_aside
 from .session.describe import counted

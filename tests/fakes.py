@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from opt_desktop.engine.events import (
+from opt_desktop.engine.messages.events import (
     ATTENTION_STATS,
     HIDDEN_STATS,
     Finished,

@@ -15,7 +15,7 @@ def load_tokenizer():
         from transformers import GPT2TokenizerFast
 
         return GPT2TokenizerFast.from_pretrained(REAL_TOKENIZER)
-    from opt_desktop.engine.demo import build_demo_tokenizer
+    from opt_desktop.engine.loading.demo import build_demo_tokenizer
 
     return build_demo_tokenizer()
 

@@ -8,9 +8,9 @@ import pytest
 from models import load_tokenizer, save_tiny_opt
 from opt_desktop import cli
 from opt_desktop.engine import LoadRequest
-from opt_desktop.engine.attribution import attribute
-from opt_desktop.engine.loader import load_model
-from opt_desktop.engine.patching import patch
+from opt_desktop.engine.analyses.attribution import attribute
+from opt_desktop.engine.loading.loader import load_model
+from opt_desktop.engine.analyses.patching import patch
 
 PAIRS = [("The Eiffel Tower is in the city of", "The Colosseum is in the city of"),
          ("The cat sat on the mat and then", "The dog sat on the mat and then"),

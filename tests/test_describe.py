@@ -3,7 +3,7 @@
 import dataclasses
 
 from fakes import fake_events
-from opt_desktop.engine.events import Finished, Started
+from opt_desktop.engine.messages.events import Finished, Started
 from opt_desktop.session import RunTrace
 from opt_desktop.session.describe import run_details, run_settings, run_summary, run_title
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from opt_desktop.engine import HeadScale, SettingsError
-from opt_desktop.engine.interventions_spec import (
+from opt_desktop.engine.messages.interventions_spec import (
     check_head_mask,
     check_hidden_positions,
     format_head_mask,
@@ -101,7 +101,7 @@ def test_format_round_trips_through_the_parser():
 
 
 def test_parsing_does_not_import_torch():
-    code = "import sys; import opt_desktop.engine.interventions_spec, opt_desktop.engine.results; print('torch' in sys.modules)"
+    code = "import sys; import opt_desktop.engine.messages.interventions_spec, opt_desktop.engine.messages.results; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from opt_desktop.engine.errors import SettingsError
-from opt_desktop.engine.settings import GenerationSettings
+from opt_desktop.engine.messages.errors import SettingsError
+from opt_desktop.engine.messages.settings import GenerationSettings
 from opt_desktop import folders
 from opt_desktop.presets import BUILTIN_PRESETS, PRESETS_FILE, PresetStore
 

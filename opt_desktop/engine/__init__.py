@@ -1,7 +1,7 @@
 """The Qt-free inference engine. Importing this package does not import torch."""
 
-from .errors import EngineError, ModelLoadError, NoModelError, PromptError, SettingsError
-from .events import (
+from .messages.errors import EngineError, ModelLoadError, NoModelError, PromptError, SettingsError
+from .messages.events import (
     Finished,
     HeadMaskChanged,
     LensResult,
@@ -13,10 +13,10 @@ from .events import (
     StepStats,
     TokenGenerated,
 )
-from .interventions_spec import format_head_mask, parse_head_mask, parse_positions
-from .results import Attribution, Divergence, HeadImportance, Patching
-from .service import EngineService
-from .settings import (
+from .messages.interventions_spec import format_head_mask, parse_head_mask, parse_positions
+from .messages.results import Attribution, Divergence, HeadImportance, Patching
+from .jobs.service import EngineService
+from .messages.settings import (
     DEMO_RANDOM_SOURCE,
     DEMO_SOURCE,
     GenerationRequest,

@@ -7,9 +7,9 @@ import weakref
 
 from PySide6.QtCore import QObject
 
-from ..engine.interventions_spec import normalize_head_mask
-from ..engine.jobs import JobProgress
-from ..engine.requests import (
+from ..engine.messages.interventions_spec import normalize_head_mask
+from ..engine.jobs.job import JobProgress
+from ..engine.messages.requests import (
     AttributionRequest,
     DivergenceRequest,
     HeadImportanceRequest,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import get_args
 
 from ..assets import APP_ID
-from ..engine.settings import DEFAULT_SOURCE, Device, DType, LoadRequest
+from ..engine.messages.settings import DEFAULT_SOURCE, Device, DType, LoadRequest
 from .heap import freeze_long_lived
 
 APP_NAME = "OPT Desktop"
@@ -103,7 +103,7 @@ def report_uncaught(window):
     goes on (Qt would otherwise only print it)."""
     import logging
 
-    from ..engine.jobs import describe_error
+    from ..engine.messages.errors import describe_error
 
     log = logging.getLogger("opt_desktop.gui")
 
@@ -124,7 +124,7 @@ def report_uncaught(window):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--engine-worker"]:  # a frozen bundle starts its engine process through its own executable
-        from ..engine.worker import main as engine_main
+        from ..engine.process.worker import main as engine_main
 
         return engine_main()
     args = build_parser().parse_args(argv)
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     state = report.state
     controller = None
     if args.engine == "process":
-        from ..engine.engine_process import EngineProcess
+        from ..engine.process.engine_process import EngineProcess
         from .controller import Controller
 
         controller = Controller(EngineProcess())

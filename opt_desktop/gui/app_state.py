@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from .. import folders
-from ..engine.settings import LoadRequest
+from ..engine.messages.settings import LoadRequest
 from ..atomic import write_text_atomic
 from ..session.damaged import move_aside
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Coroutine, Sequence
 from PySide6.QtCore import QObject, Signal
 
 from ..engine import EngineService, LoadRequest
-from ..engine.jobs import Job, JobEnd
+from ..engine.jobs.job import Job, JobEnd
 from .tasks import Tasks
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,9 @@ from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog
 
 from ..engine import DEMO_SOURCE, LoadRequest, ModelInfo
-from ..engine.events import LoadProgress
-from ..engine.jobs import Job
-from ..engine.requests import ProbeRequest
+from ..engine.messages.events import LoadProgress
+from ..engine.jobs.job import Job
+from ..engine.messages.requests import ProbeRequest
 from .heap import freeze_long_lived
 
 

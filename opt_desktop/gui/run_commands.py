@@ -13,7 +13,7 @@ import logging
 from PySide6.QtCore import QObject
 
 from ..engine import Finished, GenerationRequest, GenerationSettings, InspectSettings, SettingsError, Started
-from ..engine.jobs import Job
+from ..engine.jobs.job import Job
 from ..session import RunTrace
 from ..session.next_run import Interventions, RunOrigin
 from ..session.requests import fork_request, rerun_requests

@@ -10,7 +10,7 @@ import time
 
 from PySide6.QtCore import QObject, Signal
 
-from ..engine.text import token_piece
+from ..engine.running.text import token_piece
 from ..session import RunTrace
 from .session_keeper import SessionKeeper
 

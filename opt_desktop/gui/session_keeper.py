@@ -18,7 +18,7 @@ from ..session import RunTrace
 from ..session.autosave import Autosave, RecoveredSession
 from ..session.file import SESSION_SUFFIX, SessionFileError, load_session, save_session
 from ..session.session import Session
-from ..engine.jobs import describe_error
+from ..engine.messages.errors import describe_error
 from .app_state import AppState
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..engine.results import Attribution, HeadImportance, LensTable, Patching
+from ..engine.messages.results import Attribution, HeadImportance, LensTable, Patching
 from . import limits
 from .jsondoc import depth
 

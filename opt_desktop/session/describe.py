@@ -7,9 +7,9 @@ Runs are numbered from 1 for people (`Run 1` is `session.runs[0]`); layers and h
 
 from __future__ import annotations
 
-from ..engine.events import Finished, ModelInfo
-from ..engine.interventions_spec import format_head_mask
-from ..engine.settings import GenerationSettings
+from ..engine.messages.events import Finished, ModelInfo
+from ..engine.messages.interventions_spec import format_head_mask
+from ..engine.messages.settings import GenerationSettings
 from ..formatting import position_ranges
 from .trace import RunTrace
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.events import ATTENTION_STATS
+from ..engine.messages.events import ATTENTION_STATS
 from ..atomic import write_atomic
 from ..formatting import FULL_SHADE_BITS, surprise_opacity
 from .describe import (

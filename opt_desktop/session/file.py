@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from safetensors.numpy import save as save_arrays
 
 from . import limits, tensors
-from ..engine.errors import SettingsError
+from ..engine.messages.errors import SettingsError
 from ..atomic import write_atomic
 from .jsondoc import DocumentError, read_json
 from .schema import FORMAT, SCHEMA_VERSION, CheckedRun, SessionDoc, check_run, first_error, migrate, restore_run, run_document, versions

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engine.errors import SettingsError
-from ..engine.interventions_spec import normalize_head_mask
-from ..engine.settings import HeadScale
+from ..engine.messages.errors import SettingsError
+from ..engine.messages.interventions_spec import normalize_head_mask
+from ..engine.messages.settings import HeadScale
 from .trace import RunTrace
 
 

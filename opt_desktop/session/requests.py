@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import get_args
 
-from ..engine.errors import SettingsError
-from ..engine.interventions_spec import normalize_head_mask
-from ..engine.settings import Device, GenerationRequest, GenerationSettings, InspectSettings, LoadRequest
+from ..engine.messages.errors import SettingsError
+from ..engine.messages.interventions_spec import normalize_head_mask
+from ..engine.messages.settings import Device, GenerationRequest, GenerationSettings, InspectSettings, LoadRequest
 from .trace import RunTrace
 
 

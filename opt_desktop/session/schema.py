@@ -19,10 +19,10 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from ..engine.errors import SettingsError
-from ..engine.events import ATTENTION_STATS, HIDDEN_STATS, FinishReason, Finished, HeadMaskChanged, ModeAccuracy, ModelInfo, Started
-from ..engine.interventions_spec import check_head_mask, check_hidden_positions
-from ..engine.settings import GenerationSettings, HeadScale, InspectSettings
+from ..engine.messages.errors import SettingsError
+from ..engine.messages.events import ATTENTION_STATS, HIDDEN_STATS, FinishReason, Finished, HeadMaskChanged, ModeAccuracy, ModelInfo, Started
+from ..engine.messages.interventions_spec import check_head_mask, check_hidden_positions
+from ..engine.messages.settings import GenerationSettings, HeadScale, InspectSettings
 from . import limits
 from .analyses import Analysis, RunShape, check_declared, check_params, check_values, expected_arrays, KIND_PATTERN
 from .trace import RunTrace

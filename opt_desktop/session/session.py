@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..engine.events import ModelInfo
+from ..engine.messages.events import ModelInfo
 from .trace import RunTrace
 
 

@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..engine.events import (
+from ..engine.messages.events import (
     ATTENTION_STATS,
     HIDDEN_STATS,
     Event,
@@ -24,7 +24,7 @@ from ..engine.events import (
     StepStats,
     TokenGenerated,
 )
-from ..engine.results import Attribution, HeadImportance, LensTable, Patching
+from ..engine.messages.results import Attribution, HeadImportance, LensTable, Patching
 from .analyses import (
     ATTRIBUTION,
     HEAD_IMPORTANCE,
@@ -81,7 +81,7 @@ class RunTrace:
         self._hidden = {name: np.full((L + 1, cap), nan, np.float32) for name in HIDDEN_STATS}
         self._hidden["argmax"] = np.full((L + 1, cap), -1, np.int64)
         self._attention = {name: np.full((L, H, cap), nan, np.float32) for name in ATTENTION_STATS}
-        # (L+1, cap, D) in the dtype the engine sent (float32 rows are exact, see engine/capture.py),
+        # (L+1, cap, D) in the dtype the engine sent (float32 rows are exact, see engine/running/capture.py),
         # allocated on first use; files hold float16.
         self._residual: np.ndarray | None = None
         self._residual_mask = np.zeros(cap, bool)

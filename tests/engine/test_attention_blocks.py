@@ -4,8 +4,8 @@ against eager attention's softmax over the whole matrix, and their statistics ag
 import pytest
 import torch
 
-from opt_desktop.engine import attention
-from opt_desktop.engine.capture import attention_stats, prompt_attention_stats
+from opt_desktop.engine.running import attention
+from opt_desktop.engine.running.capture import attention_stats, prompt_attention_stats
 
 H, T, D = 3, 11, 8
 

@@ -9,10 +9,10 @@ from captum.attr import InputXGradient, IntegratedGradients
 
 from models import head_scaled_copy, loaded_of
 from opt_desktop.engine import HeadScale, LoadRequest, SettingsError
-from opt_desktop.engine import attribution
-from opt_desktop.engine.attribution import attribute, gauss_legendre
-from opt_desktop.engine.errors import JobCancelled
-from opt_desktop.engine.loader import load_model
+from opt_desktop.engine.analyses import attribution
+from opt_desktop.engine.analyses.attribution import attribute, gauss_legendre
+from opt_desktop.engine.messages.errors import JobCancelled
+from opt_desktop.engine.loading.loader import load_model
 
 PROMPT = "The weather today is sunny and the"
 MASK = (HeadScale(layer=0, head=2, scale=0.0), HeadScale(layer=2, head=1, scale=1.5))
@@ -156,8 +156,8 @@ def test_modes_without_cpu_gradients_use_a_float32_copy(checkpoint, ids, dtype, 
 
 
 def test_packed_bfloat16_weights_are_read_back_exactly(checkpoint):
-    from opt_desktop.engine import precision
-    from opt_desktop.engine.grad_model import float32_copy
+    from opt_desktop.engine.loading import precision
+    from opt_desktop.engine.analyses.grad_model import float32_copy
 
     if not precision.onednn_bf16():
         pytest.skip("this CPU has no oneDNN bfloat16 kernels, so the app never packs bfloat16 weights here")
@@ -211,7 +211,8 @@ def test_refusals(engine, ids):
 
 
 def test_a_float32_copy_that_does_not_fit_is_refused_in_one_line(checkpoint, ids, monkeypatch):
-    from opt_desktop.engine import EngineError, grad_model
+    from opt_desktop.engine import EngineError
+    from opt_desktop.engine.analyses import grad_model
 
     loaded = load_model(LoadRequest(source=str(checkpoint), device="cpu", dtype="int8"))
     monkeypatch.setattr(grad_model, "available_memory", lambda: 0)  # even a tiny test model's copy does not fit

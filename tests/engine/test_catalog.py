@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models import OPT_CONFIGS
-from opt_desktop.engine.catalog import CATALOG, DEMO, OFFICIAL, find, fit, from_config, machine_memory
+from opt_desktop.engine.loading.catalog import CATALOG, DEMO, OFFICIAL, find, fit, from_config, machine_memory
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -101,7 +101,7 @@ def test_int8_memory_matches_the_int8_mode(pre):
     """Against a model really converted by the engine's int8 mode (per-row scales on x86)."""
     from transformers import OPTConfig, OPTForCausalLM
 
-    from opt_desktop.engine import precision
+    from opt_desktop.engine.loading import precision
 
     if precision.int8_engine() != "x86":
         pytest.skip("per-row int8 scales are what the x86 engine uses")
@@ -123,7 +123,7 @@ def test_a_local_config_reads_like_the_catalog(name):
 def _shipped_demo():
     from transformers import OPTForCausalLM
 
-    from opt_desktop.engine.demo import demo_folder
+    from opt_desktop.engine.loading.demo import demo_folder
 
     return OPTForCausalLM.from_pretrained(demo_folder(), dtype=torch.float32)
 
@@ -171,7 +171,7 @@ def test_machine_memory_reports_ram():
 
 def test_gpu_memory_does_not_import_torch():
     """The dialog may ask before the engine has loaded torch: it must not pay for the import."""
-    code = "import sys; from opt_desktop.engine.catalog import gpu_memory; print(gpu_memory(), 'torch' in sys.modules)"
+    code = "import sys; from opt_desktop.engine.loading.catalog import gpu_memory; print(gpu_memory(), 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "() False", out.stderr
 
@@ -180,9 +180,9 @@ def test_bfloat16_cache_on_a_cpu_is_float32(checkpoint):
     """The engine keeps a CPU bfloat16 model's KV cache in float32 (faster there): the estimate follows."""
     import torch
 
-    from opt_desktop.engine.attention import new_cache
-    from opt_desktop.engine.loader import load_model
-    from opt_desktop.engine.settings import LoadRequest
+    from opt_desktop.engine.running.attention import new_cache
+    from opt_desktop.engine.loading.loader import load_model
+    from opt_desktop.engine.messages.settings import LoadRequest
 
     loaded = load_model(LoadRequest(source=str(checkpoint), dtype="bfloat16", device="cpu"))
     cache = new_cache(loaded.model.config)

@@ -16,8 +16,8 @@ import torch
 
 from models import run
 from opt_desktop.engine import EngineService, GenerationRequest, GenerationSettings, LoadRequest
-from opt_desktop.engine.demo import demo_folder
-from opt_desktop.engine.loader import load_model
+from opt_desktop.engine.loading.demo import demo_folder
+from opt_desktop.engine.loading.loader import load_model
 from opt_desktop.session import RunTrace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for training/

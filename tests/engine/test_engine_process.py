@@ -12,14 +12,14 @@ import pytest
 
 from fakes import fake_events
 from opt_desktop.engine import GenerationRequest, GenerationSettings, LoadRequest, PromptError
-from opt_desktop.engine import protocol
-from opt_desktop.engine.engine_process import EngineDied, EngineProcess
-from opt_desktop.engine.errors import JobCancelled
-from opt_desktop.engine.jobs import JobEnd, JobProgress
-from opt_desktop.engine.process_messages import JobEnded, JobEvent, Submit
-from opt_desktop.engine.requests import DivergenceRequest
-from opt_desktop.engine.worker import NICENESS
-from opt_desktop.engine.settings import HeadScale
+from opt_desktop.engine.process import protocol
+from opt_desktop.engine.process.engine_process import EngineDied, EngineProcess
+from opt_desktop.engine.messages.errors import JobCancelled
+from opt_desktop.engine.jobs.job import JobEnd, JobProgress
+from opt_desktop.engine.process.process_messages import JobEnded, JobEvent, Submit
+from opt_desktop.engine.messages.requests import DivergenceRequest
+from opt_desktop.engine.process.worker import NICENESS
+from opt_desktop.engine.messages.settings import HeadScale
 
 
 def roundtrip(message):

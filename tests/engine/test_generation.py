@@ -18,8 +18,8 @@ from opt_desktop.engine import (
     Started,
     TokenGenerated,
 )
-from opt_desktop.engine.errors import JobCancelled
-from opt_desktop.engine.text import IncrementalDecoder
+from opt_desktop.engine.messages.errors import JobCancelled
+from opt_desktop.engine.running.text import IncrementalDecoder
 
 PROMPT = "The weather today is"
 

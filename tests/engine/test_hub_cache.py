@@ -10,8 +10,8 @@ import pytest
 
 from hub_cache_fixture import COMMIT, SlowFetch, build_hub_cache, repo_folder
 from opt_desktop.engine import LoadRequest, ModelLoadError
-from opt_desktop.engine import hub_cache
-from opt_desktop.engine.hub_cache import (
+from opt_desktop.engine.loading import hub_cache
+from opt_desktop.engine.loading.hub_cache import (
     Download,
     DownloadCancelled,
     DownloadFailed,
@@ -66,7 +66,7 @@ def test_empty_or_absent_cache_lists_nothing(tmp_path):
 
 
 def test_loads_by_hub_id_from_the_cache_with_its_revision(hub, checkpoint, family):
-    from opt_desktop.engine.loader import load_model
+    from opt_desktop.engine.loading.loader import load_model
 
     build_hub_cache(hub, REPO, checkpoint)
     seen = []
@@ -78,8 +78,8 @@ def test_loads_by_hub_id_from_the_cache_with_its_revision(hub, checkpoint, famil
 
 def test_a_pinned_revision_loads_that_commit_and_only_that(hub, checkpoint):
     """Re-running a saved run pins the commit it used; a commit that is not cached is not silently replaced."""
-    from opt_desktop.engine.errors import ModelLoadError
-    from opt_desktop.engine.loader import load_model
+    from opt_desktop.engine.messages.errors import ModelLoadError
+    from opt_desktop.engine.loading.loader import load_model
 
     build_hub_cache(hub, REPO, checkpoint)
     loaded = load_model(LoadRequest(source=REPO, device="cpu", revision=COMMIT))
@@ -91,7 +91,7 @@ def test_a_pinned_revision_loads_that_commit_and_only_that(hub, checkpoint):
 def test_cache_location_follows_hf_home(tmp_path, checkpoint):
     """HF_HOME set before huggingface_hub is imported, as a person (or another tool) sets it."""
     build_hub_cache(tmp_path / "hub", REPO, checkpoint)
-    code = "from opt_desktop.engine.hub_cache import cached_models, cache_dir; print(cache_dir(), sorted(cached_models()))"
+    code = "from opt_desktop.engine.loading.hub_cache import cached_models, cache_dir; print(cache_dir(), sorted(cached_models()))"
     env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     env.pop("HF_HUB_CACHE", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
@@ -118,7 +118,7 @@ def test_delete_clears_a_repo_holding_only_partial_files(hub):
 
 
 def test_not_cached_and_offline_fails_fast_with_a_clear_message(hub):
-    from opt_desktop.engine.loader import locate
+    from opt_desktop.engine.loading.loader import locate
 
     t0 = time.monotonic()
     with pytest.raises(ModelLoadError) as info:
@@ -130,8 +130,8 @@ def test_not_cached_and_offline_fails_fast_with_a_clear_message(hub):
 def test_not_cached_and_no_answer_says_the_hub_is_unreachable(hub, monkeypatch):
     import huggingface_hub.constants
 
-    from opt_desktop.engine import hub_cache
-    from opt_desktop.engine.loader import locate
+    from opt_desktop.engine.loading import hub_cache
+    from opt_desktop.engine.loading.loader import locate
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hub_cache, "hub_reachable", lambda timeout=2.0: False)
@@ -158,7 +158,7 @@ def test_hub_reachable_online_never_waits_past_its_timeout(monkeypatch):
 
 
 def test_check_folder_says_what_is_missing(tmp_path, checkpoint):
-    from opt_desktop.engine.loader import check_folder
+    from opt_desktop.engine.loading.loader import check_folder
 
     assert check_folder(checkpoint) is None
     assert check_folder(tmp_path / "none") == f"No such folder: {tmp_path / 'none'}"

@@ -18,9 +18,9 @@ from opt_desktop.engine import (
     Started,
     TokenGenerated,
 )
-from opt_desktop.engine.attention import ATTN_IMPLEMENTATION
-from opt_desktop.engine.capture import distribution_stats
-from opt_desktop.engine.interventions import HeadMask
+from opt_desktop.engine.running.attention import ATTN_IMPLEMENTATION
+from opt_desktop.engine.running.capture import distribution_stats
+from opt_desktop.engine.running.interventions import HeadMask
 
 PROMPT = "Hello, my dog is cute and"
 # Heads of the tiny models (3 layers x 4 heads): an ablation, a damping and an amplification.

@@ -8,10 +8,11 @@ import pytest
 
 from models import save_tiny_opt
 from opt_desktop.engine import (EngineService, Finished, GenerationRequest, GenerationSettings, LoadRequest,
-                                PromptScored, Started, attention)
-from opt_desktop.engine.errors import JobCancelled
-from opt_desktop.engine.jobs import JobProgress
-from opt_desktop.engine.requests import DivergenceRequest, HeadImportanceRequest
+                                PromptScored, Started)
+from opt_desktop.engine.running import attention
+from opt_desktop.engine.messages.errors import JobCancelled
+from opt_desktop.engine.jobs.job import JobProgress
+from opt_desktop.engine.messages.requests import DivergenceRequest, HeadImportanceRequest
 
 LONG = GenerationSettings(max_new_tokens=100)
 
@@ -187,7 +188,7 @@ def test_shutdown_ends_queued_jobs_and_the_worker(tokenizer, tmp_path):
 def test_stop_while_the_prompt_is_scored_ends_between_chunks(long_engine, monkeypatch):
     """After its first token, a long prompt is scored against the whole vocabulary a chunk at a time:
     Stop lands between two chunks, not after all of them."""
-    from opt_desktop.engine import capture
+    from opt_desktop.engine.running import capture
 
     chunks = []
     real = capture.prompt_distribution_stats
@@ -212,7 +213,7 @@ def test_stop_while_the_prompt_is_scored_ends_between_chunks(long_engine, monkey
 def test_stop_while_the_prompt_attention_is_reduced_ends_between_blocks(long_engine, monkeypatch):
     """The prompt's attention weights are recomputed a block of queries at a time after its first
     token: Stop lands between two blocks of a layer, not after every layer."""
-    from opt_desktop.engine import capture
+    from opt_desktop.engine.running import capture
 
     blocks = []
     real = capture.prompt_attention_stats
@@ -234,7 +235,7 @@ def test_stop_while_the_prompt_attention_is_reduced_ends_between_blocks(long_eng
 
 @pytest.mark.parametrize("kind", ["attribution", "patching"])
 def test_attribution_and_patching_are_jobs_that_stop_within_a_layer(long_engine, kind):
-    from opt_desktop.engine.requests import AttributionRequest, PatchingRequest
+    from opt_desktop.engine.messages.requests import AttributionRequest, PatchingRequest
 
     ids = tuple([2] + list(range(10, 40)))
     request = (AttributionRequest(ids, method="ig", steps=64) if kind == "attribution"

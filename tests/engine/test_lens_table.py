@@ -16,10 +16,10 @@ import torch
 
 from models import head_scaled_copy, loaded_of
 from opt_desktop.engine import GenerationRequest, GenerationSettings, HeadScale
-from opt_desktop.engine.errors import JobCancelled, SettingsError
-from opt_desktop.engine.generate import run_generation
-from opt_desktop.engine.lens import logit_lens
-from opt_desktop.engine.lens_table import lens_table
+from opt_desktop.engine.messages.errors import JobCancelled, SettingsError
+from opt_desktop.engine.running.generate import run_generation
+from opt_desktop.engine.running.lens import logit_lens
+from opt_desktop.engine.analyses.lens_table import lens_table
 from opt_desktop.session import RunTrace
 
 MASK = (HeadScale(layer=0, head=2, scale=0.0), HeadScale(layer=2, head=1, scale=1.5))
@@ -192,7 +192,7 @@ def test_exact_rows_are_kept_up_to_opt_350m():
     opt-350m); beyond that they are float16 and the table after the run is the exact lens."""
     from transformers import OPTConfig
 
-    from opt_desktop.engine.capture import residual_dtype
+    from opt_desktop.engine.running.capture import residual_dtype
 
     def config(layers, hidden):
         return OPTConfig(num_hidden_layers=layers, hidden_size=hidden, max_position_embeddings=2048)

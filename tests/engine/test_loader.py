@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from opt_desktop.engine import EngineService, LoadRequest, ModelLoadError
-from opt_desktop.engine.attention import ATTN_IMPLEMENTATION
-from opt_desktop.engine.loader import load_model
+from opt_desktop.engine.running.attention import ATTN_IMPLEMENTATION
+from opt_desktop.engine.loading.loader import load_model
 
 CLI = [sys.executable, "-m", "opt_desktop.cli"]
 
@@ -149,7 +149,7 @@ def test_download_progress_reports_bytes_and_honours_stop():
     """huggingface_hub drives the tqdm class it is given; ours turns bytes into LoadProgress."""
     import threading
 
-    from opt_desktop.engine.loader import _Cancelled, _progress_tqdm
+    from opt_desktop.engine.loading.loader import _Cancelled, _progress_tqdm
 
     seen, stop = [], threading.Event()
     bar = _progress_tqdm(seen.append, stop)(desc="Downloading bytes", total=4 * 2**20, unit="B")

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from opt_desktop.engine import HeadScale, LoadRequest, PromptError
-from opt_desktop.engine import patching
-from opt_desktop.engine.errors import JobCancelled
-from opt_desktop.engine.loader import load_model
-from opt_desktop.engine.patching import patch
-from opt_desktop.engine.results import Patching
+from opt_desktop.engine.analyses import patching
+from opt_desktop.engine.messages.errors import JobCancelled
+from opt_desktop.engine.loading.loader import load_model
+from opt_desktop.engine.analyses.patching import patch
+from opt_desktop.engine.messages.results import Patching
 
 MASK = (HeadScale(layer=1, head=3, scale=0.0), HeadScale(layer=2, head=0, scale=1.5))
 

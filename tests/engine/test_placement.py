@@ -10,9 +10,9 @@ import torch
 
 from models import OPT_CONFIGS
 from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSettings, LoadRequest, SettingsError
-from opt_desktop.engine.catalog import find
-from opt_desktop.engine.events import PromptScored, TokenGenerated
-from opt_desktop.engine.placement import (
+from opt_desktop.engine.loading.catalog import find
+from opt_desktop.engine.messages.events import PromptScored, TokenGenerated
+from opt_desktop.engine.loading.placement import (
     accelerate_max_memory,
     condense,
     format_max_memory,
@@ -45,7 +45,7 @@ def test_condense_whole_blocks_and_single_layers():
 
 
 def test_placement_summary_groups_neighbours_on_one_device():
-    from opt_desktop.engine.events import ModelInfo
+    from opt_desktop.engine.messages.events import ModelInfo
 
     info = ModelInfo(source="x", label="x", n_layers=12, n_heads=12, hidden_size=768, word_embed_proj_dim=768,
                      ffn_dim=3072, vocab_size=50272, context_length=2048, n_params=1, dtype="float16",
@@ -136,8 +136,9 @@ def _offload_budget(checkpoint) -> str:
 
 def _load(request):
     """What engine.loader.load_model does for a folder, with the request's placement."""
-    from opt_desktop.engine.attention import register
-    from opt_desktop.engine.loader import LoadedModel, _load_tokenizer, _load_weights, _model_info, locate
+    from opt_desktop.engine.running.attention import register
+    from opt_desktop.engine.running.loaded import LoadedModel
+    from opt_desktop.engine.loading.loader import _load_tokenizer, _load_weights, _model_info, locate
 
     folder = locate(request)
     model = _load_weights(request.source, folder, torch.float32, "cpu", request)
@@ -171,7 +172,7 @@ def test_one_device_load_has_no_placement(checkpoint):
 
 
 def _events(loaded, request):
-    from opt_desktop.engine.generate import run_generation
+    from opt_desktop.engine.running.generate import run_generation
 
     events = []
     finished = run_generation(loaded, request, events.append, threading.Event())
@@ -206,7 +207,7 @@ def test_offloaded_model_generates_the_same_tokens_and_statistics(offloaded, che
 
 
 def test_logit_lens_reads_an_offloaded_model(offloaded, checkpoint):
-    from opt_desktop.engine.lens import logit_lens
+    from opt_desktop.engine.running.lens import logit_lens
 
     reference = _load(LoadRequest(source=str(checkpoint), device="cpu"))
     request = GenerationRequest(prompt="Hello", settings=GenerationSettings(max_new_tokens=3))

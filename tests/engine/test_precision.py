@@ -10,12 +10,13 @@ import torch
 from transformers import OPTForCausalLM
 
 from opt_desktop.engine import EngineService, GenerationRequest, GenerationSettings, HeadScale, LoadRequest
-from opt_desktop.engine import attention, precision
-from opt_desktop.engine.errors import ModelLoadError
-from opt_desktop.engine.events import PromptScored, TokenGenerated
-from opt_desktop.engine.generate import run_generation
-from opt_desktop.engine.lens import logit_lens
-from opt_desktop.engine.loader import load_model
+from opt_desktop.engine.running import attention
+from opt_desktop.engine.loading import precision
+from opt_desktop.engine.messages.errors import ModelLoadError
+from opt_desktop.engine.messages.events import PromptScored, TokenGenerated
+from opt_desktop.engine.running.generate import run_generation
+from opt_desktop.engine.running.lens import logit_lens
+from opt_desktop.engine.loading.loader import load_model
 
 PROMPT = "Hello, my dog is cute and"
 N_NEW = 5

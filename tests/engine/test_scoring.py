@@ -8,7 +8,7 @@ import torch
 
 from models import head_scaled_copy, loaded_of
 from opt_desktop.engine import HeadScale, PromptError, SettingsError
-from opt_desktop.engine import scoring
+from opt_desktop.engine.running import scoring
 
 PROMPT = "The weather today is"
 OTHER = (HeadScale(layer=0, head=2, scale=0.0), HeadScale(layer=2, head=1, scale=1.5))

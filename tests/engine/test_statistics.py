@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from models import run
-from opt_desktop.engine import attention
+from opt_desktop.engine.running import attention
 from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSettings
 from opt_desktop.session import RunTrace
 

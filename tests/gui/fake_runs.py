@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from fakes import fake_events
-from opt_desktop.engine.events import Finished, HeadMaskChanged, Started, TokenGenerated
+from opt_desktop.engine.messages.events import Finished, HeadMaskChanged, Started, TokenGenerated
 from opt_desktop.session import RunTrace
 
 

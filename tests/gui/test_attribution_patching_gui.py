@@ -4,8 +4,8 @@ against the engine's own functions on the same model, kept with the run."""
 import numpy as np
 
 from opt_desktop.engine import GenerationRequest, GenerationSettings
-from opt_desktop.engine.attribution import attribute
-from opt_desktop.engine.patching import patch
+from opt_desktop.engine.analyses.attribution import attribute
+from opt_desktop.engine.analyses.patching import patch
 from test_main_window import finished, loop, run_until  # noqa: F401  (fixtures)
 from test_sessions_gui import generate, make_window  # noqa: F401
 

@@ -12,7 +12,7 @@ from PySide6.QtGui import QFont, QTextCursor
 from fake_runs import diverging_pair
 from shown import shown_tip
 from fakes import fake_info
-from opt_desktop.engine.results import Divergence
+from opt_desktop.engine.messages.results import Divergence
 from opt_desktop.gui.widgets.compare_view import CompareView
 
 N_PROMPT, N_GEN, DIVERGE = 4, 6, 6  # B's tokens differ from position 6 (its 3rd generated token) on

@@ -5,7 +5,7 @@ import os
 import signal
 
 from opt_desktop.engine import GenerationSettings, LoadRequest
-from opt_desktop.engine.engine_process import EngineProcess
+from opt_desktop.engine.process.engine_process import EngineProcess
 from opt_desktop.gui.app_state import AppState
 from opt_desktop.gui.controller import Controller
 from opt_desktop.gui.main_window import MainWindow

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPointF, Qt
 
-from opt_desktop.engine.results import HeadImportance
+from opt_desktop.engine.messages.results import HeadImportance
 from opt_desktop.gui.widgets.head_importance_view import HeadImportanceView
 
 L, H = 3, 4

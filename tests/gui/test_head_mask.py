@@ -7,7 +7,7 @@ from PySide6.QtCore import QPointF, Qt
 
 from fake_runs import capture_next_menu, intervened_trace
 from fakes import fake_trace
-from opt_desktop.engine.settings import HeadScale
+from opt_desktop.engine.messages.settings import HeadScale
 from opt_desktop.gui.widgets.attention_view import AttentionView
 from opt_desktop.gui.widgets.inspector import Inspector
 

@@ -7,7 +7,7 @@ import pytest
 from PySide6.QtCore import QPointF, Qt
 
 from fakes import fake_events, fake_trace
-from opt_desktop.engine.events import ATTENTION_STATS, LensResult, PromptScored
+from opt_desktop.engine.messages.events import ATTENTION_STATS, LensResult, PromptScored
 from opt_desktop.gui.widgets.heatmap import Heatmap
 from opt_desktop.gui.widgets.inspector import Inspector
 from opt_desktop.gui.widgets.token_table import COL_ALTS, COL_ENTROPY, COL_ID, COL_PROB, COL_RANK, COL_TOKEN

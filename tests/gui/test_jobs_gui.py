@@ -52,7 +52,7 @@ def test_a_rerun_whose_model_fails_to_load_leaves_no_label_behind(make_window, l
 
 
 def test_a_failure_inside_capture_is_kept_as_error_logged_and_one_line(make_window, loop, monkeypatch):  # noqa: F811
-    from opt_desktop.engine import capture
+    from opt_desktop.engine.running import capture
 
     real = capture.Capture.take_step
     calls = []

@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontMetrics
 
 from fakes import fake_trace
-from opt_desktop.engine.events import LensResult
+from opt_desktop.engine.messages.events import LensResult
 from opt_desktop.gui.widgets.inspector import Inspector
 from opt_desktop.gui.widgets.lens_view import COL_NEXT_P, COL_RANK, TOP_N, LensView
 from opt_desktop.gui.widgets.token_table import format_prob

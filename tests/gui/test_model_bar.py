@@ -7,10 +7,10 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
 
 from fakes import fake_info
-from opt_desktop.engine.errors import SettingsError
-from opt_desktop.engine.events import LoadProgress, ModeAccuracy
-from opt_desktop.engine.precision import Capabilities
-from opt_desktop.engine.settings import LoadRequest
+from opt_desktop.engine.messages.errors import SettingsError
+from opt_desktop.engine.messages.events import LoadProgress, ModeAccuracy
+from opt_desktop.engine.loading.precision import Capabilities
+from opt_desktop.engine.messages.settings import LoadRequest
 from opt_desktop.gui.widgets.model_bar import DEMO_LABEL, PRESETS, ModelBar
 
 
@@ -201,7 +201,7 @@ def test_model_tooltip_gives_the_measured_accuracy(bar):
 def test_a_spread_model_shows_where_its_parts_went(qtbot):
     import dataclasses
 
-    from opt_desktop.engine.events import ModelInfo
+    from opt_desktop.engine.messages.events import ModelInfo
 
     bar = ModelBar()
     qtbot.addWidget(bar)

@@ -10,8 +10,8 @@ from PySide6.QtCore import Qt
 from hub_cache_fixture import SlowFetch, build_hub_cache, repo_folder
 from models import save_tiny_opt
 from opt_desktop.engine import LoadRequest
-from opt_desktop.engine import hub_cache
-from opt_desktop.engine.catalog import OFFICIAL, GpuMemory, MachineMemory
+from opt_desktop.engine.loading import hub_cache
+from opt_desktop.engine.loading.catalog import OFFICIAL, GpuMemory, MachineMemory
 from opt_desktop.gui.widgets.model_manager import MEMORY_COLUMN, ModelManager, describe_progress
 from test_main_window import loop, run_until  # noqa: F401  (fixture)
 
@@ -194,14 +194,14 @@ def test_open_folder_checks_it_off_the_gui_thread(qtbot, loop, hub, tiny, tmp_pa
 
 
 def test_progress_text():
-    from opt_desktop.engine.hub_cache import DownloadProgress
+    from opt_desktop.engine.loading.hub_cache import DownloadProgress
 
     text = describe_progress("facebook/opt-125m", DownloadProgress(done=120 * 2**20, total=250 * 2**20, elapsed=24.0))
     assert text == "Downloading facebook/opt-125m: 120 MiB of 250 MiB · 5.0 MiB/s · 26 s left"
 
 
 def test_a_mode_this_machine_cannot_run_is_refused_in_the_dialog(qtbot, loop, tmp_path, monkeypatch):  # noqa: F811
-    from opt_desktop.engine import precision
+    from opt_desktop.engine.loading import precision
 
     monkeypatch.setattr(precision, "capabilities", lambda probe=None: precision.Capabilities(
         cpu_bf16=True, int8_engine=None, cuda=False, mps=False, probed=True))

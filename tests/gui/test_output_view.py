@@ -12,7 +12,7 @@ from PySide6.QtGui import QHelpEvent, QTextCursor
 from PySide6.QtWidgets import QApplication, QToolTip
 
 from fakes import fake_events
-from opt_desktop.engine.events import TokenGenerated
+from opt_desktop.engine.messages.events import TokenGenerated
 from opt_desktop.gui.widgets.output_view import GROUP_START, OutputView
 from opt_desktop.session import RunTrace
 

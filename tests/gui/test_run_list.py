@@ -41,7 +41,7 @@ def test_names_and_escaped_tooltips(qtbot):
 
 
 def test_run_details_panel_shows_the_runs_summary(qtbot):
-    from opt_desktop.engine.settings import GenerationSettings
+    from opt_desktop.engine.messages.settings import GenerationSettings
     from opt_desktop.gui.widgets.run_details import RunDetails
     from opt_desktop.session.describe import run_summary
 

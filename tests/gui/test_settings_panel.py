@@ -5,8 +5,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QFileDialog, QInputDialog, QLabel, QMessageBox, QPushButton
 from transformers import GenerationConfig
 
-from opt_desktop.engine.errors import SettingsError
-from opt_desktop.engine.settings import GenerationSettings
+from opt_desktop.engine.messages.errors import SettingsError
+from opt_desktop.engine.messages.settings import GenerationSettings
 from opt_desktop.gui.widgets.settings_panel import SAMPLING_FIELDS, SettingsPanel
 from opt_desktop.gui.widgets.stop_strings_edit import escape_stop_string, unescape_stop_string
 from opt_desktop.presets import BUILTIN_PRESETS, PRESETS_FILE, PresetStore

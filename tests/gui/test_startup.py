@@ -11,7 +11,7 @@ import pytest
 
 from fakes import fake_trace
 from opt_desktop import folders
-from opt_desktop.engine.settings import LoadRequest
+from opt_desktop.engine.messages.settings import LoadRequest
 from opt_desktop.gui.app_state import AppState, state_path
 from opt_desktop.gui.startup import startup_checks
 from opt_desktop.presets import PRESETS_FILE

@@ -11,8 +11,8 @@ from PySide6.QtCore import QPointF, Qt
 
 from fake_runs import build
 from fakes import fake_events
-from opt_desktop.engine.events import LensResult, Started, TokenGenerated
-from opt_desktop.engine.results import HeadImportance
+from opt_desktop.engine.messages.events import LensResult, Started, TokenGenerated
+from opt_desktop.engine.messages.results import HeadImportance
 from opt_desktop.gui.widgets.head_importance_view import HeadImportanceView
 from opt_desktop.gui.widgets.inspector import Inspector
 from opt_desktop.gui.widgets.token_table import COL_ALTS, COL_TOKEN

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from opt_desktop.engine.events import ATTENTION_STATS, HIDDEN_STATS
+from opt_desktop.engine.messages.events import ATTENTION_STATS, HIDDEN_STATS
 from opt_desktop.session import RunTrace
 
 

@@ -12,8 +12,8 @@ import pytest
 import mutants
 from session_helpers import generate
 from opt_desktop.engine import GenerationRequest, GenerationSettings, HeadScale
-from opt_desktop.engine.lens_table import lens_table
-from opt_desktop.engine.results import HeadImportance
+from opt_desktop.engine.analyses.lens_table import lens_table
+from opt_desktop.engine.messages.results import HeadImportance
 from opt_desktop.session import Session, SessionFileError, load_session, save_session
 from opt_desktop.session.analyses import Analysis
 from opt_desktop.session.export import export_html, export_json, export_markdown

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fakes import fake_trace
-from opt_desktop.engine.results import Attribution, Patching
+from opt_desktop.engine.messages.results import Attribution, Patching
 from opt_desktop.session import Session
 from opt_desktop.session.file import SessionFileError, load_session, save_session
 

@@ -14,7 +14,7 @@ from safetensors.numpy import load as load_arrays
 
 from session_helpers import assert_same_trace, generate, record, trace_from
 from opt_desktop.engine import GenerationRequest, GenerationSettings, HeadMaskChanged, HeadScale, InspectSettings
-from opt_desktop.engine.events import ATTENTION_STATS, HIDDEN_STATS
+from opt_desktop.engine.messages.events import ATTENTION_STATS, HIDDEN_STATS
 from opt_desktop.session import SCHEMA_VERSION, SESSION_SUFFIX, Session, SessionFileError, load_session, save_session
 from opt_desktop.session import file as session_file
 
@@ -209,7 +209,7 @@ def test_the_model_document_has_every_field_of_model_info():
     engine's ModelInfo must be added there too, or a reopened run would lose it."""
     import dataclasses as dc
 
-    from opt_desktop.engine.events import ModeAccuracy, ModelInfo
+    from opt_desktop.engine.messages.events import ModeAccuracy, ModelInfo
     from opt_desktop.session.schema import ModeAccuracyDoc, ModelInfoDoc
 
     assert set(ModelInfoDoc.model_fields) == {f.name for f in dc.fields(ModelInfo)}

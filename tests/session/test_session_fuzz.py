@@ -20,9 +20,9 @@ import mutants
 from session_helpers import generate, record, trace_from
 from opt_desktop import cli
 from opt_desktop.engine import GenerationRequest, GenerationSettings, HeadMaskChanged, HeadScale, InspectSettings
-from opt_desktop.engine.attribution import attribute
-from opt_desktop.engine.lens_table import lens_table
-from opt_desktop.engine.patching import patch
+from opt_desktop.engine.analyses.attribution import attribute
+from opt_desktop.engine.analyses.lens_table import lens_table
+from opt_desktop.engine.analyses.patching import patch
 from opt_desktop.session import Session, SessionFileError, load_session, save_session
 from opt_desktop.session.analyses import Analysis
 from opt_desktop.session.export import export_text

@@ -8,7 +8,7 @@ import torch
 
 from session_helpers import generate, trace_from
 from opt_desktop.engine import GenerationRequest, GenerationSettings, HeadScale, InspectSettings, SettingsError
-from opt_desktop.engine.events import HeadMaskChanged
+from opt_desktop.engine.messages.events import HeadMaskChanged
 from opt_desktop.session import compare_runs, fork_request, rerun_requests
 
 PROMPT = "The quick brown fox jumps"

@@ -4,7 +4,7 @@ the first token (they are not on its way), and a run stopped in between has its 
 import numpy as np
 
 from fakes import fake_events
-from opt_desktop.engine.events import ATTENTION_STATS, HIDDEN_STATS, PromptScored, TokenGenerated
+from opt_desktop.engine.messages.events import ATTENTION_STATS, HIDDEN_STATS, PromptScored, TokenGenerated
 from opt_desktop.session import RunTrace
 
 

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QComboBox, QHBoxLayout, QInputDialog, QLabel, QMenu, QSpinBox, QSplitter, QVBoxLayout, QWidget,
 )
 
-from ...engine.settings import HeadScale
+from ...engine.messages.settings import HeadScale
 from ...session.trace import RunTrace
 from ..colors import follow_palette
 from .head_mask_editor import (

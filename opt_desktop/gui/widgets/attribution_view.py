@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...engine.results import Attribution
+from ...engine.messages.results import Attribution
 from ..rich_text import plain_tip
 from .heatmap import IndexAxis, style_plot
 from .job_controls import JobControls

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QTableWidgetItem, QTabWidget, QTextEdit, QVBoxLayout, QWidget,
 )
 
-from ...engine.results import Divergence
+from ...engine.messages.results import Divergence
 from ...session.compare import RunComparison, compare_runs
 from ...session.describe import run_settings
 from ...session.trace import RunTrace

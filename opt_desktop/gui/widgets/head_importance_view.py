@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...engine.results import HeadImportance
+from ...engine.messages.results import HeadImportance
 from ..colors import follow_palette
 from ..rich_text import plain_tip
 from .head_mask_editor import head_cell_name

@@ -16,8 +16,8 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QFont, QFontMetrics, QPainter, QPen
 from PySide6.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QToolButton, QWidget
 
-from ...engine.interventions_spec import format_head_mask
-from ...engine.settings import HeadScale
+from ...engine.messages.interventions_spec import format_head_mask
+from ...engine.messages.settings import HeadScale
 
 Cell = tuple[int, int]
 MaskDict = dict[Cell, float]

@@ -16,10 +16,10 @@ import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QLabel, QSplitter, QStackedWidget, QTabWidget, QVBoxLayout, QWidget
 
-from ...engine.events import LensResult
-from ...engine.interventions_spec import format_head_mask
+from ...engine.messages.events import LensResult
+from ...engine.messages.interventions_spec import format_head_mask
 from ...formatting import position_ranges
-from ...engine.settings import HeadScale
+from ...engine.messages.settings import HeadScale
 from ...session.describe import mask_texts
 from ...session.trace import RunTrace
 from .attention_view import AttentionView

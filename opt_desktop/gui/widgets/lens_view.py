@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
-from ...engine.events import LensResult
+from ...engine.messages.events import LensResult
 from ..colors import follow_palette, mix
 from ..rich_text import plain_tip
 from .heatmap import FittedTitle, IndexAxis, style_plot

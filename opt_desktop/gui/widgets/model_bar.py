@@ -18,11 +18,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...engine import precision
-from ...engine.demo import DEMO_LABEL
-from ...engine.events import LoadProgress, ModelInfo
-from ...engine.placement import placement_summary
-from ...engine.settings import DEMO_SOURCE, LoadRequest
+from ...engine.loading import precision
+from ...engine.loading.demo import DEMO_LABEL
+from ...engine.messages.events import LoadProgress, ModelInfo
+from ...engine.loading.placement import placement_summary
+from ...engine.messages.settings import DEMO_SOURCE, LoadRequest
 from ...formatting import format_bytes, format_count
 
 # (Hub id, approximate download in float16) — the size helps people pick one their machine can hold.

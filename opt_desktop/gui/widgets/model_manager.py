@@ -40,13 +40,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...engine import hub_cache
-from ...engine import precision as modes
-from ...engine.catalog import CATALOG, Checkpoint, MachineMemory, fit, from_config, machine_memory
-from ...engine.errors import SettingsError
-from ...engine.jobs import describe_error
-from ...engine.placement import format_max_memory, parse_max_memory
-from ...engine.settings import DEMO_SOURCE, Device, DType, LoadRequest
+from ...engine.loading import hub_cache
+from ...engine.loading import precision as modes
+from ...engine.loading.catalog import CATALOG, Checkpoint, MachineMemory, fit, from_config, machine_memory
+from ...engine.messages.errors import SettingsError
+from ...engine.messages.errors import describe_error
+from ...engine.loading.placement import format_max_memory, parse_max_memory
+from ...engine.messages.settings import DEMO_SOURCE, Device, DType, LoadRequest
 from ...formatting import format_bytes, format_count
 from ..controller import EventPump
 from ..rich_text import plain_tip
@@ -483,7 +483,7 @@ class ModelManager(QDialog):
         self.show_message(f"Checking {path}…")
 
         def check():
-            from ...engine.loader import check_folder  # imports torch: on the worker, not at start-up
+            from ...engine.loading.loader import check_folder  # imports torch: on the worker, not at start-up
 
             problem = check_folder(path)
             if problem is not None:

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...engine.results import Patching
+from ...engine.messages.results import Patching
 from ..rich_text import plain_tip
 from .heatmap import Axis, Heatmap
 from .job_controls import JobControls

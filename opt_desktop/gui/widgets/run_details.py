@@ -10,7 +10,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from ...engine.settings import GenerationSettings
+from ...engine.messages.settings import GenerationSettings
 from ...session import RunTrace
 from ...session.describe import run_summary, shorten
 from ..rich_text import plain_tip

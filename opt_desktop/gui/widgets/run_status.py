@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QWidget
 
-from ...engine.events import Finished
-from ...engine.memory import process_rss
+from ...engine.messages.events import Finished
+from ...engine.running.memory import process_rss
 from ...formatting import format_bytes
 from ...session import RunTrace
 

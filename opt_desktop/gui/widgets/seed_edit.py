@@ -8,7 +8,7 @@ from PySide6.QtCore import QRegularExpression, Signal
 from PySide6.QtGui import QRegularExpressionValidator
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLineEdit, QWidget
 
-from ...engine.errors import SettingsError
+from ...engine.messages.errors import SettingsError
 
 _MAX_SEED = 2**63 - 1  # GenerationSettings' bound; a QSpinBox stops at 2**31 - 1, hence a line edit
 

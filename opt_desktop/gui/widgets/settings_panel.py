@@ -27,8 +27,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...engine.errors import SettingsError
-from ...engine.settings import GenerationSettings
+from ...engine.messages.errors import SettingsError
+from ...engine.messages.settings import GenerationSettings
 from ...presets import PresetStore
 from .seed_edit import SeedEdit
 from .setting_slider import SettingSlider

@@ -15,12 +15,11 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-import traceback
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-from .errors import EngineError, JobCancelled
+from ..messages.errors import EngineError, JobCancelled, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +47,6 @@ class JobEnd:
     message: str = ""
     details: str = ""
     result: Any = None
-
-
-def describe_error(exc: BaseException, doing: str) -> tuple[str, str]:
-    """(one calm line, traceback text) for an exception that ended `doing` ("Generation", "Loading").
-
-    The line never names an exception class: an expected failure (EngineError) says what happened in
-    its own words; anything else says that the log has the details.
-    """
-    details = "".join(traceback.format_exception(exc))
-    if isinstance(exc, EngineError):
-        return str(exc), details
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return f"{doing} ran out of memory: try a smaller model, a shorter prompt or fewer tokens.", details
-    first = (str(exc).strip().splitlines() or [""])[0][:160]
-    hint = f" ({first})" if first else ""
-    return f"{doing} failed because of an unexpected error{hint}; the log has the details.", details
 
 
 class Job:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .events import LensResult
-from .loader import LoadedModel
+from ..messages.events import LensResult
+from .loaded import LoadedModel
 from .text import token_piece
 
 

@@ -22,14 +22,14 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import JobCancelled, PromptError, SettingsError
+from ..messages.errors import JobCancelled, PromptError, SettingsError
 from .grad_model import has_int8_layers
-from .interventions import HeadMask, attention_inputs
-from .interventions_spec import check_head_mask, check_hidden_positions, normalize_head_mask
-from .loader import LoadedModel
-from .stopping import StopBetweenLayers
-from .results import Patching
-from .scoring import _token_tensor
+from ..running.interventions import HeadMask, attention_inputs
+from ..messages.interventions_spec import check_head_mask, check_hidden_positions, normalize_head_mask
+from ..running.loaded import LoadedModel
+from ..running.stopping import StopBetweenLayers
+from ..messages.results import Patching
+from ..running.scoring import _token_tensor
 
 _BATCH_TOKENS = 2048  # tokens per patched forward (patches x sequence length)
 

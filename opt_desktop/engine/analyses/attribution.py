@@ -19,14 +19,14 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import JobCancelled, SettingsError
+from ..messages.errors import JobCancelled, SettingsError
 from .grad_model import grad_model
-from .interventions import HeadMask, attention_inputs
-from .interventions_spec import check_head_mask, check_hidden_positions, normalize_head_mask
-from .loader import LoadedModel
-from .stopping import StopBetweenLayers
-from .results import Attribution
-from .scoring import _token_tensor
+from ..running.interventions import HeadMask, attention_inputs
+from ..messages.interventions_spec import check_head_mask, check_hidden_positions, normalize_head_mask
+from ..running.loaded import LoadedModel
+from ..running.stopping import StopBetweenLayers
+from ..messages.results import Attribution
+from ..running.scoring import _token_tensor
 
 METHODS = ("ixg", "ig")
 MAX_STEPS = 512

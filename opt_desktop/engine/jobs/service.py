@@ -18,12 +18,13 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable, Sequence
 
-from .errors import NoModelError
-from .events import Event, Finished, LensResult, LoadProgress, ModelInfo
-from .interventions_spec import check_head_mask, normalize_head_mask
-from .jobs import Job
-from .memory import return_freed_memory_promptly
-from .requests import (
+from ..messages.errors import NoModelError
+from ..messages.events import Event, Finished, LensResult, LoadProgress, ModelInfo
+from ..messages.interventions_spec import check_head_mask, normalize_head_mask
+from .dispatch import ANALYSES, job_kind, register_analysis
+from .job import Job
+from ..running.memory import return_freed_memory_promptly
+from ..messages.requests import (
     AttributionRequest,
     DivergenceRequest,
     HeadImportanceRequest,
@@ -32,54 +33,38 @@ from .requests import (
     PatchingRequest,
     ProbeRequest,
 )
-from .results import Attribution, Divergence, HeadImportance, LensTable, Patching
-from .settings import GenerationRequest, HeadScale, LoadRequest
+from ..messages.results import Attribution, Divergence, HeadImportance, LensTable, Patching
+from ..messages.settings import GenerationRequest, HeadScale, LoadRequest
 
 log = logging.getLogger(__name__)
 
 EmitFn = Callable[[Event], None]
 ProgressFn = Callable[[LoadProgress], None]
-AnalysisFn = Callable[[Any, Any, Job], Any]  # (loaded model, request, job) -> result, on the worker
 
 THREAD_NAME = "opt-engine-worker"
 
-# Analyses by request type: (job kind, what the person is told failed, function). More kinds
-# (attribution, patching, the lens table) register themselves with `register_analysis`.
-_ANALYSES: dict[type, tuple[str, str, AnalysisFn, bool]] = {}
-
-
-def register_analysis(request_type: type, kind: str, doing: str, fn: AnalysisFn, result_types=(),
-                      needs_model: bool = True) -> None:
-    """Make `submit(request_type(...))` run `fn(loaded, request, job)` on the worker; the request and
-    result types may then also cross to an engine process (protocol.register)."""
-    from .protocol import register
-
-    _ANALYSES[request_type] = (kind, doing, fn, needs_model)
-    register(request_type, *result_types)
-
-
 def _lens(loaded, request: LensRequest, job: Job) -> LensResult:
-    from .lens import logit_lens
+    from ..running.lens import logit_lens
 
     return logit_lens(loaded, request.residual_rows, request.target_id, position=request.position,
                       top_k=request.top_k)
 
 
 def _divergence(loaded, r: DivergenceRequest, job: Job) -> Divergence:
-    from .scoring import divergence
+    from ..running.scoring import divergence
 
     return divergence(loaded, r.token_ids, r.base_mask, r.other_mask, r.base_hidden, r.other_hidden, stop=job.stop_event)
 
 
 def _head_importance(loaded, r: HeadImportanceRequest, job: Job) -> HeadImportance:
-    from .scoring import head_importance
+    from ..running.scoring import head_importance
 
     return head_importance(loaded, r.token_ids, r.n_prompt, r.scale, progress=job.progress, stop=job.stop_event,
                            base_mask=r.base_mask, hidden=r.hidden)
 
 
 def _attribution(loaded, r: AttributionRequest, job: Job) -> Attribution:
-    from .attribution import attribute
+    from ..analyses.attribution import attribute
 
     return attribute(loaded, r.token_ids, r.target_id, method=r.method, steps=r.steps,
                      alternative_id=r.alternative_id, head_mask=r.head_mask, hidden=r.hidden,
@@ -87,8 +72,8 @@ def _attribution(loaded, r: AttributionRequest, job: Job) -> Attribution:
 
 
 def _patching(loaded, r: PatchingRequest, job: Job) -> Patching:
-    from .patching import patch
-    from .text import one_token
+    from ..analyses.patching import patch
+    from ..running.text import one_token
 
     target = r.target_id if r.target_id is not None else one_token(loaded.tokenizer, r.target_text or "", "target")
     return patch(loaded, r.clean_ids, r.corrupt_ids, target, heads=r.heads, head_mask=r.head_mask,
@@ -96,14 +81,14 @@ def _patching(loaded, r: PatchingRequest, job: Job) -> Patching:
 
 
 def _lens_table(loaded, r: LensTableRequest, job: Job) -> LensTable:
-    from .lens_table import lens_table
+    from ..analyses.lens_table import lens_table
 
     return lens_table(loaded, r.token_ids, hidden_positions=r.hidden_positions, mask_schedule=r.mask_schedule,
                       progress=job.progress, stop=job.stop_event)
 
 
 def _probe(loaded, request: ProbeRequest, job: Job):
-    from .precision import capabilities
+    from ..loading.precision import capabilities
 
     return capabilities(probe=True)
 
@@ -122,7 +107,7 @@ _BETWEEN_STEPS = {LensRequest}  # small enough to run between two decode steps o
 class EngineService:
     def __init__(self) -> None:
         return_freed_memory_promptly()
-        self._loaded = None  # engine.loader.LoadedModel, touched only on the worker
+        self._loaded = None  # engine.running.loaded.LoadedModel, touched only on the worker
         self._info: ModelInfo | None = None
         self._tokenizer = None
         self._closed = False
@@ -181,15 +166,7 @@ class EngineService:
         (events.py has the order); JobProgress
         for the analyses that report it.
         """
-        if isinstance(request, LoadRequest):
-            kind = "load"
-        elif isinstance(request, GenerationRequest):
-            kind = "generate"
-        elif type(request) in _ANALYSES:
-            kind = _ANALYSES[type(request)][0]
-        else:
-            raise TypeError(f"the engine has no job for {type(request).__name__}")
-        job = Job(kind, request, origin=origin, on_event=on_event, stop=stop,
+        job = Job(job_kind(request), request, origin=origin, on_event=on_event, stop=stop,
                   between_steps=type(request) in _BETWEEN_STEPS)
         job.on_start = on_start
         with self._lock:
@@ -291,8 +268,8 @@ class EngineService:
         elif job.kind == "generate":
             job.run(lambda j: self._generate(request, j), "Generation")
         else:
-            _, doing, fn, needs_model = _ANALYSES[type(request)]
-            job.run(lambda j: fn(self._require_model() if needs_model else self._loaded, request, j), doing)
+            a = ANALYSES[type(request)]
+            job.run(lambda j: a.fn(self._require_model() if a.needs_model else self._loaded, request, j), a.doing)
 
     def _require_model(self):
         if self._loaded is None:
@@ -300,7 +277,7 @@ class EngineService:
         return self._loaded
 
     def _load(self, request: LoadRequest, job: Job) -> ModelInfo:
-        from .loader import load_model, locate, resolve_device
+        from ..loading.loader import load_model, locate, resolve_device
 
         resolve_device(request.device)
         folder = locate(request, job.emit, job.stop_event)  # a bad source fails here, keeping the current model
@@ -315,7 +292,7 @@ class EngineService:
 
     def _generate(self, request: GenerationRequest, job: Job) -> Finished:
         loaded = self._require_model()
-        from .generate import run_generation
+        from ..running.generate import run_generation
 
         with self._lock:
             self._generating = True

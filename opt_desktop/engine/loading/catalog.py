@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .demo import DEMO_LABEL
-from .settings import DEMO_SOURCE
+from ..messages.settings import DEMO_SOURCE
 
 OPT_VOCAB = 50272
 OPT_CONTEXT = 2048
@@ -101,7 +101,7 @@ class Checkpoint:
     def weights_bytes(self, precision: Precision) -> int:
         """Memory the loaded weights take.
 
-        int8 (engine/precision.py): dynamic quantisation keeps one byte per nn.Linear weight, with a
+        int8 (engine/loading/precision.py): dynamic quantisation keeps one byte per nn.Linear weight, with a
         float64 scale and an int64 zero point per output row, and float32 for everything else (biases,
         embeddings, layer norms); lm_head gets its own int8 copy beside the tied float32 embedding.
         """
@@ -113,7 +113,7 @@ class Checkpoint:
     def kv_cache_bytes(self, precision: Precision, tokens: int | None = None, on_cpu: bool = False) -> int:
         """Keys and values of every layer for `tokens` positions (default: the whole context).
 
-        int8 runs its activations in float32; so does bfloat16's cache on a CPU (engine/attention.py
+        int8 runs its activations in float32; so does bfloat16's cache on a CPU (engine/running/attention.py
         keeps it in float32 there, which decodes faster than bfloat16)."""
         tokens = self.context_length if tokens is None else tokens
         wide = precision == "int8" or (precision == "bfloat16" and on_cpu)
@@ -142,7 +142,7 @@ OFFICIAL: tuple[Checkpoint, ...] = (
     _opt("66b", 64, 72, 9216),
 )
 
-# The built-in demo (engine/demo.py): the tiny OPT trained on Python's documentation that ships in
+# The built-in demo (engine/loading/demo.py): the tiny OPT trained on Python's documentation that ships in
 # resources/demo-model; a test checks these numbers against its config.json and weights.
 DEMO = Checkpoint(source=DEMO_SOURCE, label=DEMO_LABEL, n_layers=4, n_heads=6, hidden_size=192, ffn_dim=768,
                   vocab_size=4096, context_length=256, built_in=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from .errors import JobCancelled
+from ..messages.errors import JobCancelled
 
 
 def raise_if_stopped(stop: threading.Event | None) -> None:

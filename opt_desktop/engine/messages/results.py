@@ -122,7 +122,7 @@ class Patching:
 @dataclass(frozen=True)
 class LensTable:
     """The logit lens of every position of one sequence: each hidden-state row (embed, then the
-    output of layers 0 … L-1) read through the model's own head, as engine/lens.py reads one.
+    output of layers 0 … L-1) read through the model's own head, as engine/running/lens.py reads one.
 
     top_ids: (L+1, T, k) int64 and top_probs: (L+1, T, k) float32, the k most likely next tokens
     per row and position; target_logprob: (L+1, T) float32, the log-probability (natural log) of

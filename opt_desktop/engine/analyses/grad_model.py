@@ -20,9 +20,9 @@ from typing import Iterator
 
 import torch
 
-from .attention import register as register_attention
-from .errors import EngineError
-from .precision import available_memory
+from ..running.attention import register as register_attention
+from ..messages.errors import EngineError
+from ..loading.precision import available_memory
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 The window's interpreter then never imports torch, builds a tokenizer or runs the model, so
 nothing of the engine's can hold its GIL: the window stays responsive while a model loads. The
-child is `python -m opt_desktop.engine.worker` (or the bundle's own executable with
+child is `python -m opt_desktop.engine.process.worker` (or the bundle's own executable with
 --engine-worker); messages are process_messages.py's, framed by protocol.py.
 
 If the child dies (killed, out of memory), every job it had ends with reason "error", `on_died`
@@ -20,9 +20,11 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable
 
-from . import errors, protocol
-from .events import ModelInfo
-from .jobs import Job, JobEnd
+from ..messages import errors
+
+from . import protocol
+from ..messages.events import ModelInfo
+from ..jobs.job import Job, JobEnd
 from .process_messages import (
     PROTOCOL_VERSION,
     CountTokens,
@@ -36,8 +38,7 @@ from .process_messages import (
     Submit,
     TokenCount,
 )
-from .service import _ANALYSES
-from .settings import GenerationRequest, LoadRequest
+from ..jobs.dispatch import job_kind
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def worker_command() -> list[str]:
     (PyInstaller) the bundle's executable with a flag its entry point hands to worker.main."""
     if getattr(sys, "frozen", False):
         return [sys.executable, WORKER_FLAG]
-    return [sys.executable, "-m", "opt_desktop.engine.worker"]
+    return [sys.executable, "-m", "opt_desktop.engine.process.worker"]
 
 
 class EngineDied(errors.EngineError):
@@ -141,15 +142,7 @@ class EngineProcess:
 
     def submit(self, request, *, origin: Any = None, on_event: Callable[[Any], None] | None = None,
                stop: threading.Event | None = None, on_start: Callable[[], None] | None = None) -> Job:
-        if isinstance(request, LoadRequest):
-            kind = "load"
-        elif isinstance(request, GenerationRequest):
-            kind = "generate"
-        elif type(request) in _ANALYSES:
-            kind = _ANALYSES[type(request)][0]
-        else:
-            raise TypeError(f"the engine has no job for {type(request).__name__}")
-        job = RemoteJob(self, kind, request, origin=origin, on_event=on_event, stop=stop)
+        job = RemoteJob(self, job_kind(request), request, origin=origin, on_event=on_event, stop=stop)
         job.on_start = on_start
         with self._lock:
             if self._closed:
@@ -163,7 +156,7 @@ class EngineProcess:
         self._send(Stop(0))
 
     def set_head_mask(self, mask) -> None:
-        from .interventions_spec import check_head_mask, normalize_head_mask
+        from ..messages.interventions_spec import check_head_mask, normalize_head_mask
 
         mask = normalize_head_mask(mask)
         if self._info is not None:

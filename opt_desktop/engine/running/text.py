@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from .errors import SettingsError
+from ..messages.errors import SettingsError
 
 
 class IncrementalDecoder:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..assets import resource
+from ...assets import resource
 
 DEMO_LABEL = "demo — tiny model trained on Python's documentation (not OPT weights)"
 DEMO_RANDOM_LABEL = "demo-random (tiny OPT, random weights)"

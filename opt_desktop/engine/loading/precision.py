@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelLoadError
-from .events import ModeAccuracy
+from ..messages.errors import ModelLoadError
+from ..messages.events import ModeAccuracy
 
 MODES = ("float32", "bfloat16", "float16", "int8")
 EXACT = "float32"

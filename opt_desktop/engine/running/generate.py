@@ -13,14 +13,14 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from .attention import new_cache
 from .capture import Capture, distribution_stats
-from .errors import EngineError, JobCancelled, PromptError
-from .events import Event, Finished, HeadMaskChanged, Notice, PromptScored, Started, TokenGenerated
+from ..messages.errors import EngineError, JobCancelled, PromptError
+from ..messages.events import Event, Finished, HeadMaskChanged, Notice, PromptScored, Started, TokenGenerated
 from .interventions import HeadMask, attention_inputs
-from .interventions_spec import check_head_mask, check_hidden_positions, mask_triples, normalize_head_mask
-from .loader import LoadedModel
+from ..messages.interventions_spec import check_head_mask, check_hidden_positions, mask_triples, normalize_head_mask
+from .loaded import LoadedModel
 from .memory import memory_in_use
-from .jobs import describe_error
-from .settings import GenerationRequest, HeadScale
+from ..messages.errors import describe_error
+from ..messages.settings import GenerationRequest, HeadScale
 from .stopping import StopBetweenLayers
 from .text import IncrementalDecoder, token_piece
 

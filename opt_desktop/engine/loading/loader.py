@@ -5,31 +5,26 @@ from __future__ import annotations
 import json
 import re
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
-from ..formatting import format_bytes
+from ...formatting import format_bytes
 from . import precision
-from .attention import register as register_attention
+from ..running.attention import register as register_attention
+from ..running.loaded import LoadedModel
 from .demo import DEMO_LABEL, DEMO_RANDOM_LABEL, build_demo_model, build_demo_tokenizer, demo_folder
-from .errors import ModelLoadError
-from .events import LoadProgress, ModelInfo
+from ..messages.errors import ModelLoadError
+from ..messages.events import LoadProgress, ModelInfo
 from .hub_cache import DownloadCancelled, byte_tqdm
-from .settings import DEMO_RANDOM_SOURCE, DEMO_SOURCE, LoadRequest
+from ..messages.settings import DEMO_RANDOM_SOURCE, DEMO_SOURCE, LoadRequest
 
 # The dtype the weights load in; int8 is quantised from float32 weights once they are loaded.
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.float32}
 
 
-@dataclass
-class LoadedModel:
-    model: Any  # OPTForCausalLM, eval mode, eager attention
-    tokenizer: Any  # a fast tokenizer
-    info: ModelInfo
-    device: torch.device
 
 
 _Cancelled = DownloadCancelled  # a stop during a download, or between the steps of a load
@@ -267,7 +262,7 @@ def _load_weights(source: str, folder: Path, dtype, device: str, request: LoadRe
     """The model's weights on `device`, or, with placement "spread", over the GPUs, RAM and disk."""
     from transformers import OPTForCausalLM
 
-    from .errors import SettingsError
+    from ..messages.errors import SettingsError
     from .placement import spread_kwargs
 
     kwargs = dict(dtype=dtype, attn_implementation=register_attention(), trust_remote_code=False,

@@ -5,10 +5,10 @@ cache, with forward hooks on the input of decoder layer 0 (the embedding row) an
 layer's output. Those rows are the residual stream in the model's own precision (float32 for a
 float32 model): the rows a run keeps for its live lens up to opt-350m, and beyond that the exact
 versions of its float16 copies (see capture.residual_dtype). Each row is then read through the
-head exactly as engine/lens.py reads one: final_layer_norm when the model has one, project_out
+head exactly as engine/running/lens.py reads one: final_layer_norm when the model has one, project_out
 when it has one, lm_head.forward.
 
-The pass respects the run's own interventions, as engine/scoring.py does: its hidden positions
+The pass respects the run's own interventions, as engine/running/scoring.py does: its hidden positions
 (zeros in the attention mask, explicit position ids) and its head masks, including a mask changed
 mid-run (`mask_schedule`: each position is fed under the mask it ran under when it was made).
 
@@ -25,15 +25,15 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .attention import new_cache
-from .errors import JobCancelled, SettingsError
-from .interventions import HeadMask
-from .interventions_spec import check_head_mask, check_hidden_positions, normalize_head_mask
-from .lens import head_device, read_through_head
-from .loader import LoadedModel
-from .results import LensTable
-from .scoring import _token_tensor
-from .text import token_piece
+from ..running.attention import new_cache
+from ..messages.errors import JobCancelled, SettingsError
+from ..running.interventions import HeadMask
+from ..messages.interventions_spec import check_head_mask, check_hidden_positions, normalize_head_mask
+from ..running.lens import head_device, read_through_head
+from ..running.loaded import LoadedModel
+from ..messages.results import LensTable
+from ..running.scoring import _token_tensor
+from ..running.text import token_piece
 
 DEFAULT_TOP_K = 5
 CHUNK = 64  # positions fed per forward; also the rows read through the head at a time

@@ -138,7 +138,7 @@ class GenerationSettings(_Plain):
         """Write a `generation_config.json` that transformers (and this app) can read back."""
         path = Path(path)
         gc = self.to_generation_config()
-        from ..atomic import write_text_atomic
+        from ...atomic import write_text_atomic
 
         try:
             write_text_atomic(path, gc.to_json_string(use_diff=True))

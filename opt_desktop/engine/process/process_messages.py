@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import events, jobs, precision, requests, results, settings
+from ..jobs import job, service
+from ..loading import precision
+from ..messages import events, requests, results, settings
 from .protocol import register
 
 PROTOCOL_VERSION = 1
@@ -63,7 +65,7 @@ class JobEvent:
 @dataclass(frozen=True)
 class JobEnded:
     job: int
-    end: jobs.JobEnd
+    end: job.JobEnd
     error: str = ""  # the class name of an expected error (errors.py), to raise the same kind here
     model: events.ModelInfo | None = None  # the engine's model after the job (loads change it)
 
@@ -75,9 +77,12 @@ class TokenCount:
 
 
 register(Submit, Stop, SetHeadMask, CountTokens, Shutdown, Hello, JobRunning, JobEvent, JobEnded, TokenCount,
-         jobs.JobEnd, jobs.JobProgress, precision.Capabilities, results.Divergence, results.HeadImportance,
+         job.JobEnd, job.JobProgress, precision.Capabilities, results.Divergence, results.HeadImportance,
          requests.LensRequest, requests.DivergenceRequest, requests.HeadImportanceRequest, requests.ProbeRequest,
          events.ModeAccuracy, events.ModelInfo, events.LoadProgress, events.StepStats, events.Started,
          events.PromptScored, events.TokenGenerated, events.HeadMaskChanged, events.Notice, events.Finished,
          events.LensResult, settings.LoadRequest, settings.GenerationRequest, settings.GenerationSettings,
          settings.InspectSettings, settings.HeadScale)
+# Every analysis the engine runs may cross, with its results (service.py registers them).
+for _request_type, _analysis in service.ANALYSES.items():
+    register(_request_type, *_analysis.result_types)

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from .attention import SINK_ATTRIBUTE, layer_queries, weight_blocks
-from .events import ATTENTION_STATS, HIDDEN_STATS, StepStats
+from ..messages.events import ATTENTION_STATS, HIDDEN_STATS, StepStats
 from .scratch import Scratch
-from .settings import InspectSettings
+from ..messages.settings import InspectSettings
 from .stopping import raise_if_stopped
 
 _PROMPT_CHUNK = 128  # prompt rows per vocabulary projection: 128 x 50k float32 logits, 26 MB
@@ -129,7 +129,7 @@ def distribution_stats(logits: torch.Tensor, targets: torch.Tensor | None, top_k
 
 # Kept residual rows stay float32 (exact: the lens reads what the model computed) while a whole
 # context of them fits in this; beyond it (opt-1.3b and up) they are kept in float16, and the lens
-# table computed after the run (engine/lens_table.py) is the exact one.
+# table computed after the run (engine/analyses/lens_table.py) is the exact one.
 EXACT_RESIDUAL_BYTES = 256 * 2**20
 
 

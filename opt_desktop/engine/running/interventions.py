@@ -18,7 +18,7 @@ from typing import Iterable
 
 import torch
 
-from .interventions_spec import normalize_head_mask
+from ..messages.interventions_spec import normalize_head_mask
 
 
 class HeadMask:

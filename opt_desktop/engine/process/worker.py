@@ -4,7 +4,7 @@ The window starts it (engine_process.py) so that importing torch, building a tok
 the model never hold the window's interpreter lock. Frames are protocol.py's (no pickle). Anything
 the libraries print goes to stderr, never into the frame stream.
 
-    python -m opt_desktop.engine.worker
+    python -m opt_desktop.engine.process.worker
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .process_messages import (
     TokenCount,
 )
 
-log = logging.getLogger("opt_desktop.engine.worker")
+log = logging.getLogger("opt_desktop.engine.process.worker")
 
 LOG_FILE = "opt-desktop-engine.log"
 NICENESS = 10  # CFS weight 110 against the window's 1024: the window gets ~90% of a core it asks for
@@ -72,7 +72,7 @@ class _Channel:
 
 
 def _error_name(exc: BaseException | None) -> str:
-    from . import errors
+    from ..messages import errors
 
     if exc is None:
         return ""
@@ -81,7 +81,7 @@ def _error_name(exc: BaseException | None) -> str:
 
 
 def serve(stdin, stdout) -> None:
-    from .service import EngineService
+    from ..jobs.service import EngineService
 
     channel = _Channel(stdout)
     engine = EngineService()
@@ -94,7 +94,7 @@ def serve(stdin, stdout) -> None:
             job = engine.submit(msg.request, on_event=lambda e: channel.send(JobEvent(number, e)),
                                 on_start=lambda: channel.send(JobRunning(number)))
         except Exception as exc:  # noqa: BLE001 - a request the engine refuses ends its job at once
-            from .jobs import JobEnd, describe_error
+            from ..jobs.job import JobEnd, describe_error
 
             message, details = describe_error(exc, "The engine")
             channel.send(JobEnded(number, JobEnd("error", message, details), _error_name(exc), engine.info))
@@ -146,7 +146,7 @@ def main() -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from ..logs import setup_logging
+    from ...logs import setup_logging
 
     setup_logging(file_name=LOG_FILE)
     yield_to_window()

@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .errors import SettingsError
-from .events import ModelInfo
+from ..messages.errors import SettingsError
+from ..messages.events import ModelInfo
 
 _DECODER = "model.decoder."
 _LAYER = re.compile(r"^layers\.(\d+)$")
@@ -159,7 +159,7 @@ def accelerate_max_memory(max_memory: dict[str, str] | None, device: str) -> dic
 
 def default_offload_folder(source: str) -> Path:
     """Where weights that fit nowhere else go: the app's cache folder, one subfolder per model."""
-    from .. import folders
+    from ... import folders
 
     safe = re.sub(r"[^\w.-]+", "--", source.strip("/\\")) or "model"
     return folders.cache_dir() / "offload" / safe

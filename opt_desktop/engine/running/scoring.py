@@ -13,12 +13,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import JobCancelled, PromptError
+from ..messages.errors import JobCancelled, PromptError
 from .interventions import HeadMask, attention_inputs
-from .interventions_spec import check_head_mask, check_hidden_positions, normalize_head_mask
-from .loader import LoadedModel
-from .results import Divergence, HeadImportance
-from .settings import HeadScale
+from ..messages.interventions_spec import check_head_mask, check_hidden_positions, normalize_head_mask
+from .loaded import LoadedModel
+from ..messages.results import Divergence, HeadImportance
+from ..messages.settings import HeadScale
 from .stopping import StopBetweenLayers, raise_if_stopped
 
 _ROWS = 64  # positions per vocabulary projection: 64 x 50k float32 logits is about 13 MB

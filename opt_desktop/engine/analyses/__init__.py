@@ -1,0 +1,1 @@
+"""Analyses of a finished run: attribution, activation patching, the exact lens table."""

@@ -1,0 +1,1 @@
+"""Jobs and the in-process engine: one worker thread owns the model and runs one job at a time."""

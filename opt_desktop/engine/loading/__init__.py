@@ -1,0 +1,1 @@
+"""Finding and loading a model: the catalog, the demo, the Hub cache, placement, precision."""

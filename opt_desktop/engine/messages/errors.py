@@ -1,0 +1,43 @@
+"""Errors the front ends show as one sentence, never as a traceback."""
+
+import traceback
+
+
+class EngineError(Exception):
+    """A failure with a message meant for the person at the keyboard."""
+
+
+class SettingsError(EngineError, ValueError):
+    """A generation or load setting is impossible."""
+
+
+class ModelLoadError(EngineError):
+    """A model source could not be loaded; the message names the source and the cause."""
+
+
+class PromptError(EngineError):
+    """The prompt cannot be run (for example, it is longer than the model's context)."""
+
+
+class NoModelError(EngineError):
+    """Generation was asked for before any model was loaded."""
+
+
+class JobCancelled(EngineError):
+    """A job saw its stop event between two chunks of work and ended early; its job ends "cancelled"."""
+
+
+def describe_error(exc: BaseException, doing: str) -> tuple[str, str]:
+    """(one calm line, traceback text) for an exception that ended `doing` ("Generation", "Loading").
+
+    The line never names an exception class: an expected failure (EngineError) says what happened in
+    its own words; anything else says that the log has the details.
+    """
+    details = "".join(traceback.format_exception(exc))
+    if isinstance(exc, EngineError):
+        return str(exc), details
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return f"{doing} ran out of memory: try a smaller model, a shorter prompt or fewer tokens.", details
+    first = (str(exc).strip().splitlines() or [""])[0][:160]
+    hint = f" ({first})" if first else ""
+    return f"{doing} failed because of an unexpected error{hint}; the log has the details.", details
