@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -112,11 +111,12 @@ class Engine:
 
     def run(self, ids, n):
         from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSettings
+        from opt_desktop.engine.messages.job_context import JobContext
         from opt_desktop.engine.running.generate import run_generation
 
         request = GenerationRequest(prompt_ids=tuple(ids), settings=GenerationSettings(max_new_tokens=n),
                                     inspect=InspectSettings())  # the default inspection
-        finished = run_generation(self.loaded, request, lambda event: None, threading.Event())
+        finished = run_generation(self.loaded, request, JobContext())
         return finished.time_to_first_token_s, finished.tokens_per_s, finished.n_tokens
 
     def logprobs(self, ids):

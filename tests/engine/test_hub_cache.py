@@ -11,6 +11,7 @@ import pytest
 from hub_cache_fixture import COMMIT, SlowFetch, build_hub_cache, repo_folder
 from opt_desktop.engine import LoadRequest, ModelLoadError
 from opt_desktop.engine.loading import hub_cache
+from opt_desktop.engine.messages.job_context import JobContext
 from opt_desktop.engine.loading.hub_cache import (
     Download,
     DownloadCancelled,
@@ -70,7 +71,7 @@ def test_loads_by_hub_id_from_the_cache_with_its_revision(hub, checkpoint, famil
 
     build_hub_cache(hub, REPO, checkpoint)
     seen = []
-    loaded = load_model(LoadRequest(source=REPO, device="cpu"), progress=seen.append)
+    loaded = load_model(LoadRequest(source=REPO, device="cpu"), JobContext(on_event=seen.append))
     assert loaded.info.source == REPO and loaded.info.revision == COMMIT
     assert loaded.info.pre_layer_norm == (family == "pre")
     assert any("cache" in p.message for p in seen)

@@ -11,6 +11,7 @@ import pytest
 from opt_desktop.engine import EngineService, LoadRequest, ModelLoadError
 from opt_desktop.engine.running.attention import ATTN_IMPLEMENTATION
 from opt_desktop.engine.loading.loader import load_model
+from opt_desktop.engine.messages.job_context import JobContext
 
 CLI = [sys.executable, "-m", "opt_desktop.cli"]
 
@@ -47,7 +48,7 @@ def test_folder_loads_with_dtype(checkpoint, dtype):
 
 def test_progress_is_reported(checkpoint):
     seen = []
-    load_model(LoadRequest(source=str(checkpoint), device="cpu"), progress=seen.append)
+    load_model(LoadRequest(source=str(checkpoint), device="cpu"), JobContext(on_event=seen.append))
     assert seen and seen[-1].fraction == 1.0
 
 

@@ -2,7 +2,6 @@
 float32 stays the exact reference, int8 keeps hooks and the lens working, unrunnable modes fail in one
 line, and the accuracy measured at load time is what it claims."""
 
-import threading
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from opt_desktop.engine.running import attention
 from opt_desktop.engine.loading import precision
 from opt_desktop.engine.messages.errors import ModelLoadError
 from opt_desktop.engine.messages.events import PromptScored, TokenGenerated
+from opt_desktop.engine.messages.job_context import JobContext
 from opt_desktop.engine.running.generate import run_generation
 from opt_desktop.engine.running.lens import logit_lens
 from opt_desktop.engine.loading.loader import load_model
@@ -39,7 +39,7 @@ def loads(checkpoint):
 def generate(loaded, **request):
     events = []
     request = GenerationRequest(prompt=PROMPT, settings=GenerationSettings(max_new_tokens=N_NEW), **request)
-    finished = run_generation(loaded, request, events.append, threading.Event())
+    finished = run_generation(loaded, request, JobContext(on_event=events.append))
     return events, finished
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -16,18 +14,15 @@ from . import precision
 from ..running.attention import register as register_attention
 from ..running.loaded import LoadedModel
 from .demo import DEMO_LABEL, DEMO_RANDOM_LABEL, build_demo_model, build_demo_tokenizer, demo_folder
-from ..messages.errors import ModelLoadError
+from ..messages.errors import JobCancelled, ModelLoadError
+from ..messages.errors import one_line as _one_line
+from ..messages.job_context import JobContext
 from ..messages.events import LoadProgress, ModelInfo
 from .hub_cache import DownloadCancelled, byte_tqdm
 from ..messages.settings import DEMO_RANDOM_SOURCE, DEMO_SOURCE, LoadRequest
 
 # The dtype the weights load in; int8 is quantised from float32 weights once they are loaded.
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.float32}
-
-
-
-
-_Cancelled = DownloadCancelled  # a stop during a download, or between the steps of a load
 
 
 def resolve_device(name: str) -> str:
@@ -52,23 +47,23 @@ def looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~", "\\")) or "\\" in source or not _HUB_ID.match(source)
 
 
-def locate(request: LoadRequest, progress: Callable[[LoadProgress], None] | None = None,
-           stop: threading.Event | None = None) -> Path | None:
+def locate(request: LoadRequest, job: JobContext | None = None) -> Path | None:
     """Find (or download) the checkpoint folder and check it is OPT; None for demo-random, made in code.
 
     Cheap failures (a precision mode this machine cannot run, no such folder, not OPT, Hub
-    unreachable) surface here, before the caller lets go of the model it already has.
+    unreachable) surface here, before the caller lets go of the model it already has. `job` hears
+    LoadProgress; a stop during a download raises JobCancelled.
     """
-    report = progress or (lambda p: None)
+    job = job if job is not None else JobContext()
     precision.check_mode(request.dtype, resolve_device(request.device), request.placement)
     if request.source == DEMO_RANDOM_SOURCE:
         return None
     try:
         # The trained demo ships with the app: the same checks and loading code as any folder.
         folder = demo_folder() if request.source == DEMO_SOURCE else _local_folder(
-            request.source, report, stop, request.revision)
-    except _Cancelled:
-        raise ModelLoadError(f"Loading {request.source} was cancelled.") from None
+            request.source, job, request.revision)
+    except DownloadCancelled:
+        raise JobCancelled("Stopped.") from None  # the one exception a stop raises
     _check_opt_config(request.source, folder)
     _check_tokenizer_files(request.source, folder)
     return folder
@@ -87,14 +82,16 @@ def check_folder(path: str | Path) -> str | None:
     return None
 
 
-def load_model(request: LoadRequest, progress: Callable[[LoadProgress], None] | None = None,
-               stop: threading.Event | None = None, folder: Path | None = None) -> LoadedModel:
-    report = progress or (lambda p: None)
+def load_model(request: LoadRequest, job: JobContext | None = None, folder: Path | None = None) -> LoadedModel:
+    """Load the model `request` names. `job` hears LoadProgress and is checked between the steps
+    of the load (a stop raises JobCancelled); `folder` is what `locate` found, if it was called first."""
+    job = job if job is not None else JobContext()
+    report = job.emit
     source = request.source
     device = resolve_device(request.device)
     precision.check_mode(request.dtype, device, request.placement)
     if folder is None:
-        folder = locate(request, progress, stop)  # None for demo-random
+        folder = locate(request, job)  # None for demo-random
     # On the CPU an approximate mode starts from float32 weights (int8 is quantised from them), and
     # while they are in hand the mode is measured against them, where a float32 copy fits in memory.
     measure = (device == "cpu" and precision.is_approximate(request.dtype) and request.placement == "one-device"
@@ -108,10 +105,10 @@ def load_model(request: LoadRequest, progress: Callable[[LoadProgress], None] | 
         else:
             report(LoadProgress("Loading the tokenizer…"))
             tokenizer = _load_tokenizer(source, folder)
+            job.check()
             report(LoadProgress("Loading the weights…"))
             model = _load_weights(source, folder, dtype, device, request)
-        if stop is not None and stop.is_set():
-            raise _Cancelled
+        job.check()
         if not getattr(model, "hf_device_map", None):  # accelerate already placed a spread model
             model.to(device)
         model.eval()
@@ -123,9 +120,8 @@ def load_model(request: LoadRequest, progress: Callable[[LoadProgress], None] | 
             accuracy = _convert_measured(model, tokenizer, request.dtype, device, report)
         elif not getattr(model, "hf_device_map", None):  # loaded in its dtype: lay weights out for the device
             precision.convert(model, request.dtype, device)
-    except _Cancelled:
-        raise ModelLoadError(f"Loading {source} was cancelled.") from None
-    except ModelLoadError:
+        job.check()
+    except (ModelLoadError, JobCancelled):
         raise
     except (torch.OutOfMemoryError, MemoryError):
         raise ModelLoadError(
@@ -156,12 +152,7 @@ def _convert_measured(model, tokenizer, dtype_name: str, device: str, report):
     return precision.compare(reference, precision.next_token_logprobs(model, ids))
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def _local_folder(source: str, report, stop, revision: str | None = None) -> Path:
+def _local_folder(source: str, job: JobContext, revision: str | None = None) -> Path:
     """A folder holding the checkpoint: the source itself, or the Hub snapshot (downloaded or cached)."""
     path = Path(source).expanduser()
     if path.is_dir():
@@ -170,10 +161,10 @@ def _local_folder(source: str, report, stop, revision: str | None = None) -> Pat
         raise ModelLoadError(f"{source} is a file, not a model folder: choose the folder that holds config.json.")
     if looks_like_path(source):
         raise ModelLoadError(f"No such folder: {source}")
-    return _hub_snapshot(source, report, stop, revision)
+    return _hub_snapshot(source, job, revision)
 
 
-def _hub_snapshot(repo_id: str, report, stop, revision: str | None = None) -> Path:
+def _hub_snapshot(repo_id: str, job: JobContext, revision: str | None = None) -> Path:
     """The checkpoint's folder in the shared Hugging Face cache, downloading what is missing.
 
     A complete cached snapshot is used without touching the network (instant, and no timeout when
@@ -190,6 +181,7 @@ def _hub_snapshot(repo_id: str, report, stop, revision: str | None = None) -> Pa
 
     from . import hub_cache
 
+    report = job.emit
     cached = hub_cache.cached_snapshot(repo_id, revision=revision)
     if cached is not None:
         report(LoadProgress(f"Found {repo_id} in the Hugging Face cache"))
@@ -199,8 +191,8 @@ def _hub_snapshot(repo_id: str, report, stop, revision: str | None = None) -> Pa
         raise ModelLoadError(unreachable)
     try:
         report(LoadProgress(f"Fetching {repo_id}…", 0.0))
-        return hub_cache.fetch_snapshot(repo_id, tqdm_class=_progress_tqdm(report, stop), revision=revision)
-    except _Cancelled:
+        return hub_cache.fetch_snapshot(repo_id, tqdm_class=_progress_tqdm(job), revision=revision)
+    except DownloadCancelled:
         raise
     except GatedRepoError:  # a subclass of RepositoryNotFoundError: test it first
         raise ModelLoadError(f"{repo_id} is gated on the Hub: log in with `hf auth login` and accept its licence.") from None
@@ -214,8 +206,9 @@ def _hub_snapshot(repo_id: str, report, stop, revision: str | None = None) -> Pa
         raise ModelLoadError(f"Cannot download {repo_id}: {_one_line(exc)}") from None
 
 
-def _progress_tqdm(report, stop):
+def _progress_tqdm(job: JobContext):
     """huggingface_hub's byte counts as LoadProgress; a stop raises inside the download."""
+    report = job.emit
 
     def on_update(bar) -> None:
         if bar.total:
@@ -224,7 +217,7 @@ def _progress_tqdm(report, stop):
             report(LoadProgress(f"{what}: {format_bytes(bar.n)} / {format_bytes(bar.total)}",
                                 min(1.0, bar.n / bar.total)))
 
-    return byte_tqdm(on_update, stop if stop is not None else threading.Event())
+    return byte_tqdm(on_update, job.stop_event)
 
 
 def _check_opt_config(source: str, folder: Path) -> None:

@@ -10,12 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..jobs import job, service
+from ..jobs import dispatch, job, service  # noqa: F401 - service registers the analyses it runs in dispatch
 from ..loading import precision
-from ..messages import events, requests, results, settings
-from .protocol import register
-
-PROTOCOL_VERSION = 1
+from ..messages import events, job_context, requests, results, settings
+from .protocol import PROTOCOL_VERSION, register  # noqa: F401 - the version is the messages' as well as the frames'
 
 
 @dataclass(frozen=True)
@@ -77,12 +75,12 @@ class TokenCount:
 
 
 register(Submit, Stop, SetHeadMask, CountTokens, Shutdown, Hello, JobRunning, JobEvent, JobEnded, TokenCount,
-         job.JobEnd, job.JobProgress, precision.Capabilities, results.Divergence, results.HeadImportance,
+         job.JobEnd, job_context.JobProgress, precision.Capabilities, results.Divergence, results.HeadImportance,
          requests.LensRequest, requests.DivergenceRequest, requests.HeadImportanceRequest, requests.ProbeRequest,
          events.ModeAccuracy, events.ModelInfo, events.LoadProgress, events.StepStats, events.Started,
          events.PromptScored, events.TokenGenerated, events.HeadMaskChanged, events.Notice, events.Finished,
          events.LensResult, settings.LoadRequest, settings.GenerationRequest, settings.GenerationSettings,
          settings.InspectSettings, settings.HeadScale)
 # Every analysis the engine runs may cross, with its results (service.py registers them).
-for _request_type, _analysis in service.ANALYSES.items():
+for _request_type, _analysis in dispatch.ANALYSES.items():
     register(_request_type, *_analysis.result_types)
