@@ -91,7 +91,7 @@ class BareGenerate:
         return (*rates(t0, stamps), len(stamps))
 
     def logprobs(self, ids):
-        from opt_desktop.engine.loading.precision import next_token_logprobs
+        from opt_desktop.engine.loading.accuracy import next_token_logprobs
 
         import torch
 
@@ -122,7 +122,7 @@ class Engine:
     def logprobs(self, ids):
         import torch
 
-        from opt_desktop.engine.loading.precision import next_token_logprobs
+        from opt_desktop.engine.loading.accuracy import next_token_logprobs
 
         return next_token_logprobs(self.loaded.model, torch.tensor([ids]))
 
@@ -286,7 +286,7 @@ def memory_of(runner_name: str, folder: Path, args) -> tuple[float, float]:
 def bench_model(name: str, folder: Path, args) -> None:
     import torch
 
-    from opt_desktop.engine.loading import precision
+    from opt_desktop.engine.loading.accuracy import compare
     from opt_desktop.engine.running.memory import return_freed_memory_promptly
 
     return_freed_memory_promptly()  # as the app's engine does; every runner here runs under it
@@ -309,7 +309,7 @@ def bench_model(name: str, folder: Path, args) -> None:
     reference = runners[0].logprobs(ids)
     accuracy = {}
     for r in runners[1:]:
-        acc = precision.compare(reference, r.logprobs(ids))
+        acc = compare(reference, r.logprobs(ids))
         accuracy[r.name] = (acc.mean_kl, acc.top1_agreement)
     for r in runners:
         if isinstance(r, Remote):

@@ -24,6 +24,32 @@ def test_generate_streams_text_and_summary():
     assert again.stdout == out.stdout and out.stdout.strip()
 
 
+def test_the_summary_starts_on_a_line_of_its_own():
+    """Issue 23 (13): with stdout buffered (a pipe, both streams to one terminal or file) the text's
+    last newline came after the summary: "Return the64 tokens, 30.9 tokens/s"."""
+    env = {k: v for k, v in ENV.items() if k != "PYTHONUNBUFFERED"}
+    out = subprocess.run(CLI + ["generate", "--model", "demo", "--prompt", "Hello", "--max-new-tokens", "12"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240)
+    assert out.returncode == 0, out.stdout
+    assert any(line.startswith("12 tokens, ") for line in out.stdout.splitlines()), out.stdout
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """Issue 23 (7): `generate ... | head -c 20` printed "error: ... Broken pipe", returned 1 and
+    logged a traceback; a Unix tool ends quietly (and a shell reports 141, killed by SIGPIPE)."""
+    from opt_desktop.logs import log_file
+
+    proc = subprocess.Popen(CLI + ["generate", "--model", "demo", "--prompt", "The", "--max-new-tokens", "200"],
+                            env={**ENV, "OPT_DESKTOP_HOME": os.environ["OPT_DESKTOP_HOME"]},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert len(proc.stdout.read(20)) == 20
+    proc.stdout.close()  # what `head -c 20` does once it has its 20 bytes
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == ""
+    logged = log_file().read_text(encoding="utf-8") if log_file().is_file() else ""
+    assert "Traceback" not in logged and "Broken pipe" not in logged
+
+
 def test_json_events():
     out = cli("generate", "--model", "demo", "--prompt", "Hi there", "--max-new-tokens", "3", "--json")
     assert out.returncode == 0, out.stderr

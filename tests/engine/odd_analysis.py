@@ -1,14 +1,13 @@
 """An analysis whose results are awkward to send, registered in whichever process imports this
-module (a test, and an engine process started with `odd_worker_command()`)."""
+module (a test, and an engine process started with ODD_WORKER)."""
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from opt_desktop.engine.jobs.dispatch import register_analysis
 from opt_desktop.engine.process.protocol import register
+from worker_patches import worker_command
 
 
 @dataclass(frozen=True)
@@ -24,9 +23,4 @@ register_analysis(OddRequest, "odd", "The odd analysis", _odd, needs_model=False
 register(OddRequest)
 
 
-def odd_worker_command() -> list[str]:
-    """The engine worker, with this analysis registered in it too."""
-    here = str(Path(__file__).parent)
-    code = (f"import sys; sys.path.insert(0, {here!r}); import odd_analysis; "
-            "from opt_desktop.engine.process.worker import main; sys.exit(main())")
-    return [sys.executable, "-c", code]
+ODD_WORKER = worker_command("import odd_analysis")  # the engine worker, with this analysis too

@@ -157,10 +157,10 @@ def test_modes_without_cpu_gradients_use_a_float32_copy(checkpoint, ids, dtype, 
 
 
 def test_packed_bfloat16_weights_are_read_back_exactly(checkpoint):
-    from opt_desktop.engine.loading import precision
+    from opt_desktop.engine.loading import conversion
     from opt_desktop.engine.analyses.grad_model import float32_copy
 
-    if not precision.onednn_bf16():
+    if not conversion.onednn_bf16():
         pytest.skip("this CPU has no oneDNN bfloat16 kernels, so the app never packs bfloat16 weights here")
     loaded = load_model(LoadRequest(source=str(checkpoint), device="cpu", dtype="bfloat16"))
     plain = load_model(LoadRequest(source=str(checkpoint), device="cpu")).model.to(torch.bfloat16)

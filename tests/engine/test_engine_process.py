@@ -16,7 +16,7 @@ import pytest
 from fakes import fake_events
 from opt_desktop.engine import GenerationRequest, GenerationSettings, LoadRequest, PromptError
 from opt_desktop.engine.process import protocol
-from odd_analysis import OddRequest, odd_worker_command
+from odd_analysis import ODD_WORKER, OddRequest
 from opt_desktop.engine.jobs.engine import Engine
 from opt_desktop.engine.process.engine_process import EngineDied, EngineFailure, EngineProcess
 from opt_desktop.engine.messages.errors import JobCancelled
@@ -247,7 +247,7 @@ def test_an_engine_that_cannot_be_understood_is_ended_with_every_job(data, says)
 def test_a_result_that_cannot_be_sent_still_ends_its_job():
     """Issue 23 (3): the end of a job whose result could not be encoded was never sent, so the window
     waited on it for ever; a numpy bool was such a result."""
-    engine = EngineProcess(command=odd_worker_command())
+    engine = EngineProcess(command=ODD_WORKER)
     try:
         flag = engine.submit(OddRequest("bool_"))
         odd = engine.submit(OddRequest("object"))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from models import save_tiny_opt
+from worker_patches import endless_download
 from opt_desktop.engine import (EngineService, Finished, GenerationRequest, GenerationSettings, LoadRequest,
                                 PromptScored, Started)
 from opt_desktop.engine.running import attention
@@ -227,17 +228,7 @@ def test_stopping_a_load_that_is_running_ends_it_cancelled(tokenizer, tmp_path):
 
 def test_stopping_a_download_ends_the_load_cancelled(monkeypatch):
     """The same for a load that is downloading its model: the stop raises inside the download."""
-    from opt_desktop.engine.loading import hub_cache
-
-    def endless_download(repo_id, *, tqdm_class, revision=None):
-        bar = tqdm_class(total=10**9, unit="B", desc="Downloading model.safetensors")
-        while True:
-            bar.update(4096)
-            time.sleep(0.002)
-
-    monkeypatch.setattr(hub_cache, "cached_snapshot", lambda repo_id, revision=None: None)
-    monkeypatch.setattr(hub_cache, "hub_reachable", lambda timeout=2.0: True)
-    monkeypatch.setattr(hub_cache, "fetch_snapshot", endless_download)
+    endless_download(monkeypatch.setattr)
     svc = EngineService()
     try:
         box = []

@@ -2,19 +2,26 @@
 against the engine's own functions on the same model, kept with the run."""
 
 import numpy as np
+import pytest
 
-from opt_desktop.engine import GenerationRequest, GenerationSettings
+from opt_desktop.engine import EngineService, GenerationRequest, GenerationSettings, LoadRequest
 from opt_desktop.engine.analyses.attribution import attribute
 from opt_desktop.engine.analyses.patching import patch
-from test_main_window import finished, loop, run_until  # noqa: F401  (fixtures)
+from test_main_window import ENGINES, finished, loop, run_until  # noqa: F401  (fixtures)
 from test_sessions_gui import generate, make_window  # noqa: F401
 
 
-def _loaded(w):
-    return w.controller.engine.call(lambda loaded: loaded).result()
+@pytest.fixture(scope="module")
+def reference():
+    """The demo model in an engine of the test's own: the reference the window's results must equal."""
+    engine = EngineService()
+    engine.load(LoadRequest(source="demo", device="cpu")).result()
+    yield engine
+    engine.shutdown()
 
 
-def test_attribution_of_a_generated_token(make_window, loop):  # noqa: F811
+@pytest.mark.parametrize("make_window", ENGINES, indirect=True)
+def test_attribution_of_a_generated_token(make_window, loop, reference):  # noqa: F811
     w = make_window()
     trace = generate(w, loop, prompt="The cat sat on", settings=GenerationSettings(max_new_tokens=4))
     pos = trace.n_prompt + 1
@@ -24,7 +31,8 @@ def test_attribution_of_a_generated_token(make_window, loop):  # noqa: F811
     w.attribution.steps.setValue(8)
     w.attribution.run_button.click()
     run_until(loop, lambda: w.attribution.result is not None and not w.controller.is_busy)
-    expected = attribute(_loaded(w), trace.token_ids[:pos], trace.token_ids[pos], method="ig", steps=8)
+    expected = reference.call(lambda loaded: attribute(loaded, trace.token_ids[:pos], trace.token_ids[pos],
+                                                       method="ig", steps=8)).result()
     np.testing.assert_allclose(w.attribution.result.scores, expected.scores, atol=1e-5)
     (kept_pos, kept), = trace.attributions()
     assert kept_pos == pos and kept.method == "ig"
@@ -33,7 +41,8 @@ def test_attribution_of_a_generated_token(make_window, loop):  # noqa: F811
     assert len(shaded) >= 1
 
 
-def test_patching_two_runs_of_the_same_length(make_window, loop):  # noqa: F811
+@pytest.mark.parametrize("make_window", ENGINES, indirect=True)
+def test_patching_two_runs_of_the_same_length(make_window, loop, reference):  # noqa: F811
     w = make_window()
     settings = GenerationSettings(max_new_tokens=2)
     for ids in ((2, 40, 41, 42, 43), (2, 40, 50, 42, 43)):
@@ -47,7 +56,7 @@ def test_patching_two_runs_of_the_same_length(make_window, loop):  # noqa: F811
     w.patching.run_button.click()
     run_until(loop, lambda: w.patching.result is not None and not w.controller.is_busy)
     target = clean.token_ids[clean.n_prompt]
-    expected = patch(_loaded(w), clean.token_ids[:5], corrupt.token_ids[:5], target)
+    expected = reference.call(lambda loaded: patch(loaded, clean.token_ids[:5], corrupt.token_ids[:5], target)).result()
     np.testing.assert_allclose(w.patching.result.prob, expected.prob, atol=1e-6)
     np.testing.assert_allclose(w.patching.result.head_prob, expected.head_prob, atol=1e-6)
     assert len(clean.patchings()) == 1

@@ -14,7 +14,7 @@ from opt_desktop.engine import GenerationSettings, LoadRequest
 from opt_desktop.gui import session_dialogs
 from opt_desktop.logs import log_file, setup_logging
 from opt_desktop.session.file import load_session
-from test_main_window import finished, loop, new_window, run_until  # noqa: F401  (fixtures)
+from test_main_window import engine_kind, finished, loop, new_window, run_until  # noqa: F401  (fixtures)
 from test_sessions_gui import generate, make_window  # noqa: F401
 
 
@@ -82,15 +82,16 @@ def test_a_failure_inside_capture_is_kept_as_error_logged_and_one_line(make_wind
     assert saved.finished.reason == "error" and "a statistic came out wrong" in saved.finished.message
 
 
-def test_generate_during_a_load_starts_when_the_load_ends(qtbot, loop, tmp_path, monkeypatch):  # noqa: F811
-    w = new_window(qtbot, tmp_path, monkeypatch)
+def test_generate_during_a_load_starts_when_the_load_ends(qtbot, loop, tmp_path, monkeypatch, engine_kind,  # noqa: F811
+                                                           borrow):
+    w = new_window(qtbot, tmp_path, monkeypatch, borrow(engine_kind))
     w.models.load(LoadRequest(source="demo", device="cpu"))
     assert w.controller.is_loading
     w.settings_panel.set_settings(GenerationSettings(max_new_tokens=4))
     w.prompt.set_text("Waiting")
     w.runs.generate()
     assert "starts as soon as it has loaded" in w.statusBar().currentMessage()
-    run_until(loop, finished(w))
+    run_until(loop, finished(w), timeout=120)
     assert len(w.keeper.session.runs) == 1 and w.presenter.trace.n_generated == 4
     w.close()
 
@@ -110,8 +111,11 @@ def test_the_autosave_is_on_disk_before_the_run_shows_finished(make_window, loop
     assert seen == [True]
 
 
-def test_closing_during_a_run_stops_it_then_asks_and_exits_promptly(make_window, loop, monkeypatch):  # noqa: F811
-    w = make_window()
+def test_closing_during_a_run_stops_it_then_asks_and_exits_promptly(qtbot, loop, tmp_path, monkeypatch,  # noqa: F811
+                                                                     engine_kind):
+    w = new_window(qtbot, tmp_path, monkeypatch, engine_kind)  # an engine process of its own: closing ends it
+    w.models.load(LoadRequest(source="demo", device="cpu"))
+    run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading, timeout=120)
     asked = []
 
     def ask(parent, name):

@@ -12,13 +12,27 @@ from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
 from opt_desktop.engine import EngineService, GenerationRequest, GenerationSettings, LoadRequest
+from opt_desktop.engine.process.engine_process import EngineProcess
 from opt_desktop.gui import session_dialogs
 from opt_desktop.gui.app_state import AppState
+from opt_desktop.gui.controller import Controller
 from opt_desktop.gui.main_window import MainWindow
 from opt_desktop.presets import PresetStore
 from opt_desktop.session import RunTrace
+from worker_patches import ENDLESS_DOWNLOAD, endless_download
 
 SEEDED = GenerationSettings(max_new_tokens=24, do_sample=True, temperature=1.0, top_k=0, seed=7)
+
+# The tests that drive jobs run against both engines: the one in this process, and the engine
+# process the app ships (shared between tests, see borrowed_engine.py). `window` and `make_window`
+# take the engine by indirect parametrization.
+ENGINES = ["thread", "process"]
+BOTH_ENGINES = pytest.mark.parametrize("window", ENGINES, indirect=True)
+
+
+@pytest.fixture(params=ENGINES)
+def engine_kind(request):
+    return request.param
 
 
 @pytest.fixture
@@ -51,22 +65,27 @@ def assert_closes_promptly(window):
     assert [t for t in threads if t.is_alive()] == []
 
 
-def new_window(qtbot, tmp_path, monkeypatch) -> MainWindow:
-    """A fresh window whose remembered state and presets live in tmp_path."""
+def new_window(qtbot, tmp_path, monkeypatch, engine=None, command: list[str] | None = None) -> MainWindow:
+    """A fresh window whose remembered state and presets live in tmp_path. Its engine: its own in
+    this process (None or "thread"), its own engine process ("process", started with `command` if
+    given), or the one given."""
     monkeypatch.setenv("OPT_DESKTOP_HOME", str(tmp_path / "home"))
     # Closing a window with unsaved runs asks; tests that don't care answer "discard".
     monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name: "discard")
-    w = MainWindow(state=AppState(), presets=PresetStore(tmp_path / "presets"))
+    if engine == "process":
+        engine = EngineProcess(command=command)
+    controller = Controller(engine) if engine not in (None, "thread") else None
+    w = MainWindow(controller=controller, state=AppState(), presets=PresetStore(tmp_path / "presets"))
     qtbot.addWidget(w)
     w.show()
     return w
 
 
 @pytest.fixture
-def window(qtbot, loop, tmp_path, monkeypatch):
-    w = new_window(qtbot, tmp_path, monkeypatch)
+def window(qtbot, loop, tmp_path, monkeypatch, request, borrow):
+    w = new_window(qtbot, tmp_path, monkeypatch, borrow(getattr(request, "param", "thread")))
     w.models.load(LoadRequest(source="demo", device="cpu"))
-    run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading)
+    run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading, timeout=120)
     yield w
     w.close()
 
@@ -91,6 +110,7 @@ def finished(w):
         and not w.controller.is_running and w.runs.in_flight == 0
 
 
+@BOTH_ENGINES
 def test_generate_matches_the_engine(window, loop):
     window.settings_panel.set_settings(SEEDED)
     QTest.keyClicks(window.prompt.edit, "The weather today is")
@@ -114,6 +134,7 @@ def test_generate_matches_the_engine(window, loop):
     assert window.run_status.tokens.text() == f"{ref.n_generated} tokens"
 
 
+@BOTH_ENGINES
 def test_stop_keeps_the_partial_result(window, loop):
     window.settings_panel.set_settings(GenerationSettings(max_new_tokens=450, do_sample=True, seed=1))
     window.prompt.set_text("Once upon a time")
@@ -130,6 +151,7 @@ def test_stop_keeps_the_partial_result(window, loop):
     assert window.generate_button.isEnabled() and not window.stop_button.isEnabled()
 
 
+@BOTH_ENGINES
 def test_failed_load_shows_a_message_and_the_window_still_works(window, loop, tmp_path):
     missing = tmp_path / "no-such-model"
     window.models.load(LoadRequest(source=str(missing)))
@@ -144,13 +166,29 @@ def test_failed_load_shows_a_message_and_the_window_still_works(window, loop, tm
     assert window.presenter.trace.n_generated == 4
 
 
-def test_unreachable_model_at_start_falls_back_to_demo(qtbot, loop, tmp_path, monkeypatch):
-    w = new_window(qtbot, tmp_path, monkeypatch)
+def test_unreachable_model_at_start_falls_back_to_demo(qtbot, loop, tmp_path, monkeypatch, engine_kind, borrow):
+    w = new_window(qtbot, tmp_path, monkeypatch, borrow(engine_kind))
     w.models.load(LoadRequest(source="facebook/opt-not-cached-anywhere"), fallback_to_demo=True)
-    run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading)
+    run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading, timeout=120)
     assert w.controller.model.source == "demo" and not w.controller.model.random_weights
     assert "offline mode is on (HF_HUB_OFFLINE=1)" in w.banner.text() and "demo model" in w.banner.text()
     assert AppState.load().last_model is None  # the fallback is not remembered as the person's choice
+    w.close()
+
+
+def test_stopping_the_start_up_load_loads_nothing_instead(qtbot, loop, tmp_path, monkeypatch, engine_kind):
+    """Issue 23 (1): a stopped load ended as an error, so the start-up load's fallback loaded the demo
+    ("Loading … was cancelled. Loaded the built-in demo model instead…")."""
+    if engine_kind == "thread":
+        endless_download(monkeypatch.setattr)
+    w = new_window(qtbot, tmp_path, monkeypatch, engine_kind, command=ENDLESS_DOWNLOAD)
+    w.models.load(LoadRequest(source="facebook/opt-125m"), fallback_to_demo=True)
+    run_until(loop, lambda: w.model_bar.status_label.text().startswith("Downloading"), timeout=120)
+    QTest.keyClick(w, Qt.Key.Key_Escape)  # Stop
+    run_until(loop, lambda: not w.controller.is_loading)
+    loop.run_until_complete(asyncio.sleep(0.5))  # a fallback load would have been asked for by now
+    assert w.controller.model is None and not w.controller.is_busy
+    assert w.banner.texts() == ["Loading facebook/opt-125m was stopped."]
     w.close()
 
 

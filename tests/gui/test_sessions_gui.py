@@ -24,16 +24,18 @@ def _dead_pid() -> int:
 
 
 @pytest.fixture
-def make_window(qtbot, loop, tmp_path, monkeypatch):  # noqa: F811
+def make_window(qtbot, loop, tmp_path, monkeypatch, request, borrow):  # noqa: F811
+    """Makes windows (with the demo loaded); their engine is "thread" unless parametrized indirectly."""
     windows = []
+    kind = getattr(request, "param", "thread")
 
     def make(autosave=None, load=True):
-        w = new_window(qtbot, tmp_path, monkeypatch)
+        w = new_window(qtbot, tmp_path, monkeypatch, borrow(kind))
         if autosave is not None:
             w.keeper.autosave = autosave
         if load:
             w.models.load(LoadRequest(source="demo", device="cpu"))
-            run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading)
+            run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading, timeout=120)
         windows.append(w)
         return w
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ...formatting import format_bytes
-from . import precision
+from . import accuracy, conversion, precision
 from ..running.attention import register as register_attention
 from ..running.loaded import LoadedModel
 from .demo import DEMO_LABEL, DEMO_RANDOM_LABEL, build_demo_model, build_demo_tokenizer, demo_folder
@@ -95,7 +95,7 @@ def load_model(request: LoadRequest, job: JobContext | None = None, folder: Path
     # On the CPU an approximate mode starts from float32 weights (int8 is quantised from them), and
     # while they are in hand the mode is measured against them, where a float32 copy fits in memory.
     measure = (device == "cpu" and precision.is_approximate(request.dtype) and request.placement == "one-device"
-               and (request.dtype == "int8" or precision.float32_copy_fits(folder)))
+               and (request.dtype == "int8" or accuracy.float32_copy_fits(folder)))
     dtype = torch.float32 if measure else _DTYPES[request.dtype]
     try:
         if source == DEMO_RANDOM_SOURCE:
@@ -119,7 +119,7 @@ def load_model(request: LoadRequest, job: JobContext | None = None, folder: Path
         if measure:
             accuracy = _convert_measured(model, tokenizer, request.dtype, device, report)
         elif not getattr(model, "hf_device_map", None):  # loaded in its dtype: lay weights out for the device
-            precision.convert(model, request.dtype, device)
+            conversion.convert(model, request.dtype, device)
         job.check()
     except (ModelLoadError, JobCancelled):
         raise
@@ -137,19 +137,19 @@ def load_model(request: LoadRequest, job: JobContext | None = None, folder: Path
 
     report(LoadProgress("Ready", 1.0))
     info = replace(_model_info(source, model, request.dtype, device), n_params=n_params,
-                   memory_bytes=precision.footprint(model), accuracy=accuracy)
+                   memory_bytes=conversion.footprint(model), accuracy=accuracy)
     return LoadedModel(model=model, tokenizer=tokenizer, info=info, device=torch.device(device))
 
 
 def _convert_measured(model, tokenizer, dtype_name: str, device: str, report):
     """Turn a loaded float32 model into `dtype_name` in place; returns its ModeAccuracy against float32."""
     bos = model.config.bos_token_id if model.config.bos_token_id is not None else 2
-    ids = precision.reference_ids(tokenizer, bos)[:, : model.config.max_position_embeddings]  # fits the context
+    ids = accuracy.reference_ids(tokenizer, bos)[:, : model.config.max_position_embeddings]  # fits the context
     report(LoadProgress(f"Measuring {dtype_name} against float32…"))
-    reference = precision.next_token_logprobs(model, ids)
+    reference = accuracy.next_token_logprobs(model, ids)
     report(LoadProgress(f"Converting the weights to {dtype_name}…"))
-    precision.convert(model, dtype_name, device)
-    return precision.compare(reference, precision.next_token_logprobs(model, ids))
+    conversion.convert(model, dtype_name, device)
+    return accuracy.compare(reference, accuracy.next_token_logprobs(model, ids))
 
 
 def _local_folder(source: str, job: JobContext, revision: str | None = None) -> Path:
