@@ -1,6 +1,5 @@
 import pytest
 
-from borrowed_engine import BorrowedEngine
 from opt_desktop.engine.process.engine_process import EngineProcess
 
 
@@ -17,4 +16,12 @@ def engine_process():
 def borrow(request):
     """`borrow(kind)`: the engine a window test runs on: None for "thread" (the window makes its own,
     in this process), the shared engine process for "process"."""
-    return lambda kind: None if kind == "thread" else BorrowedEngine(request.getfixturevalue("engine_process"))
+
+    def engine_for(kind: str):
+        if kind == "thread":
+            return None
+        from borrowed_engine import BorrowedEngine
+
+        return BorrowedEngine(request.getfixturevalue("engine_process"))
+
+    return engine_for

@@ -86,12 +86,12 @@ class Job(JobContext):
             if self.state != "queued":
                 return  # stopped while it waited: already ended
             self.state = "running"
-        if self.stop_event.is_set() or not self.future.set_running_or_notify_cancel():
+        if self.stopped or not self.future.set_running_or_notify_cancel():
             self._finish(JobEnd("cancelled", "Cancelled before it started."), exc=JobCancelled("Cancelled."))
             return
-        if self.on_start is not None:
-            self.on_start()
         try:
+            if self.on_start is not None:
+                self.on_start()
             result = work(self)
         except JobCancelled as exc:
             partial = self.partial  # a stopped job hands over what it had made, if anything

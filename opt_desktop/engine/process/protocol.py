@@ -144,7 +144,7 @@ def _check_start(start: bytes) -> None:
     once rather than waited on until 16 bytes have come."""
     if not MAGIC.startswith(start[:len(MAGIC)]):
         shown = start[:len(MAGIC) + 1].decode("utf-8", "replace")
-        raise ProtocolError(f"it does not begin like one, but with {shown!r}")
+        raise ProtocolError(f"it began with {shown!r}")
     if start[:4] == _VERSION_1:
         raise VersionMismatch(1)
     if len(start) > len(MAGIC) and start[len(MAGIC)] != PROTOCOL_VERSION:
