@@ -18,7 +18,7 @@ from typing import Any, Callable, Coroutine, Sequence
 from PySide6.QtCore import QObject, Signal
 
 from ..engine import EngineService, LoadRequest
-from ..engine.jobs.engine import Engine
+from ..engine.jobs.engine import Engine, LocalEngine
 from ..engine.jobs.job import Job, JobEnd
 from .tasks import Tasks
 
@@ -96,6 +96,7 @@ class Controller(QObject):
     def __init__(self, engine: Engine | None = None, parent: QObject | None = None):
         super().__init__(parent)
         self.engine: Engine = engine or EngineService()
+        self._local = isinstance(self.engine, LocalEngine)  # its tokenizer is at hand
         loop = asyncio.get_event_loop()
         self.engine.on_died = lambda line: loop.call_soon_threadsafe(self._on_engine_died, line)
         self._active: dict[int, Job] = {}  # submitted and not yet ended
@@ -132,6 +133,11 @@ class Controller(QObject):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def tokenizer(self):
+        """The model's tokenizer when the engine runs in this process; None for an engine elsewhere
+        (the window then names tokens from what the runs recorded, or by id)."""
+        return self.engine.tokenizer if self._local else None
 
     def jobs(self, kind: str | None = None) -> list[Job]:
         """The jobs submitted and not yet ended (of one kind), oldest first."""

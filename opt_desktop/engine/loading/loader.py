@@ -115,9 +115,9 @@ def load_model(request: LoadRequest, job: JobContext | None = None, folder: Path
         # SDPA returns no attention weights; the engine's chunked eager attention hands them to the capture.
         model.set_attn_implementation(register_attention())
         n_params = sum(p.numel() for p in model.parameters())  # before int8 takes weights out of parameters()
-        accuracy = None
+        drift = None  # the mode against float32, when it was measured
         if measure:
-            accuracy = _convert_measured(model, tokenizer, request.dtype, device, report)
+            drift = _convert_measured(model, tokenizer, request.dtype, device, report)
         elif not getattr(model, "hf_device_map", None):  # loaded in its dtype: lay weights out for the device
             conversion.convert(model, request.dtype, device)
         job.check()
@@ -137,7 +137,7 @@ def load_model(request: LoadRequest, job: JobContext | None = None, folder: Path
 
     report(LoadProgress("Ready", 1.0))
     info = replace(_model_info(source, model, request.dtype, device), n_params=n_params,
-                   memory_bytes=conversion.footprint(model), accuracy=accuracy)
+                   memory_bytes=conversion.footprint(model), accuracy=drift)
     return LoadedModel(model=model, tokenizer=tokenizer, info=info, device=torch.device(device))
 
 

@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 
+from ..jobs.job import JobEnd
 from ..messages import errors
 from . import protocol
 from .process_messages import (
@@ -85,14 +86,11 @@ class _Channel:
             line = (f"The job's result could not be sent to the window ({errors.one_line(exc)}); "
                     "the engine's log has the details.")
             log.exception("The end of job %d could not be sent to the window", number)
-        from ..jobs.job import JobEnd
-
         failed = JobEnd("error", line, details=end.details)
         try:
             self.send(JobEnded(number, failed, "", model))
         except Exception:  # noqa: BLE001 - even the model's info would not go: the bare end does
             self.send(JobEnded(number, failed))
-
 
 
 def _error_name(exc: BaseException | None) -> str:
@@ -116,9 +114,7 @@ def serve(stdin, stdout) -> None:
             job = engine.submit(msg.request, on_event=lambda e: channel.send(JobEvent(number, e)),
                                 on_start=lambda: channel.send(JobRunning(number)))
         except Exception as exc:  # noqa: BLE001 - a request the engine refuses ends its job at once
-            from ..jobs.job import JobEnd, describe_error
-
-            message, details = describe_error(exc, "The engine")
+            message, details = errors.describe_error(exc, "The engine")
             channel.send_end(number, JobEnd("error", message, details), _error_name(exc), engine.info)
             return
         jobs[number] = job
