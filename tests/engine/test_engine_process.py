@@ -111,6 +111,9 @@ def test_a_frame_of_another_version_is_named_by_its_first_bytes():
     with pytest.raises(protocol.VersionMismatch) as info:
         protocol.read(frame(text, version=9))
     assert info.value.version == 9
+    with pytest.raises(protocol.ProtocolError, match="began with 'OPTI'") as info:  # text, not version 73
+        protocol.read(io.BytesIO(b"OPTIONS: none\n" + bytes(8)))
+    assert not isinstance(info.value, protocol.VersionMismatch)
 
 
 def test_numpy_scalars_cross_as_plain_values():

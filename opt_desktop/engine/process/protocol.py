@@ -142,13 +142,15 @@ def _read_exactly(stream: BinaryIO, n: int, check=None) -> bytearray:
 def _check_start(start: bytes) -> None:
     """Judge a frame by its first bytes, as they arrive: a stray line ("Hello\n") is refused at
     once rather than waited on until 16 bytes have come."""
-    if not MAGIC.startswith(start[:len(MAGIC)]):
-        shown = start[:len(MAGIC) + 1].decode("utf-8", "replace")
-        raise ProtocolError(f"it began with {shown!r}")
+    version = start[len(MAGIC)] if len(start) > len(MAGIC) else None
     if start[:4] == _VERSION_1:
         raise VersionMismatch(1)
-    if len(start) > len(MAGIC) and start[len(MAGIC)] != PROTOCOL_VERSION:
-        raise VersionMismatch(start[len(MAGIC)])
+    # A version is a small number: "OPTIONS" on a line of its own is text, not a frame of version 73.
+    if not MAGIC.startswith(start[:len(MAGIC)]) or (version is not None and version >= 0x20):
+        shown = start[:len(MAGIC) + 1].decode("utf-8", "replace")
+        raise ProtocolError(f"it began with {shown!r}")
+    if version is not None and version != PROTOCOL_VERSION:
+        raise VersionMismatch(version)
 
 
 def read(stream: BinaryIO) -> Any:
