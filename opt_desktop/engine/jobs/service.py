@@ -2,7 +2,7 @@
 
 No torch at import time: the heavy modules are imported on the worker, so a window can appear
 before torch has loaded. It is an `Engine` (engine.py), as the engine in another process is; the
-CLI and the tests use it directly, the window through the engine process.
+CLI and the tests use it directly; the window uses it only with `--engine thread`.
 
 Every piece of work is a `Job` (job.py) made from a plain request: `submit(request)` queues it
 and returns it at once; the work receives the job itself (its stop, progress, events and partial
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 THREAD_NAME = "opt-engine-worker"
 _CALL = "call"  # the kind of a job made by `call`: a function of the loaded model, in this process only
+
 
 def _lens(loaded, request: LensRequest, job: Job) -> LensResult:
     from ..running.lens import logit_lens
