@@ -1,6 +1,7 @@
 """The headless front end, run as a user would run it."""
 
 import csv
+import io
 import json
 import os
 import signal
@@ -24,14 +25,44 @@ def test_generate_streams_text_and_summary():
     assert again.stdout == out.stdout and out.stdout.strip()
 
 
-def test_the_summary_starts_on_a_line_of_its_own():
-    """Issue 23 (13): with stdout buffered (a pipe, both streams to one terminal or file) the text's
-    last newline came after the summary: "Return the64 tokens, 30.9 tokens/s"."""
-    env = {k: v for k, v in ENV.items() if k != "PYTHONUNBUFFERED"}
-    out = subprocess.run(CLI + ["generate", "--model", "demo", "--prompt", "Hello", "--max-new-tokens", "12"],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240)
-    assert out.returncode == 0, out.stdout
-    assert any(line.startswith("12 tokens, ") for line in out.stdout.splitlines()), out.stdout
+class _OneScreen:
+    """stdout and stderr shown in one place, stdout held back until it is flushed (as it is when it
+    is a pipe or a file): what a person sees of both, in the order it reaches them."""
+
+    def __init__(self):
+        self.shown, self._held = [], []
+        screen = self
+
+        class Out(io.StringIO):
+            def write(self, text):
+                screen._held.append(text)
+                return len(text)
+
+            def flush(self):
+                screen.shown += screen._held
+                screen._held.clear()
+
+        class Err(io.StringIO):
+            def write(self, text):
+                screen.shown.append(text)
+                return len(text)
+
+        self.out, self.err = Out(), Err()
+
+    def text(self) -> str:
+        return "".join(self.shown + self._held)
+
+
+def test_the_summary_starts_on_a_line_of_its_own(monkeypatch):
+    """Issue 23 (13): the text's last newline was still held back when the summary was written, so
+    the two ran together: "Return the64 tokens, 30.9 tokens/s"."""
+    from opt_desktop import cli as cli_module
+
+    screen = _OneScreen()
+    monkeypatch.setattr(sys, "stdout", screen.out)
+    monkeypatch.setattr(sys, "stderr", screen.err)
+    assert cli_module.main(["generate", "--model", "demo", "--prompt", "Return the", "--max-new-tokens", "12"]) == 0
+    assert any(line.startswith("12 tokens, ") for line in screen.text().splitlines()), screen.text()
 
 
 def test_a_reader_that_goes_away_ends_the_command_quietly():
