@@ -7,11 +7,10 @@ import math
 
 import numpy as np
 
-from ..engine.jobs.engine import LocalEngine
+from ..engine.jobs.engine import Engine
 from ..engine.messages.interventions_spec import parse_head_mask, parse_positions
 from ..engine.messages.requests import AttributionRequest, PatchingRequest
-from ..engine.running.text import one_token, prompt_ids, token_piece
-from .jobs import load, run_job
+from .jobs import load, pieces, run_job, single_token, tokenize
 from .terminal import jsonable, note
 
 
@@ -35,19 +34,20 @@ def _table(values: np.ndarray, row_labels, col_labels) -> list[str]:
     return lines
 
 
-def cmd_attribute(engine: LocalEngine, args) -> int:
+def cmd_attribute(engine: Engine, args) -> int:
     info = load(engine, args)
-    tok = engine.tokenizer
-    ids = prompt_ids(tok, args.prompt, info.bos_token_id)
-    target = None if args.target is None else one_token(tok, args.target, "target")
-    alternative = None if args.alternative is None else one_token(tok, args.alternative, "alternative")
+    ids = tokenize(engine, args.prompt).ids
+    target = None if args.target is None else single_token(engine, args.target, "target")
+    alternative = None if args.alternative is None else single_token(engine, args.alternative, "alternative")
     mask, hidden = _interventions(args, info)
     result = run_job(engine, AttributionRequest(tuple(ids), target, args.method, args.steps, alternative,
                                                 tuple(mask), tuple(hidden)))
     if result.note:
         note(f"note: {result.note}")
-    tokens = [token_piece(tok, int(i)) for i in result.token_ids]
-    target_text = token_piece(tok, result.target_id)
+    named = pieces(engine, [*(int(i) for i in result.token_ids), result.target_id,
+                            *(() if result.alternative_id is None else (result.alternative_id,))])
+    tokens = named[:len(result.token_ids)]
+    target_text = named[len(result.token_ids)]
     if args.json:
         print(json.dumps(jsonable({
             "tokens": tokens, "token_ids": result.token_ids, "scores": result.scores, "target": target_text,
@@ -55,8 +55,7 @@ def cmd_attribute(engine: LocalEngine, args) -> int:
         }), ensure_ascii=False))
         return 0
     how = "input x gradient" if result.method == "ixg" else f"integrated gradients, {result.steps} steps"
-    what = "log p(target)" if result.alternative_id is None else \
-        f"logit(target) - logit({token_piece(tok, result.alternative_id)!r})"
+    what = "log p(target)" if result.alternative_id is None else f"logit(target) - logit({named[-1]!r})"
     print(f"target {target_text!r} (id {result.target_id}), log p = {result.logprob:.4f}; {how} of {what}")
     if result.method == "ig":
         print(f"scores sum to {float(result.scores.sum()):.4f}; f(input) - f(baseline) = "
@@ -69,22 +68,22 @@ def cmd_attribute(engine: LocalEngine, args) -> int:
     return 0
 
 
-def cmd_patch(engine: LocalEngine, args) -> int:
+def cmd_patch(engine: Engine, args) -> int:
     info = load(engine, args)
-    tok = engine.tokenizer
-    clean = prompt_ids(tok, args.clean, info.bos_token_id)
-    corrupt = prompt_ids(tok, args.corrupt, info.bos_token_id)
-    target = one_token(tok, args.target, "target")
+    clean = tokenize(engine, args.clean).ids
+    corrupt = tokenize(engine, args.corrupt).ids
+    target = single_token(engine, args.target, "target")
     mask, hidden = _interventions(args, info)
     result = run_job(engine, PatchingRequest(tuple(clean), tuple(corrupt), target, True, tuple(mask), tuple(hidden)))
-    tokens = [token_piece(tok, int(i)) for i in result.clean_ids]
+    named = pieces(engine, [*(int(i) for i in result.clean_ids), target])
+    tokens = named[:-1]
     if args.json:
         print(json.dumps(jsonable({
             "rows": list(result.row_labels), "tokens": tokens, "clean_prob": result.clean_prob,
             "corrupt_prob": result.corrupt_prob, "prob": result.prob, "heads": result.head_prob,
         }), ensure_ascii=False))
         return 0
-    print(f"target {token_piece(tok, target)!r} (id {target}): p = {result.clean_prob:.4g} clean, "
+    print(f"target {named[-1]!r} (id {target}): p = {result.clean_prob:.4g} clean, "
           f"{result.corrupt_prob:.4g} corrupted")
     print("tokens: " + "  ".join(f"{i}:{t!r}" for i, t in enumerate(tokens)))
     print("\nresidual rows x positions, normalised (0 = corrupted run, 1 = clean run):")

@@ -7,6 +7,8 @@ import signal
 from ..engine import LoadRequest, ModelInfo
 from ..engine.jobs.engine import Engine
 from ..engine.messages.job_context import JobProgress
+from ..engine.messages.requests import PiecesRequest, TokenizeRequest
+from ..engine.messages.results import Tokens
 from .terminal import clear_progress, progress
 
 
@@ -39,3 +41,19 @@ def run_job(engine: Engine, request, label: str = ""):
     finally:
         signal.signal(signal.SIGINT, previous)
         clear_progress()
+
+
+def tokenize(engine: Engine, text: str) -> Tokens:
+    """A prompt as the loaded model reads it, OPT's leading `</s>` included (tokenized by the engine,
+    wherever it runs)."""
+    return engine.submit(TokenizeRequest(text)).future.result()
+
+
+def single_token(engine: Engine, text: str, what: str) -> int:
+    """The id of `text` when it is one token, else the engine's one line saying it is not."""
+    return engine.submit(TokenizeRequest(text, add_bos=False, single=what)).future.result().ids[0]
+
+
+def pieces(engine: Engine, ids) -> list[str]:
+    """Each token of `ids` shown alone."""
+    return list(engine.submit(PiecesRequest(tuple(int(i) for i in ids))).future.result())

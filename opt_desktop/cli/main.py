@@ -6,13 +6,14 @@ import logging
 import os
 import sys
 
-from ..engine import EngineError, EngineService
+from ..engine import EngineError
 from ..engine.jobs.engine import Engine
 from ..engine.messages.errors import describe_error
 from ..formatting import format_bytes
 from ..logs import setup_logging
 from ..session import SessionFileError
 from .analyses import cmd_attribute, cmd_patch
+from .engines import open_engine
 from .files import cmd_export, cmd_show
 from .generate import cmd_generate
 from .jobs import load
@@ -37,6 +38,7 @@ def cmd_info(engine: Engine, args) -> int:
         ("parameters", f"{info.n_params:,}"),
         ("dtype", info.dtype),
         ("device", info.device),
+        ("host", info.host),
         ("memory", format_bytes(info.memory_bytes)),
     ]
     for key, value in rows:
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in _FILE_COMMANDS:
             return _FILE_COMMANDS[args.command](args)
-        engine = EngineService()
+        engine = open_engine(args)
         try:
             return _ENGINE_COMMANDS[args.command](engine, args)
         finally:

@@ -8,6 +8,7 @@ from typing import get_args
 
 from ..engine import GenerationSettings
 from ..engine.messages.settings import DEFAULT_SOURCE, Device, DType
+from ..engine.process.ssh_host import DEFAULT_COMMAND
 from ..session import EXPORT_FORMATS
 
 DESCRIPTION = "opt-desktop-cli: the engine without a window, for scripts and quick checks."
@@ -57,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="opt-desktop-cli", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log what happens to stderr too (-vv: debug); the log file always has the details")
+    e = parser.add_argument_group("where the engine runs (default: in this process)")
+    e.add_argument("--engine", metavar="ssh://[USER@]HOST[:PORT]",
+                   help="run the engine on a server through the system's ssh (your keys, agent and ~/.ssh/config; "
+                        "never a password prompt): the model loads and runs there")
+    e.add_argument("--remote-command", metavar="CMD", default=DEFAULT_COMMAND,
+                   help=f"what starts the engine on the server (default {DEFAULT_COMMAND}), e.g. "
+                        "~/venvs/opt/bin/opt-desktop-engine")
+    e.add_argument("--identity", metavar="KEY", help="the private key to log in with (ssh -i)")
+    e.add_argument("--ssh-option", metavar="KEY=VALUE", action="append", default=[],
+                   help="another ssh option, as after ssh -o (repeatable), e.g. UserKnownHostsFile=~/work/known_hosts")
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="stream a completion to stdout")
     _model_args(gen)

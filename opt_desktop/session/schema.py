@@ -80,6 +80,7 @@ class ModelInfoDoc(_Doc):
     revision: Name | None = None
     placement: list[tuple[Name, Name]] = Field([], max_length=limits.MAX_PLACEMENT)
     accuracy: ModeAccuracyDoc | None = None
+    host: Name = ""
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -20,6 +20,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable
 
+from ..loading.catalog import GpuMemory, MachineMemory
 from ..messages.errors import NoModelError
 from ..messages.events import Finished, LensResult, ModelInfo
 from ..messages.requests import (
@@ -28,10 +29,13 @@ from ..messages.requests import (
     HeadImportanceRequest,
     LensRequest,
     LensTableRequest,
+    MachineRequest,
     PatchingRequest,
+    PiecesRequest,
     ProbeRequest,
+    TokenizeRequest,
 )
-from ..messages.results import Attribution, Divergence, HeadImportance, LensTable, Patching
+from ..messages.results import Attribution, Divergence, HeadImportance, LensTable, Patching, Tokens
 from ..messages.settings import GenerationRequest, HeadScale, LoadRequest
 from ..running.memory import return_freed_memory_promptly
 from .dispatch import ANALYSES, job_kind, register_analysis
@@ -92,6 +96,33 @@ def _probe(loaded, request: ProbeRequest, job: Job):
     return capabilities(probe=True)
 
 
+def _machine(loaded, request: MachineRequest, job: Job):
+    import torch  # noqa: F401 - the GPUs are counted only once torch is imported
+
+    from ..loading.catalog import machine_memory
+
+    return machine_memory()
+
+
+def _tokenize(loaded, r: TokenizeRequest, job: Job) -> Tokens:
+    from ..running.text import one_token, prompt_ids, token_piece
+
+    tok = loaded.tokenizer
+    if r.single is not None:
+        ids = [one_token(tok, r.text, r.single)]
+    elif r.add_bos:
+        ids = prompt_ids(tok, r.text, loaded.info.bos_token_id)
+    else:
+        ids = list(tok(r.text, add_special_tokens=False)["input_ids"])
+    return Tokens(tuple(int(i) for i in ids), tuple(token_piece(tok, int(i)) for i in ids))
+
+
+def _pieces(loaded, r: PiecesRequest, job: Job) -> tuple[str, ...]:
+    from ..running.text import token_piece
+
+    return tuple(token_piece(loaded.tokenizer, int(i)) for i in r.ids)
+
+
 register_analysis(LensRequest, "lens", "The logit lens", _lens)
 register_analysis(DivergenceRequest, "divergence", "The comparison", _divergence)
 register_analysis(HeadImportanceRequest, "head_importance", "Head importance", _head_importance)
@@ -100,7 +131,12 @@ register_analysis(AttributionRequest, "attribution", "Attribution", _attribution
 register_analysis(PatchingRequest, "patching", "Activation patching", _patching, result_types=(Patching,))
 register_analysis(LensTableRequest, "lens_table", "The logit lens of the run", _lens_table, result_types=(LensTable,))
 
-_BETWEEN_STEPS = {LensRequest}  # small enough to run between two decode steps of a generation
+register_analysis(MachineRequest, "machine", "Reading the machine's memory", _machine, needs_model=False,
+                  result_types=(MachineMemory, GpuMemory))
+register_analysis(TokenizeRequest, "tokenize", "Tokenizing", _tokenize, result_types=(Tokens,))
+register_analysis(PiecesRequest, "pieces", "Naming tokens", _pieces)
+
+_BETWEEN_STEPS = {LensRequest, TokenizeRequest, PiecesRequest}  # small enough to run between two decode steps of a generation
 
 
 class EngineService(LocalEngine):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -318,4 +319,5 @@ def _model_info(source: str, model, dtype_name: str, device: str) -> ModelInfo:
         bos_token_id=cfg.bos_token_id if cfg.bos_token_id is not None else 2,
         revision=_revision(model),
         placement=condense(device_map, cfg.num_hidden_layers) if device_map else (),
+        host=socket.gethostname(),
     )

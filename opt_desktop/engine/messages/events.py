@@ -58,6 +58,8 @@ class ModelInfo:
     # The precision mode (`dtype`) against float32; None for float32 itself and where it was not
     # measured (on a GPU, or when a float32 copy would not fit in memory).
     accuracy: ModeAccuracy | None = None
+    # The machine the engine ran on (its own name for itself: a GPU server's, or this computer's).
+    host: str = ""
 
 
 @dataclass(frozen=True)

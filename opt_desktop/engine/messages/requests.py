@@ -85,3 +85,28 @@ class LensTableRequest:
     hidden_positions: tuple[int, ...] = ()
     # (first position, head mask as (layer, head, scale) triples): the mask each position ran under
     mask_schedule: tuple = ((0, ()),)
+
+
+@dataclass(frozen=True)
+class MachineRequest:
+    """What the engine's machine has: its name, RAM and each CUDA GPU with its memory (torch is asked)."""
+
+
+@dataclass(frozen=True)
+class TokenizeRequest:
+    """A text as the loaded model's tokenizer reads it (results.Tokens), so a front end with no
+    tokenizer of its own (an engine on a server) can name tokens.
+
+    As a prompt: with OPT's leading `</s>` (`add_bos`). With `single` set ("target", say), the
+    text must be exactly one token, else the job fails with one line naming it so."""
+
+    text: str
+    add_bos: bool = True
+    single: str | None = None
+
+
+@dataclass(frozen=True)
+class PiecesRequest:
+    """Each token of `ids` shown alone, as the tokenizer writes it (a tuple of str)."""
+
+    ids: tuple[int, ...]

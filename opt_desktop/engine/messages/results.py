@@ -148,3 +148,11 @@ class LensTable:
     @property
     def top_k(self) -> int:
         return int(self.top_ids.shape[2])
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """A text as the model's tokenizer reads it: its ids and each token shown alone."""
+
+    ids: tuple[int, ...]
+    pieces: tuple[str, ...]

@@ -177,6 +177,9 @@ class InspectSettings(_Plain):
     keep_residuals: bool = Field(
         True, description="residual rows (float32 up to opt-350m, else float16), needed for the logit lens")
     keep_attention_rows: bool = Field(False, description="full attention rows in float16 (memory grows with T^2)")
+    rows_on_demand: bool = Field(
+        False, description="send neither residual rows nor full attention rows with the events (an engine across "
+                           "a network): the lens table and a head's attention rows are computed there when asked for")
     top_alternatives: int = Field(10, ge=1, le=100)
 
 

@@ -45,8 +45,13 @@ class Shutdown:
 
 @dataclass(frozen=True)
 class Hello:
-    version: int
+    """The engine's first frame. Its layout never changes (protocol.py), so a peer of another
+    version can still read which release the engine is."""
+
+    version: int  # of the protocol
     pid: int
+    engine: str = ""  # the release of OPT Desktop the engine runs (opt_desktop.__version__)
+    host: str = ""  # the name of the machine it runs on
 
 
 @dataclass(frozen=True)

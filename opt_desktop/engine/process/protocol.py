@@ -3,8 +3,11 @@
 A frame is a 16-byte header (b"OPT" and the protocol version as one byte, then the JSON length as
 a little-endian uint32 and the blob length as a little-endian uint64), the JSON text (UTF-8), then
 the blob. Every frame names its version, so a peer of another version is recognised by its first
-frame (version 1 began its frames with b"OPTE" and had a uint32 blob length). In the JSON, values
-that JSON cannot hold are tagged objects:
+frame (version 1 began its frames with b"OPTE" and had a uint32 blob length). From version 2 on,
+the header's layout and the engine's first frame, its Hello (a JSON object with "version" and
+"engine", the package's version), stay the same in every version, so a peer of another version can
+still say which release it is and the person be told what to install. In the JSON, values that JSON
+cannot hold are tagged objects:
 
     {"$t": "Started", ...fields}            a registered dataclass (only these types are ever built)
     {"$m": "GenerationRequest", "v": {...}} a registered pydantic model, as its model_dump(mode="json")
@@ -27,7 +30,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-PROTOCOL_VERSION = 2  # of the frames and of the messages (process_messages.py): bump it when either changes
+PROTOCOL_VERSION = 3  # of the frames and of the messages (process_messages.py): bump it when either changes
 MAGIC = b"OPT"
 _VERSION_1 = b"OPTE"  # how version 1's frames began (its header had no version field)
 _HEADER = struct.Struct("<3sBIQ")
@@ -43,11 +46,13 @@ class ProtocolError(Exception):
 
 
 class VersionMismatch(ProtocolError):
-    """The other end speaks another version of the protocol."""
+    """The other end speaks another version of the protocol. `fields`: the plain JSON fields of its
+    frame (its Hello, when that was the frame) if they could be read, else {}."""
 
-    def __init__(self, version: int):
+    def __init__(self, version: int, fields: dict | None = None):
         super().__init__(f"the other end speaks protocol version {version}, this one {PROTOCOL_VERSION}")
         self.version = version
+        self.fields = fields or {}
 
 
 class Unsendable(TypeError):
@@ -153,10 +158,40 @@ def _check_start(start: bytes) -> None:
         raise VersionMismatch(version)
 
 
+_FOREIGN_JSON = 64 * 2**10  # how much of another version's frame is read to learn what it is
+
+
+def _foreign_fields(stream: BinaryIO, start: bytes) -> dict:
+    """The plain JSON fields of a frame of another version (2 or later: the same header), e.g. its
+    Hello's "engine"; {} when it is larger than a Hello or not a JSON object."""
+    try:
+        header = bytes(start) + bytes(_read_exactly(stream, _HEADER.size - len(start)))
+        _magic, _version, n_json, _n_blob = _HEADER.unpack(header)
+        if n_json > _FOREIGN_JSON:
+            return {}
+        value = json.loads(bytes(_read_exactly(stream, n_json)))
+    except (EOFError, ValueError, UnicodeDecodeError):
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(v, (str, int, float, bool)) and not k.startswith("$")}
+
+
 def read(stream: BinaryIO) -> Any:
     """The next message; EOFError at the end of the stream, ProtocolError for anything malformed
     (VersionMismatch for a frame of another version)."""
-    header = _read_exactly(stream, _HEADER.size, _check_start)
+    start = bytearray()
+
+    def check(got: bytes) -> None:
+        start[:] = got
+        _check_start(got)
+
+    try:
+        header = _read_exactly(stream, _HEADER.size, check)
+    except VersionMismatch as exc:
+        if exc.version < 2 or exc.fields:
+            raise
+        raise VersionMismatch(exc.version, _foreign_fields(stream, bytes(start))) from None
     _magic, _version, n_json, n_blob = _HEADER.unpack(header)
     if n_json > MAX_JSON or n_blob > MAX_BLOB:
         raise ProtocolError(f"a frame of {n_json + n_blob:,} bytes is larger than this protocol allows")

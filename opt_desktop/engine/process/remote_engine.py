@@ -1,13 +1,18 @@
 """An engine at the other end of a byte pipe, behind the same `Engine` interface as EngineService.
 
 It speaks process_messages.py's messages in protocol.py's frames over any `Transport`: a child
-process (engine_process.py) today, `ssh host opt-desktop-engine` tomorrow. Nothing here depends
-on what carries the bytes.
+process (engine_process.py) or `ssh host opt-desktop-engine` (ssh.py). Nothing here depends on what
+carries the bytes; the transport supplies the words for what went wrong at its other end.
 
 Every job it accepts ends exactly once, whatever happens on the way: if the other end dies, sends
-something that is not a frame of this protocol, or speaks another version of it, the other end
-is ended, every job it had (running and queued) ends with reason "error" and one line saying
-which of those it was, `on_died` is called with that line, and `restart()` connects afresh.
+something that is not a frame of this protocol, speaks another version of it (or is another
+release of OPT Desktop), or does not say Hello within `hello_timeout` seconds, the other end is
+ended, every job it had (running and queued) ends with reason "error" and one line saying which of
+those it was, `on_died` is called with that line, and `restart()` connects afresh.
+
+Over a network (`transport.heavy_arrays_stay`), generations run with `rows_on_demand`: their
+residual rows and full attention rows are never sent; the lens table and a head's attention rows
+are computed there when a view asks for them.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable
 
+from ... import __version__
 from ..jobs.dispatch import job_kind
 from ..jobs.engine import Engine
 from ..jobs.job import Job, JobEnd
 from ..messages import errors
 from ..messages.events import ModelInfo
+from ..messages.settings import GenerationRequest
 from . import protocol
 from .process_messages import (
     PROTOCOL_VERSION,
@@ -42,7 +49,9 @@ from .transport import Transport
 log = logging.getLogger(__name__)
 
 EXIT_GRACE_S = 5.0  # an engine that closed its output has this long to exit before it is ended
-_SAFE = "The session is safe: restart the engine and load the model again."
+# From its start to its Hello: a Python start and the engine's imports (not torch's), plus ssh's
+# handshake; a command that stays silent longer is not an engine.
+HELLO_TIMEOUT_S = 30.0
 
 
 class EngineDied(errors.EngineError):
@@ -90,10 +99,21 @@ class RemoteJob(Job):
             self._finish(end, exc=exc_type(end.message))
 
 
+class _OtherRelease(protocol.ProtocolError):
+    """The engine speaks this protocol but is another release of OPT Desktop (its requests may differ)."""
+
+    def __init__(self, release: str):
+        super().__init__(f"the engine is OPT Desktop {release}, this window {__version__}")
+        self.release = release
+
+
 class RemoteEngine(Engine):
-    def __init__(self, connect: Callable[[], Transport], on_died: Callable[[str], None] | None = None):
+    def __init__(self, connect: Callable[[], Transport], on_died: Callable[[str], None] | None = None,
+                 hello_timeout: float = HELLO_TIMEOUT_S):
         """`connect()` opens a fresh transport to a fresh engine (at start, and on restart)."""
         self.on_died = on_died
+        self.hello: Hello | None = None  # the engine's greeting, once it has come
+        self.hello_timeout = hello_timeout
         self._connect = connect
         self._info: ModelInfo | None = None
         self._jobs: dict[int, RemoteJob] = {}
@@ -107,6 +127,7 @@ class RemoteEngine(Engine):
         self._start()
 
     def _start(self) -> None:
+        self.hello = None
         self._transport = self._connect()
         self._gone = None
         self._reader = threading.Thread(target=self._read, args=(self._transport,), name="opt-engine-reader",
@@ -131,8 +152,16 @@ class RemoteEngine(Engine):
     def threads(self) -> tuple[threading.Thread, ...]:
         return (self._reader,)
 
+    @property
+    def heavy_arrays_stay(self) -> bool:
+        """Residual rows and full attention rows stay with the engine (the link is a network)."""
+        return self._transport.heavy_arrays_stay
+
     def submit(self, request, *, origin: Any = None, on_event: Callable[[Any], None] | None = None,
                stop: threading.Event | None = None, on_start: Callable[[], None] | None = None) -> Job:
+        if isinstance(request, GenerationRequest) and self.heavy_arrays_stay and not request.inspect.rows_on_demand:
+            request = request.model_copy(update={"inspect": request.inspect.model_copy(
+                update={"rows_on_demand": True})})
         job = RemoteJob(self, job_kind(request), request, origin=origin, on_event=on_event, stop=stop)
         job.on_start = on_start
         try:
@@ -224,38 +253,67 @@ class RemoteEngine(Engine):
 
     def _read(self, transport: Transport) -> None:
         problem = ""  # why this side ended the other, if it did
+        silent = threading.Event()  # set when the other end said nothing like Hello in time
+        timer = threading.Timer(self.hello_timeout, self._hello_late, args=(transport, silent))
+        timer.name, timer.daemon = "opt-engine-hello-wait", True
+        timer.start()
         try:
             while True:
                 self._dispatch(protocol.read(transport.from_engine))
         except EOFError:
             pass
         except protocol.VersionMismatch as exc:
-            problem = (f"The engine speaks protocol version {exc.version} and this window version "
-                       f"{PROTOCOL_VERSION}: they come from different installations of OPT Desktop, "
-                       "so the engine was stopped.")
+            problem = self._version_line(transport, exc.version, str(exc.fields.get("engine", "")))
+        except _OtherRelease as exc:
+            problem = self._version_line(transport, PROTOCOL_VERSION, exc.release)
         except protocol.ProtocolError as exc:
-            problem = f"The engine process sent something that is not an engine frame ({exc}), so it was stopped. {_SAFE}"
+            problem = (f"{transport.name} sent something that is not an engine frame ({exc}), so it was stopped. "
+                       f"{transport.recovery}")
         except Exception as exc:  # noqa: BLE001 - a message this side could not follow: the jobs must still end
             log.exception("A message from the engine could not be handled")
-            problem = f"A message from the engine process could not be handled ({errors.one_line(exc)}), so it was stopped. {_SAFE}"
+            problem = (f"A message from the engine could not be handled ({errors.one_line(exc)}), so it was "
+                       f"stopped. {transport.recovery}")
+        finally:
+            timer.cancel()
+        if not problem and silent.is_set():
+            problem = (f"{transport.name} did not answer as an OPT Desktop engine within {self.hello_timeout:.0f} s, "
+                       "so it was stopped.")
         if problem:
             log.error("%s", problem)
             transport.kill()
         status = transport.wait(None if problem or self._closed else EXIT_GRACE_S)
         if status is None:
-            problem = f"The engine process closed its output but did not exit, so it was stopped. {_SAFE}"
+            problem = f"{transport.name} closed its output but did not exit, so it was stopped. {transport.recovery}"
             log.error("%s", problem)
             transport.kill()
             status = transport.wait(None)
         if self._closed and not problem:
             self._end_all("The engine was closed.", cancelled=True)
             return
-        line = problem or f"The engine process stopped unexpectedly ({transport.describe_exit(status)}). {_SAFE}"
+        line = problem or transport.describe_end(status, self.hello is not None)
         if not problem:
             log.error("%s", line)
         self._end_all(line)
         if self.on_died is not None and not self._closed:
             self.on_died(line)
+
+    def _hello_late(self, transport: Transport, silent: threading.Event) -> None:
+        if self.hello is None and transport is self._transport:
+            silent.set()
+            transport.kill()
+
+    @staticmethod
+    def _version_line(transport: Transport, their_protocol: int, their_release: str) -> str:
+        if their_protocol != PROTOCOL_VERSION:
+            what = f"{transport.name} speaks protocol version {their_protocol} and this window version {PROTOCOL_VERSION}"
+            if their_release:
+                what += f" (OPT Desktop {their_release} there, {__version__} here)"
+        else:
+            what = f"{transport.name} runs OPT Desktop {their_release} and this window {__version__}"
+        return f"{what}: {transport.install_advice(__version__)}"
+
+    def _greeted(self, hello: Hello) -> None:
+        """The engine said Hello (on the reader thread): a subclass reports the connection ready."""
 
     def _dispatch(self, message) -> None:
         if isinstance(message, JobEvent):
@@ -282,7 +340,11 @@ class RemoteEngine(Engine):
                 future.set_result(message.n)
         elif isinstance(message, Hello):
             if message.version != PROTOCOL_VERSION:
-                raise protocol.VersionMismatch(message.version)
+                raise protocol.VersionMismatch(message.version, {"engine": message.engine})
+            if message.engine and message.engine != __version__:
+                raise _OtherRelease(message.engine)
+            self.hello = message
+            _guarded(self._greeted, message)
         else:
             raise protocol.ProtocolError(f"a {type(message).__name__} is not a message an engine sends")
 

@@ -4,16 +4,21 @@ The window starts it (engine_process.py) so that importing torch, building a tok
 the model never hold the window's interpreter lock. Frames are protocol.py's (no pickle). Anything
 the libraries print goes to stderr, never into the frame stream.
 
-    python -m opt_desktop.engine.process.worker
+    python -m opt_desktop.engine.process.worker     # the window's child process
+    opt-desktop-engine                              # the same engine, started by ssh on a GPU server
+    opt-desktop-engine --version                    # its release and protocol version
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import socket
 import sys
 import threading
 
+from ... import __version__
 from ..jobs.job import JobEnd
 from ..messages import errors
 from . import protocol
@@ -106,7 +111,7 @@ def serve(stdin, stdout) -> None:
     channel = _Channel(stdout)
     engine = EngineService()
     jobs: dict[int, object] = {}
-    channel.send(Hello(PROTOCOL_VERSION, os.getpid()))
+    channel.send(Hello(PROTOCOL_VERSION, os.getpid(), __version__, socket.gethostname()))
 
     def submit(msg: Submit) -> None:
         number = msg.job
@@ -156,6 +161,21 @@ def serve(stdin, stdout) -> None:
                 break
     finally:
         engine.shutdown(wait=True)
+
+
+def version_line() -> str:
+    return f"opt-desktop-engine {__version__} (protocol {PROTOCOL_VERSION})"
+
+
+def engine_command(argv: list[str] | None = None) -> int:
+    """The `opt-desktop-engine` console script: what a window starts on a server through ssh."""
+    parser = argparse.ArgumentParser(
+        prog="opt-desktop-engine",
+        description="The OPT Desktop engine: speaks the engine protocol on stdin and stdout (docs/engine-protocol.md). "
+                    "A window or opt-desktop-cli starts it, locally or through ssh; it is not meant to be typed.")
+    parser.add_argument("--version", action="version", version=version_line())
+    parser.parse_args(argv)
+    return main()
 
 
 def main() -> int:

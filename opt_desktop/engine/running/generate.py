@@ -20,11 +20,19 @@ from ..messages.interventions_spec import check_head_mask, check_hidden_position
 from .loaded import LoadedModel
 from .memory import memory_in_use
 from ..messages.errors import describe_error
-from ..messages.settings import GenerationRequest, HeadScale
+from ..messages.settings import GenerationRequest, HeadScale, InspectSettings
 from .stopping import StopBetweenLayers
 from .text import IncrementalDecoder, token_piece
 
 MaskSource = Callable[[], tuple[HeadScale, ...] | None]  # polled between steps: a new head mask, or None
+
+
+def captured(inspect: InspectSettings) -> InspectSettings:
+    """What the hooks capture for a run: with `rows_on_demand` no residual or attention rows (they
+    would only be sent; a view that needs them asks the engine to compute them from the tokens)."""
+    if inspect.rows_on_demand:
+        return inspect.model_copy(update={"keep_residuals": False, "keep_attention_rows": False})
+    return inspect
 
 
 class _StepObserver(StoppingCriteria):
@@ -139,7 +147,7 @@ class _Run:
             kwargs["tokenizer"] = self.tokenizer
         model = self.loaded.model
         with torch.inference_mode(), HeadMask(model, mask) as head_mask, StopBetweenLayers(model, self.job), \
-                Capture(model, self.request.inspect, input_ids[0], self.job) as capture:
+                Capture(model, captured(self.request.inspect), input_ids[0], self.job) as capture:
             self.capture = capture
             self.head_mask = head_mask
             try:
