@@ -51,3 +51,18 @@ def pytest_sessionfinish(session, exitstatus):
     if leaked:
         print(f"\nengine worker threads left running: {leaked}")
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def ssh_server(tmp_path_factory):
+    """A real OpenSSH server on 127.0.0.1 for the whole run (tests/ssh_server.py); the engines it
+    starts use app folders of their own and never reach the network."""
+    from ssh_server import SshServer, sshd_missing
+
+    missing = sshd_missing()
+    if missing:
+        pytest.skip(missing)
+    home = tmp_path_factory.mktemp("ssh-engine-home")
+    env = {"OPT_DESKTOP_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    with SshServer(tmp_path_factory.mktemp("sshd"), env=env) as server:
+        yield server

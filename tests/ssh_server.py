@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +31,12 @@ def sshd_missing() -> str | None:
     if not shutil.which("ssh"):
         return "OpenSSH's client is not installed"
     return None
+
+
+def engine_command() -> str:
+    """What starts this checkout's engine on the test server: the console script its install made."""
+    script = Path(sys.executable).parent / "opt-desktop-engine"
+    return str(script) if script.is_file() else f"{sys.executable} -m opt_desktop.engine.process.worker"
 
 
 def free_port() -> int:

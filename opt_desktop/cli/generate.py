@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from ..engine import EngineError, Finished, GenerationRequest, InspectSettings, Notice, TokenGenerated
+from ..engine import EngineError, Finished, GenerationRequest, InspectSettings, Notice, Started, TokenGenerated
 from ..engine.jobs.engine import Engine
 from ..engine.messages.errors import JobCancelled
 from ..engine.messages.interventions_spec import parse_head_mask, parse_positions
@@ -15,6 +15,7 @@ from ..engine.messages.requests import LensTableRequest
 from ..session import RunTrace, Session, save_session
 from ..session.describe import counted
 from ..session.file import check_save_path
+from ..session.run_end import close_record
 from .jobs import load, run_job
 from .parser import settings_from_args
 from .terminal import event_to_json, note
@@ -55,7 +56,8 @@ def cmd_generate(engine: Engine, args) -> int:
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
     recorded: list = []
-    future = engine.generate(request, events.put, stop)
+    job = engine.submit(request, on_event=events.put, stop=stop)
+    future = job.future
     future.add_done_callback(lambda f: events.put(None))
 
     # Ctrl+C asks the worker to stop; the partial result is still printed.
@@ -77,17 +79,21 @@ def cmd_generate(engine: Engine, args) -> int:
                 sys.stdout.flush()  # before the summary on stderr: it starts on a line of its own
     finally:
         signal.signal(signal.SIGINT, previous)
-    finished = next((e for e in reversed(recorded) if isinstance(e, Finished)), None)
-    if finished is None:
-        future.result()  # the run never started: this raises why
+    trace = _record(recorded)
+    finished = trace.finished if trace is not None else None
+    died = finished is None
+    if died:
+        if trace is None:
+            future.result()  # the run never started: this raises why
+        # The engine could not end the run (its connection or process died): what streamed is kept.
+        finished = close_record(trace, job.end.reason, job.end.message)
+        if not args.json:
+            sys.stdout.write("\n")
     rate = f"{finished.tokens_per_s:.1f} tokens/s" if finished.tokens_per_s else "– tokens/s"
     ttft = f"{finished.time_to_first_token_s * 1000:.0f} ms" if finished.time_to_first_token_s is not None else "–"
     note(f"{counted(finished.n_tokens, 'token')}, {rate}, first token after {ttft}, finished: {finished.reason}")
     if args.save is not None:  # a run that broke is saved too: what it made, marked "error"
-        trace = RunTrace(recorded[0])
-        for event in recorded[1:]:
-            trace.apply(event)
-        if not args.no_lens:
+        if not args.no_lens and not died:  # (a dead engine has no lens to give)
             _lens(engine, trace)
         save_session(Session([trace]), args.save)
         note(f"saved to {args.save}")
@@ -96,3 +102,13 @@ def cmd_generate(engine: Engine, args) -> int:
         note(f"error: {finished.message}")
         return 1
     return 0
+
+
+def _record(events: list) -> RunTrace | None:
+    """The run the events describe (None when it never started)."""
+    if not events or not isinstance(events[0], Started):
+        return None
+    trace = RunTrace(events[0])
+    for event in events[1:]:
+        trace.apply(event)
+    return trace

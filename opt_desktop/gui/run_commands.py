@@ -12,11 +12,12 @@ import logging
 
 from PySide6.QtCore import QObject
 
-from ..engine import Finished, GenerationRequest, GenerationSettings, InspectSettings, SettingsError, Started
+from ..engine import GenerationRequest, GenerationSettings, InspectSettings, SettingsError, Started
 from ..engine.jobs.job import Job
 from ..session import RunTrace
 from ..session.next_run import Interventions, RunOrigin
 from ..session.requests import fork_request, rerun_requests
+from ..session.run_end import close_record
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +28,6 @@ def same_model(info, trace: RunTrace | None) -> bool:
         return False
     m = trace.started.model
     return (info.source, info.dtype, info.n_layers, info.hidden_size) == (m.source, m.dtype, m.n_layers, m.hidden_size)
-
-
-def _close_record(trace: RunTrace, end) -> None:
-    """End a run's record the engine left open, with what it made and why it stopped there."""
-    elapsed = trace.elapsed[-1] if trace.elapsed else 0.0
-    trace.apply(Finished(reason="error" if end.reason == "error" else "cancelled", text=trace.text,
-                         token_ids=tuple(trace.generated_ids), n_tokens=trace.n_generated, elapsed_s=elapsed,
-                         time_to_first_token_s=trace.elapsed[0] if trace.elapsed else None, tokens_per_s=None,
-                         message=end.message))
 
 
 class _Follower:
@@ -105,7 +97,7 @@ class RunCommands(QObject):
             end = await self.controller.wait(job)
             trace = follower.trace
             if trace is not None and trace.finished is None:
-                _close_record(trace, end)  # the engine could not end it (its process died)
+                close_record(trace, end.reason, end.message)  # the engine could not end it (it died)
             if trace is not None:
                 # On disk before it is shown as finished: a crash after "finished" loses nothing.
                 await self.keeper.autosave_finished_run()

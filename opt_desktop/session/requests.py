@@ -15,6 +15,12 @@ def _settings(trace: RunTrace) -> GenerationSettings:
     return GenerationSettings.parse(**{**trace.started.settings, "seed": trace.started.seed})
 
 
+def _inspect(trace: RunTrace) -> InspectSettings:
+    # rows_on_demand belongs to the link the run crossed, not to the run: the engine that runs it
+    # again sets it for its own link.
+    return InspectSettings.parse(**{**trace.started.inspect, "rows_on_demand": False})
+
+
 def rerun_requests(trace: RunTrace) -> tuple[LoadRequest, GenerationRequest]:
     """The recorded model and the exact request of `trace`: same prompt ids, settings and seed,
     inspection, head mask (the one in force at the start) and hidden positions.
@@ -31,7 +37,7 @@ def rerun_requests(trace: RunTrace) -> tuple[LoadRequest, GenerationRequest]:
         placement="spread" if info.placement else "one-device", revision=info.revision)
     request = GenerationRequest.parse(
         prompt=s.prompt, prompt_ids=tuple(s.prompt_ids), settings=_settings(trace),
-        inspect=InspectSettings.parse(**s.inspect), head_mask=normalize_head_mask(s.head_mask),
+        inspect=_inspect(trace), head_mask=normalize_head_mask(s.head_mask),
         hidden_positions=tuple(s.hidden_positions))
     return load, request
 
@@ -64,5 +70,5 @@ def fork_request(trace: RunTrace, position: int, token_id: int, settings: Genera
     return GenerationRequest.parse(
         prompt=before + text, prompt_ids=tuple(trace.token_ids[:position]) + (int(token_id),),
         settings=settings if settings is not None else _settings(trace),
-        inspect=InspectSettings.parse(**s.inspect), head_mask=normalize_head_mask(mask),
+        inspect=_inspect(trace), head_mask=normalize_head_mask(mask),
         hidden_positions=tuple(p for p in s.hidden_positions if p < position))

@@ -268,7 +268,7 @@ class RemoteEngine(Engine):
             problem = self._version_line(transport, PROTOCOL_VERSION, exc.release)
         except protocol.ProtocolError as exc:
             problem = (f"{transport.name} sent something that is not an engine frame ({exc}), so it was stopped. "
-                       f"{transport.recovery}")
+                       f"{transport.recovery if self.hello is not None else transport.not_an_engine}")
         except Exception as exc:  # noqa: BLE001 - a message this side could not follow: the jobs must still end
             log.exception("A message from the engine could not be handled")
             problem = (f"A message from the engine could not be handled ({errors.one_line(exc)}), so it was "
@@ -277,7 +277,7 @@ class RemoteEngine(Engine):
             timer.cancel()
         if not problem and silent.is_set():
             problem = (f"{transport.name} did not answer as an OPT Desktop engine within {self.hello_timeout:.0f} s, "
-                       "so it was stopped.")
+                       f"so it was stopped. {transport.not_an_engine}")
         if problem:
             log.error("%s", problem)
             transport.kill()

@@ -53,6 +53,8 @@ class SshTransport:
         self.host = host
         self.name = f"The engine on {host.name}"
         self.recovery = f"The session is safe: reconnect to {host.name} and load the model again."
+        self.not_an_engine = (f"Is `{host.command}` OPT Desktop's engine there, and does the login shell on "
+                              f"{host.name} print nothing on its standard output?")
         self._on_step = on_step
         self._lines: collections.deque[str] = collections.deque(maxlen=50)  # ssh's and the server's, not -v's
         self.authenticated = False

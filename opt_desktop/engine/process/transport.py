@@ -19,6 +19,7 @@ class Transport(Protocol):
     from_engine: BinaryIO  # ...and its answers read here, raw: a read returns whatever has arrived
     name: str  # the other end in a sentence: "The engine process", "The engine on gpu1"
     recovery: str  # what the person can do once it is gone (SAFE, or how to reconnect)
+    not_an_engine: str  # what to check when the other end never spoke as an engine
     heavy_arrays_stay: bool  # the link is a network: residual and attention rows stay with the engine
 
     def close_input(self) -> None:
@@ -60,6 +61,7 @@ class ChildProcess:
 
     name = "The engine process"
     recovery = SAFE
+    not_an_engine = SAFE
     heavy_arrays_stay = False  # a pipe on the same machine carries them at memory speed
 
     def __init__(self, command: list[str]):
