@@ -35,6 +35,8 @@ from ..messages.requests import (
 )
 from ..messages.results import Attribution, Divergence, HeadImportance, LensTable, Patching
 from ..messages.settings import GenerationRequest, HeadScale, LoadRequest
+from ..messages.threads import ThreadsRequest, ThreadsState
+from ..running.threads import ThreadTuner, worker_tuner
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ EmitFn = Callable[[Event], None]
 ProgressFn = Callable[[LoadProgress], None]
 
 THREAD_NAME = "opt-engine-worker"
+IDLE_TICK_S = 0.5  # while no job waits, the worker wakes this often to keep its reading of the CPU load recent
 
 def _lens(loaded, request: LensRequest, job: Job) -> LensResult:
     from ..running.lens import logit_lens
@@ -93,6 +96,12 @@ def _probe(loaded, request: ProbeRequest, job: Job):
     return capabilities(probe=True)
 
 
+def _threads(loaded, request: ThreadsRequest, job: Job) -> ThreadsState:
+    return worker_tuner().configure(request.threads)
+
+
+register_analysis(ThreadsRequest, "threads", "Setting the engine's threads", _threads, needs_model=False,
+                  result_types=(ThreadsState,))
 register_analysis(LensRequest, "lens", "The logit lens", _lens)
 register_analysis(DivergenceRequest, "divergence", "The comparison", _divergence)
 register_analysis(HeadImportanceRequest, "head_importance", "Head importance", _head_importance)
@@ -101,12 +110,14 @@ register_analysis(AttributionRequest, "attribution", "Attribution", _attribution
 register_analysis(PatchingRequest, "patching", "Activation patching", _patching, result_types=(Patching,))
 register_analysis(LensTableRequest, "lens_table", "The logit lens of the run", _lens_table, result_types=(LensTable,))
 
-_BETWEEN_STEPS = {LensRequest}  # small enough to run between two decode steps of a generation
+_BETWEEN_STEPS = {LensRequest, ThreadsRequest}  # small enough to run between two decode steps of a generation
 
 
 class EngineService:
-    def __init__(self) -> None:
+    def __init__(self, threads: ThreadTuner | None = None) -> None:
+        """`threads`: what chooses torch's thread count on the worker (default: "auto", ThreadsRequest changes it)."""
         return_freed_memory_promptly()
+        self._threads = threads or ThreadTuner()
         self._loaded = None  # engine.running.loaded.LoadedModel, touched only on the worker
         self._info: ModelInfo | None = None
         self._tokenizer = None
@@ -248,10 +259,16 @@ class EngineService:
     # --- the worker ------------------------------------------------------------------------------
 
     def _work(self) -> None:
+        self._threads.bind()
         while True:
-            job = self._queue.get()
+            try:
+                job = self._queue.get(timeout=IDLE_TICK_S)
+            except queue.Empty:
+                self._threads.idle()
+                continue
             if job is None:
                 return
+            self._threads.start_job(new_model=isinstance(job, Job) and job.kind == "load")
             if callable(job) and not isinstance(job, Job):
                 job()
                 continue
@@ -298,11 +315,12 @@ class EngineService:
             self._generating = True
             self._mask_change = None
         try:
-            return run_generation(loaded, request, job.emit, job.stop_event, between_steps=self._run_between_steps,
+            return run_generation(loaded, request, job.emit, job.stop_event, between_steps=self._between_steps,
                                   mask_change=self._take_mask_change)
         finally:
             with self._lock:
                 self._generating = False
+            log.info("Decoded with %s", self._threads.summary())
             self._run_between_steps()  # anything queued as the run ended
 
     def _take_mask_change(self) -> tuple[HeadScale, ...] | None:
@@ -310,14 +328,23 @@ class EngineService:
             mask, self._mask_change = self._mask_change, None
         return mask
 
-    def _run_between_steps(self) -> None:
-        """On the worker, between decode steps: run the small jobs that arrived during the run."""
+    def _between_steps(self) -> None:
+        """On the worker, after each token: time the decode step for the thread tuner, then run the small
+        jobs that arrived during the run (not timed)."""
+        self._threads.step()
+        if self._run_between_steps():
+            self._threads.restart_clock()
+
+    def _run_between_steps(self) -> bool:
+        """On the worker, between decode steps: run the small jobs that arrived during the run; True if any did."""
+        ran = False
         while True:
             try:
                 job = self._between.get_nowait()
             except queue.Empty:
-                return
+                return ran
             self._run(job)
+            ran = True
 
     # --- closing -----------------------------------------------------------------------------------
 
