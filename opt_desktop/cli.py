@@ -30,6 +30,8 @@ from .engine import (
 )
 from .engine.messages.interventions_spec import parse_head_mask, parse_positions
 from .engine.messages.settings import DEFAULT_SOURCE, Device, DType
+from .engine.messages.threads import parse_threads
+from .engine.running.threads import ThreadTuner, prepare_environment
 from .engine.running.text import one_token, prompt_ids, token_piece
 from .engine.messages.errors import JobCancelled
 from .session.file import check_save_path
@@ -94,6 +96,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                         f"not OPT weights); default {DEFAULT_SOURCE}")
     p.add_argument("--dtype", default="float32", choices=get_args(DType))
     p.add_argument("--device", default="auto", choices=get_args(Device))
+    p.add_argument("--threads", default="auto", metavar="auto|N",
+                   help="CPU threads to compute with: 'auto' (default) follows the machine's load, N fixes them")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -450,12 +454,13 @@ def cmd_export(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    prepare_environment()  # before torch loads
     args = build_parser().parse_args(argv)
     log_path = setup_logging(args.verbose)
     try:
         if args.command in ("show", "export"):  # files only: no engine needed
             return {"show": cmd_show, "export": cmd_export}[args.command](args)
-        engine = EngineService()
+        engine = EngineService(ThreadTuner(parse_threads(args.threads)))
         try:
             commands = {"info": cmd_info, "generate": cmd_generate, "attribute": cmd_attribute, "patch": cmd_patch}
             return commands[args.command](engine, args)
