@@ -23,6 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..engine.messages.threads import ThreadSetting
+from ..engine.running.cpu_load import core_count
 from ..folders import log_dir
 from ..presets import PresetStore
 from ..session.autosave import Autosave
@@ -50,6 +52,7 @@ from .widgets.run_details import RunDetails
 from .widgets.run_list import RunList
 from .widgets.run_status import RunStatus
 from .widgets.settings_panel import SettingsPanel
+from .widgets.threads_menu import ThreadsMenu
 
 APP_NAME = "OPT Desktop"
 STATUS_MS = 6000  # a passing status-bar line; anything that needs the person stays in the banner
@@ -181,7 +184,11 @@ class MainWindow(QMainWindow):
         a = self.actions_
         a.keep_rows.setChecked(self.state.keep_attention_rows)
         views.keep_rows_action, views.show_prompt_action = a.keep_rows, a.show_prompt
-        self.recent_menu = views.recent_menu = a.build_menus(self, self.layout_.toggles())
+        self.threads_menu = ThreadsMenu(core_count(), self)
+        self.threads_menu.set_setting(self.state.threads)
+        self.threads_menu.chosen.connect(self.set_threads)
+        c.set_threads(self.state.threads)
+        self.recent_menu = views.recent_menu = a.build_menus(self, self.layout_.toggles(), self.threads_menu)
         self.sessions.fill_recent_menu()
         for button, command in ((self.generate_button, self.runs.generate), (self.stop_button, self.runs.stop),
                                 (self.regenerate_button, self.runs.regenerate),
@@ -240,6 +247,20 @@ class MainWindow(QMainWindow):
             self.prompt.set_text(trace.started.prompt)
             self.inspector.set_head_mask(self.interventions.head_mask)
         self.update_title()
+
+    def set_threads(self, setting: ThreadSetting) -> None:
+        """The engine's CPU threads (Run > CPU threads), remembered for the next start."""
+        self.state.threads = setting
+        self.state.save()
+        self.threads_menu.set_setting(setting)
+        job = self.controller.set_threads(setting)
+        if job is not None:
+            self.controller.spawn(self._threads_set(job))
+
+    async def _threads_set(self, job) -> None:
+        end = await self.controller.wait(job)
+        if end.reason == "error":
+            self.banner.show_error(end.message, end.details)
 
     def _keep_rows(self, on: bool) -> None:
         self.state.keep_attention_rows = bool(on)
