@@ -131,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.install_desktop_entry or args.uninstall_desktop_entry:
         return desktop_entry(args)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from ..engine.running.threads import prepare_environment
     from ..logs import setup_logging
 
+    prepare_environment()  # for an engine on a thread here (--engine thread): before torch loads
     setup_logging(args.verbose)
     from PySide6.QtWidgets import QApplication
     import qasync

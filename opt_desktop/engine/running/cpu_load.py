@@ -79,3 +79,13 @@ class CpuLoad:
             self._value = min(float(self.n_cores), max(0.0, used / window))
             self._last = now
         return self._value
+
+
+class NoReading:
+    """Where the counters cannot be read: every core counts as free (the tuner's timings still steer)."""
+
+    def __init__(self) -> None:
+        self.n_cores = core_count()
+
+    def others(self) -> float:
+        return 0.0
