@@ -64,7 +64,8 @@ class Actions:
     def export_actions(self) -> dict[str, QAction]:
         return {fmt: self.all[f"export_{fmt}"] for fmt in EXPORT_FORMATS}
 
-    def build_menus(self, window: QMainWindow, panel_toggles: list[QAction], threads_menu: QMenu | None = None) -> QMenu:
+    def build_menus(self, window: QMainWindow, panel_toggles: list[QAction],
+                    threads_menu: QMenu | None = None) -> QMenu:
         """The menu bar; returns the (empty) Open recent menu, which the session commands fill."""
         bar = window.menuBar()
 

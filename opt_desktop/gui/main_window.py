@@ -187,7 +187,7 @@ class MainWindow(QMainWindow):
         self.threads_menu = ThreadsMenu(core_count(), self)
         self.threads_menu.set_setting(self.state.threads)
         self.threads_menu.chosen.connect(self.set_threads)
-        c.set_threads(self.state.threads)
+        self._send_threads(self.state.threads)  # a fresh engine starts at "auto"
         self.recent_menu = views.recent_menu = a.build_menus(self, self.layout_.toggles(), self.threads_menu)
         self.sessions.fill_recent_menu()
         for button, command in ((self.generate_button, self.runs.generate), (self.stop_button, self.runs.stop),
@@ -253,11 +253,14 @@ class MainWindow(QMainWindow):
         self.state.threads = setting
         self.state.save()
         self.threads_menu.set_setting(setting)
+        self._send_threads(setting)
+
+    def _send_threads(self, setting: ThreadSetting) -> None:
         job = self.controller.set_threads(setting)
         if job is not None:
-            self.controller.spawn(self._threads_set(job))
+            self.controller.spawn(self._threads_sent(job))
 
-    async def _threads_set(self, job) -> None:
+    async def _threads_sent(self, job) -> None:
         end = await self.controller.wait(job)
         if end.reason == "error":
             self.banner.show_error(end.message, end.details)
