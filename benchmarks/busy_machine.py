@@ -74,21 +74,11 @@ def child_env(home: Path, **extra: str) -> dict:
 
 # --- the paths measured ------------------------------------------------------------------------------
 
-def bare_rate(model, ids, tokens: int) -> float:
+def bare_rate(model, ids: list[int], tokens: int) -> float:
     """Decode tokens/s of plain `model.generate`, timed from its first new token to its last."""
-    import torch
-    from transformers import StoppingCriteria
+    from precision_modes import stamped_generate
 
-    stamps: list[float] = []
-
-    class Stamp(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            stamps.append(time.perf_counter())
-            return torch.zeros(input_ids.shape[0], dtype=torch.bool)
-
-    with torch.inference_mode():
-        model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, stopping_criteria=[Stamp()],
-                       pad_token_id=1)
+    _, stamps = stamped_generate(model, ids, tokens)
     return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
@@ -296,7 +286,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="busy-machine-"))
     source = build_checkpoint(tmp / "opt-125m")
     model = random_model("opt-125m")
-    ids = torch.tensor([[2] + list(range(100, 112))])
+    ids = [2] + list(range(100, 112))
     cores = torch.get_num_threads()
     bare_rate(model, ids, 4)  # warm-up
     print(f"{os.cpu_count()} CPUs, torch {torch.__version__} with {cores} threads by default; "
