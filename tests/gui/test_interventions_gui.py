@@ -88,7 +88,7 @@ def test_head_importance_of_the_shown_run(make_window, loop):
     n = trace.n_layers * trace.n_heads
     assert f"each of the {n} heads ({trace.n_layers} layers × {trace.n_heads} heads)" in w.importance.placeholder.text()
     assert not w.importance.progress.isVisible()
-    w.importance.start_requested.emit(0.0)
+    w.importance.run_requested.emit(0.0)
     run_until(loop, lambda: w.importance.result is not None and not w.controller.is_analysing)
     reference = w.controller.engine.head_importance(trace.token_ids, trace.n_prompt).result()
     np.testing.assert_allclose(w.importance.result.delta, reference.delta, rtol=1e-5, atol=1e-6)

@@ -32,11 +32,12 @@ class Analysis(QObject):
         self.presenter = presenter
         self.v = views
         report = views.banner.show_error  # an error of a job the person started: one line, Details… has the rest
-        self.lens = LensAnalysis(controller, keeper, presenter, views)
-        self.compare = CompareAnalysis(controller, keeper, views, report)
-        self.importance = HeadImportanceAnalysis(controller, keeper, presenter, views, report)
-        self.attribution = AttributionAnalysis(controller, keeper, presenter, views, report)
-        self.patching = PatchingAnalysis(controller, keeper, presenter, views, report)
+        parts = (controller, keeper, presenter, views, report)
+        self.lens = LensAnalysis(*parts)
+        self.compare = CompareAnalysis(*parts)
+        self.importance = HeadImportanceAnalysis(*parts)
+        self.attribution = AttributionAnalysis(*parts)
+        self.patching = PatchingAnalysis(*parts)
         presenter.shown_changed.connect(self.show_run_analyses)
         views.importance.head_clicked.connect(self.show_head)
 

@@ -6,24 +6,19 @@ from __future__ import annotations
 from ...engine.messages.interventions_spec import normalize_head_mask
 from ...engine.messages.requests import AttributionRequest
 from ..run_commands import same_model
-from .runner import Runner
+from .part import TabAnalysis
 
 MAX_ALTERNATIVES = 8  # "its logit minus …'s" choices offered in the view
 
 
-class AttributionAnalysis:
-    def __init__(self, controller, keeper, presenter, views, report):
-        self.controller = controller
-        self.keeper = keeper
-        self.presenter = presenter
-        self.v = views
-        self.view = views.attribution
+class AttributionAnalysis(TabAnalysis):
+    VIEW = "attribution"
+
+    def __init__(self, *parts):
+        super().__init__(*parts)
         self.position: int | None = None  # the token of the shown run the tab explains
-        self.runner = Runner(controller, self.view, on_done=self._keep, report=report)
-        views.output.explain_requested.connect(self.explain_token)
-        self.view.run_requested.connect(self.start)
-        self.view.stop_requested.connect(self.runner.stop)
-        self.view.position_clicked.connect(views.output.set_selected)
+        self.v.output.explain_requested.connect(self.explain_token)
+        self.view.position_clicked.connect(self.v.output.set_selected)
 
     def availability(self) -> tuple[bool, str]:
         trace, idle = self.presenter.trace, not self.controller.is_busy

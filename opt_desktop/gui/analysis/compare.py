@@ -8,20 +8,19 @@ from ...engine.messages.requests import DivergenceRequest
 from ...session.compare import compare_runs
 from ...session.describe import run_title
 from ..run_commands import same_model
+from .part import AnalysisPart
 from .runner import Runner
 
 
-class CompareAnalysis:
-    def __init__(self, controller, keeper, views, report):
-        self.controller = controller
-        self.keeper = keeper
-        self.v = views
+class CompareAnalysis(AnalysisPart):
+    def __init__(self, *parts):
+        super().__init__(*parts)
         self.compared: tuple[int | None, int | None] = (None, None)  # the runs the Compare tab shows
-        panel = views.compare.divergence_panel
-        self.divergence = Runner(controller, panel, on_done=lambda result, _: panel.set_divergence(result),
-                                 report=report)
-        views.compare.runs_chosen.connect(self.compare_runs)
-        views.compare.divergence_requested.connect(self.request_divergence)
+        panel = self.v.compare.divergence_panel
+        self.divergence = Runner(self.controller, panel, on_done=lambda result, _: panel.set_divergence(result),
+                                 report=self.report)
+        self.v.compare.runs_chosen.connect(self.compare_runs)
+        self.v.compare.divergence_requested.connect(self.request_divergence)
 
     def refresh_choices(self) -> None:
         """The run choices of the Compare tab; only while it is in view (it redraws two texts and plots)."""

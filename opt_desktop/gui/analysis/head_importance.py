@@ -6,18 +6,11 @@ from __future__ import annotations
 from ...engine.messages.interventions_spec import normalize_head_mask
 from ...engine.messages.requests import HeadImportanceRequest
 from ..run_commands import same_model
-from .runner import Runner
+from .part import TabAnalysis
 
 
-class HeadImportanceAnalysis:
-    def __init__(self, controller, keeper, presenter, views, report):
-        self.controller = controller
-        self.keeper = keeper
-        self.presenter = presenter
-        self.view = views.importance
-        self.runner = Runner(controller, self.view, on_done=self._keep, report=report)
-        self.view.start_requested.connect(self.start)
-        self.view.stop_requested.connect(self.runner.stop)
+class HeadImportanceAnalysis(TabAnalysis):
+    VIEW = "importance"
 
     def update_availability(self) -> None:
         trace, info = self.presenter.trace, self.controller.model

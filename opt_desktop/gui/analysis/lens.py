@@ -7,23 +7,22 @@ import weakref
 
 from ...engine.messages.requests import LensRequest, LensTableRequest
 from ..run_commands import same_model
+from .part import AnalysisPart
 from .runner import Runner, ViewHooks
 
 
-class LensAnalysis:
-    def __init__(self, controller, keeper, presenter, views):
-        self.controller = controller
-        self.keeper = keeper
-        self.presenter = presenter
-        self.inspector = views.inspector
+class LensAnalysis(AnalysisPart):
+    def __init__(self, *parts):
+        super().__init__(*parts)
+        self.inspector = self.v.inspector
         self._no_lens: weakref.WeakSet = weakref.WeakSet()  # runs whose lens table failed
         # A token's lens: a newer selection replaces the one on its way.
-        self.token = Runner(controller, ViewHooks(set_message=self.inspector.set_lens_unavailable),
+        self.token = Runner(self.controller, ViewHooks(set_message=self.inspector.set_lens_unavailable),
                             on_done=lambda result, _origin: self.inspector.set_lens(result))
         # One run's table at a time, in the background: whatever the person starts stops it.
-        self.table = Runner(controller, on_done=self._keep_table, on_end=self._table_ended)
-        controller.busy_changed.connect(self.schedule_tables)
-        controller.model_changed.connect(lambda _: self.schedule_tables())
+        self.table = Runner(self.controller, on_done=self._keep_table, on_end=self._table_ended)
+        self.controller.busy_changed.connect(self.schedule_tables)
+        self.controller.model_changed.connect(lambda _: self.schedule_tables())
         self.inspector.lens_requested.connect(self.request)
 
     # --- one token ---------------------------------------------------------------------------------

@@ -10,33 +10,25 @@ from ...engine.messages.requests import PatchingRequest
 from ...session.compare import compare_runs
 from ...session.describe import run_title
 from ..run_commands import same_model
-from .runner import Runner
+from .part import TabAnalysis
 
 NEEDS_TWO = ("Patching needs two runs whose prompts have the same number of tokens: a clean one (\"The Eiffel "
              "Tower is in\") and a corrupted one (\"The Colosseum is in\").")
 
 
-class PatchingAnalysis:
-    def __init__(self, controller, keeper, presenter, views, report):
-        self.controller = controller
-        self.keeper = keeper
-        self.presenter = presenter
-        self.v = views
-        self.view = views.patching
-        self.runner = Runner(controller, self.view, on_done=self._keep, report=report)
-        self.view.run_requested.connect(self.start)
-        self.view.stop_requested.connect(self.runner.stop)
+class PatchingAnalysis(TabAnalysis):
+    VIEW = "patching"
 
     def availability(self) -> tuple[bool, str]:
         runs = self.keeper.session.runs
         if self.controller.model is None:
             return False, "Load a model first."
+        if self.controller.is_busy:  # perhaps the second run being made
+            return False, "Wait for the running job to end (or stop it)."
         if len(runs) < 2:
             return False, f"{NEEDS_TWO} This session has {len(runs)}: generate another."
         if max(Counter(t.n_prompt for t in runs).values()) < 2:
             return False, f"{NEEDS_TWO} No two prompts of this session have the same length."
-        if self.controller.is_busy:
-            return False, "Wait for the running job to end (or stop it)."
         return True, ""
 
     def update_availability(self) -> None:

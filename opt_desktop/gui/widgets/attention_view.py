@@ -17,7 +17,7 @@ import numpy as np
 from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
-    QHBoxLayout, QInputDialog, QLabel, QMenu, QSpinBox, QSplitter, QVBoxLayout, QWidget,
+    QHBoxLayout, QInputDialog, QLabel, QMenu, QSpinBox, QVBoxLayout, QWidget,
 )
 
 from ...engine.messages.settings import HeadScale
@@ -27,8 +27,9 @@ from .head_mask_editor import (
     Cell, HeadMaskBar, HeadMaskOverlay, MaskDict, head_cell_name, head_label, head_scales, mask_dict,
 )
 from .heatmap import Axis, Heatmap
-from .stat_box import StatBox
 from .hidden_view import token_name
+from .splitter import splitter
+from .stat_box import StatBox
 
 STATS = (("entropy", "entropy (nats)"), ("sink", "sink weight (key 0)"), ("distance", "mean distance (tokens)"))
 STAT_TIPS = {
@@ -119,14 +120,8 @@ class AttentionView(QWidget):
         self.no_rows_label.setTextFormat(Qt.TextFormat.PlainText)
         self.no_rows_label.setEnabled(False)  # drawn in the muted text colour: a note, not content
 
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(left)
-        split.addWidget(self.right)
-        split.setStretchFactor(0, 1)
-        split.setStretchFactor(1, 1)
-        split.setSizes([500, 500])  # grid and matrix share the width; the divider moves either way
-        split.setChildrenCollapsible(False)
-        self.split = split
+        # Grid and matrix share the width; the divider moves either way.
+        split = self.split = splitter(Qt.Orientation.Horizontal, (left, 1), (self.right, 1), sizes=(500, 500))
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)

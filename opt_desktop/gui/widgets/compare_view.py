@@ -27,6 +27,7 @@ from ..colors import follow_palette, mix
 from ..rich_text import plain_tip
 from .divergence_panel import DivergencePanel
 from .heatmap import style_plot
+from .splitter import splitter
 from .token_table import format_percent, quote_piece
 
 _PROMPT_TEXT_MIX = 0.35  # prompt text blended this far toward the background, as in the output view
@@ -138,12 +139,7 @@ class CompareView(QWidget):
         self.tabs.addTab(self.divergence_panel, "Divergence")
         self.tabs.addTab(self.settings_table, "Settings")
 
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(texts)
-        split.addWidget(self.tabs)
-        split.setStretchFactor(0, 2)
-        split.setStretchFactor(1, 3)
-        split.setChildrenCollapsible(False)
+        split = splitter(Qt.Orientation.Vertical, (texts, 2), (self.tabs, 3))
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)

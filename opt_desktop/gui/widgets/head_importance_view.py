@@ -1,7 +1,7 @@
 """Head importance: how much the log-probability of a run's generated tokens changes when each
 attention head is scaled (0 = removed), as a layers × heads heatmap centred on zero.
 
-The engine does the work, one head at a time; this view starts and stops it (`start_requested`,
+The engine does the work, one head at a time; this view starts and stops it (`run_requested`,
 `stop_requested`) and shows what comes back (`set_progress`, `set_result`, partial results included:
 heads not done yet are blank). Until there is a result, one sentence stands where the map will be
 (with the model's head count once `set_model_shape` has told it): no empty map, no 0–1 colour bar.
@@ -36,7 +36,7 @@ def format_delta(v: float) -> str:
 
 
 class HeadImportanceView(QWidget):
-    start_requested = Signal(float)  # the scale each head gets in turn (0 = ablate)
+    run_requested = Signal(float)  # the scale each head gets in turn (0 = ablate)
     stop_requested = Signal()
     head_clicked = Signal(int, int)  # (layer, head): head `head` of decoder.layers[layer]
 
@@ -57,7 +57,7 @@ class HeadImportanceView(QWidget):
         self.scale_spin.setToolTip("The factor each head's output is scaled by in turn: 0 removes it")
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Measure every head on the current run (needs the run's model loaded)")
-        self.start_button.clicked.connect(lambda: self.start_requested.emit(float(self.scale_spin.value())))
+        self.start_button.clicked.connect(lambda: self.run_requested.emit(float(self.scale_spin.value())))
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("Stop after the head being measured; the heads done so far stay shown")
         self.stop_button.clicked.connect(self.stop_requested)

@@ -140,7 +140,7 @@ class IndexAxis(pg.AxisItem):
         step = self._step(per_index, self._room(1, self.count - 1))
         values = [v for v in range(1, hi + 1, step) if v >= lo]
         if lo == 0:
-            first, gap = self.label_fn(0), self._extent("  ")
+            first, gap = self.label_fn(0), self._extent(" ")  # "emb 0": apart, though closer than numbers
             values = [0] + [v for v in values
                             if v * per_index >= (self._extent(first) + self._extent(self.label_fn(v))) / 2 + gap]
         return [(step, values)]

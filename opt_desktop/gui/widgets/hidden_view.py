@@ -14,13 +14,14 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from ...engine.messages.rows import row_name, row_tick
 from ...session.trace import RunTrace
 from ..colors import follow_palette
 from ..rich_text import plain_tip
 from .heatmap import Axis, FittedTitle, Heatmap, layer_plot, style_plot
+from .splitter import splitter
 from .stat_box import StatBox
 from .token_table import quote_piece
 
@@ -122,12 +123,7 @@ class HiddenView(QWidget):
         rl.setContentsMargins(0, 0, 0, 0)
         rl.addWidget(self.plot, 1)
         rl.addWidget(self.outliers)
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(self.heatmap)
-        split.addWidget(right)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
-        split.setChildrenCollapsible(False)
+        split = splitter(Qt.Orientation.Horizontal, (self.heatmap, 3), (right, 2))
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)

@@ -18,7 +18,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtGui import QBrush, QFont, QPalette
 from PySide6.QtWidgets import (
-    QAbstractItemView, QHeaderView, QLabel, QSplitter, QStackedWidget, QTableWidget, QTableWidgetItem,
+    QAbstractItemView, QHeaderView, QLabel, QStackedWidget, QTableWidget, QTableWidgetItem,
     QVBoxLayout, QWidget,
 )
 
@@ -27,6 +27,7 @@ from ...engine.messages.rows import row_description, row_name, row_tick
 from ..colors import follow_palette, mix
 from ..rich_text import plain_tip
 from .heatmap import FittedTitle, layer_plot, style_plot
+from .splitter import splitter
 from .token_table import format_prob, quote_piece
 
 TOP_N = 5
@@ -103,14 +104,7 @@ class LensView(QWidget):
         self.points = pg.ScatterPlotItem(size=7, hoverable=True, tip=self._tip)
         self.plot.addItem(self.points)
 
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(self.table)
-        split.addWidget(self.plot)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
-        split.setSizes([600, 400])
-        split.setChildrenCollapsible(False)
-        self.split = split
+        split = self.split = splitter(Qt.Orientation.Horizontal, (self.table, 3), (self.plot, 2), sizes=(600, 400))
         # Until the person moves the divider, the table gets the width its columns need (the plot the rest).
         self._split_moved = False
         split.splitterMoved.connect(self._on_split_moved)

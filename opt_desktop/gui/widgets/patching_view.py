@@ -20,7 +20,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QSplitter,
     QVBoxLayout,
     QWidget,
 )
@@ -30,6 +29,7 @@ from ...engine.messages.rows import row_description, row_tick
 from ..rich_text import plain_tip
 from .heatmap import Axis, Heatmap
 from .job_controls import JobControls
+from .splitter import splitter
 
 COLORMAP = "viridis"  # recovered, 0 … 1
 DIFFERENCE_COLORMAP = "CET-D1"  # p − corrupted: blue down, white none, red up
@@ -94,11 +94,7 @@ class PatchingView(JobControls, QWidget):
         self.head_map.describe = self._describe_head
         self.head_map.set_fixed_levels((0.0, 1.0))
         self.head_map.set_colorbar_label("recovered")
-        maps = QSplitter(Qt.Orientation.Horizontal)
-        maps.addWidget(self.residual)
-        maps.addWidget(self.head_map)
-        maps.setStretchFactor(0, 3)
-        maps.setStretchFactor(1, 2)
+        maps = splitter(Qt.Orientation.Horizontal, (self.residual, 3), (self.head_map, 2))
 
         layout = QVBoxLayout(self)
         layout.addLayout(grid)
