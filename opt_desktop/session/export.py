@@ -365,10 +365,12 @@ def _html_analyses(t: RunTrace) -> list[str]:
         target = html.escape(repr(t.known_pieces().get(result.target_id, f"#{result.target_id}")))
         maps = [result.shown(result.prob)] + ([result.shown(result.head_prob)] if result.head_prob.size else [])
         if result.normalisable:
-            legend, levels = "each cell is how much of the difference patching it recovers (0 corrupted, 1 clean).", (0, 1)
+            legend = "each cell is how much of the difference patching it recovers (0 corrupted, 1 clean)."
+            levels = (0.0, 1.0)
         else:  # centred on no change
             reach = max((float(np.nanmax(np.abs(m))) for m in maps if np.isfinite(m).any()), default=0.0) or 1.0
-            legend, levels = html.escape(result.too_close), (-reach, reach)
+            legend = html.escape(result.too_close)
+            levels = (-reach, reach)
         parts += [f"<h3>Activation patching for {target}</h3>",
                   f"<p class='legend'>This run's prompt patched into a corrupted prompt of the same length: the "
                   f"target's probability is {result.clean_prob:.4g} clean and {result.corrupt_prob:.4g} corrupted; "

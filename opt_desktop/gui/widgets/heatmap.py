@@ -122,7 +122,7 @@ class IndexAxis(pg.AxisItem):
         self.count = 0
         self.label_fn: Callable[[int], str] = str
         # Hidden-state rows are `emb, 0 … L-1`: index 0 stands apart, and the steps count from index 1,
-        # so the ticks read "emb, 2, 4, 6" rather than "emb, 1, 3, 5".
+        # so the ticks read "emb, 0, 2, 4" (or "emb, 2, 4" where "0" has no room) rather than "emb, 1, 3".
         self.first_apart = False
 
     def tickValues(self, minVal, maxVal, size):  # noqa: N802 (pyqtgraph's name)
