@@ -373,11 +373,13 @@ def cmd_attribute(engine: EngineService, args) -> int:
     return 0
 
 
-def _table(values: np.ndarray, row_labels, col_labels) -> list[str]:
-    head = f"{'':>6} " + " ".join(f"{c:>6}" for c in col_labels)
+def _table(values: np.ndarray, row_labels, col_labels, digits: int = 2) -> list[str]:
+    w = digits + 4
+    head = f"{'':>6} " + " ".join(f"{c:>{w}}" for c in col_labels)
     lines = [head]
     for label, row in zip(row_labels, values):
-        lines.append(f"{label:>6} " + " ".join("     -" if not math.isfinite(v) else f"{round(v, 2) + 0.0:>6.2f}" for v in row))
+        lines.append(f"{label:>6} " + " ".join(f"{'-':>{w}}" if not math.isfinite(v) else
+                                               f"{round(v, digits) + 0.0:>{w}.{digits}f}" for v in row))
     return lines
 
 
@@ -399,10 +401,13 @@ def cmd_patch(engine: EngineService, args) -> int:
     print(f"target {token_piece(tok, target)!r} (id {target}): p = {result.clean_prob:.4g} clean, "
           f"{result.corrupt_prob:.4g} corrupted")
     print("tokens: " + "  ".join(f"{i}:{t!r}" for i, t in enumerate(tokens)))
-    print("\nresidual rows x positions, normalised (0 = corrupted run, 1 = clean run):")
-    print("\n".join(_table(result.prob_normalised, result.row_labels, range(len(tokens)))))
-    print("\nlayers x heads, each head's output at all positions, normalised:")
-    print("\n".join(_table(result.head_prob_normalised, range(info.n_layers), range(info.n_heads))))
+    if result.too_close:
+        print(result.too_close)
+    print(f"\nresidual rows x positions, {result.shown_what}:")
+    digits = 2 if result.normalisable else 4  # a change in p, not a share of the difference: smaller numbers
+    print("\n".join(_table(result.shown(result.prob), result.row_labels, range(len(tokens)), digits)))
+    print(f"\nlayers x heads, each head's output at all positions, {result.shown_what}:")
+    print("\n".join(_table(result.shown(result.head_prob), range(info.n_layers), range(info.n_heads), digits)))
     return 0
 
 

@@ -33,6 +33,7 @@ from safetensors.numpy import save as save_arrays
 from . import limits, tensors
 from ..engine.messages.errors import SettingsError
 from ..atomic import write_atomic
+from ..formatting import format_bytes
 from .jsondoc import DocumentError, read_json
 from .schema import FORMAT, SCHEMA_VERSION, CheckedRun, SessionDoc, check_run, first_error, migrate, restore_run, run_document, versions
 from .requests import rerun_requests
@@ -327,8 +328,8 @@ class _Archive:
 
 def _check_memory(needed: int) -> None:
     if needed > limits.MAX_ARRAYS_BYTES:
-        raise _Refused(f"its arrays need {needed / 2**30:,.1f} GiB, more than the limit of "
-                       f"{limits.MAX_ARRAYS_BYTES / 2**30:,.0f} GiB")
+        raise _Refused(f"its arrays need {format_bytes(needed)}, more than the limit of "
+                       f"{format_bytes(limits.MAX_ARRAYS_BYTES)}")
     if needed < 1 << 30:
         return
     try:
@@ -338,8 +339,8 @@ def _check_memory(needed: int) -> None:
     except Exception:  # noqa: BLE001 - no memory figure: nothing to compare with
         return
     if needed > available:
-        raise _Refused(f"its arrays need {needed / 2**30:,.1f} GiB of memory and this machine has "
-                       f"{available / 2**30:,.1f} GiB available")
+        raise _Refused(f"its arrays need {format_bytes(needed)} of memory and this machine has "
+                       f"{format_bytes(available)} available")
 
 
 # --- reading -----------------------------------------------------------------------------------

@@ -14,11 +14,10 @@ from opt_desktop.engine import GenerationSettings, LoadRequest
 from opt_desktop.gui import session_dialogs
 from opt_desktop.logs import log_file, setup_logging
 from opt_desktop.session.file import load_session
-from test_main_window import finished, loop, new_window, run_until  # noqa: F401  (fixtures)
-from test_sessions_gui import generate, make_window  # noqa: F401
+from window_driver import finished, generate, new_window, run_until
 
 
-def test_twenty_presses_while_the_loop_is_blocked_make_exactly_one_run(make_window, loop, monkeypatch):  # noqa: F811
+def test_twenty_presses_while_the_loop_is_blocked_make_exactly_one_run(make_window, loop, monkeypatch):
     w = make_window()
     errors = []
     monkeypatch.setattr(sys, "excepthook", lambda *exc: errors.append(exc))
@@ -36,7 +35,7 @@ def test_twenty_presses_while_the_loop_is_blocked_make_exactly_one_run(make_wind
     assert w.presenter.trace.finished.reason in ("length", "eos")
 
 
-def test_a_rerun_whose_model_fails_to_load_leaves_no_label_behind(make_window, loop, tmp_path):  # noqa: F811
+def test_a_rerun_whose_model_fails_to_load_leaves_no_label_behind(make_window, loop, tmp_path):
     w = make_window()
     first = generate(w, loop)
     # The run "was made" with a model that is gone now: re-running it must load that model, and fails.
@@ -51,7 +50,7 @@ def test_a_rerun_whose_model_fails_to_load_leaves_no_label_behind(make_window, l
     assert w.keeper.session.runs[1].label == ""  # a plain run, not "re-run of #1"
 
 
-def test_a_failure_inside_capture_is_kept_as_error_logged_and_one_line(make_window, loop, monkeypatch):  # noqa: F811
+def test_a_failure_inside_capture_is_kept_as_error_logged_and_one_line(make_window, loop, monkeypatch):
     from opt_desktop.engine.running import capture
 
     real = capture.Capture.take_step
@@ -82,7 +81,7 @@ def test_a_failure_inside_capture_is_kept_as_error_logged_and_one_line(make_wind
     assert saved.finished.reason == "error" and "a statistic came out wrong" in saved.finished.message
 
 
-def test_generate_during_a_load_starts_when_the_load_ends(qtbot, loop, tmp_path, monkeypatch):  # noqa: F811
+def test_generate_during_a_load_starts_when_the_load_ends(qtbot, loop, tmp_path, monkeypatch):
     w = new_window(qtbot, tmp_path, monkeypatch)
     w.models.load(LoadRequest(source="demo", device="cpu"))
     assert w.controller.is_loading
@@ -95,7 +94,7 @@ def test_generate_during_a_load_starts_when_the_load_ends(qtbot, loop, tmp_path,
     w.close()
 
 
-def test_the_autosave_is_on_disk_before_the_run_shows_finished(make_window, loop):  # noqa: F811
+def test_the_autosave_is_on_disk_before_the_run_shows_finished(make_window, loop):
     w = make_window()
     seen = []
     shown = w.presenter.run_finished
@@ -110,7 +109,7 @@ def test_the_autosave_is_on_disk_before_the_run_shows_finished(make_window, loop
     assert seen == [True]
 
 
-def test_closing_during_a_run_stops_it_then_asks_and_exits_promptly(make_window, loop, monkeypatch):  # noqa: F811
+def test_closing_during_a_run_stops_it_then_asks_and_exits_promptly(make_window, loop, monkeypatch):
     w = make_window()
     asked = []
 

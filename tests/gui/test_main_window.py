@@ -1,44 +1,20 @@
 """The whole window, driven as a person would, on a real qasync loop with the demo model."""
 
-import asyncio
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
-import qasync
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
 from opt_desktop.engine import EngineService, GenerationRequest, GenerationSettings, LoadRequest
-from opt_desktop.gui import session_dialogs
 from opt_desktop.gui.app_state import AppState
-from opt_desktop.gui.main_window import MainWindow
-from opt_desktop.presets import PresetStore
 from opt_desktop.session import RunTrace
+from window_driver import finished, new_window, run_until
 
 SEEDED = GenerationSettings(max_new_tokens=24, do_sample=True, temperature=1.0, top_k=0, seed=7)
-
-
-@pytest.fixture
-def loop(qapp):
-    loop = qasync.QEventLoop(qapp)
-    asyncio.set_event_loop(loop)
-    yield loop
-    loop.close()  # now, while its Qt objects exist (qasync's __del__ would fail later)
-    asyncio.set_event_loop(None)
-
-
-def run_until(loop, predicate, timeout=60.0):
-    async def wait():
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError("condition not met in time")
-            await asyncio.sleep(0.02)
-
-    loop.run_until_complete(wait())
 
 
 def assert_closes_promptly(window):
@@ -49,26 +25,6 @@ def assert_closes_promptly(window):
     window.close()
     assert time.monotonic() - t0 < 2.0
     assert [t for t in threads if t.is_alive()] == []
-
-
-def new_window(qtbot, tmp_path, monkeypatch) -> MainWindow:
-    """A fresh window whose remembered state and presets live in tmp_path."""
-    monkeypatch.setenv("OPT_DESKTOP_HOME", str(tmp_path / "home"))
-    # Closing a window with unsaved runs asks; tests that don't care answer "discard".
-    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name: "discard")
-    w = MainWindow(state=AppState(), presets=PresetStore(tmp_path / "presets"))
-    qtbot.addWidget(w)
-    w.show()
-    return w
-
-
-@pytest.fixture
-def window(qtbot, loop, tmp_path, monkeypatch):
-    w = new_window(qtbot, tmp_path, monkeypatch)
-    w.models.load(LoadRequest(source="demo", device="cpu"))
-    run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading)
-    yield w
-    w.close()
 
 
 def reference_run(prompt, settings):
@@ -83,12 +39,6 @@ def reference_run(prompt, settings):
     for e in events[1:]:
         trace.apply(e)
     return trace
-
-
-def finished(w):
-    """The shown run has ended, is autosaved and is shown as finished."""
-    return lambda: w.presenter.trace is not None and w.presenter.trace.finished is not None \
-        and not w.controller.is_running and w.runs.in_flight == 0
 
 
 def test_generate_matches_the_engine(window, loop):
@@ -260,20 +210,3 @@ def test_window_appears_before_torch_is_imported(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "False"]
-
-
-def test_events_are_coalesced(window, loop):
-    """Views refresh at most ~30 times a second, however fast tokens arrive."""
-    updates = []
-    shown = window.presenter.run_updated
-    window.presenter.run_updated = lambda trace: (updates.append(time.monotonic()), shown(trace))
-    window.settings_panel.set_settings(GenerationSettings(max_new_tokens=200))
-    window.prompt.set_text("Fast")
-    window.runs.generate()
-    run_until(loop, finished(window))
-    n = window.presenter.trace.n_generated
-    assert n > 0
-    span = updates[-1] - updates[0] if len(updates) > 1 else 0
-    assert len(updates) <= span * 40 + 3  # ~30 Hz with slack for timer jitter
-    if n > 60:
-        assert len(updates) < n

@@ -7,7 +7,7 @@ from opt_desktop.gui.app_state import AppState
 from opt_desktop.session.autosave import Autosave
 from opt_desktop.session.session import Session
 from fakes import fake_trace
-from test_main_window import loop, new_window, run_until  # noqa: F401  (fixtures)
+from window_driver import new_window, run_until
 
 
 def _dead_pid() -> int:
@@ -21,7 +21,7 @@ def _loaded(w):
     return lambda: w.controller.model is not None and not w.controller.is_loading
 
 
-def test_the_recovery_offer_outlives_the_model_load_and_restores(qtbot, loop, tmp_path, monkeypatch):  # noqa: F811
+def test_the_recovery_offer_outlives_the_model_load_and_restores(qtbot, loop, tmp_path, monkeypatch):
     folder = tmp_path / "autosave"
     trace = fake_trace()
     Autosave(folder, pid=_dead_pid()).save(Session([trace]))
@@ -37,7 +37,7 @@ def test_the_recovery_offer_outlives_the_model_load_and_restores(qtbot, loop, tm
     w.close()
 
 
-def test_a_broken_file_on_the_command_line_says_why_and_stays(qtbot, loop, tmp_path, monkeypatch):  # noqa: F811
+def test_a_broken_file_on_the_command_line_says_why_and_stays(qtbot, loop, tmp_path, monkeypatch):
     broken = tmp_path / "notes.optsession"
     broken.write_text("this is a text file, renamed")
     w = new_window(qtbot, tmp_path, monkeypatch)
@@ -49,7 +49,7 @@ def test_a_broken_file_on_the_command_line_says_why_and_stays(qtbot, loop, tmp_p
     w.close()
 
 
-def test_messages_stack_and_each_is_dismissed_on_its_own(qtbot, loop, tmp_path, monkeypatch):  # noqa: F811
+def test_messages_stack_and_each_is_dismissed_on_its_own(qtbot, loop, tmp_path, monkeypatch):
     w = new_window(qtbot, tmp_path, monkeypatch)
     w.banner.show_error("first <b>problem</b> &amp; more")
     w.banner.show_notice("second")

@@ -13,7 +13,7 @@ from opt_desktop.engine import LoadRequest
 from opt_desktop.engine.loading import hub_cache
 from opt_desktop.engine.loading.catalog import OFFICIAL, GpuMemory, MachineMemory
 from opt_desktop.gui.widgets.model_manager import MEMORY_COLUMN, ModelManager, describe_progress
-from test_main_window import loop, run_until  # noqa: F401  (fixture)
+from window_driver import run_until
 
 GIB = 2**30
 
@@ -30,7 +30,7 @@ def hub(tmp_path, tiny):
     return hub
 
 
-def open_dialog(qtbot, loop, hub, **kw) -> ModelManager:  # noqa: F811
+def open_dialog(qtbot, loop, hub, **kw) -> ModelManager:
     dialog = ModelManager(cache=hub, check_network=False, **kw)
     qtbot.addWidget(dialog)
     dialog.show()
@@ -38,7 +38,7 @@ def open_dialog(qtbot, loop, hub, **kw) -> ModelManager:  # noqa: F811
     return dialog
 
 
-def idle(loop, dialog, timeout=10.0):  # noqa: F811
+def idle(loop, dialog, timeout=10.0):
     """Run the event loop until the dialog's background work has ended."""
     run_until(loop, lambda: not dialog.is_busy(), timeout)
 
@@ -200,7 +200,7 @@ def test_progress_text():
     assert text == "Downloading facebook/opt-125m: 120 MiB of 250 MiB · 5.0 MiB/s · 26 s left"
 
 
-def test_a_mode_this_machine_cannot_run_is_refused_in_the_dialog(qtbot, loop, tmp_path, monkeypatch):  # noqa: F811
+def test_a_mode_this_machine_cannot_run_is_refused_in_the_dialog(qtbot, loop, tmp_path, monkeypatch):
     from opt_desktop.engine.loading import precision
 
     monkeypatch.setattr(precision, "capabilities", lambda probe=None: precision.Capabilities(
@@ -219,7 +219,7 @@ def test_a_mode_this_machine_cannot_run_is_refused_in_the_dialog(qtbot, loop, tm
     assert [r.dtype for r in emitted] == ["float32"]
 
 
-def test_background_results_reach_the_dialog_on_the_gui_thread(qtbot, loop, hub, monkeypatch):  # noqa: F811
+def test_background_results_reach_the_dialog_on_the_gui_thread(qtbot, loop, hub, monkeypatch):
     from PySide6.QtCore import QTimer
 
     gui_thread, seen = threading.current_thread(), []
@@ -243,7 +243,7 @@ def test_background_results_reach_the_dialog_on_the_gui_thread(qtbot, loop, hub,
     assert not [t for t in dialog.findChildren(QTimer) if t.isActive()]  # nothing polls
 
 
-def test_a_failure_is_one_line_in_the_dialog_and_a_traceback_in_the_log(qtbot, loop, hub, monkeypatch, caplog):  # noqa: F811
+def test_a_failure_is_one_line_in_the_dialog_and_a_traceback_in_the_log(qtbot, loop, hub, monkeypatch, caplog):
     def broken(cache=None):
         raise RuntimeError("the cache index is corrupt\nsecond line")
 

@@ -4,51 +4,19 @@ import math
 
 import numpy as np
 import psutil
-import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
-from opt_desktop.engine import GenerationSettings, LoadRequest
+from opt_desktop.engine import GenerationSettings
 from opt_desktop.gui import session_dialogs
 from opt_desktop.session.autosave import Autosave
-from test_main_window import finished, loop, new_window, run_until  # noqa: F401  (fixtures)
-
-SEEDED = GenerationSettings(max_new_tokens=12, do_sample=True, top_k=0, seed=11)
-
+from window_driver import finished, generate, run_until
 
 def _dead_pid() -> int:
     pid = 4_000_000
     while psutil.pid_exists(pid):
         pid += 1
     return pid
-
-
-@pytest.fixture
-def make_window(qtbot, loop, tmp_path, monkeypatch):  # noqa: F811
-    windows = []
-
-    def make(autosave=None, load=True):
-        w = new_window(qtbot, tmp_path, monkeypatch)
-        if autosave is not None:
-            w.keeper.autosave = autosave
-        if load:
-            w.models.load(LoadRequest(source="demo", device="cpu"))
-            run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading)
-        windows.append(w)
-        return w
-
-    yield make
-    for w in windows:
-        if w.isVisible():
-            w.close()
-
-
-def generate(w, loop, prompt="The cat sat", settings=SEEDED):  # noqa: F811
-    w.settings_panel.set_settings(settings)
-    w.prompt.set_text(prompt)
-    w.runs.generate()
-    run_until(loop, finished(w))
-    return w.presenter.trace
 
 
 def _plain(value):
@@ -67,7 +35,7 @@ def table_values(w):
     return [[_plain(model.raw(pos, col)) for col in range(model.columnCount())] for pos in range(model.rowCount())]
 
 
-def test_save_close_reopen_shows_the_same_inspector(make_window, loop, tmp_path, monkeypatch):  # noqa: F811
+def test_save_close_reopen_shows_the_same_inspector(make_window, loop, tmp_path, monkeypatch):
     w = make_window()
     trace = generate(w, loop)
     assert w.isWindowModified()
@@ -90,7 +58,7 @@ def test_save_close_reopen_shows_the_same_inspector(make_window, loop, tmp_path,
     assert [a.text() for a in w2.recent_menu.actions()] == ["work.optsession"]
 
 
-def test_closing_with_unsaved_runs_asks(make_window, loop, monkeypatch):  # noqa: F811
+def test_closing_with_unsaved_runs_asks(make_window, loop, monkeypatch):
     w = make_window()
     generate(w, loop)
     answers = []
@@ -103,7 +71,7 @@ def test_closing_with_unsaved_runs_asks(make_window, loop, monkeypatch):  # noqa
     assert not w.isVisible()
 
 
-def test_a_bad_file_changes_nothing(make_window, loop, tmp_path):  # noqa: F811
+def test_a_bad_file_changes_nothing(make_window, loop, tmp_path):
     w = make_window()
     trace = generate(w, loop)
     w.keeper.set_modified(False)
@@ -116,7 +84,7 @@ def test_a_bad_file_changes_nothing(make_window, loop, tmp_path):  # noqa: F811
     assert w.output.toPlainText() == trace.text
 
 
-def test_dropping_a_session_file_opens_it(make_window, loop, tmp_path, monkeypatch):  # noqa: F811
+def test_dropping_a_session_file_opens_it(make_window, loop, tmp_path, monkeypatch):
     w = make_window()
     trace = generate(w, loop)
     path = tmp_path / "dropped.optsession"
@@ -133,7 +101,7 @@ def test_dropping_a_session_file_opens_it(make_window, loop, tmp_path, monkeypat
     assert w.presenter.trace.token_ids == trace.token_ids
 
 
-def test_autosave_after_a_run_is_offered_after_a_crash(make_window, loop, tmp_path):  # noqa: F811
+def test_autosave_after_a_run_is_offered_after_a_crash(make_window, loop, tmp_path):
     folder = tmp_path / "autosave"
     crashed = make_window(autosave=Autosave(folder, pid=_dead_pid()))
     trace = generate(crashed, loop)
@@ -153,7 +121,7 @@ def test_autosave_after_a_run_is_offered_after_a_crash(make_window, loop, tmp_pa
                                                        for r in Autosave(folder).recoverable())
 
 
-def test_rerun_reproduces_a_seeded_run(make_window, loop):  # noqa: F811
+def test_rerun_reproduces_a_seeded_run(make_window, loop):
     w = make_window()
     first = generate(w, loop)
     w.settings_panel.set_settings(GenerationSettings(max_new_tokens=3))  # re-run ignores the panel
@@ -164,7 +132,7 @@ def test_rerun_reproduces_a_seeded_run(make_window, loop):  # noqa: F811
     assert again.label == "re-run of #1"
 
 
-def test_fork_continues_from_the_chosen_alternative(make_window, loop):  # noqa: F811
+def test_fork_continues_from_the_chosen_alternative(make_window, loop):
     w = make_window()
     base = generate(w, loop, settings=GenerationSettings(max_new_tokens=8))
     pos = base.n_prompt + 2
@@ -180,7 +148,7 @@ def test_fork_continues_from_the_chosen_alternative(make_window, loop):  # noqa:
     assert w.output.toPlainText() == base.text
 
 
-def test_runs_of_two_files_can_be_compared(make_window, loop, tmp_path):  # noqa: F811
+def test_runs_of_two_files_can_be_compared(make_window, loop, tmp_path):
     w = make_window()
     first = generate(w, loop, prompt="One file", settings=GenerationSettings(max_new_tokens=5))
     a = tmp_path / "a.optsession"
@@ -192,7 +160,7 @@ def test_runs_of_two_files_can_be_compared(make_window, loop, tmp_path):  # noqa
     assert [r.token_ids for r in runs] == [second.token_ids, first.token_ids]
     assert runs[1].label == "a" and w.isWindowModified()
     w.tabs.setCurrentWidget(w.compare)
-    w.analysis.compare_runs(0, 1)
+    w.analysis.compare.compare_runs(0, 1)
     assert w.compare.comparison.first_diff is not None
     bad = tmp_path / "bad.optsession"
     bad.write_bytes(b"junk")
@@ -200,7 +168,7 @@ def test_runs_of_two_files_can_be_compared(make_window, loop, tmp_path):  # noqa
     assert "bad.optsession" in w.banner.text()
 
 
-def test_a_reopened_file_shows_lens_head_importance_and_settings_without_a_model(make_window, loop, tmp_path):  # noqa: F811
+def test_a_reopened_file_shows_lens_head_importance_and_settings_without_a_model(make_window, loop, tmp_path):
     w = make_window()
     trace = generate(w, loop, settings=GenerationSettings(max_new_tokens=6, do_sample=True, seed=4))
     run_until(loop, lambda: trace.lens_table() is not None)  # computed in the background once the run ended

@@ -72,6 +72,12 @@ TIPS: dict[str, str] = {
 SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "typical_p", "min_p", "seed")
 
 
+def _config_file(path: str | Path) -> Path:
+    """`path`, or the generation_config.json in it when it is a folder."""
+    path = Path(path)
+    return path / GENERATION_CONFIG if path.is_dir() else path
+
+
 class SettingsPanel(QWidget):
     changed = Signal()      # the user edited something (not emitted by set_settings)
     error = Signal(str)     # one readable line for the main window to show
@@ -176,11 +182,8 @@ class SettingsPanel(QWidget):
 
     def import_json(self, path: str | Path) -> bool:
         """Load a generation_config.json (or a folder holding one); on failure nothing changes."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / GENERATION_CONFIG
         try:
-            s = GenerationSettings.load_json(path)
+            s = GenerationSettings.load_json(_config_file(path))
         except SettingsError as exc:
             return self._fail(f"Could not import: {exc}")
         self.set_settings(s)
@@ -189,11 +192,8 @@ class SettingsPanel(QWidget):
 
     def export_json(self, path: str | Path) -> bool:
         """Write the current settings as a generation_config.json (into `path` if it is a folder)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / GENERATION_CONFIG
         try:
-            self.settings().save_json(path)
+            self.settings().save_json(_config_file(path))
         except SettingsError as exc:
             return self._fail(f"Could not export: {exc}")
         return True

@@ -1,0 +1,53 @@
+"""Driving the whole window as a person would, on a real qasync loop (the fixtures are in conftest.py)."""
+
+import asyncio
+import time
+
+from opt_desktop.engine import GenerationSettings, LoadRequest
+from opt_desktop.gui import session_dialogs
+from opt_desktop.gui.app_state import AppState
+from opt_desktop.gui.main_window import MainWindow
+from opt_desktop.presets import PresetStore
+
+SEEDED = GenerationSettings(max_new_tokens=12, do_sample=True, top_k=0, seed=11)
+
+
+def run_until(loop, predicate, timeout=60.0):
+    async def wait():
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError("condition not met in time")
+            await asyncio.sleep(0.02)
+
+    loop.run_until_complete(wait())
+
+
+def new_window(qtbot, tmp_path, monkeypatch) -> MainWindow:
+    """A fresh window whose remembered state and presets live in tmp_path."""
+    monkeypatch.setenv("OPT_DESKTOP_HOME", str(tmp_path / "home"))
+    # Closing a window with unsaved runs asks; tests that don't care answer "discard".
+    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name: "discard")
+    w = MainWindow(state=AppState(), presets=PresetStore(tmp_path / "presets"))
+    qtbot.addWidget(w)
+    w.show()
+    return w
+
+
+def load_demo(w, loop) -> None:
+    w.models.load(LoadRequest(source="demo", device="cpu"))
+    run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading)
+
+
+def finished(w):
+    """The shown run has ended, is autosaved and is shown as finished."""
+    return lambda: w.presenter.trace is not None and w.presenter.trace.finished is not None \
+        and not w.controller.is_running and w.runs.in_flight == 0
+
+
+def generate(w, loop, prompt="The cat sat", settings=SEEDED):
+    w.settings_panel.set_settings(settings)
+    w.prompt.set_text(prompt)
+    w.runs.generate()
+    run_until(loop, finished(w))
+    return w.presenter.trace
