@@ -45,7 +45,7 @@ from .grad_model import _dense
 from .lens_table import MaskSchedule, _schedule
 
 FLOOR = 1e-5  # the least proximity a part can have (a zero part, a masked head)
-BLOCK_ELEMENTS = 1 << 20  # floats in one block of differences y_t − part (4 MiB)
+BLOCK_ELEMENTS = 1 << 20  # floats in one block of differences y_t − part (4 MiB: it stays in the cache)
 
 ProgressFn = Callable[[int, int], None]
 
@@ -131,23 +131,22 @@ class _Layer:
         self.w = weight.to(x.device).view(-1, self.H, self.d)  # (D, H, d): head h's columns at [:, h]
         self.bias = None if bias is None else bias.to(x.device)
 
-    def weights(self, heads: slice, q0: int, q1: int) -> torch.Tensor:
-        """(h, q1 − q0, q1) float32 attention weights of queries q0 … q1−1 over keys 0 … q1−1, each
-        times its head's scale at its query."""
-        scores = torch.matmul(self.q[heads, q0:q1], self.k[heads, :q1].transpose(-1, -2))
-        scores.masked_fill_(~self.visible[q0:q1, :q1], torch.finfo(torch.float32).min)
-        a = torch.softmax(scores, dim=-1)
-        return a.mul_(self.scales[q0:q1, heads].transpose(0, 1).unsqueeze(-1))
+    def weights(self, h: int) -> torch.Tensor:
+        """(T, T) float32 attention weights of head h, [query][key], each row times the head's scale at
+        that query (0 for a key the query does not see)."""
+        scores = torch.matmul(self.q[h], self.k[h].t())
+        scores.masked_fill_(~self.visible, torch.finfo(torch.float32).min)
+        return torch.softmax(scores, dim=-1).mul_(self.scales[:, h, None])
+
+    def projected(self, h: int) -> torch.Tensor:
+        """(T, D): each key's value vector through head h's columns of out_proj."""
+        return torch.matmul(self.v[h], self.w[:, h].t())
 
     def output(self) -> torch.Tensor:
         """(T, D) the residual after the block adds its output: y = x + Σ parts + bias."""
-        T = self.x.shape[0]
         y = self.x.clone()
-        query_block = max(1, min(T, BLOCK_ELEMENTS // (self.H * T)))
-        for q0 in range(0, T, query_block):
-            q1 = min(T, q0 + query_block)
-            heads_out = torch.matmul(self.weights(slice(None), q0, q1), self.v[:, :q1])  # (H, q, d)
-            y[q0:q1] += torch.einsum("hqe,dhe->qd", heads_out, self.w)
+        for h in range(self.H):
+            y += torch.matmul(torch.matmul(self.weights(h), self.v[h]), self.w[:, h].t())
         if self.bias is not None:
             y += self.bias
         return y
@@ -210,28 +209,22 @@ def _head_proximities(parts: _Layer, y: torch.Tensor, y_norm: torch.Tensor, prox
     T, D = y.shape
     block = max(1, min(T, BLOCK_ELEMENTS // (T * D)))
     diff = torch.empty(block * T * D, device=y.device)
-    norms = torch.empty(block * T, device=y.device)
+    norms = torch.empty(T, T, device=y.device)
+    row = torch.empty(block * T, device=y.device)
     for h in range(parts.H):
-        projected = torch.matmul(parts.v[h], parts.w[:, h].t())  # (T, D): v_h[s] through head h's out_proj columns
+        a, projected = parts.weights(h), parts.projected(h)
         for q0 in range(0, T, block):
             check_stop()
             q1 = min(T, q0 + block)
-            a = parts.weights(slice(h, h + 1), q0, q1)[0]  # (q, q1)
             d = diff[:(q1 - q0) * q1 * D].view(q1 - q0, q1, D)
-            # y_t − A[t, s] · projected[s], for every query t of the block and every key s < q1
-            torch.addcmul(y[q0:q1, None, :], a[:, :, None], projected[None, :q1, :], value=-1.0, out=d)
-            n = norms[:(q1 - q0) * q1].view(q1 - q0, q1)
-            torch.linalg.vector_norm(d, 1, dim=-1, out=n)
-            p = torch.sub(y_norm[q0:q1, None], n).clamp_(min=FLOOR).masked_fill_(_after(q0, q1, y.device), 0.0)
-            prox[q0:q1, :q1, h] = p.cpu()
+            # ‖y_t − A[t, s] · projected[s]‖₁ for the block's queries t and every key s < q1
+            torch.addcmul(y[q0:q1, None, :], a[q0:q1, :q1, None], projected[None, :q1, :], value=-1.0, out=d)
+            n = row[:(q1 - q0) * q1].view(q1 - q0, q1)
+            torch.sum(d.abs_(), dim=-1, out=n)  # (abs and sum beat linalg.vector_norm's ord=1 threefold)
+            norms[q0:q1, :q1] = n
+        p = torch.sub(y_norm[:, None], norms).clamp_(min=FLOOR).tril_()  # keys after the query are no parts
+        prox[:, :, h] = p.cpu()
         head_done(h + 1)
-
-
-def _after(q0: int, q1: int, device) -> torch.Tensor:
-    """(q1 − q0, q1) bool: key s is after query t (not a part of t's sum)."""
-    t = torch.arange(q0, q1, device=device)[:, None]
-    s = torch.arange(q1, device=device)[None, :]
-    return s > t
 
 
 def _mlp_block(layer, y: torch.Tensor, compute_dtype: torch.dtype):
