@@ -27,7 +27,7 @@ def test_routes_are_computed_live_kept_and_traced(make_window, loop):  # noqa: F
     np.testing.assert_allclose(kept.mlp, expected.mlp, atol=1e-6)
 
     plot = w.routes.plot
-    drawn = sum(0 if item.getData()[0] is None else len(item.getData()[0]) for item in plot.edges)
+    drawn = sum(0 if item.getData()[0] is None else len(item.getData()[0]) for item in (plot.within, *plot.edges))
     assert len(plot._segments) and drawn == 2 * len(plot._segments)  # every kept edge, two points each
     last = trace.length - 1
     plot.column_clicked.emit(last)  # a click on the last token's column

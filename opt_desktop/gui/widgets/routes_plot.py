@@ -16,9 +16,10 @@ from PySide6.QtGui import QColor
 from ...session.route_graph import RouteGraph
 from .heatmap import IndexAxis, style_plot
 
-# (lowest renormalised weight, pen width, opacity 0-255) of each class of edges
+# (lowest renormalised weight, pen width, opacity 0-255) of each class of edges between two positions;
+# an edge within one position (mostly the residual) is a thin grey line: the eye goes to what moves
 CLASSES = ((0.0, 0.8, 70), (0.1, 1.4, 110), (0.25, 2.4, 160), (0.5, 3.6, 210), (0.75, 5.0, 255))
-EDGE_RGB, ACTIVE_RGB, MLP_RGB = (53, 99, 181), (53, 99, 181), (192, 57, 43)
+EDGE_RGB, ACTIVE_RGB, MLP_RGB, SELF_RGBA = (53, 99, 181), (53, 99, 181), (192, 57, 43), (120, 120, 120, 140)
 NODE_PIXELS, EDGE_PIXELS = 7.0, 5.0  # how near the pointer must be to a node, an edge
 
 
@@ -42,10 +43,11 @@ class RoutesPlot(pg.PlotWidget):
         item.getViewBox().setMouseEnabled(x=True, y=True)
         self.edges = [pg.PlotDataItem(connect="pairs", pen=pg.mkPen(QColor(*EDGE_RGB, a), width=w))
                       for _, w, a in CLASSES]
+        self.within = pg.PlotDataItem(connect="pairs", pen=pg.mkPen(QColor(*SELF_RGBA), width=2))
         self.nodes = pg.ScatterPlotItem(size=4, pen=None, brush=pg.mkBrush(150, 150, 150, 120))
         self.active = pg.ScatterPlotItem(size=7, pen=None, brush=pg.mkBrush(*ACTIVE_RGB))
         self.mlp = pg.ScatterPlotItem(symbol="s", size=5, pen=None)
-        for it in (*self.edges, self.nodes, self.mlp, self.active):
+        for it in (self.within, *self.edges, self.nodes, self.mlp, self.active):
             self.addItem(it)
         self.graph: RouteGraph | None = None
         self.pieces: list[str] = []
@@ -60,7 +62,7 @@ class RoutesPlot(pg.PlotWidget):
     def set_graph(self, graph: RouteGraph | None, pieces: list[str]) -> None:
         self.graph, self.pieces = graph, list(pieces)
         if graph is None:
-            for it in (*self.edges, self.nodes, self.mlp, self.active):
+            for it in (self.within, *self.edges, self.nodes, self.mlp, self.active):
                 it.setData([], [])
             self._segments, self._flow = np.zeros((0, 4)), None
             self._x_axis.count = self._y_axis.count = 0
@@ -94,13 +96,18 @@ class RoutesPlot(pg.PlotWidget):
             rows, cols = np.nonzero(traced.active)
             self.active.setData(cols, rows)
         self._segments = segments
-        weights = segments[:, 3] if len(segments) else np.zeros(0)
+        within = segments[:, 1] == segments[:, 2]
+        self._set_pairs(self.within, segments[within])
+        across = segments[~within]
         bounds = [c[0] for c in CLASSES[1:]] + [np.inf]
         for (low, _, _), high, item in zip(CLASSES, bounds, self.edges):
-            pick = segments[(weights >= low) & (weights < high)]
-            x = np.stack([pick[:, 1], pick[:, 2]], axis=1).ravel()
-            y = np.stack([pick[:, 0], pick[:, 0] + 1], axis=1).ravel()
-            item.setData(x, y)
+            self._set_pairs(item, across[(across[:, 3] >= low) & (across[:, 3] < high)])
+
+    @staticmethod
+    def _set_pairs(item, segments: np.ndarray) -> None:
+        """Draw (layer, source, target, weight) rows as lines from (source, layer) to (target, layer + 1)."""
+        item.setData(np.stack([segments[:, 1], segments[:, 2]], axis=1).ravel(),
+                     np.stack([segments[:, 0], segments[:, 0] + 1], axis=1).ravel())
 
     # --- hover and clicks ----------------------------------------------------------------------------
 

@@ -115,6 +115,11 @@ class RoutesView(JobControls, QWidget):
 
     # --- the job ----------------------------------------------------------------------------------------
 
+    def set_running(self, running: bool) -> None:
+        if not running and self.status.text() == self.RUNNING_TEXT:
+            self.status.setText("")
+        super().set_running(running)
+
     def _request(self) -> None:
         self.run_requested.emit()
 
