@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 import torch
 
+from attribution_patching import median_time
 from bench_models import random_model
 from opt_desktop.engine.analyses.routes import routes
 from opt_desktop.engine.loading.loader import _model_info
@@ -41,16 +41,6 @@ def build() -> LoadedModel:
     model.set_attn_implementation(register_attention())  # as the loader does
     return LoadedModel(model=model, tokenizer=None, info=_model_info("opt-125m", model, "float32", "cpu"),
                        device=torch.device("cpu"))
-
-
-def median_time(fn, repeats: int) -> tuple[float, float]:
-    walls, cpus = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    return statistics.median(walls), statistics.median(cpus)
 
 
 def pass_rate(repeats: int = 20) -> float:

@@ -105,3 +105,15 @@ def test_routes_job_reports_progress_and_stops_within_a_layer(engine, tokenizer)
     with pytest.raises(JobCancelled):
         engine.call(lambda lm: routes(lm, ids, progress=progress, stop=stop)).result()
     assert calls == [1]
+
+
+def test_routes_cross_the_engine_pipe(engine, tokenizer):
+    """The window's engine runs in a child process: the request and the result cross its wire exactly."""
+    from test_engine_process import assert_same, roundtrip
+    from opt_desktop.engine.jobs.job import JobEnd
+    from opt_desktop.engine.process.process_messages import JobEnded, Submit
+
+    request = RoutesRequest((2, 40, 41, 42), (1,), ((0, ((0, 1, 0.0),)), (3, ())))
+    assert roundtrip(Submit(1, request)).request == request
+    result = engine.submit(RoutesRequest(tuple(_ids(tokenizer)))).future.result()
+    assert_same(result, roundtrip(JobEnded(2, JobEnd("done", result=result))).end.result)
