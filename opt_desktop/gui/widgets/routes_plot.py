@@ -21,6 +21,7 @@ from .heatmap import IndexAxis, style_plot
 CLASSES = ((0.0, 0.8, 70), (0.1, 1.4, 110), (0.25, 2.4, 160), (0.5, 3.6, 210), (0.75, 5.0, 255))
 EDGE_RGB, ACTIVE_RGB, MLP_RGB, SELF_RGBA = (53, 99, 181), (53, 99, 181), (192, 57, 43), (120, 120, 120, 140)
 NODE_PIXELS, EDGE_PIXELS = 7.0, 5.0  # how near the pointer must be to a node, an edge
+OVERVIEW_FADE = 0.45  # the routes into every token at once: light edges fainter still, so the strong ones show
 
 
 def _label(piece: str, width: int = 10) -> str:
@@ -96,6 +97,10 @@ class RoutesPlot(pg.PlotWidget):
             rows, cols = np.nonzero(traced.active)
             self.active.setData(cols, rows)
         self._segments = segments
+        fade = OVERVIEW_FADE if position is None else 1.0
+        for (low, width, alpha), item in zip(CLASSES, self.edges):
+            item.setPen(pg.mkPen(QColor(*EDGE_RGB, int(alpha * (fade if low < 0.25 else 1.0))), width=width))
+        self.within.setPen(pg.mkPen(QColor(*SELF_RGBA[:3], int(SELF_RGBA[3] * fade)), width=2))
         within = segments[:, 1] == segments[:, 2]
         self._set_pairs(self.within, segments[within])
         across = segments[~within]

@@ -29,14 +29,14 @@ class RoutesView(JobControls, QWidget):
     stop_requested = Signal()
     position_clicked = Signal(int)  # a token chosen here, for the other views to follow
     RUNNING_TEXT = "Computing the routes of every token…"
-    IDLE_TEXT = EXPLANATION
+    IDLE_TEXT = ""  # the explanation stays in the readout under the graph
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.graph: RouteGraph | None = None
         self.position: int | None = None
         self._pieces: list[str] = []
-        self._make_job_controls("Compute routes", "heads", EXPLANATION)
+        self._make_job_controls("Compute routes", "heads")
         self.run_button.setToolTip("Compute the routes of every token of the shown run (needs its model loaded)")
 
         self.target = QLabel()
