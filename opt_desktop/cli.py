@@ -49,7 +49,7 @@ from .session.describe import (
 )
 from .engine.jobs.job import JobProgress
 from .engine.messages.errors import describe_error
-from .engine.messages.requests import AttributionRequest, PatchingRequest
+from .engine.messages.requests import AttributionRequest, PatchingRequest, RoutesRequest
 from .logs import setup_logging
 from .session.export import export_text
 
@@ -130,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     patch.add_argument("--target", required=True, metavar="TEXT", help="the predicted token, exactly one token")
     patch.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     _intervention_args(patch)
+    rts = sub.add_parser("routes", help="information-flow routes of every token (Ferrando & Voita 2024)")
+    _model_args(rts)
+    rts.add_argument("--prompt", required=True, help="the text (the leading </s> is added)")
+    rts.add_argument("--json", action="store_true", help="print one JSON object with every contribution")
+    rts.add_argument("--threshold", type=float, default=0.04, help="hide edges under it (default 0.04)")
+    _intervention_args(rts)
     info = sub.add_parser("info", help="print the model's architecture")
     _model_args(info)
     show = sub.add_parser("show", help="summarise the runs of a session file")
@@ -411,6 +417,20 @@ def cmd_patch(engine: EngineService, args) -> int:
     return 0
 
 
+def cmd_routes(engine: EngineService, args) -> int:
+    from .session.routes_text import routes_json, strongest_table
+
+    info = _load(engine, args)
+    ids = prompt_ids(engine.tokenizer, args.prompt, info.bos_token_id)
+    mask, hidden = _interventions(args, info)
+    result = _run_job(engine, RoutesRequest(tuple(ids), tuple(hidden), ((0, tuple(mask)),)))
+    if args.json:
+        print(routes_json(result))
+    else:
+        print("\n".join(strongest_table(result, [token_piece(engine.tokenizer, i) for i in ids], threshold=args.threshold)))
+    return 0
+
+
 def cmd_show(args) -> int:
     session = load_session(args.file)
     n = len(session.runs)
@@ -462,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
             return {"show": cmd_show, "export": cmd_export}[args.command](args)
         engine = EngineService()
         try:
-            commands = {"info": cmd_info, "generate": cmd_generate, "attribute": cmd_attribute, "patch": cmd_patch}
+            commands = {"info": cmd_info, "generate": cmd_generate, "attribute": cmd_attribute, "patch": cmd_patch,
+                        "routes": cmd_routes}
             return commands[args.command](engine, args)
         finally:
             engine.shutdown(wait=True)

@@ -35,6 +35,7 @@ ACTIONS: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
     ("tab_importance", "&Head importance", ("Ctrl+4",), False),
     ("tab_attribution", "&Why this token? (attribution)", ("Ctrl+5",), False),
     ("tab_patching", "&Patching", ("Ctrl+6",), False),
+    ("tab_routes", "&Routes (information flow)", ("Ctrl+7",), False),
     ("views_only", "&Views only (hide the side panels)", ("Ctrl+Shift+F",), True),
     ("reset_layout", "&Reset the layout", (), False),
     ("show_prompt", "Show &prompt tokens (shaded by surprisal)", (), True),
@@ -86,7 +87,7 @@ class Actions:
         fill(file_menu, (None, "manager", "open_folder", "demo", None, "quit"))
         fill(bar.addMenu("&Run"), ("generate", "stop", "regenerate", "continue_run", None, "rerun"))
         fill(bar.addMenu("&View"), ("tab_output", "tab_inspector", "tab_compare", "tab_importance", "tab_attribution",
-                                     "tab_patching", None,
+                                     "tab_patching", "tab_routes", None,
                                      *panel_toggles, "views_only", "reset_layout", None, "show_prompt", "keep_rows"))
         fill(bar.addMenu("&Help"), ("open_log_folder",))
         return recent

@@ -34,6 +34,7 @@ from .controller import Controller
 from .dock_layout import DockLayout
 from .model_commands import ModelCommands
 from .run_commands import RunCommands
+from .route_commands import RouteCommands
 from .run_presenter import RunPresenter
 from .session_commands import SessionCommands
 from .session_keeper import SessionKeeper
@@ -46,6 +47,7 @@ from .widgets.model_bar import ModelBar
 from .widgets.output_view import OutputView
 from .widgets.patching_view import PatchingView
 from .widgets.prompt_editor import PromptEditor
+from .widgets.routes_view import RoutesView
 from .widgets.run_details import RunDetails
 from .widgets.run_list import RunList
 from .widgets.run_status import RunStatus
@@ -91,6 +93,7 @@ class MainWindow(QMainWindow):
         self.importance = HeadImportanceView()
         self.attribution = AttributionView()
         self.patching = PatchingView()
+        self.routes = RoutesView()
         self.settings_panel = SettingsPanel(presets)
         self.run_list = RunList()
         self.run_list.set_session(self.keeper.session)
@@ -101,7 +104,7 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         for view, name in ((self.output, "Output"), (self.inspector, "Inspector"), (self.compare, "Compare"),
                            (self.importance, "Head importance"), (self.attribution, "Why this token?"),
-                           (self.patching, "Patching")):
+                           (self.patching, "Patching"), (self.routes, "Routes")):
             self.tabs.addTab(view, name)
         central = QWidget()
         layout = QVBoxLayout(central)
@@ -154,7 +157,7 @@ class MainWindow(QMainWindow):
         c, k = self.controller, self.keeper
         views = SimpleNamespace(window=self, **{n: getattr(self, n) for n in (
             "model_bar", "banner", "prompt", "output", "inspector", "compare", "importance", "attribution",
-            "patching", "settings_panel",
+            "patching", "routes", "settings_panel",
             "run_list", "run_details", "run_status", "tabs")})
         self.presenter = RunPresenter(k, views, lambda: c.engine.tokenizer, parent=self)
         self.models = ModelCommands(c, self.state, views, parent=self)
@@ -162,6 +165,7 @@ class MainWindow(QMainWindow):
                                 parent=self)
         self.sessions = SessionCommands(c, k, self.presenter, views, self.say, parent=self)
         self.analysis = Analysis(c, k, self.presenter, views, parent=self)
+        self.route_commands = RouteCommands(c, k, self.presenter, views, parent=self)
         tab = self.tabs.setCurrentIndex
         self.actions_ = Actions(self, {
             "new": self.sessions.new, "open_session": self.sessions.open,
@@ -174,6 +178,7 @@ class MainWindow(QMainWindow):
             "continue_run": self.runs.continue_run, "rerun": self.runs.rerun,
             "tab_output": lambda: tab(0), "tab_inspector": lambda: tab(1), "tab_compare": lambda: tab(2),
             "tab_importance": lambda: tab(3), "tab_attribution": lambda: tab(4), "tab_patching": lambda: tab(5),
+            "tab_routes": lambda: tab(6),
             "views_only": self.layout_.set_views_only, "reset_layout": self.layout_.reset,
             "show_prompt": self.output.set_show_prompt, "keep_rows": self._keep_rows,
             "open_log_folder": lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(log_dir()))),

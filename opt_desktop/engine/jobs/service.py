@@ -32,8 +32,9 @@ from ..messages.requests import (
     LensTableRequest,
     PatchingRequest,
     ProbeRequest,
+    RoutesRequest,
 )
-from ..messages.results import Attribution, Divergence, HeadImportance, LensTable, Patching
+from ..messages.results import Attribution, Divergence, HeadImportance, LensTable, Patching, Routes
 from ..messages.settings import GenerationRequest, HeadScale, LoadRequest
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,13 @@ def _lens_table(loaded, r: LensTableRequest, job: Job) -> LensTable:
                       progress=job.progress, stop=job.stop_event)
 
 
+def _routes(loaded, r: RoutesRequest, job: Job) -> Routes:
+    from ..analyses.routes import routes
+
+    return routes(loaded, r.token_ids, hidden_positions=r.hidden_positions, mask_schedule=r.mask_schedule,
+                  progress=job.progress, stop=job.stop_event)
+
+
 def _probe(loaded, request: ProbeRequest, job: Job):
     from ..loading.precision import capabilities
 
@@ -100,6 +108,7 @@ register_analysis(ProbeRequest, "probe", "Probing this machine", _probe, needs_m
 register_analysis(AttributionRequest, "attribution", "Attribution", _attribution, result_types=(Attribution,))
 register_analysis(PatchingRequest, "patching", "Activation patching", _patching, result_types=(Patching,))
 register_analysis(LensTableRequest, "lens_table", "The logit lens of the run", _lens_table, result_types=(LensTable,))
+register_analysis(RoutesRequest, "routes", "The information-flow routes", _routes, result_types=(Routes,))
 
 _BETWEEN_STEPS = {LensRequest}  # small enough to run between two decode steps of a generation
 

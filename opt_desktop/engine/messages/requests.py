@@ -85,3 +85,13 @@ class LensTableRequest:
     hidden_positions: tuple[int, ...] = ()
     # (first position, head mask as (layer, head, scale) triples): the mask each position ran under
     mask_schedule: tuple = ((0, ()),)
+
+
+@dataclass(frozen=True)
+class RoutesRequest:
+    """The information-flow routes of every position of a finished run (routes.py), teacher-forced."""
+
+    token_ids: tuple[int, ...]
+    hidden_positions: tuple[int, ...] = ()
+    # (first position, head mask as (layer, head, scale) triples): the mask each position ran under
+    mask_schedule: tuple = ((0, ()),)
