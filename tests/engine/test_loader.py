@@ -149,13 +149,14 @@ def test_download_progress_reports_bytes_and_honours_stop():
     """huggingface_hub drives the tqdm class it is given; ours turns bytes into LoadProgress."""
     import threading
 
-    from opt_desktop.engine.loading.loader import _Cancelled, _progress_tqdm
+    from opt_desktop.engine.loading.loader import _progress_tqdm
+    from opt_desktop.engine.messages.errors import JobCancelled
 
     seen, stop = [], threading.Event()
     bar = _progress_tqdm(seen.append, stop)(desc="Downloading bytes", total=4 * 2**20, unit="B")
     bar.update(2**20)
     assert seen[-1].fraction == pytest.approx(0.25) and seen[-1].message == "Downloading bytes: 1.0 MiB / 4.0 MiB"
     stop.set()
-    with pytest.raises(_Cancelled):
+    with pytest.raises(JobCancelled):
         bar.update(2**20)
     bar.close()
