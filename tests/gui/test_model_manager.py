@@ -337,3 +337,11 @@ with loop:
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1:] == ["local folder | False"], out.stderr
+
+
+def test_says_why_nothing_can_be_downloaded_now(qtbot, loop, hub, controller):  # noqa: F811
+    dialog = ModelManager(controller=controller, cache=hub)  # asks the Hub: tests run with HF_HUB_OFFLINE=1
+    qtbot.addWidget(dialog)
+    idle(loop, dialog)
+    assert dialog.hub_label.text() == ("No downloads now: offline mode is on (HF_HUB_OFFLINE=1). Cached models, "
+                                       "local folders and the demo model still load.")

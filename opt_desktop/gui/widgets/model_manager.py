@@ -37,8 +37,7 @@ from .model_table import ModelTable, on_hub
 
 log = logging.getLogger(__name__)
 
-UNREACHABLE_NOTE = ("The Hugging Face Hub is unreachable: cached models, local folders and the demo model "
-                    "still load.")
+FIT_LEGEND = "Memory each precision needs: ✓ fits · ≈ only just fits · ✗ does not fit."
 
 
 def _local_checkpoint(path: Path):
@@ -148,11 +147,12 @@ class ModelManager(QDialog):
         m = self._memory
         parts = [f"RAM {format_bytes(m.ram_total)} ({format_bytes(m.ram_available)} free)"]
         parts += [f"GPU {g.index} {g.name}: {format_bytes(g.total)} ({format_bytes(g.free)} free)" for g in m.gpus]
-        self.memory_label.setText("This machine: " + " · ".join(parts))
+        self.memory_label.setText("This machine: " + " · ".join(parts) + f". {FIT_LEGEND}")
         self._refresh_fit()
 
     def _on_hub_checked(self, reachable: bool) -> None:
-        self.hub_label.setText("" if reachable else UNREACHABLE_NOTE)
+        self.hub_label.setText("" if reachable else f"No downloads now: {hub_probe.unreachable_reason()}. Cached "
+                                                    "models, local folders and the demo model still load.")
 
     # --- background reads ----------------------------------------------------------------------------
 
