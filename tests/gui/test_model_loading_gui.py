@@ -92,3 +92,20 @@ def test_an_unreachable_hub_id_names_the_demo_and_loads_it_in_one_click(qtbot, l
     run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading, timeout=120)
     assert w.controller.model.source == "demo" and w.banner.texts() == []
     w.close()
+
+
+def test_a_failure_that_let_go_of_the_model_says_none_is_loaded(qtbot, loop, tmp_path, monkeypatch, tiny):  # noqa: F811
+    import shutil
+
+    broken = tmp_path / "damaged"
+    shutil.copytree(tiny, broken)
+    (broken / "model.safetensors").write_bytes(b"\0" * 64)  # a truncated download: found, then unreadable
+    w = new_window(qtbot, tmp_path, monkeypatch)
+    w.models.load(LoadRequest(source="demo", device="cpu"))
+    run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading)
+    w.models.load(LoadRequest(source=str(broken), device="cpu"))
+    run_until(loop, settled(w))
+    [text] = w.banner.texts()
+    assert text.startswith(f"The weights of {broken} are damaged or incomplete") and text.endswith(" No model is loaded.")
+    assert w.controller.model is None
+    w.close()
