@@ -164,3 +164,70 @@ def test_a_load_stopped_while_it_reads_the_weights_ends_cancelled(service, check
     end = job.wait(60)
     assert end.reason == "cancelled" and end.message == f"Loading {checkpoint} was stopped."
     assert service.info is None
+
+
+# --- over HTTP, in the engine process: huggingface_hub itself against a Hub on 127.0.0.1 ----------------
+
+@pytest.fixture
+def engine_online(tmp_path, monkeypatch):
+    """An engine process whose Hub is `hub` (a FakeHub) and whose shared cache is tmp_path/hf/hub."""
+    from opt_desktop.engine.process.engine_process import EngineProcess
+
+    made = []
+
+    def start(hub):
+        monkeypatch.setenv("HF_ENDPOINT", hub.start())
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the engine's, not this process's (already imported)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        made.append((hub, EngineProcess()))
+        return made[-1][1]
+
+    yield start
+    for hub, engine in made:
+        engine.shutdown()
+        hub.stop()
+
+
+def test_a_download_in_the_engine_process_sends_its_progress_and_the_model_then_loads(engine_online, tmp_path,
+                                                                                    checkpoint):
+    from fake_hub import COMMIT, FakeHub
+    from opt_desktop.engine import LoadRequest
+
+    hub = FakeHub.of_folder(REPO, checkpoint)
+    engine = engine_online(hub)
+    seen = []
+    job = engine.submit(DownloadRequest(REPO), on_event=seen.append)
+    end = job.wait(120)
+    assert end.reason == "done", end.message
+    snapshot = tmp_path / "hf" / "hub" / "models--facebook--opt-125m" / "snapshots" / COMMIT
+    assert end.result.repo_id == REPO and end.result.folder == str(snapshot)
+    weights = len(hub.files["model.safetensors"])
+    assert end.result.bytes_fetched >= weights
+    progress = [e for e in seen if isinstance(e, JobProgress)]  # frames that crossed from the engine process
+    assert progress and progress[-1].done == progress[-1].total == end.result.bytes_fetched
+    assert [p.done for p in progress] == sorted(p.done for p in progress)
+    assert {f.name for f in snapshot.iterdir()} == set(hub.files)
+
+    loaded = engine.submit(LoadRequest(source=REPO, device="cpu")).wait(120)  # from the cache it filled
+    assert loaded.reason == "done" and engine.info.source == REPO and engine.info.revision == COMMIT
+
+
+def test_a_stop_reaches_a_download_in_the_engine_process(engine_online, tmp_path):
+    from fake_hub import FakeHub
+
+    size = 40 * 2**20  # huggingface_hub reports every 10 MiB: a stop lands at the next report
+    hub = FakeHub(REPO, {"config.json": b'{"model_type": "opt"}', "model.safetensors": bytes(size)},
+                  slow={"model.safetensors": 0.01})
+    engine = engine_online(hub)
+    seen = []
+    job = engine.submit(DownloadRequest(REPO), on_event=seen.append)
+    wait_for(lambda: hub.sent.get("model.safetensors", 0) > 0 and any(
+        isinstance(e, JobProgress) and e.done >= 10 * 2**20 for e in seen), 60)  # the weights are coming
+    job.stop()
+    end = job.wait(60)
+    assert end.reason == "cancelled" and end.message == f"Download of {REPO} stopped; its partial files were removed."
+    sent = hub.sent["model.safetensors"]
+    time.sleep(0.5)
+    assert sent < size and hub.sent["model.safetensors"] == sent  # the transfer really ended part-way
+    assert list((tmp_path / "hf").rglob("*.incomplete")) == []
