@@ -23,6 +23,7 @@ class FakeHub:
     slow: dict[str, float] = field(default_factory=dict)  # file name -> seconds to wait between chunks
     chunk: int = 64 * 1024
     sent: dict[str, int] = field(default_factory=dict)  # bytes of each file sent so far
+    dropped: set[str] = field(default_factory=set)  # files whose transfer the client ended part-way
 
     @classmethod
     def of_folder(cls, repo_id: str, folder: Path, **kw) -> "FakeHub":
@@ -98,4 +99,4 @@ class FakeHub:
                 if pause:
                     time.sleep(pause)
         except (BrokenPipeError, ConnectionResetError):  # the client stopped reading: a stopped download
-            pass
+            self.dropped.add(name)

@@ -198,7 +198,7 @@ def test_a_download_in_the_engine_process_sends_its_progress_and_the_model_then_
     engine = engine_online(hub)
     seen = []
     job = engine.submit(DownloadRequest(REPO), on_event=seen.append)
-    end = job.wait(120)
+    end = job.wait(300)  # generous: the machine may be busy with other work
     assert end.reason == "done", end.message
     snapshot = tmp_path / "hf" / "hub" / "models--facebook--opt-125m" / "snapshots" / COMMIT
     assert end.result.repo_id == REPO and end.result.folder == str(snapshot)
@@ -209,25 +209,24 @@ def test_a_download_in_the_engine_process_sends_its_progress_and_the_model_then_
     assert [p.done for p in progress] == sorted(p.done for p in progress)
     assert {f.name for f in snapshot.iterdir()} == set(hub.files)
 
-    loaded = engine.submit(LoadRequest(source=REPO, device="cpu")).wait(120)  # from the cache it filled
+    loaded = engine.submit(LoadRequest(source=REPO, device="cpu")).wait(300)  # from the cache it filled
     assert loaded.reason == "done" and engine.info.source == REPO and engine.info.revision == COMMIT
 
 
 def test_a_stop_reaches_a_download_in_the_engine_process(engine_online, tmp_path):
     from fake_hub import FakeHub
 
-    size = 40 * 2**20  # huggingface_hub reports every 10 MiB: a stop lands at the next report
+    size = 60 * 2**20  # huggingface_hub reports every 10 MiB (3 s apart here): a stop lands at the next report
     hub = FakeHub(REPO, {"config.json": b'{"model_type": "opt"}', "model.safetensors": bytes(size)},
-                  slow={"model.safetensors": 0.01})
+                  slow={"model.safetensors": 0.02})
     engine = engine_online(hub)
     seen = []
     job = engine.submit(DownloadRequest(REPO), on_event=seen.append)
     wait_for(lambda: hub.sent.get("model.safetensors", 0) > 0 and any(
-        isinstance(e, JobProgress) and e.done >= 10 * 2**20 for e in seen), 60)  # the weights are coming
+        isinstance(e, JobProgress) and e.done >= 10 * 2**20 for e in seen), 300)  # the weights are coming
     job.stop()
-    end = job.wait(60)
+    end = job.wait(120)
     assert end.reason == "cancelled" and end.message == f"Download of {REPO} stopped; its partial files were removed."
-    sent = hub.sent["model.safetensors"]
-    time.sleep(0.5)
-    assert sent < size and hub.sent["model.safetensors"] == sent  # the transfer really ended part-way
+    wait_for(lambda: "model.safetensors" in hub.dropped, 60)  # the engine hung up on the transfer...
+    assert hub.sent["model.safetensors"] < size  # ...part-way
     assert list((tmp_path / "hf").rglob("*.incomplete")) == []

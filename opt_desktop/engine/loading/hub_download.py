@@ -74,22 +74,27 @@ def byte_tqdm(on_update: Callable[[object], None], stop: threading.Event):
     return _Bytes
 
 
-class _Bytes:
-    """The download's position over huggingface_hub's bars, which drive a transfer bar and a
-    reconstruction bar with the same bytes: the furthest one is where the download is."""
+class _Position:
+    """The download's position in bytes over huggingface_hub's bars. Each of its snapshot_download
+    calls (small files, then weights) drives a transfer bar and a reconstruction bar with the same
+    bytes: each kind is summed over the calls, and the further of the two is where the download is."""
 
     def __init__(self, report: Callable[[int, int], None]):
         self._report = report
-        self._bars: dict[int, tuple[int, int]] = {}
+        # bar -> (transfer bar?, n, total); the bar itself is the key, so a finished bar's id is never reused
+        self._bars: dict[object, tuple[bool, int, int]] = {}
         self._lock = threading.Lock()  # huggingface_hub fetches files on several threads
         self.done = 0
 
     def update(self, bar) -> None:
         with self._lock:
-            self._bars[id(bar)] = (int(bar.n), int(bar.total or 0))
-            self.done = done = max(n for n, _ in self._bars.values())
-            total = max(max(t for _, t in self._bars.values()), done)
-        self._report(done, total)
+            transfer = (bar.desc or "").lower().startswith("download")
+            self._bars[bar] = (transfer, int(bar.n), int(bar.total or 0))
+            kinds = [[(n, t) for k, n, t in self._bars.values() if k is kind] for kind in (True, False)]
+            done = max(sum(n for n, _ in bars) for bars in kinds)
+            total = max(max(sum(t for _, t in bars) for bars in kinds), done)
+            self.done = done
+            self._report(done, total)  # under the lock: reports from several threads stay in order
 
 
 def download(request: DownloadRequest, job) -> Downloaded:
@@ -97,7 +102,7 @@ def download(request: DownloadRequest, job) -> Downloaded:
     total) in bytes). Ends with Downloaded, JobCancelled (stopped) or DownloadError (one line; the
     original error is its __cause__, for the log)."""
     repo_id = request.repo_id
-    position = _Bytes(job.progress)
+    position = _Position(job.progress)
     try:
         with stoppable(repo_id, job.stop_event, request.cache):
             folder = fetch_snapshot(repo_id, tqdm_class=byte_tqdm(position.update, job.stop_event),
