@@ -74,7 +74,7 @@ def byte_tqdm(on_update: Callable[[object], None], stop: threading.Event):
     return _Bytes
 
 
-class _Position:
+class BytePosition:
     """The download's position in bytes over huggingface_hub's bars. Each of its snapshot_download
     calls (small files, then weights) drives a transfer bar and a reconstruction bar with the same
     bytes: each kind is summed over the calls, and the further of the two is where the download is."""
@@ -102,7 +102,7 @@ def download(request: DownloadRequest, job) -> Downloaded:
     total) in bytes). Ends with Downloaded, JobCancelled (stopped) or DownloadError (one line; the
     original error is its __cause__, for the log)."""
     repo_id = request.repo_id
-    position = _Position(job.progress)
+    position = BytePosition(job.progress)
     try:
         with stoppable(repo_id, job.stop_event, request.cache):
             folder = fetch_snapshot(repo_id, tqdm_class=byte_tqdm(position.update, job.stop_event),

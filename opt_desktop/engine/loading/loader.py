@@ -18,7 +18,7 @@ from .demo import DEMO_LABEL, DEMO_RANDOM_LABEL, build_demo_model, build_demo_to
 from ..messages.errors import HubUnreachableError, JobCancelled, ModelLoadError
 from ..messages.events import LoadProgress, ModelInfo
 from .folder_check import check_opt_config, check_tokenizer_files, local_folder
-from .hub_download import byte_tqdm
+from .hub_download import BytePosition, byte_tqdm
 from ..messages.settings import DEMO_RANDOM_SOURCE, DEMO_SOURCE, LoadRequest
 
 # The dtype the weights load in; int8 is quantised from float32 weights once they are loaded.
@@ -168,7 +168,8 @@ def _hub_snapshot(repo_id: str, report, stop, revision: str | None = None) -> Pa
     try:
         report(LoadProgress(f"Fetching {repo_id}…", 0.0))
         with hub_download.stoppable(repo_id, stop):  # a stop leaves no partial files behind
-            return hub_download.fetch_snapshot(repo_id, tqdm_class=_progress_tqdm(report, stop), revision=revision)
+            return hub_download.fetch_snapshot(repo_id, tqdm_class=_progress_tqdm(report, stop, repo_id),
+                                               revision=revision)
     except JobCancelled:
         raise
     except GatedRepoError:  # a subclass of RepositoryNotFoundError: test it first
@@ -183,17 +184,15 @@ def _hub_snapshot(repo_id: str, report, stop, revision: str | None = None) -> Pa
         raise ModelLoadError(f"Cannot download {repo_id}: {_one_line(exc)}") from None
 
 
-def _progress_tqdm(report, stop):
+def _progress_tqdm(report, stop, repo_id: str):
     """huggingface_hub's byte counts as LoadProgress; a stop raises inside the download."""
 
-    def on_update(bar) -> None:
-        if bar.total:
-            what = bar.desc or "weights"  # huggingface_hub's own bars already say "Downloading ..."
-            what = what if what.lower().startswith("download") else f"Downloading {what}"
-            report(LoadProgress(f"{what}: {format_bytes(bar.n)} / {format_bytes(bar.total)}",
-                                min(1.0, bar.n / bar.total)))
+    def on_bytes(done: int, total: int) -> None:
+        if total:
+            report(LoadProgress(f"Downloading {repo_id}: {format_bytes(done)} / {format_bytes(total)}",
+                                min(1.0, done / total)))
 
-    return byte_tqdm(on_update, stop if stop is not None else threading.Event())
+    return byte_tqdm(BytePosition(on_bytes).update, stop if stop is not None else threading.Event())
 
 
 def _load_tokenizer(source: str, folder: Path):
