@@ -109,3 +109,17 @@ def test_a_failure_that_let_go_of_the_model_says_none_is_loaded(qtbot, loop, tmp
     assert text.startswith(f"The weights of {broken} are damaged or incomplete") and text.endswith(" No model is loaded.")
     assert w.controller.model is None
     w.close()
+
+
+def test_the_model_bar_opens_the_model_manager_on_its_model(qtbot, loop, tmp_path, monkeypatch):  # noqa: F811
+    from opt_desktop.gui.widgets.model_manager import ModelManager
+
+    w = new_window(qtbot, tmp_path, monkeypatch)
+    w.model_bar.set_request(LoadRequest(source="facebook/opt-350m", dtype="bfloat16"))
+    w.model_bar.manager_button.click()
+    [dialog] = w.findChildren(ModelManager)
+    assert dialog.isVisible() and dialog.table.selected().source == "facebook/opt-350m"
+    assert dialog.options.precision_combo.currentData() == "bfloat16"
+    run_until(loop, lambda: not dialog.is_busy())
+    dialog.reject()
+    w.close()
