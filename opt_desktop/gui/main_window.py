@@ -204,6 +204,7 @@ class MainWindow(QMainWindow):
         k.recent_changed.connect(self.sessions.fill_recent_menu)
         k.error.connect(self.banner.show_error)
         self.model_bar.load_requested.connect(self.models.load)
+        self.model_bar.manager_requested.connect(self.models.open_model_manager)
         self.settings_panel.error.connect(self.banner.show_error)
         self.output.token_clicked.connect(self._on_token_clicked)
         self.output.fork_requested.connect(self.runs.fork)

@@ -6,15 +6,14 @@ import numpy as np
 from opt_desktop.engine import GenerationSettings
 from opt_desktop.engine.analyses.routes import routes
 from opt_desktop.session.route_graph import stored_routes
-from test_main_window import loop, run_until  # noqa: F401  (fixtures)
-from test_sessions_gui import generate, make_window  # noqa: F401
+from window_driver import generate, run_until
 
 
 def _loaded(w):
     return w.controller.engine.call(lambda loaded: loaded).result()
 
 
-def test_routes_are_computed_live_kept_and_traced(make_window, loop):  # noqa: F811
+def test_routes_are_computed_live_kept_and_traced(make_window, loop):
     w = make_window()
     trace = generate(w, loop, prompt="The cat sat on the mat", settings=GenerationSettings(max_new_tokens=5))
     assert w.routes.graph is None
@@ -57,7 +56,7 @@ def test_routes_are_computed_live_kept_and_traced(make_window, loop):  # noqa: F
     assert w.routes.position == 3
 
 
-def test_a_reopened_session_shows_the_routes_without_a_model(make_window, loop, tmp_path):  # noqa: F811
+def test_a_reopened_session_shows_the_routes_without_a_model(make_window, loop, tmp_path):
     w = make_window()
     trace = generate(w, loop, settings=GenerationSettings(max_new_tokens=4))
     w.tabs.setCurrentWidget(w.routes)

@@ -27,6 +27,7 @@ from ..running.memory import return_freed_memory_promptly
 from ..messages.requests import (
     AttributionRequest,
     DivergenceRequest,
+    DownloadRequest,
     HeadImportanceRequest,
     LensRequest,
     LensTableRequest,
@@ -34,7 +35,7 @@ from ..messages.requests import (
     ProbeRequest,
     RoutesRequest,
 )
-from ..messages.results import Attribution, Divergence, HeadImportance, LensTable, Patching, Routes
+from ..messages.results import Attribution, Divergence, Downloaded, HeadImportance, LensTable, Patching, Routes
 from ..messages.settings import GenerationRequest, HeadScale, LoadRequest
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,12 @@ def _probe(loaded, request: ProbeRequest, job: Job):
     return capabilities(probe=True)
 
 
+def _download(loaded, request: DownloadRequest, job: Job) -> Downloaded:
+    from ..loading.hub_download import download
+
+    return download(request, job)
+
+
 register_analysis(LensRequest, "lens", "The logit lens", _lens)
 register_analysis(DivergenceRequest, "divergence", "The comparison", _divergence)
 register_analysis(HeadImportanceRequest, "head_importance", "Head importance", _head_importance)
@@ -109,6 +116,9 @@ register_analysis(AttributionRequest, "attribution", "Attribution", _attribution
 register_analysis(PatchingRequest, "patching", "Activation patching", _patching, result_types=(Patching,))
 register_analysis(LensTableRequest, "lens_table", "The logit lens of the run", _lens_table, result_types=(LensTable,))
 register_analysis(RoutesRequest, "routes", "The information-flow routes", _routes, result_types=(Routes,))
+# Downloads run where the engine runs (its machine's Hub cache), with the same stop and progress as any job.
+register_analysis(DownloadRequest, "download", "The download", _download, needs_model=False,
+                  result_types=(Downloaded,))
 
 _BETWEEN_STEPS = {LensRequest}  # small enough to run between two decode steps of a generation
 

@@ -30,6 +30,15 @@ class Divergence:
 
 
 @dataclass(frozen=True)
+class Downloaded:
+    """A download that ended: `folder` is the snapshot in the engine machine's Hub cache."""
+
+    repo_id: str
+    folder: str
+    bytes_fetched: int = 0  # 0 when everything was already in the cache
+
+
+@dataclass(frozen=True)
 class HeadImportance:
     """How much each head matters to the generated tokens of one sequence.
 
