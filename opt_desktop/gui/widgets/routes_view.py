@@ -120,7 +120,7 @@ class RoutesView(JobControls, QWidget):
             self.status.setText("")
         super().set_running(running)
 
-    def _request(self) -> None:
+    def request(self) -> None:
         self.run_requested.emit()
 
     def _update_buttons(self) -> None:
