@@ -220,16 +220,28 @@ class SessionCommands(QObject):
 
     async def _offer_recovery(self) -> None:
         found = await self.keeper.recoverable_async()
-        if not found:
-            return
+        if found:
+            self._show_recovery(found)
+
+    def _show_recovery(self, found: list) -> None:
         latest = max(found, key=lambda r: r.saved_at)
         name = latest.source.name if latest.source is not None else "an untitled session"
         when = latest.saved_at.strftime("%d %b %H:%M")
         runs = f"{latest.n_runs} run" + ("s" if latest.n_runs != 1 else "")
         self.v.banner.show_message(
             f"OPT Desktop did not close properly: {runs} of {name}, autosaved {when}, can be restored.", "warning",
-            actions=[("Restore", lambda: self.controller.spawn(self.keeper.restore_async(latest))),
+            actions=[("Restore", lambda: self.restore(latest) or self._show_recovery(found)),
                      ("Discard", lambda: self.keeper.forget_recovered(found))], key="recovery")
+
+    def restore(self, recovered) -> asyncio.Task | None:
+        """Open what a crashed session autosaved in place of the open session, asking first about its
+        unsaved runs; None (the offer stays) when that cannot be done now or the person cancelled."""
+        if self._refuse_while_running("restore") or (decision := self.ask_before_replacing()) is False:
+            return None
+        return self.controller.spawn(self._restore_after(decision, recovered))
+
+    async def _restore_after(self, decision: bool | Path, recovered) -> bool:
+        return await self._saved_first(decision) and await self.keeper.restore_async(recovered)
 
     @staticmethod
     def dropped_session(event) -> Path | None:

@@ -53,8 +53,8 @@ class SessionKeeper(QObject):
         self.session = Session()
         self.path: Path | None = None
         # What `path` was on disk when this window last read or wrote it: a save first checks that
-        # nobody (another window, another OPT Desktop) has changed it since.
-        self.stamp: FileStamp | None = None
+        # nobody (another window, another OPT Desktop) has changed it since. Kept by the files thread.
+        self._disk = _DiskRecord()
         self.modified = False
         self._edits = 0  # counts changes, so a save that raced with one leaves the session unsaved
         self._timer = QTimer(self)
@@ -108,18 +108,19 @@ class SessionKeeper(QObject):
     # --- files -----------------------------------------------------------------------------------
 
     def new(self) -> None:
-        self._replace(Session(), None, None)
+        self.submit(self._disk.forget)
+        self._replace(Session(), None)
 
     async def open_async(self, path: str | Path) -> bool:
         """Open a session file, read on the files thread; on any problem say why and keep the open
         session untouched."""
         path = Path(path)
         try:
-            session, stamp = await self.in_files_thread(_read, path)
+            session = await self.in_files_thread(self._disk.read, path)
         except SessionFileError as exc:
             self._report(exc, "Opening the session")
             return False
-        self._replace(session, path, stamp)
+        self._replace(session, path)
         self._remember(path)
         return True
 
@@ -141,12 +142,11 @@ class SessionKeeper(QObject):
         file is this window's and someone else changed it since this window opened or saved it,
         unless `overwrite`; the caller asks the person what to do."""
         target = self.target(path)
-        expected = self.stamp if target == self.path and not overwrite else None
         edits = self._edits
         # A snapshot: runs added while the file is written belong to the next save.
         snapshot = Session(list(self.session.runs))
         try:
-            stamp = await self.in_files_thread(_write, snapshot, target, expected)
+            await self.in_files_thread(self._disk.write, snapshot, target, check=not overwrite)
         except ChangedOnDisk:
             return "changed_on_disk"
         except SessionFileError as exc:
@@ -155,7 +155,6 @@ class SessionKeeper(QObject):
         if target != self.path:
             self.path = target
             self.path_changed.emit(target)
-        self.stamp = stamp
         self._remember(target)
         if edits == self._edits:  # nothing changed while it was written
             self.set_modified(False)
@@ -171,20 +170,19 @@ class SessionKeeper(QObject):
     async def restore_async(self, recovered: RecoveredSession) -> bool:
         """Open an autosave left by a session that crashed; it stays unsaved until the person saves."""
         try:
-            session, stamp = await self.in_files_thread(_read_restored, recovered)
+            session = await self.in_files_thread(self._disk.restore, recovered)
         except SessionFileError as exc:
             self._report(exc, "Restoring")
             return False
-        self._replace(session, recovered.source, stamp)
+        self._replace(session, recovered.source)
         self.submit(self.autosave.forget, recovered)
         self.set_modified(True)
         self.autosave_now()  # it is this instance's to protect now
         return True
 
-    def _replace(self, session: Session, path: Path | None, stamp: FileStamp | None) -> None:
+    def _replace(self, session: Session, path: Path | None) -> None:
         self.session = session
         self.path = path
-        self.stamp = stamp
         self.set_modified(False)
         self.submit(self.autosave.discard)  # after an autosave in flight, which would otherwise recreate it
         self.path_changed.emit(path)
@@ -262,36 +260,47 @@ class SessionKeeper(QObject):
 # --- what runs on the files thread -------------------------------------------------------------------
 
 
-def _read(path: Path) -> tuple[Session, FileStamp | None]:
-    """The session in `path` and the file's stamp, taken first: a change made while it is read
-    shows as a change at the next save (asked about), never the other way round."""
-    try:
-        stamp = FileStamp.of(path)
-    except OSError:
-        stamp = None  # load_session says what is wrong with the file, in words
-    return load_session(path), stamp
+class _DiskRecord:
+    """The file this window works on and its stamp when this window last read or wrote it. Used only
+    on the files thread, so two saves asked in a row see each other's stamp, never a stale one."""
 
+    def __init__(self):
+        self.path: Path | None = None
+        self.stamp: FileStamp | None = None
 
-def _read_restored(recovered: RecoveredSession) -> tuple[Session, FileStamp | None]:
-    """A crashed session's autosave, and the stamp of the file it was working on as that file is now."""
-    session = load_session(recovered.path)
-    try:
-        stamp = FileStamp.of(recovered.source) if recovered.source is not None else None
-    except OSError:
-        stamp = None
-    return session, stamp
+    def forget(self) -> None:
+        self.path = self.stamp = None
 
+    def _stamp(self, path: Path) -> FileStamp | None:
+        try:
+            return FileStamp.of(path)
+        except OSError:
+            return None  # unreadable: the next save writes without asking
 
-def _write(session: Session, target: Path, expected: FileStamp | None) -> FileStamp | None:
-    """Write `session` to `target` unless the file there is no longer what `expected` recorded
-    (ChangedOnDisk); the stamp of what was written."""
-    try:
-        if expected is not None and expected.changed(target):
-            raise ChangedOnDisk(str(target))
-    except OSError as exc:
-        raise SessionFileError(f"Could not save {target}: {exc.strerror or exc}") from None
-    save_session(session, target)
-    try:
-        return FileStamp.of(target)
-    except OSError:
-        return None  # written, but cannot be read back: the next save writes without asking
+    def read(self, path: Path) -> Session:
+        """The session in `path`. The stamp is taken first: a change made while the file is read shows
+        as a change at the next save (asked about), never the other way round."""
+        stamp = self._stamp(path)
+        session = load_session(path)
+        self.path, self.stamp = path, stamp
+        return session
+
+    def restore(self, recovered: RecoveredSession) -> Session:
+        """A crashed session's autosave; the file it was working on is recorded as that file is now."""
+        session = load_session(recovered.path)
+        source = recovered.source
+        self.path, self.stamp = source, (self._stamp(source) if source is not None else None)
+        return session
+
+    def write(self, session: Session, target: Path, check: bool = True) -> None:
+        """Write `session` to `target`; with `check`, raise ChangedOnDisk instead when `target` is this
+        window's file and is no longer what this window last read or wrote."""
+        if check and target == self.path and self.stamp is not None:
+            try:
+                changed = self.stamp.changed(target)
+            except OSError as exc:
+                raise SessionFileError(f"Could not save {target}: {exc.strerror or exc}") from None
+            if changed:
+                raise ChangedOnDisk(str(target))
+        save_session(session, target)
+        self.path, self.stamp = target, self._stamp(target)

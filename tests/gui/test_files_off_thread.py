@@ -9,7 +9,7 @@ import time
 import psutil
 
 from fakes import fake_trace
-from opt_desktop.gui import session_commands, session_keeper
+from opt_desktop.gui import session_commands, session_dialogs, session_keeper
 from opt_desktop.session import autosave as autosave_module
 from opt_desktop.session.autosave import Autosave
 from opt_desktop.session.file import save_session
@@ -121,5 +121,28 @@ def test_a_change_made_while_the_file_is_written_stays_unsaved(qtbot, loop, tmp_
     gate.set()
     assert loop.run_until_complete(task)
     assert w.keeper.path == path and w.isWindowModified()  # the second run is not in the file: still unsaved
+    w.keeper.set_modified(False)
+    w.close()
+
+
+def test_restoring_over_unsaved_runs_asks_first(qtbot, loop, tmp_path, monkeypatch):  # noqa: F811
+    folder = tmp_path / "autosave"
+    Autosave(folder, pid=_dead_pid()).save(Session([fake_trace(seed=3)]))
+    w = new_window(qtbot, tmp_path, monkeypatch)
+    w.keeper.autosave = Autosave(folder)
+    mine = fake_trace(seed=4)
+    w.keeper.add_run(mine)
+    loop.run_until_complete(w.sessions.check_recovery())
+    answers = []
+    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name, running=False: answers.append(name)
+                        or "cancel")
+    next(b for b in w.banner.buttons if b.text() == "Restore").click()
+    loop.run_until_complete(asyncio.sleep(0.2))
+    assert answers == ["Untitled session"] and w.keeper.session.runs == [mine]  # cancelled: nothing replaced
+    assert "can be restored" in w.banner.text()  # and the offer stays
+    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name, running=False: "discard")
+    next(b for b in w.banner.buttons if b.text() == "Restore").click()
+    restored = fake_trace(seed=3).token_ids
+    run_until(loop, lambda: [r.token_ids for r in w.keeper.session.runs] == [restored])
     w.keeper.set_modified(False)
     w.close()

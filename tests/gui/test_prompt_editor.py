@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6.QtWidgets import QApplication
 
 from opt_desktop.gui.widgets.prompt_editor import PLACEHOLDER, PromptEditor
+from shown import shown_tip
 
 
 class Counter:
@@ -57,7 +58,7 @@ def test_the_count_is_of_what_was_typed_and_says_that_a_start_token_is_added(qtb
     editor = make(qtbot)
     editor.set_counter(Counter(), 256)  # the model reads </s> + the prompt
     assert editor.counter.text() == "0 / 256 tokens" and editor.token_count() == 0  # nothing typed
-    assert "</s>" in editor.counter.toolTip()
+    assert "start-of-text token </s> before the prompt" in shown_tip(editor.counter.toolTip())  # not read as markup
     editor.set_text("two words")
     qtbot.waitUntil(lambda: editor.token_count() == 2, timeout=2000)
     assert editor.counter.text() == "2 / 256 tokens" and "</s>" in editor.counter.toolTip()

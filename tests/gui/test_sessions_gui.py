@@ -97,11 +97,12 @@ def test_closing_with_unsaved_runs_asks(make_window, loop, monkeypatch):  # noqa
     w = make_window()
     generate(w, loop)
     answers = []
-    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name: answers.append(name) or "cancel")
+    monkeypatch.setattr(session_dialogs, "ask_unsaved",
+                        lambda parent, name, running=False: answers.append(name) or "cancel")
     w.close()
     assert answers == ["Untitled session"] and w.isVisible()  # cancelled: still open, run still there
     assert len(w.keeper.session.runs) == 1
-    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name: "discard")
+    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name, running=False: "discard")
     w.close()
     assert not w.isVisible()
 

@@ -2,6 +2,7 @@
 what the other saved since this window opened or saved the file; the person chooses reload,
 overwrite or save as, and "Saved" is said only of what was saved."""
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -62,8 +63,8 @@ def save(loop, w) -> bool:  # noqa: F811
     return loop.run_until_complete(w.sessions.save())
 
 
-def test_the_second_save_asks_and_writes_nothing_until_answered(qtbot, loop, tmp_path, monkeypatch, shared,  # noqa: F811
-                                                                 asked):
+def test_the_second_save_asks_and_writes_nothing_until_answered(qtbot, loop, tmp_path, monkeypatch,  # noqa: F811
+                                                                 shared, asked):
     a = window_with(qtbot, loop, tmp_path, monkeypatch, shared, 1)
     b = window_with(qtbot, loop, tmp_path, monkeypatch, shared, 2)
     assert save(loop, a)
@@ -86,7 +87,8 @@ def test_the_second_save_asks_and_writes_nothing_until_answered(qtbot, loop, tmp
         w.close()
 
 
-def test_overwrite_replaces_the_file_with_this_windows_runs(qtbot, loop, tmp_path, monkeypatch, shared, asked):  # noqa: F811
+def test_overwrite_replaces_the_file_with_this_windows_runs(qtbot, loop, tmp_path, monkeypatch,  # noqa: F811
+                                                            shared, asked):
     a = window_with(qtbot, loop, tmp_path, monkeypatch, shared, 1)
     b = window_with(qtbot, loop, tmp_path, monkeypatch, shared, 2)
     assert save(loop, a)
@@ -137,8 +139,8 @@ def test_reload_shows_the_file_as_it_is_now(qtbot, loop, tmp_path, monkeypatch, 
         w.close()
 
 
-def test_a_file_only_touched_or_removed_is_saved_without_a_question(qtbot, loop, tmp_path, monkeypatch, shared,  # noqa: F811
-                                                                     asked):
+def test_a_file_only_touched_or_removed_is_saved_without_a_question(qtbot, loop, tmp_path,  # noqa: F811
+                                                                     monkeypatch, shared, asked):
     w = window_with(qtbot, loop, tmp_path, monkeypatch, shared, 1)
     st = shared.stat()
     os.utime(shared, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # a sync tool, a backup: same bytes
@@ -146,6 +148,17 @@ def test_a_file_only_touched_or_removed_is_saved_without_a_question(qtbot, loop,
     w.keeper.add_run(run(2))
     shared.unlink()  # nobody's work is lost by writing it again
     assert save(loop, w) and asked == [] and len(ids(shared)) == 3
+    w.close()
+
+
+def test_two_saves_in_a_row_do_not_take_each_other_for_another_window(qtbot, loop, tmp_path, monkeypatch,  # noqa: F811
+                                                                        shared, asked):
+    w = window_with(qtbot, loop, tmp_path, monkeypatch, shared, 1)
+    first = w.sessions.save()  # Ctrl+S twice: the second is queued behind the first
+    w.keeper.add_run(run(2))
+    second = w.sessions.save()
+    assert loop.run_until_complete(asyncio.gather(first, second)) == [True, True]
+    assert asked == [] and len(ids(shared)) == 3
     w.close()
 
 
@@ -171,7 +184,8 @@ SECOND_PROCESS = textwrap.dedent("""
 """)
 
 
-def test_a_save_by_another_opt_desktop_process_is_noticed(qtbot, loop, tmp_path, monkeypatch, shared, asked):  # noqa: F811
+def test_a_save_by_another_opt_desktop_process_is_noticed(qtbot, loop, tmp_path, monkeypatch,  # noqa: F811
+                                                          shared, asked):
     w = window_with(qtbot, loop, tmp_path, monkeypatch, shared, 1)
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "OPT_DESKTOP_HOME": str(tmp_path / "other-home"),
            "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
