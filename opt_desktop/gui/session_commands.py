@@ -154,7 +154,7 @@ class SessionCommands(QObject):
                 self.say(f"Saved {self.keeper.path}, replacing what was changed on disk")
             return outcome == "saved"
         if answer == "save_as":
-            other = await session_dialogs.choose_save_path_later(self._window, str(path))
+            other = await session_dialogs.choose_save_path_later(self._window, str(_beside(path)))
             return other is not None and await self.save_to(other)
         if answer == "reload":
             await self.open_path(path)
@@ -287,3 +287,11 @@ class SessionCommands(QObject):
         if saved:
             self._saved_to_close = True
             self._window.close()
+
+
+def _beside(path: Path) -> Path:
+    """A name for keeping both: "name (2).optsession", the first that is free in the same folder."""
+    n = 2
+    while (other := path.with_name(f"{path.stem} ({n}){path.suffix}")).exists():
+        n += 1
+    return other

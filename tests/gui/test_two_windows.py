@@ -112,7 +112,10 @@ def test_save_as_keeps_both(qtbot, loop, tmp_path, monkeypatch, shared, asked): 
     assert save(loop, a)
     other = tmp_path / "mine.optsession"
 
+    suggestions = []
+
     async def choose(parent, suggested):
+        suggestions.append(suggested)
         return other
 
     monkeypatch.setattr(session_dialogs, "choose_save_path_later", choose)
@@ -121,6 +124,7 @@ def test_save_as_keeps_both(qtbot, loop, tmp_path, monkeypatch, shared, asked): 
     assert ids(shared) == [run(0).token_ids, run(1).token_ids]
     assert ids(other) == [run(0).token_ids, run(2).token_ids]
     assert b.keeper.path == other and b.windowTitle().startswith("mine.optsession")
+    assert suggestions == [str(shared.with_name("shared (2).optsession"))]  # a free name beside it, not the same
     for w in (a, b):
         w.close()
 
