@@ -46,6 +46,9 @@ def test_cancel_leaves_the_run_going(make_window, loop, monkeypatch):  # noqa: F
     w.runs.stop()
     run_until(loop, lambda: trace.finished is not None and not w.controller.is_busy)
     assert trace.finished.reason == "cancelled"
+    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name, running=False: "discard")
+    w.close()
+    assert not w.isVisible()
 
 
 def test_discard_stops_the_run_and_closes_promptly(make_window, loop, monkeypatch):  # noqa: F811
