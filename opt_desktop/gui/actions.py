@@ -39,7 +39,7 @@ ACTIONS: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
     ("views_only", "&Views only (hide the side panels)", ("Ctrl+Shift+F",), True),
     ("reset_layout", "&Reset the layout", (), False),
     ("show_prompt", "Show &prompt tokens (shaded by surprisal)", (), True),
-    ("keep_rows", "Keep full &attention rows (memory grows with T²)", (), True),
+    ("keep_rows", "Keep full &attention rows (memory grows with T²; off at each start)", (), True),
     ("open_log_folder", "Open the &log folder", (), False),
 )
 

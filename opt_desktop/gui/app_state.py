@@ -51,7 +51,6 @@ class AppState(BaseModel):
     last_model: LoadRequest | None = None
     recent_sources: list[str] = []
     recent_sessions: list[str] = []
-    keep_attention_rows: bool = False
     # The window's size and panel arrangement (Qt's saveGeometry / saveState, base64).
     window_geometry: str | None = None
     window_layout: str | None = None
@@ -99,11 +98,6 @@ class AppState(BaseModel):
         for key in ("recent_sources", "recent_sessions"):
             if key in data:
                 values[key] = _recent(data[key], key.replace("_", " "), problems)
-        if "keep_attention_rows" in data:
-            if isinstance(data["keep_attention_rows"], bool):
-                values["keep_attention_rows"] = data["keep_attention_rows"]
-            else:
-                problems.append("keep_attention_rows is not true or false")
         for key in ("window_geometry", "window_layout"):  # Qt's own bytes, base64: checked by Qt when applied
             value = data.get(key)
             if isinstance(value, str) and len(value) <= _MAX_LAYOUT_CHARS:

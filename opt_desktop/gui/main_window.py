@@ -184,7 +184,6 @@ class MainWindow(QMainWindow):
             "open_log_folder": lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(log_dir()))),
         })
         a = self.actions_
-        a.keep_rows.setChecked(self.state.keep_attention_rows)
         views.keep_rows_action, views.show_prompt_action = a.keep_rows, a.show_prompt
         self.recent_menu = views.recent_menu = a.build_menus(self, self.layout_.toggles())
         self.sessions.fill_recent_menu()
@@ -248,8 +247,9 @@ class MainWindow(QMainWindow):
         self.update_title()
 
     def _keep_rows(self, on: bool) -> None:
-        self.state.keep_attention_rows = bool(on)
-        self.state.save()
+        """Off at every start (its memory grows with the square of the run's length): said when set."""
+        self.say("The next runs keep every head's full attention rows (memory grows with T²), until this is "
+                 "turned off or OPT Desktop restarts." if on else "Full attention rows are no longer kept.")
 
     def update_title(self) -> None:
         info = self.controller.model

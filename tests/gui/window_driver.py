@@ -27,7 +27,7 @@ def new_window(qtbot, tmp_path, monkeypatch) -> MainWindow:
     """A fresh window whose remembered state and presets live in tmp_path."""
     monkeypatch.setenv("OPT_DESKTOP_HOME", str(tmp_path / "home"))
     # Closing a window with unsaved runs asks; tests that don't care answer "discard".
-    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name: "discard")
+    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name, running=False: "discard")
     w = MainWindow(state=AppState(), presets=PresetStore(tmp_path / "presets"))
     qtbot.addWidget(w)
     w.show()
