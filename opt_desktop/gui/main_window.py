@@ -159,7 +159,7 @@ class MainWindow(QMainWindow):
             "model_bar", "banner", "prompt", "output", "inspector", "compare", "importance", "attribution",
             "patching", "routes", "settings_panel",
             "run_list", "run_details", "run_status", "tabs")})
-        self.presenter = RunPresenter(k, views, lambda: c.engine.tokenizer, parent=self)
+        self.presenter = RunPresenter(k, views, c.tokenizer, parent=self)
         self.models = ModelCommands(c, self.state, views, parent=self)
         self.runs = RunCommands(c, k, self.presenter, self.interventions, views, self.say, self.models.load,
                                 parent=self)

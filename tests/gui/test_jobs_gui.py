@@ -80,15 +80,15 @@ def test_a_failure_inside_capture_is_kept_as_error_logged_and_one_line(make_wind
     assert saved.finished.reason == "error" and "a statistic came out wrong" in saved.finished.message
 
 
-def test_generate_during_a_load_starts_when_the_load_ends(qtbot, loop, tmp_path, monkeypatch):
-    w = new_window(qtbot, tmp_path, monkeypatch)
+def test_generate_during_a_load_starts_when_the_load_ends(qtbot, loop, tmp_path, monkeypatch, engine_kind, borrow):
+    w = new_window(qtbot, tmp_path, monkeypatch, borrow(engine_kind))
     w.models.load(LoadRequest(source="demo", device="cpu"))
     assert w.controller.is_loading
     w.settings_panel.set_settings(GenerationSettings(max_new_tokens=4))
     w.prompt.set_text("Waiting")
     w.runs.generate()
     assert "starts as soon as it has loaded" in w.statusBar().currentMessage()
-    run_until(loop, finished(w))
+    run_until(loop, finished(w), timeout=120)
     assert len(w.keeper.session.runs) == 1 and w.presenter.trace.n_generated == 4
     w.close()
 

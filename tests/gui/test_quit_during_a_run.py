@@ -7,7 +7,7 @@ import time
 from opt_desktop.engine import GenerationSettings
 from opt_desktop.gui import session_dialogs
 from opt_desktop.session.file import load_session
-from window_driver import run_until
+from window_driver import load_demo, new_window, run_until
 
 LONG = GenerationSettings(max_new_tokens=450, do_sample=True, seed=3)
 
@@ -50,8 +50,9 @@ def test_cancel_leaves_the_run_going(make_window, loop, monkeypatch):
     assert not w.isVisible()
 
 
-def test_discard_stops_the_run_and_closes_promptly(make_window, loop, monkeypatch):
-    w = make_window()
+def test_discard_stops_the_run_and_closes_promptly(qtbot, loop, tmp_path, monkeypatch, engine_kind):
+    w = new_window(qtbot, tmp_path, monkeypatch, engine_kind)  # an engine process of its own: closing ends it
+    load_demo(w, loop)
     start_long_run(w, loop)
     asked = answering(monkeypatch, w, "discard")
     threads = list(w.controller.engine.threads)

@@ -2,24 +2,22 @@
 from a chosen token, described on hover, and shown again from the file without a model."""
 
 import numpy as np
+import pytest
 
 from opt_desktop.engine import GenerationSettings
 from opt_desktop.engine.analyses.routes import routes
 from opt_desktop.session.route_graph import stored_routes
-from window_driver import generate, run_until
+from window_driver import ENGINES, generate, run_until
 
 
-def _loaded(w):
-    return w.controller.engine.call(lambda loaded: loaded).result()
-
-
-def test_routes_are_computed_live_kept_and_traced(make_window, loop):
+@pytest.mark.parametrize("make_window", ENGINES, indirect=True)
+def test_routes_are_computed_live_kept_and_traced(make_window, loop, reference):
     w = make_window()
     trace = generate(w, loop, prompt="The cat sat on the mat", settings=GenerationSettings(max_new_tokens=5))
     assert w.routes.graph is None
     w.tabs.setCurrentWidget(w.routes)  # in view, with no routes yet: they are computed at once
     run_until(loop, lambda: w.routes.graph is not None and not w.controller.is_busy)
-    expected = routes(_loaded(w), trace.token_ids)
+    expected = reference.call(lambda loaded: routes(loaded, trace.token_ids)).result()
     np.testing.assert_allclose(w.routes.graph.routes.attn, expected.attn, atol=1e-6)
     kept = stored_routes(trace)
     assert kept is not None and w.keeper.modified

@@ -28,15 +28,14 @@ working memory stays far below 512 MiB whatever the length; the arrays kept are 
 
 from __future__ import annotations
 
-import threading
 from contextlib import ExitStack
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..messages.errors import JobCancelled
 from ..messages.interventions_spec import check_hidden_positions
+from ..messages.job_context import JobContext
 from ..messages.results import Routes
 from ..running.interventions import attention_inputs
 from ..running.loaded import LoadedModel
@@ -46,8 +45,6 @@ from .lens_table import MaskSchedule, _schedule
 
 FLOOR = 1e-5  # the least proximity a part can have (a zero part, a masked head)
 BLOCK_ELEMENTS = 1 << 20  # floats in one block of differences y_t − part (4 MiB: it stays in the cache)
-
-ProgressFn = Callable[[int, int], None]
 
 
 class _Grabbed(Exception):
@@ -153,30 +150,26 @@ class _Layer:
 
 
 def routes(loaded: LoadedModel, token_ids: Sequence[int], *, hidden_positions: Sequence[int] = (),
-           mask_schedule: MaskSchedule = ((0, ()),), progress: ProgressFn | None = None,
-           stop: threading.Event | None = None) -> Routes:
+           mask_schedule: MaskSchedule = ((0, ()),), job: JobContext | None = None) -> Routes:
     """The contributions of every part to every sum of every layer, for every position of `token_ids`.
 
     `hidden_positions` and `mask_schedule` ((first position, head mask) pairs) are the run's
-    interventions. `progress(done, total)` counts heads (L·H in all); `stop` is checked between blocks
+    interventions. The job's progress counts heads (L·H in all); the job is checked between blocks
     of queries, so a stop lands within a layer, and raises JobCancelled (nothing partial is returned).
     """
+    job = job if job is not None else JobContext()
     model, info = loaded.model, loaded.info
     ids = _token_tensor(loaded, token_ids)
     T, L, H = ids.shape[1], info.n_layers, info.n_heads
     hidden = check_hidden_positions(hidden_positions, T, "sequence")
     scales_all = head_scales(_schedule(mask_schedule, L, H, info.label), T, L, H)
 
-    def check_stop() -> None:
-        if stop is not None and stop.is_set():
-            raise JobCancelled("The routes were stopped.")
-
     attn = np.zeros((L, T, T, H), np.float32)
     attn_residual = np.zeros((L, T), np.float32)
     mlp = np.zeros((L, T), np.float32)
     mlp_residual = np.zeros((L, T), np.float32)
     compute_dtype = model.model.decoder.embed_tokens.weight.dtype
-    check_stop()
+    job.check()
     with torch.inference_mode():
         x = _first_layer_input(model, ids, hidden).float()
         for l, layer in enumerate(model.model.decoder.layers):
@@ -190,8 +183,7 @@ def routes(loaded: LoadedModel, token_ids: Sequence[int], *, hidden_positions: S
                 y = parts.output()
                 y_norm = torch.linalg.vector_norm(y, 1, dim=-1)  # (T,)
                 prox = torch.from_numpy(attn[l])  # filled in place: no second (T, T, H) array
-                _head_proximities(parts, y, y_norm, prox, check_stop,
-                                  lambda h: progress(l * H + h, L * H) if progress is not None else None)
+                _head_proximities(parts, y, y_norm, prox, job, lambda h: job.progress(l * H + h, L * H))
                 res = (y_norm - torch.linalg.vector_norm(y - x, 1, dim=-1)).clamp_(min=FLOOR).cpu()
                 total = prox.sum(dim=(1, 2), dtype=torch.float64) + res  # (T,)
                 prox.div_(total[:, None, None].float())
@@ -202,7 +194,7 @@ def routes(loaded: LoadedModel, token_ids: Sequence[int], *, hidden_positions: S
                   mlp=mlp, mlp_residual=mlp_residual)
 
 
-def _head_proximities(parts: _Layer, y: torch.Tensor, y_norm: torch.Tensor, prox: torch.Tensor, check_stop,
+def _head_proximities(parts: _Layer, y: torch.Tensor, y_norm: torch.Tensor, prox: torch.Tensor, job: JobContext,
                       head_done) -> None:
     """Fill `prox` (T, T, H) on the CPU with the proximities of the attention parts, [query][key][head];
     0 where the key is after the query (no part)."""
@@ -214,7 +206,7 @@ def _head_proximities(parts: _Layer, y: torch.Tensor, y_norm: torch.Tensor, prox
     for h in range(parts.H):
         a, projected = parts.weights(h), parts.projected(h)
         for q0 in range(0, T, block):
-            check_stop()
+            job.check()
             q1 = min(T, q0 + block)
             d = diff[:(q1 - q0) * q1 * D].view(q1 - q0, q1, D)
             # ‖y_t − A[t, s] · projected[s]‖₁ for the block's queries t and every key s < q1
