@@ -102,7 +102,9 @@ def test_failed_load_shows_a_message_and_the_window_still_works(window, loop, tm
 def test_unreachable_model_at_start_falls_back_to_demo(qtbot, loop, tmp_path, monkeypatch, engine_kind, borrow):
     w = new_window(qtbot, tmp_path, monkeypatch, borrow(engine_kind))
     w.models.load(LoadRequest(source="facebook/opt-not-cached-anywhere"), fallback_to_demo=True)
-    run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading, timeout=120)
+    # until the fallback has said so (a shared engine process may hold the demo from an earlier test)
+    run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading and w.banner.texts(),
+              timeout=120)
     assert w.controller.model.source == "demo" and not w.controller.model.random_weights
     assert "offline mode is on (HF_HUB_OFFLINE=1)" in w.banner.text() and "demo model" in w.banner.text()
     # What loaded is what the next start begins with: the offline message does not come back every time.
