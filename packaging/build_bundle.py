@@ -179,8 +179,11 @@ def check_window(bundle: Path, env: dict[str, str], timeout: float = 300.0) -> t
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         _, shown = display.wait_for_window(env["DISPLAY"], proc, timeout=timeout, started=started)
-        window, loaded = display.wait_for_window(env["DISPLAY"], proc, timeout=timeout, title_has=DEMO_LABEL,
-                                                 started=started)
+        try:
+            _, loaded = display.wait_for_window(env["DISPLAY"], proc, timeout=timeout, title_has=DEMO_LABEL,
+                                                started=started)
+        except TimeoutError:
+            raise TimeoutError(f"its title did not name the demo within {timeout:.0f} s") from None
     except (RuntimeError, TimeoutError) as exc:
         title = ", ".join(display.window_name(env["DISPLAY"], w) for w in display.visible_windows(env["DISPLAY"],
                                                                                                   proc.pid))

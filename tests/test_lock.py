@@ -92,8 +92,8 @@ def pypi_linux_build(version: str) -> str:
                                        headers={"Accept": "application/vnd.pypi.simple.v1+json"})
         with urllib.request.urlopen(index, timeout=30) as r:
             files = json.load(r)["files"]
-        (wheel,) = [f for f in files if re.fullmatch(rf"torch-{re.escape(version)}-{tag}-{tag}-manylinux\w*_x86_64\.whl",
-                                                      f["filename"])]
+        name = rf"torch-{re.escape(version)}-{tag}-{tag}-manylinux\w*_x86_64\.whl"
+        (wheel,) = [f for f in files if re.fullmatch(name, f["filename"])]
         with urllib.request.urlopen(wheel["url"] + ".metadata", timeout=30) as r:
             metadata = r.read().decode()
     except (OSError, ValueError) as exc:  # no network, no such file, no metadata served for it
@@ -101,7 +101,8 @@ def pypi_linux_build(version: str) -> str:
     needs = [Requirement(line.removeprefix("Requires-Dist:").strip()) for line in metadata.splitlines()
              if line.startswith("Requires-Dist:")]
     linux = {"platform_system": "Linux", "sys_platform": "linux", "extra": ""}
-    cuda = [r.name for r in needs if re.match(r"(nvidia-|cuda-)", r.name) and (r.marker is None or r.marker.evaluate(linux))]
+    cuda = [r.name for r in needs
+            if re.match(r"(nvidia-|cuda-)", r.name) and (r.marker is None or r.marker.evaluate(linux))]
     return "CUDA" if cuda else "CPU"
 
 
