@@ -131,7 +131,8 @@ class CheckFailed(Exception):
 
 def check_env(home: Path, screen: str | None = None) -> dict[str, str]:
     """The environment a check runs the bundle in: a private home, so the person's settings and
-    autosaves stay out of it (and its out of theirs); offline, as on a first start without network."""
+    autosaves stay out of it (and theirs out of the check); offline, as on a first start without network."""
+    home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "QT_", "OPT_DESKTOP", "XDG_"))}
     env.update(HOME=str(home), OPT_DESKTOP_HOME=str(home / "app"), HF_HUB_OFFLINE="1")
     if screen is not None:
@@ -174,9 +175,11 @@ def check_window(bundle: Path, env: dict[str, str], timeout: float = 300.0) -> t
     the loaded demo model; (seconds to a visible window, seconds to the demo loaded)."""
     from opt_desktop.engine.loading.demo import DEMO_LABEL
 
+    output = Path(env["HOME"]) / "window-output.txt"
     started = time.monotonic()
-    proc = subprocess.Popen([str(executable(bundle)), "--model", "demo"], env=env, cwd=env["HOME"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    with output.open("wb") as out:
+        proc = subprocess.Popen([str(executable(bundle)), "--model", "demo"], env=env, cwd=env["HOME"],
+                                stdout=out, stderr=subprocess.STDOUT)
     try:
         _, shown = display.wait_for_window(env["DISPLAY"], proc, timeout=timeout, started=started)
         try:
@@ -188,9 +191,9 @@ def check_window(bundle: Path, env: dict[str, str], timeout: float = 300.0) -> t
         title = ", ".join(display.window_name(env["DISPLAY"], w) for w in display.visible_windows(env["DISPLAY"],
                                                                                                   proc.pid))
         display.stop(proc)
-        output = proc.stdout.read().decode(errors="replace")[-3000:] if proc.stdout else ""
         raise CheckFailed(f"the bundled window did not load the demo: {exc}; its title: {title or '-'}\n"
-                          f"{output}{log_tail(Path(env['OPT_DESKTOP_HOME']))}") from None
+                          f"{output.read_text(errors='replace')[-3000:]}{log_tail(Path(env['OPT_DESKTOP_HOME']))}"
+                          ) from None
     display.stop(proc)
     return shown, loaded
 
