@@ -1,5 +1,5 @@
 """A pytest plugin (pyproject.toml's addopts load it): when the bundle's smoke test is among the
-collected tests, the bundle starts building in the background at once, below normal priority, so
+collected tests, the bundle starts building in the background at once, at the lowest priority, so
 PyInstaller's minutes overlap the rest of the suite instead of following it; tests/test_bundle.py
 waits for it. With the smoke test deselected (`-m "not bundle"`, a -k, a single file), nothing starts.
 """
@@ -16,7 +16,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "OPT Desktop"  # packaging/build_bundle.py's NAME
-NICENESS = 10
+# The lowest priority: the build takes only the cycles the suite leaves idle, and yields even to the
+# engine processes the tests start (nice 10, engine/process/worker.py), which a load must not outlast.
+NICENESS = 19
 
 
 class _Build:
