@@ -175,7 +175,8 @@ def kept_pins(lock: Lock, reqs: list[Requirement]) -> list[str]:
 def render(resolved: dict[str, tuple[str, str]], reqs: list[Requirement]) -> str:
     header = [
         "# The lock: every package that `pip install -e \".[test,bundle]\"` installs, at the version the",
-        "# suite and the bundle are tested with. Install through it: pip install -c constraints.txt -e \".[test]\"",
+        "# suite and the bundle are tested with. Install through it:",
+        "#     pip install -c constraints.txt -e \".[test,bundle]\"",
         "# Written by packaging/lock.py from pyproject.toml; do not edit by hand (the README's \"The lock\").",
         "# torch is locked by its public version: the build (CPU or CUDA) is the index's choice.",
         f"{PLATFORM_PREFIX}{platform_line()}",
