@@ -35,10 +35,11 @@ ACTIONS: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
     ("tab_importance", "&Head importance", ("Ctrl+4",), False),
     ("tab_attribution", "&Why this token? (attribution)", ("Ctrl+5",), False),
     ("tab_patching", "&Patching", ("Ctrl+6",), False),
+    ("tab_routes", "&Routes (information flow)", ("Ctrl+7",), False),
     ("views_only", "&Views only (hide the side panels)", ("Ctrl+Shift+F",), True),
     ("reset_layout", "&Reset the layout", (), False),
     ("show_prompt", "Show &prompt tokens (shaded by surprisal)", (), True),
-    ("keep_rows", "Keep full &attention rows (memory grows with T²)", (), True),
+    ("keep_rows", "Keep full &attention rows (memory grows with T²; off at each start)", (), True),
     ("open_log_folder", "Open the &log folder", (), False),
 )
 
@@ -91,7 +92,7 @@ class Actions:
             run_menu.addSeparator()
             run_menu.addMenu(threads_menu)
         fill(bar.addMenu("&View"), ("tab_output", "tab_inspector", "tab_compare", "tab_importance", "tab_attribution",
-                                     "tab_patching", None,
+                                     "tab_patching", "tab_routes", None,
                                      *panel_toggles, "views_only", "reset_layout", None, "show_prompt", "keep_rows"))
         fill(bar.addMenu("&Help"), ("open_log_folder",))
         return recent

@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     start(window, args, state)
     with loop:
         loop.run_until_complete(closed.wait())
+    window.keeper.wait_for_files(60)  # the window is gone: its last file jobs (the autosave's removal) end first
     if not window.controller.engine.join(0.5):
         os._exit(0)  # a load that can't be interrupted (reading weights) must not hold the exit
     return 0

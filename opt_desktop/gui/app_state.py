@@ -53,7 +53,6 @@ class AppState(BaseModel):
     last_model: LoadRequest | None = None
     recent_sources: list[str] = []
     recent_sessions: list[str] = []
-    keep_attention_rows: bool = False
     threads: ThreadSetting = AUTO  # the engine's CPU threads: "auto" follows the machine's load
     # The window's size and panel arrangement (Qt's saveGeometry / saveState, base64).
     window_geometry: str | None = None
@@ -102,11 +101,6 @@ class AppState(BaseModel):
         for key in ("recent_sources", "recent_sessions"):
             if key in data:
                 values[key] = _recent(data[key], key.replace("_", " "), problems)
-        if "keep_attention_rows" in data:
-            if isinstance(data["keep_attention_rows"], bool):
-                values["keep_attention_rows"] = data["keep_attention_rows"]
-            else:
-                problems.append("keep_attention_rows is not true or false")
         if "threads" in data:
             try:
                 values["threads"] = parse_threads(data["threads"])

@@ -18,6 +18,7 @@ from typing import Any, Callable, Coroutine, Sequence
 from PySide6.QtCore import QObject, Signal
 
 from ..engine import EngineService, LoadRequest
+from ..engine.jobs.engine import Engine, LocalEngine
 from ..engine.jobs.job import Job, JobEnd
 from ..engine.messages.threads import AUTO, ThreadSetting, ThreadsRequest
 from .tasks import Tasks
@@ -93,12 +94,12 @@ class Controller(QObject):
     model_changed = Signal(object)  # ModelInfo | None: after every load that ended
     engine_died = Signal(str)  # the engine process ended unexpectedly: one line saying so
 
-    def __init__(self, engine: EngineService | None = None, parent: QObject | None = None):
+    def __init__(self, engine: Engine | None = None, parent: QObject | None = None):
         super().__init__(parent)
-        self.engine = engine or EngineService()
-        if hasattr(self.engine, "on_died"):  # an engine in its own process
-            loop = asyncio.get_event_loop()
-            self.engine.on_died = lambda line: loop.call_soon_threadsafe(self._on_engine_died, line)
+        self.engine: Engine = engine or EngineService()
+        self._local = isinstance(self.engine, LocalEngine)  # its tokenizer is at hand
+        loop = asyncio.get_event_loop()
+        self.engine.on_died = lambda line: loop.call_soon_threadsafe(self._on_engine_died, line)
         self._active: dict[int, Job] = {}  # submitted and not yet ended
         self._ends: dict[int, asyncio.Task] = {}  # per job, the task that resolves to its JobEnd
         self._pumps: dict[int, EventPump] = {}
@@ -134,6 +135,11 @@ class Controller(QObject):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def tokenizer(self):
+        """The model's tokenizer when the engine runs in this process; None for an engine elsewhere
+        (the window then names tokens from what the runs recorded, or by id)."""
+        return self.engine.tokenizer if self._local else None
 
     def jobs(self, kind: str | None = None) -> list[Job]:
         """The jobs submitted and not yet ended (of one kind), oldest first."""
