@@ -8,7 +8,7 @@ from opt_desktop.gui.app_state import AppState, state_path
 from opt_desktop.gui.main_window import MainWindow
 from opt_desktop.gui.widgets.threads_menu import thread_counts
 from opt_desktop.presets import PresetStore
-from test_main_window import loop, run_until  # noqa: F401 - the qasync loop fixture
+from window_driver import run_until
 
 
 def test_the_setting_round_trips_through_the_settings_file():
