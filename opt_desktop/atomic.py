@@ -40,16 +40,17 @@ def is_temp_name(name: str) -> bool:
     return _TEMP_NAME.fullmatch(name) is not None
 
 
-def remove_stale_temps(folder: str | Path) -> list[Path]:
+def remove_stale_temps(folder: str | Path, pattern: re.Pattern = _TEMP_NAME) -> list[Path]:
     """Delete the temporary files of atomic writes into `folder` whose writer process has died;
-    the paths removed. Other files, and those of writers still running, are left alone."""
+    the paths removed. Other files, and those of writers still running, are left alone. `pattern`
+    matches a temporary file's whole name, its groups 1 and 2 the writer's pid and start time."""
     removed = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return removed
     for entry in entries:
-        m = _TEMP_NAME.fullmatch(entry.name)
+        m = pattern.fullmatch(entry.name)
         if m is None or alive(int(m.group(1)), int(m.group(2))):
             continue
         try:

@@ -121,3 +121,30 @@ def test_refusals_are_one_line(capsys, model_dir, tokenizer):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: The target ' two words here' is ")
     assert "not one" in lines[0] and "Traceback" not in err
+
+
+def test_patch_says_when_the_runs_are_too_close_to_normalise(capsys, monkeypatch, model_dir, same_length, tokenizer):
+    """Issue 23: p = 0.05095 clean and 0.05133 corrupted printed a map of 17.50 and -16.25."""
+    import dataclasses
+
+    from opt_desktop.engine.analyses import patching
+
+    real = patching.patch
+
+    def near_equal(*args, **kwargs):
+        result = real(*args, **kwargs)
+        prob = np.full_like(result.prob, 0.05133)
+        prob[-1, -1], prob[-1, 0] = 0.04468, 0.057505
+        return dataclasses.replace(result, clean_prob=0.05095, corrupt_prob=0.05133, prob=prob,
+                                   head_prob=np.full_like(result.head_prob, 0.0512))
+
+    monkeypatch.setattr(patching, "patch", near_equal)
+    clean, corrupt = same_length
+    rc, out, err = run(capsys, "patch", "--model", model_dir, "--clean", clean, "--corrupt", corrupt,
+                       "--target", tokenizer.decode([5]))
+    assert rc == 0, err
+    (line,) = [x for x in out.splitlines() if "too close to normalise" in x]
+    assert "0.05095 and 0.05133" in line
+    assert "17.50" not in out and "-16.25" not in out
+    assert "residual rows x positions, p − corrupted:" in out
+    assert " -0.0067" in out and " 0.0062" in out and " -0.0001" in out  # the changes in p, to 4 decimals

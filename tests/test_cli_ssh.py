@@ -30,6 +30,7 @@ COMMANDS = {
     "attribute": ["attribute", "--prompt", " the is the", "--method", "ig", "--steps", "4", "--alternative", " is"],
     # One token each in the real OPT tokenizer and in the fallback one alike.
     "patch": ["patch", "--clean", " the is the", "--corrupt", " the the the", "--target", " is"],
+    "routes": ["routes", "--prompt", "The cat sat on the mat"],
     "info": ["info"],
 }
 

@@ -25,17 +25,17 @@ def worker_command(*setup: str) -> list[str]:
 def endless_download(setattr=setattr) -> None:
     """Every Hub id is missing from the cache, the Hub is reachable, and a download goes on until
     it is stopped (reporting its bytes as it goes)."""
-    from opt_desktop.engine.loading import hub_cache
+    from opt_desktop.engine.loading import hub_cache, hub_download, hub_probe
 
-    def fetch(repo_id, *, tqdm_class, revision=None):
+    def fetch(repo_id, *, tqdm_class, revision=None, cache=None):
         bar = tqdm_class(total=10**9, unit="B", desc="Downloading model.safetensors")
         while True:
             bar.update(4096)
             time.sleep(0.002)
 
-    setattr(hub_cache, "cached_snapshot", lambda repo_id, revision=None: None)
-    setattr(hub_cache, "hub_reachable", lambda timeout=2.0: True)
-    setattr(hub_cache, "fetch_snapshot", fetch)
+    setattr(hub_cache, "cached_snapshot", lambda repo_id, revision=None, cache=None: None)
+    setattr(hub_probe, "hub_reachable", lambda timeout=2.0: True)
+    setattr(hub_download, "fetch_snapshot", fetch)
 
 
 ENDLESS_DOWNLOAD = worker_command("import worker_patches", "worker_patches.endless_download()")

@@ -2,7 +2,7 @@
 
 One module per part: parser.py (the arguments), terminal.py (what goes to stdout and stderr),
 jobs.py (loading and running jobs with progress and Ctrl+C), and one per command family:
-generate.py, analyses.py (attribute, patch), files.py (show, export); main.py ties them together.
+generate.py, analyses.py (attribute, patch, routes), files.py (show, export); main.py ties them together.
 """
 
 from .main import main

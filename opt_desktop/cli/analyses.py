@@ -1,4 +1,5 @@
-"""`attribute` and `patch`: why the model predicts a token, and where that lives, as tables or JSON."""
+"""`attribute`, `patch` and `routes`: why the model predicts a token, where that lives, and how
+information flows to it, as tables or JSON."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from ..engine.jobs.engine import Engine
 from ..engine.messages.interventions_spec import parse_head_mask, parse_positions
-from ..engine.messages.requests import AttributionRequest, PatchingRequest
+from ..engine.messages.requests import AttributionRequest, PatchingRequest, RoutesRequest
 from .jobs import load, pieces, run_job, single_token, tokenize
 from .terminal import jsonable, note
 
@@ -26,11 +27,13 @@ def _bar(value: float, scale: float, width: int = 20) -> str:
     return ("+" if value >= 0 else "-") * max(0, round(abs(value) / scale * width))
 
 
-def _table(values: np.ndarray, row_labels, col_labels) -> list[str]:
-    head = f"{'':>6} " + " ".join(f"{c:>6}" for c in col_labels)
+def _table(values: np.ndarray, row_labels, col_labels, digits: int = 2) -> list[str]:
+    w = digits + 4
+    head = f"{'':>6} " + " ".join(f"{c:>{w}}" for c in col_labels)
     lines = [head]
     for label, row in zip(row_labels, values):
-        lines.append(f"{label:>6} " + " ".join("     -" if not math.isfinite(v) else f"{round(v, 2) + 0.0:>6.2f}" for v in row))
+        lines.append(f"{label:>6} " + " ".join(f"{'-':>{w}}" if not math.isfinite(v) else
+                                               f"{round(v, digits) + 0.0:>{w}.{digits}f}" for v in row))
     return lines
 
 
@@ -86,8 +89,25 @@ def cmd_patch(engine: Engine, args) -> int:
     print(f"target {named[-1]!r} (id {target}): p = {result.clean_prob:.4g} clean, "
           f"{result.corrupt_prob:.4g} corrupted")
     print("tokens: " + "  ".join(f"{i}:{t!r}" for i, t in enumerate(tokens)))
-    print("\nresidual rows x positions, normalised (0 = corrupted run, 1 = clean run):")
-    print("\n".join(_table(result.prob_normalised, result.row_labels, range(len(tokens)))))
-    print("\nlayers x heads, each head's output at all positions, normalised:")
-    print("\n".join(_table(result.head_prob_normalised, range(info.n_layers), range(info.n_heads))))
+    if result.too_close:
+        print(result.too_close)
+    print(f"\nresidual rows x positions, {result.shown_what}:")
+    digits = 2 if result.normalisable else 4  # a change in p, not a share of the difference: smaller numbers
+    print("\n".join(_table(result.shown(result.prob), result.row_labels, range(len(tokens)), digits)))
+    print(f"\nlayers x heads, each head's output at all positions, {result.shown_what}:")
+    print("\n".join(_table(result.shown(result.head_prob), range(info.n_layers), range(info.n_heads), digits)))
+    return 0
+
+
+def cmd_routes(engine: Engine, args) -> int:
+    from ..session.routes_text import routes_json, strongest_table
+
+    info = load(engine, args)
+    tokens = tokenize(engine, args.prompt)  # by the engine's tokenizer, wherever it runs
+    mask, hidden = _interventions(args, info)
+    result = run_job(engine, RoutesRequest(tuple(tokens.ids), tuple(hidden), ((0, tuple(mask)),)))
+    if args.json:
+        print(routes_json(result))
+    else:
+        print("\n".join(strongest_table(result, list(tokens.pieces), threshold=args.threshold)))
     return 0

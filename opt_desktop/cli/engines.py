@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..engine import EngineService
 from ..engine.jobs.engine import Engine
+from ..engine.messages.threads import AUTO, ThreadsRequest, parse_threads
 from ..engine.process.ssh import ConnectStep, SshEngine
 from ..engine.process.ssh_host import SshHost
 from .terminal import note, progress
@@ -22,8 +23,14 @@ def _show_step(step: ConnectStep) -> None:
 
 
 def open_engine(args) -> Engine:
+    threads = parse_threads(args.threads)
     if not args.engine:
-        return EngineService()
+        from ..engine.running.threads import ThreadTuner
+
+        return EngineService(ThreadTuner(threads))
     host = SshHost.from_url(args.engine, command=args.remote_command, identity_file=args.identity,
                             options=tuple(args.ssh_option))
-    return SshEngine(host, on_step=_show_step)
+    engine = SshEngine(host, on_step=_show_step)
+    if threads != AUTO:  # the server's threads, set before the load that follows
+        engine.submit(ThreadsRequest(threads))
+    return engine

@@ -9,10 +9,11 @@ import sys
 from ..engine import EngineError
 from ..engine.jobs.engine import Engine
 from ..engine.messages.errors import describe_error
+from ..engine.running.threads import prepare_environment
 from ..formatting import format_bytes
 from ..logs import setup_logging
 from ..session import SessionFileError
-from .analyses import cmd_attribute, cmd_patch
+from .analyses import cmd_attribute, cmd_patch, cmd_routes
 from .engines import open_engine
 from .files import cmd_export, cmd_show
 from .generate import cmd_generate
@@ -47,11 +48,13 @@ def cmd_info(engine: Engine, args) -> int:
 
 
 _FILE_COMMANDS = {"show": cmd_show, "export": cmd_export}  # files only: no engine needed
-_ENGINE_COMMANDS = {"info": cmd_info, "generate": cmd_generate, "attribute": cmd_attribute, "patch": cmd_patch}
+_ENGINE_COMMANDS = {"info": cmd_info, "generate": cmd_generate, "attribute": cmd_attribute, "patch": cmd_patch,
+                    "routes": cmd_routes}
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    prepare_environment()  # before torch loads
     args = build_parser().parse_args(argv)
     log_path = setup_logging(args.verbose)
     try:

@@ -52,6 +52,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                         f"not OPT weights); default {DEFAULT_SOURCE}")
     p.add_argument("--dtype", default="float32", choices=get_args(DType))
     p.add_argument("--device", default="auto", choices=get_args(Device))
+    p.add_argument("--threads", default="auto", metavar="auto|N",
+                   help="CPU threads to compute with: 'auto' (default) follows the machine's load, N fixes them")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     patch.add_argument("--target", required=True, metavar="TEXT", help="the predicted token, exactly one token")
     patch.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     _intervention_args(patch)
+    rts = sub.add_parser("routes", help="information-flow routes of every token (Ferrando & Voita 2024)")
+    _model_args(rts)
+    rts.add_argument("--prompt", required=True, help="the text (the leading </s> is added)")
+    rts.add_argument("--json", action="store_true", help="print one JSON object with every contribution")
+    rts.add_argument("--threshold", type=float, default=0.04, help="hide edges under it (default 0.04)")
+    _intervention_args(rts)
     info = sub.add_parser("info", help="print the model's architecture")
     _model_args(info)
     show = sub.add_parser("show", help="summarise the runs of a session file")

@@ -20,6 +20,7 @@ from PySide6.QtCore import QObject, Signal
 from ..engine import EngineService, LoadRequest
 from ..engine.jobs.engine import Engine, LocalEngine
 from ..engine.jobs.job import Job, JobEnd
+from ..engine.messages.threads import AUTO, ThreadSetting, ThreadsRequest
 from .tasks import Tasks
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ EventsFn = Callable[[list], None]  # called on the GUI thread with the events th
 # Kinds of job that hold the worker for long: while one is queued or running the window is busy.
 _LOAD, _GENERATE = "load", "generate"
 _BACKGROUND = "lens_table"  # computed while the window is idle, stopped for anything the person starts
-_QUIET = {"lens", _BACKGROUND, "probe"}  # small or background jobs that never make the window busy
+_QUIET = {"lens", _BACKGROUND, "probe", "threads"}  # small or background jobs that never make the window busy
 
 
 class EventPump:
@@ -104,6 +105,7 @@ class Controller(QObject):
         self._pumps: dict[int, EventPump] = {}
         self._tasks = Tasks("the window")
         self._closed = False
+        self._threads: ThreadSetting = AUTO  # what the engine was told (a fresh engine starts at "auto")
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -210,6 +212,13 @@ class Controller(QObject):
             if kinds is None or job.kind in kinds:
                 job.stop()
 
+    def set_threads(self, setting: ThreadSetting) -> Job | None:
+        """The engine's CPU threads from its next job or decode step on; None if nothing changes."""
+        if setting == self._threads:
+            return None
+        self._threads = setting
+        return self.submit(ThreadsRequest(setting))
+
     def set_head_mask(self, mask) -> None:
         """During a run, the new mask applies from the next token; otherwise the next request carries it."""
         if self.is_running:
@@ -229,6 +238,8 @@ class Controller(QObject):
     def restart_engine(self) -> None:
         """A fresh engine process after the last one died (the model must be loaded again)."""
         self.engine.restart()
+        setting, self._threads = self._threads, AUTO
+        self.set_threads(setting)  # the fresh process starts at "auto"
 
     # --- closing ---------------------------------------------------------------------------------
 

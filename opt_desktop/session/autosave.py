@@ -6,7 +6,6 @@ the autosaves of instances that died from those of instances still running.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -108,19 +107,7 @@ class Autosave:
 
     def remove_leftovers(self) -> list[Path]:
         """Temporary files of autosaves whose writer died (killed mid-save), removed; their paths."""
-        removed = remove_stale_temps(self.folder)
-        try:
-            entries = list(self.folder.iterdir()) if self.folder.is_dir() else []
-        except OSError:
-            return removed
-        for path in entries:
-            m = _OLD_TEMP.fullmatch(path.name)
-            if m is None or alive(int(m.group(1)), int(m.group(2))):
-                continue
-            with contextlib.suppress(OSError):
-                path.unlink()
-                removed.append(path)
-        return removed
+        return remove_stale_temps(self.folder) + remove_stale_temps(self.folder, _OLD_TEMP)
 
     def forget(self, recovered: RecoveredSession) -> None:
         """Delete an autosave once it was restored (and saved elsewhere) or declined."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..engine.messages.events import Finished, ModelInfo
 from ..engine.messages.interventions_spec import format_head_mask
+from ..engine.messages.rows import row_label
 from ..engine.messages.settings import GenerationSettings
 from ..formatting import position_ranges
 from .trace import RunTrace
@@ -208,11 +209,6 @@ def run_details(index: int, trace: RunTrace) -> list[tuple[str, str]]:
     rows = [("run", run_name(index, trace)),
             ("prompt", repr(shorten(s.prompt, 200)) if s.prompt else "(token ids only)")]
     return rows + list(run_summary(trace).items())
-
-
-def row_label(row: int) -> str:
-    """Hidden-state row `row` as the app labels it: 'embed', then the layer whose output it is (0 …)."""
-    return "embed" if row == 0 else str(row - 1)
 
 
 def lens_rows(trace: RunTrace, position: int, k: int = 3) -> list[tuple[str, list[tuple[str, float]], float | None, int]]:

@@ -33,6 +33,7 @@ from .describe import (
     settings_text,
 )
 from .file import SessionFileError, session_document
+from .routes_svg import routes_section
 from .session import Session
 from .trace import RunTrace
 
@@ -217,6 +218,7 @@ table.meta { border-collapse: collapse; } table.meta td, table.meta th { padding
 figure { margin: 1em 0; } figure img { image-rendering: pixelated; display: block; border: 1px solid #ddd; }
 figcaption, .legend { color: #555; font-size: 90%; }
 .legend img { vertical-align: middle; margin: 0 0.4em; }
+.routes { overflow-x: auto; }
 """
 
 
@@ -363,18 +365,25 @@ def _html_analyses(t: RunTrace) -> list[str]:
                   "<table class='meta'><tr><th>position</th><th>token</th><th>score</th></tr>" + body + "</table>"]
     for result in t.patchings():
         target = html.escape(repr(t.known_pieces().get(result.target_id, f"#{result.target_id}")))
+        maps = [result.shown(result.prob)] + ([result.shown(result.head_prob)] if result.head_prob.size else [])
+        if result.normalisable:
+            legend = "each cell is how much of the difference patching it recovers (0 corrupted, 1 clean)."
+            levels = (0.0, 1.0)
+        else:  # centred on no change
+            reach = max((float(np.nanmax(np.abs(m))) for m in maps if np.isfinite(m).any()), default=0.0) or 1.0
+            legend = html.escape(result.too_close)
+            levels = (-reach, reach)
         parts += [f"<h3>Activation patching for {target}</h3>",
                   f"<p class='legend'>This run's prompt patched into a corrupted prompt of the same length: the "
-                  f"target's probability is {result.clean_prob:.3g} clean and {result.corrupt_prob:.3g} corrupted; "
-                  "each cell is how much of the difference patching it recovers (0 corrupted, 1 clean).</p>",
-                  _figure(result.prob_normalised, f"Rows embed, then the output of layers 0 to {t.n_layers - 1}; "
-                                                  f"columns prompt positions 0 to {t.n_prompt - 1}",
-                          cell=(24, 16), vmin=0.0, vmax=1.0)]
+                  f"target's probability is {result.clean_prob:.4g} clean and {result.corrupt_prob:.4g} corrupted; "
+                  f"{legend}</p>",
+                  _figure(maps[0], f"Rows embed, then the output of layers 0 to {t.n_layers - 1}; columns prompt "
+                                   f"positions 0 to {t.n_prompt - 1}", cell=(24, 16), vmin=levels[0], vmax=levels[1])]
         if result.head_prob.size:
-            parts.append(_figure(result.head_prob_normalised, f"Each head's output patched at all positions: rows "
-                                                              f"layers 0 to {t.n_layers - 1}, columns heads",
-                                 cell=(24, 24), vmin=0.0, vmax=1.0))
-    return parts
+            parts.append(_figure(maps[1], f"Each head's output patched at all positions: rows layers 0 to "
+                                          f"{t.n_layers - 1}, columns heads", cell=(24, 24), vmin=levels[0],
+                                 vmax=levels[1]))
+    return parts + routes_section(t)
 
 
 def export_html(session: Session, run: int | None = None) -> str:

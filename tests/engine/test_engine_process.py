@@ -23,7 +23,6 @@ from opt_desktop.engine.messages.errors import JobCancelled
 from opt_desktop.engine.jobs.job import JobEnd, JobProgress
 from opt_desktop.engine.process.process_messages import PROTOCOL_VERSION, Hello, JobEnded, JobEvent, Submit
 from opt_desktop.engine.messages.requests import DivergenceRequest
-from opt_desktop.engine.process.worker import NICENESS
 from opt_desktop.engine.messages.settings import HeadScale
 
 
@@ -156,10 +155,9 @@ def test_a_run_in_the_engine_process_equals_one_here(process, engine):
 
 
 @pytest.mark.skipif(not hasattr(os, "getpriority"), reason="POSIX priorities")
-def test_the_engine_process_yields_the_cpu_to_the_window(process):
-    # On 2 cores torch's threads would otherwise slow every repaint while tokens stream.
-    mine = os.getpriority(os.PRIO_PROCESS, 0)
-    assert os.getpriority(os.PRIO_PROCESS, process.pid) == min(mine + NICENESS, 19)
+def test_the_engine_process_runs_at_the_windows_priority(process):
+    # Lowered, it got a tenth of a core beside any busy program (issue 22).
+    assert os.getpriority(os.PRIO_PROCESS, process.pid) == os.getpriority(os.PRIO_PROCESS, 0)
 
 
 def test_errors_and_stop_cross_too(process):

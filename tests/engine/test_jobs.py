@@ -219,7 +219,7 @@ def test_stopping_a_load_that_is_running_ends_it_cancelled(tokenizer, tmp_path):
         job = svc.submit(LoadRequest(source=str(folder), device="cpu"), on_event=on_event, stop=stop)
         with pytest.raises(JobCancelled):
             job.future.result(timeout=60)
-        assert job.end.reason == "cancelled" and job.end.message == "Loading the model was stopped."
+        assert job.end.reason == "cancelled" and job.end.message == f"Loading {folder} was stopped."
         assert "Ready" not in seen and svc.info is None
         assert svc.load(LoadRequest(source=str(folder), device="cpu")).result(timeout=60).n_layers == 3
     finally:

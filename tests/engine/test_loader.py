@@ -150,15 +150,19 @@ def test_download_progress_reports_bytes_and_honours_stop():
     """huggingface_hub drives the tqdm class it is given; ours turns bytes into LoadProgress."""
     import threading
 
-    from opt_desktop.engine.loading.hub_cache import DownloadCancelled
     from opt_desktop.engine.loading.loader import _progress_tqdm
+    from opt_desktop.engine.messages.errors import JobCancelled
 
     seen, stop = [], threading.Event()
-    bar = _progress_tqdm(JobContext(on_event=seen.append, stop=stop))(desc="Downloading bytes", total=4 * 2**20,
-                                                                       unit="B")
+    bars = _progress_tqdm(JobContext(on_event=seen.append, stop=stop), "facebook/opt-125m")
+    bar = bars(desc="Downloading bytes", total=4 * 2**20, unit="B")
+    rebuilt = bars(desc="Reconstructing (incomplete total...)", total=4 * 2**20, unit="B")  # the same bytes again
     bar.update(2**20)
-    assert seen[-1].fraction == pytest.approx(0.25) and seen[-1].message == "Downloading bytes: 1.0 MiB / 4.0 MiB"
+    rebuilt.update(2**20)
+    assert seen[-1].fraction == pytest.approx(0.25)
+    assert seen[-1].message == "Downloading facebook/opt-125m: 1.0 MiB / 4.0 MiB"
+    rebuilt.close()
     stop.set()
-    with pytest.raises(DownloadCancelled):  # the loader turns it into JobCancelled
+    with pytest.raises(JobCancelled):
         bar.update(2**20)
     bar.close()

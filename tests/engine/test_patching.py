@@ -210,3 +210,27 @@ def test_int8_mode_equals_one_forward_per_patch(checkpoint, prompts):
     assert result.corrupt_prob == pytest.approx(p_corrupt, rel=1e-5)
     np.testing.assert_allclose(result.prob, prob, rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(result.head_prob, head_prob, rtol=1e-5, atol=1e-8)
+
+
+def near_equal_patching() -> Patching:
+    """Issue 23's example: " is" after "The return value / type of the function", p = 0.05095 and 0.05133.
+    Two patches move p to 0.04468 and 0.057505: recovered 17.50 and -16.25 of a difference of 0.00038."""
+    prob = np.full((2, 3), 0.05133, np.float32)
+    prob[1, 1], prob[1, 2] = 0.04468, 0.057505
+    return Patching(clean_ids=np.array([2, 5, 6]), corrupt_ids=np.array([2, 5, 7]), target_id=16, clean_prob=0.05095,
+                    corrupt_prob=0.05133, prob=prob, head_prob=np.full((1, 2), 0.0512, np.float32))
+
+
+def test_runs_too_close_to_normalise_show_the_change_in_p():
+    result = near_equal_patching()
+    assert result.prob_normalised[1, 1:] == pytest.approx([17.5, -16.25], rel=1e-3)  # the ratio that explodes
+    assert not result.normalisable
+    assert "too close to normalise" in result.too_close and "0.05095 and 0.05133" in result.too_close
+    assert "\n" not in result.too_close
+    assert result.shown_what == "p − corrupted"
+    np.testing.assert_allclose(result.shown(result.prob)[1], [0.0, 0.04468 - 0.05133, 0.057505 - 0.05133], atol=1e-6)
+    np.testing.assert_allclose(result.shown(result.head_prob), [[0.0512 - 0.05133] * 2], atol=1e-6)
+    apart = Patching(clean_ids=result.clean_ids, corrupt_ids=result.corrupt_ids, target_id=16, clean_prob=0.4,
+                     corrupt_prob=0.05, prob=result.prob, head_prob=result.head_prob)
+    assert apart.normalisable and apart.too_close == "" and apart.shown_what.startswith("recovered")
+    np.testing.assert_allclose(apart.shown(apart.prob), apart.prob_normalised)

@@ -4,32 +4,22 @@ against the engine's own functions on the same model, kept with the run."""
 import numpy as np
 import pytest
 
-from opt_desktop.engine import EngineService, GenerationRequest, GenerationSettings, LoadRequest
+from opt_desktop.engine import GenerationRequest, GenerationSettings
 from opt_desktop.engine.analyses.attribution import attribute
 from opt_desktop.engine.analyses.patching import patch
-from test_main_window import ENGINES, finished, loop, run_until  # noqa: F401  (fixtures)
-from test_sessions_gui import generate, make_window  # noqa: F401
-
-
-@pytest.fixture(scope="module")
-def reference():
-    """The demo model in an engine of the test's own: the reference the window's results must equal."""
-    engine = EngineService()
-    engine.load(LoadRequest(source="demo", device="cpu")).result()
-    yield engine
-    engine.shutdown()
+from window_driver import ENGINES, finished, generate, run_until
+from shown import shown_tip
 
 
 @pytest.mark.parametrize("make_window", ENGINES, indirect=True)
-def test_attribution_of_a_generated_token(make_window, loop, reference):  # noqa: F811
+def test_why_this_token_computes_the_attribution(make_window, loop, reference):
     w = make_window()
     trace = generate(w, loop, prompt="The cat sat on", settings=GenerationSettings(max_new_tokens=4))
     pos = trace.n_prompt + 1
-    w.analysis.explain_token(pos)  # what "Why this token?" in the Output view's menu does
-    assert w.tabs.currentWidget() is w.attribution and str(pos) in w.attribution.target.text()
     w.attribution.method.setCurrentIndex(w.attribution.method.findData("ig"))
     w.attribution.steps.setValue(8)
-    w.attribution.run_button.click()
+    w.output.explain_requested.emit(pos)  # "Why this token?" in the Output view's menu: no button to press
+    assert w.tabs.currentWidget() is w.attribution and str(pos) in w.attribution.target.text()
     run_until(loop, lambda: w.attribution.result is not None and not w.controller.is_busy)
     expected = reference.call(lambda loaded: attribute(loaded, trace.token_ids[:pos], trace.token_ids[pos],
                                                        method="ig", steps=8)).result()
@@ -39,15 +29,15 @@ def test_attribution_of_a_generated_token(make_window, loop, reference):  # noqa
     assert w.output.show_prompt()  # the prompt tokens are shown, to be shaded
     shaded = [s for s in w.output.extraSelections() if s.format.background().color().alpha() > 0]
     assert len(shaded) >= 1
+    # Asked again, the kept attribution is shown, not computed again.
+    w.output.explain_requested.emit(pos)
+    assert not w.controller.is_busy and len(trace.attributions()) == 1
 
 
 @pytest.mark.parametrize("make_window", ENGINES, indirect=True)
-def test_patching_two_runs_of_the_same_length(make_window, loop, reference):  # noqa: F811
+def test_patching_two_runs_of_the_same_length(make_window, loop, reference):
     w = make_window()
-    settings = GenerationSettings(max_new_tokens=2)
-    for ids in ((2, 40, 41, 42, 43), (2, 40, 50, 42, 43)):
-        w.runs.start(GenerationRequest(prompt_ids=ids, settings=settings))
-        run_until(loop, finished(w))
+    _runs(w, loop, (2, 40, 41, 42, 43), (2, 40, 50, 42, 43), max_new_tokens=2)
     clean, corrupt = w.keeper.session.runs
     w.tabs.setCurrentWidget(w.patching)
     assert w.patching.clean.count() == 2
@@ -63,21 +53,43 @@ def test_patching_two_runs_of_the_same_length(make_window, loop, reference):  # 
     assert "p = " in w.patching.residual.describe(1, 2)  # the hover shows the raw probabilities
 
 
-def test_patching_refuses_prompts_of_different_lengths(make_window, loop):  # noqa: F811
-    w = make_window()
-    settings = GenerationSettings(max_new_tokens=1)
-    for ids in ((2, 40, 41), (2, 40, 41, 42)):
-        w.runs.start(GenerationRequest(prompt_ids=ids, settings=settings))
+def _runs(w, loop, *prompts, max_new_tokens=1):
+    for ids in prompts:
+        w.runs.start(GenerationRequest(prompt_ids=ids, settings=GenerationSettings(max_new_tokens=max_new_tokens)))
         run_until(loop, finished(w))
+
+
+def test_patching_refuses_prompts_of_different_lengths(make_window, loop):
+    w = make_window()
+    _runs(w, loop, (2, 40, 41), (2, 40, 41, 42), (2, 50, 51))
     w.tabs.setCurrentWidget(w.patching)
+    w.patching.clean.setCurrentIndex(0)
+    w.patching.corrupt.setCurrentIndex(1)
     w.patching.run_button.click()
     assert "3 tokens long and the corrupted one 4" in w.patching.status.text()
     assert not w.controller.is_busy
 
 
-def test_wait_for_the_job_goes_once_the_run_has_ended(make_window, loop):  # noqa: F811
+def test_the_patch_button_says_why_it_is_off(make_window, loop):
     w = make_window()
-    w.runs.start(GenerationRequest(prompt="The cat sat", settings=GenerationSettings(max_new_tokens=40)))
+    _runs(w, loop, (2, 40, 41))
+    w.tabs.setCurrentWidget(w.patching)
+    assert not w.patching.run_button.isEnabled()
+    for shown in (w.patching.status.text(), shown_tip(w.patching.run_button.toolTip())):
+        assert "needs two runs whose prompts have the same number of tokens" in shown
+        assert "This session has 1" in shown
+    _runs(w, loop, (2, 40, 41, 42))  # a second run, but not of the same length
+    assert not w.patching.run_button.isEnabled()
+    assert "No two prompts of this session have the same length" in w.patching.status.text()
+    _runs(w, loop, (2, 50, 51))
+    assert w.patching.run_button.isEnabled()
+    assert "needs two runs" not in w.patching.status.text()
+
+
+def test_wait_for_the_job_goes_once_the_run_has_ended(make_window, loop):
+    w = make_window()
+    _runs(w, loop, (2, 40, 41))  # patching needs two runs whose prompts are as long
+    w.runs.start(GenerationRequest(prompt_ids=(2, 50, 51), settings=GenerationSettings(max_new_tokens=40)))
     run_until(loop, lambda: w.controller.is_busy and w.presenter.trace is not None)
     run_until(loop, lambda: "Wait for the running job" in w.attribution.status.text())
     assert "Wait for the running job" in w.patching.status.text()

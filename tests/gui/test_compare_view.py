@@ -90,15 +90,15 @@ def test_divergence_plot_is_the_formula(view, pair, qtbot):
     kl = rng.random(a.length).astype(np.float32)
     base[0] = other[0] = kl[0] = np.nan
     view.set_divergence(Divergence(logprob_base=base, logprob_other=other, kl=kl))
-    x, delta = view.delta_curve.getData()
+    x, delta = view.divergence_panel.delta_curve.getData()
     np.testing.assert_array_equal(x, np.arange(a.length))
     np.testing.assert_allclose(delta, np.exp(other.astype(np.float64)) - np.exp(base.astype(np.float64)), rtol=1e-6)
-    np.testing.assert_allclose(view.kl_curve.getData()[1], kl, rtol=1e-6)
+    np.testing.assert_allclose(view.divergence_panel.kl_curve.getData()[1], kl, rtol=1e-6)
     worst = int(np.nanargmax(kl))
-    assert f"at position {worst}" in view.divergence_message.text()
+    assert f"at position {worst}" in view.divergence_panel.message.text()
     view.set_divergence(None, "The engine is busy.")
-    assert view.delta_curve.getData()[0] is None or len(view.delta_curve.getData()[0]) == 0
-    assert view.divergence_message.text() == "The engine is busy."
+    assert view.divergence_panel.delta_curve.getData()[0] is None or len(view.divergence_panel.delta_curve.getData()[0]) == 0
+    assert view.divergence_panel.message.text() == "The engine is busy."
     with qtbot.waitSignal(view.divergence_requested, timeout=1000):
         view.divergence_button.click()
 

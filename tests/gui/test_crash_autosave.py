@@ -16,7 +16,6 @@ DRIVER = Path(__file__).with_name("crash_driver.py")
 def test_no_run_shown_finished_is_lost_to_a_kill(tmp_path):
     rng = random.Random(5)
     env = {**os.environ, "OPT_DESKTOP_HOME": str(tmp_path / "home"), "QT_QPA_PLATFORM": "offscreen",
-           "OPT_DESKTOP_DATA_DIR": str(tmp_path / "home" / "data"),
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}
     folder = tmp_path / "home" / "data" / "autosave"
     for cycle in range(4):

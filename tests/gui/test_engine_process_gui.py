@@ -11,11 +11,11 @@ from opt_desktop.gui.controller import Controller
 from opt_desktop.gui.main_window import MainWindow
 from opt_desktop.gui import session_dialogs
 from opt_desktop.presets import PresetStore
-from test_main_window import finished, loop, run_until  # noqa: F401  (fixtures)
+from window_driver import finished, run_until
 
 
-def test_a_dead_engine_process_leaves_the_session_and_offers_a_restart(qtbot, loop, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name: "discard")
+def test_a_dead_engine_process_leaves_the_session_and_offers_a_restart(qtbot, loop, tmp_path, monkeypatch):
+    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name, running=False: "discard")
     w = MainWindow(controller=Controller(EngineProcess()), state=AppState(), presets=PresetStore(tmp_path / "p"))
     qtbot.addWidget(w)
     w.show()

@@ -11,7 +11,7 @@ import mutants  # noqa: E402
 
 from fakes import fake_trace  # noqa: E402
 from opt_desktop.session import Session, save_session  # noqa: E402
-from test_main_window import loop, new_window, run_until  # noqa: E402,F401  (fixtures)
+from window_driver import new_window  # noqa: E402
 
 N_MUTANTS = 60
 
@@ -23,7 +23,7 @@ def source(tmp_path_factory) -> bytes:
     return path.read_bytes()
 
 
-def test_mutants_through_the_window_open_path(qtbot, loop, tmp_path, monkeypatch, source):  # noqa: F811
+def test_mutants_through_the_window_open_path(qtbot, loop, tmp_path, monkeypatch, source):
     errors = []
     monkeypatch.setattr(sys, "excepthook", lambda *exc: errors.append(exc))
     w = new_window(qtbot, tmp_path, monkeypatch)

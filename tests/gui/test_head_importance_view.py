@@ -63,7 +63,7 @@ def test_start_and_stop(view, qtbot):
     view.set_available(True, "")
     assert view.start_button.isEnabled() and view.reason.isHidden()
     view.scale_spin.setValue(0.5)
-    with qtbot.waitSignal(view.start_requested, timeout=1000) as blocker:
+    with qtbot.waitSignal(view.run_requested, timeout=1000) as blocker:
         view.start_button.click()
     assert blocker.args == [0.5]
     view.set_running(True)

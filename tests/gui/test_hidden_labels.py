@@ -72,7 +72,7 @@ def test_a_long_title_is_cut_to_the_plot_not_past_it(qtbot):
     v = shown(qtbot, 12, (700, 380))
     trace = v._trace
     trace.pieces[3] = " <" + "supercalifragilistic" * 3  # token_name cuts it; the stat name is long too
-    v.set_stat("maxabs")
+    v.stats.set_stat("maxabs")
     v.set_position(3)
     item = v.plot.getPlotItem()
     full = f"max |x| at {token_name(trace, 3)}"

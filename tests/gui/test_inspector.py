@@ -163,10 +163,10 @@ def test_selecting_a_row_moves_every_view(qtbot, inspector, trace):
 
     x, y = inspector.hidden.curve.getData()
     np.testing.assert_array_equal(x, np.arange(trace.n_layers + 1))
-    np.testing.assert_allclose(y, trace.hidden(inspector.hidden.stat)[:, pos])
+    np.testing.assert_allclose(y, trace.hidden(inspector.hidden.stats.stat)[:, pos])
     np.testing.assert_array_equal(inspector.hidden.dims, trace.hidden("argmax")[:, pos])
     grid = inspector.attention.grid.data()
-    np.testing.assert_array_equal(grid, trace.attention(inspector.attention.stat)[:, :, pos])
+    np.testing.assert_array_equal(grid, trace.attention(inspector.attention.stats.stat)[:, :, pos])
     assert "Position %d" % pos in inspector.header.text()
 
 
@@ -200,7 +200,7 @@ def test_clicking_the_hidden_heatmap_selects_a_token(qtbot, inspector, trace):
 def test_switching_hidden_statistic_changes_the_image(inspector, trace):
     inspector.select_position(7)
     for key in HIDDEN_KEYS:
-        inspector.hidden.set_stat(key)
+        inspector.hidden.stats.set_stat(key)
         np.testing.assert_array_equal(inspector.hidden.heatmap.data(), trace.hidden(key))
         np.testing.assert_array_equal(inspector.hidden.heatmap.image_item.image, trace.hidden(key))
         np.testing.assert_allclose(inspector.hidden.curve.getData()[1], trace.hidden(key)[:, 7])
@@ -210,7 +210,7 @@ def test_switching_attention_statistic_changes_the_grid(inspector, trace):
     inspector.tabs.setCurrentWidget(inspector.attention)
     inspector.select_position(5)
     for key in ATTENTION_STATS:
-        inspector.attention.set_stat(key)
+        inspector.attention.stats.set_stat(key)
         np.testing.assert_array_equal(inspector.attention.grid.image_item.image, trace.attention(key)[:, :, 5])
 
 

@@ -1,24 +1,22 @@
 """Jobs seen from the window: one run per press, origins that do not leak, errors kept and logged,
-Generate during a load, closing during a run, and the autosave written before "finished" shows."""
+Generate during a load, and the autosave written before "finished" shows (closing during a run:
+test_quit_during_a_run.py)."""
 
 import asyncio
 import dataclasses
 import logging
 import sys
-import time
 
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
 from opt_desktop.engine import GenerationSettings, LoadRequest
-from opt_desktop.gui import session_dialogs
 from opt_desktop.logs import log_file, setup_logging
 from opt_desktop.session.file import load_session
-from test_main_window import engine_kind, finished, loop, new_window, run_until  # noqa: F401  (fixtures)
-from test_sessions_gui import generate, make_window  # noqa: F401
+from window_driver import finished, generate, new_window, run_until
 
 
-def test_twenty_presses_while_the_loop_is_blocked_make_exactly_one_run(make_window, loop, monkeypatch):  # noqa: F811
+def test_twenty_presses_while_the_loop_is_blocked_make_exactly_one_run(make_window, loop, monkeypatch):
     w = make_window()
     errors = []
     monkeypatch.setattr(sys, "excepthook", lambda *exc: errors.append(exc))
@@ -36,7 +34,7 @@ def test_twenty_presses_while_the_loop_is_blocked_make_exactly_one_run(make_wind
     assert w.presenter.trace.finished.reason in ("length", "eos")
 
 
-def test_a_rerun_whose_model_fails_to_load_leaves_no_label_behind(make_window, loop, tmp_path):  # noqa: F811
+def test_a_rerun_whose_model_fails_to_load_leaves_no_label_behind(make_window, loop, tmp_path):
     w = make_window()
     first = generate(w, loop)
     # The run "was made" with a model that is gone now: re-running it must load that model, and fails.
@@ -51,7 +49,7 @@ def test_a_rerun_whose_model_fails_to_load_leaves_no_label_behind(make_window, l
     assert w.keeper.session.runs[1].label == ""  # a plain run, not "re-run of #1"
 
 
-def test_a_failure_inside_capture_is_kept_as_error_logged_and_one_line(make_window, loop, monkeypatch):  # noqa: F811
+def test_a_failure_inside_capture_is_kept_as_error_logged_and_one_line(make_window, loop, monkeypatch):
     from opt_desktop.engine.running import capture
 
     real = capture.Capture.take_step
@@ -77,13 +75,12 @@ def test_a_failure_inside_capture_is_kept_as_error_logged_and_one_line(make_wind
     logged = log_file().read_text(encoding="utf-8")
     assert "a statistic came out wrong" in logged and "Traceback" in logged and "take_step" in logged
     # ...and saved as such in the file.
-    w.keeper.wait_for_autosave(10)
+    w.keeper.wait_for_files(10)
     saved = load_session(w.keeper.autosave.path).runs[0]
     assert saved.finished.reason == "error" and "a statistic came out wrong" in saved.finished.message
 
 
-def test_generate_during_a_load_starts_when_the_load_ends(qtbot, loop, tmp_path, monkeypatch, engine_kind,  # noqa: F811
-                                                           borrow):
+def test_generate_during_a_load_starts_when_the_load_ends(qtbot, loop, tmp_path, monkeypatch, engine_kind, borrow):
     w = new_window(qtbot, tmp_path, monkeypatch, borrow(engine_kind))
     w.models.load(LoadRequest(source="demo", device="cpu"))
     assert w.controller.is_loading
@@ -96,7 +93,7 @@ def test_generate_during_a_load_starts_when_the_load_ends(qtbot, loop, tmp_path,
     w.close()
 
 
-def test_the_autosave_is_on_disk_before_the_run_shows_finished(make_window, loop):  # noqa: F811
+def test_the_autosave_is_on_disk_before_the_run_shows_finished(make_window, loop):
     w = make_window()
     seen = []
     shown = w.presenter.run_finished
@@ -109,28 +106,3 @@ def test_the_autosave_is_on_disk_before_the_run_shows_finished(make_window, loop
     w.presenter.run_finished = on_finished
     generate(w, loop, settings=GenerationSettings(max_new_tokens=5))
     assert seen == [True]
-
-
-def test_closing_during_a_run_stops_it_then_asks_and_exits_promptly(qtbot, loop, tmp_path, monkeypatch,  # noqa: F811
-                                                                     engine_kind):
-    w = new_window(qtbot, tmp_path, monkeypatch, engine_kind)  # an engine process of its own: closing ends it
-    w.models.load(LoadRequest(source="demo", device="cpu"))
-    run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading, timeout=120)
-    asked = []
-
-    def ask(parent, name):
-        asked.append((w.controller.is_running, w.presenter.trace.finished))
-        return "discard"
-
-    monkeypatch.setattr(session_dialogs, "ask_unsaved", ask)
-    w.settings_panel.set_settings(GenerationSettings(max_new_tokens=450, do_sample=True, seed=3))
-    w.prompt.set_text("Go on and on")
-    w.runs.generate()
-    run_until(loop, lambda: w.presenter.trace is not None and w.presenter.trace.n_generated >= 2)
-    threads = list(w.controller.engine.threads)
-    t0 = time.monotonic()
-    w.close()
-    assert time.monotonic() - t0 < 1.5
-    (state,) = asked
-    assert state[1] is not None and state[1].reason == "cancelled"  # stopped before the question
-    assert not w.isVisible() and not any(t.is_alive() for t in threads)

@@ -7,10 +7,10 @@ from PySide6.QtTest import QTest
 from opt_desktop.gui.app_state import AppState
 from opt_desktop.gui.main_window import MainWindow
 from opt_desktop.presets import PresetStore
-from test_main_window import loop, new_window  # noqa: F401  (fixtures)
+from window_driver import new_window
 
 
-def test_views_only_lets_the_inspector_fill_the_window(qtbot, loop, tmp_path, monkeypatch):  # noqa: F811
+def test_views_only_lets_the_inspector_fill_the_window(qtbot, loop, tmp_path, monkeypatch):
     w = new_window(qtbot, tmp_path, monkeypatch)
     w.resize(1300, 850)
     w.tabs.setCurrentWidget(w.inspector)
@@ -27,7 +27,7 @@ def test_views_only_lets_the_inspector_fill_the_window(qtbot, loop, tmp_path, mo
     w.close()
 
 
-def test_the_arrangement_is_remembered(qtbot, loop, tmp_path, monkeypatch):  # noqa: F811
+def test_the_arrangement_is_remembered(qtbot, loop, tmp_path, monkeypatch):
     w = new_window(qtbot, tmp_path, monkeypatch)
     w.runs_dock.hide()
     w.resize(1111, 777)

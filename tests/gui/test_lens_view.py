@@ -190,3 +190,45 @@ def test_table_gets_its_width_after_a_resize_while_hidden(qtbot):
     needed = view.table_width_needed()
     qtbot.waitUntil(lambda: abs(view.split.sizes()[0] - needed) <= 2)  # its columns, no more: the plot has the rest
     assert view.split.sizes()[1] > 0.35 * sum(view.split.sizes())
+
+
+def demo_lens() -> LensResult:
+    """The demo model's lens: embed and 4 layers."""
+    result = long_lens()
+    return LensResult(position=7, top_ids=result.top_ids[:5], top_probs=result.top_probs[:5],
+                      top_pieces=result.top_pieces[:5], target_id=TARGET, target_logprob=result.target_logprob[:5])
+
+
+def drawn_labels(axis) -> list[tuple[str, object]]:
+    from PySide6.QtGui import QImage, QPainter
+
+    image = QImage(10, 10, QImage.Format.Format_ARGB32)
+    painter = QPainter(image)
+    try:
+        specs = axis.generateDrawSpecs(painter)[2]
+    finally:
+        painter.end()
+    return [(s[2], s[0]) for s in specs]
+
+
+def test_every_layer_of_a_small_model_is_labelled_in_a_narrow_plot(qtbot):
+    """Issue 23: in the window the lens plot of the demo model read only "emb" and "2"."""
+    from opt_desktop.engine.messages.rows import row_tick
+    from opt_desktop.gui.widgets.heatmap import IndexAxis
+
+    axis = IndexAxis("bottom")
+    axis.label_fn, axis.first_apart, axis.count = row_tick, True, 5
+    # 116 pixels for the 5 rows (and 2 % padding): the plot beside the lens table in a 1400 × 900 window.
+    (_, ticks), = axis.tickValues(-0.6, 4.6, 116)
+    assert [row_tick(t) for t in ticks] == ["emb", "0", "1", "2", "3"]
+
+    view = LensView()
+    qtbot.addWidget(view)
+    view.resize(735, 320)
+    view.show()
+    view.set_result(demo_lens())
+    qtbot.wait(50)
+    labels = drawn_labels(view.plot.getPlotItem().getAxis("bottom"))
+    assert [text for text, _ in labels] == ["emb", "0", "1", "2", "3"]
+    rects = [rect for _, rect in labels]
+    assert all(not a.intersects(b) for a, b in zip(rects, rects[1:]))

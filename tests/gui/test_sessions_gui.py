@@ -4,53 +4,19 @@ import math
 
 import numpy as np
 import psutil
-import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
-from opt_desktop.engine import GenerationSettings, LoadRequest
+from opt_desktop.engine import GenerationSettings
 from opt_desktop.gui import session_dialogs
 from opt_desktop.session.autosave import Autosave
-from test_main_window import finished, loop, new_window, run_until  # noqa: F401  (fixtures)
-
-SEEDED = GenerationSettings(max_new_tokens=12, do_sample=True, top_k=0, seed=11)
-
+from window_driver import finished, generate, run_until
 
 def _dead_pid() -> int:
     pid = 4_000_000
     while psutil.pid_exists(pid):
         pid += 1
     return pid
-
-
-@pytest.fixture
-def make_window(qtbot, loop, tmp_path, monkeypatch, request, borrow):  # noqa: F811
-    """Makes windows (with the demo loaded); their engine is "thread" unless parametrized indirectly."""
-    windows = []
-    kind = getattr(request, "param", "thread")
-
-    def make(autosave=None, load=True):
-        w = new_window(qtbot, tmp_path, monkeypatch, borrow(kind))
-        if autosave is not None:
-            w.keeper.autosave = autosave
-        if load:
-            w.models.load(LoadRequest(source="demo", device="cpu"))
-            run_until(loop, lambda: w.controller.model is not None and not w.controller.is_loading, timeout=120)
-        windows.append(w)
-        return w
-
-    yield make
-    for w in windows:
-        if w.isVisible():
-            w.close()
-
-
-def generate(w, loop, prompt="The cat sat", settings=SEEDED):  # noqa: F811
-    w.settings_panel.set_settings(settings)
-    w.prompt.set_text(prompt)
-    w.runs.generate()
-    run_until(loop, finished(w))
-    return w.presenter.trace
 
 
 def _plain(value):
@@ -69,9 +35,12 @@ def table_values(w):
     return [[_plain(model.raw(pos, col)) for col in range(model.columnCount())] for pos in range(model.rowCount())]
 
 
-def test_save_close_reopen_shows_the_same_inspector(make_window, loop, tmp_path, monkeypatch):  # noqa: F811
+def test_save_close_reopen_shows_the_same_inspector(make_window, loop, tmp_path, monkeypatch):
     w = make_window()
     trace = generate(w, loop)
+    # The logit lens is computed in the background once a run ends; what arrives during a save is
+    # left unsaved (the title says so), so this waits for it.
+    run_until(loop, lambda: trace.lens_table() is not None and not w.controller.is_busy)
     assert w.isWindowModified()
     path = tmp_path / "work.optsession"
     monkeypatch.setattr(session_dialogs, "choose_save_path", lambda parent, suggested: path)
@@ -92,20 +61,21 @@ def test_save_close_reopen_shows_the_same_inspector(make_window, loop, tmp_path,
     assert [a.text() for a in w2.recent_menu.actions()] == ["work.optsession"]
 
 
-def test_closing_with_unsaved_runs_asks(make_window, loop, monkeypatch):  # noqa: F811
+def test_closing_with_unsaved_runs_asks(make_window, loop, monkeypatch):
     w = make_window()
     generate(w, loop)
     answers = []
-    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name: answers.append(name) or "cancel")
+    monkeypatch.setattr(session_dialogs, "ask_unsaved",
+                        lambda parent, name, running=False: answers.append(name) or "cancel")
     w.close()
     assert answers == ["Untitled session"] and w.isVisible()  # cancelled: still open, run still there
     assert len(w.keeper.session.runs) == 1
-    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name: "discard")
+    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name, running=False: "discard")
     w.close()
     assert not w.isVisible()
 
 
-def test_a_bad_file_changes_nothing(make_window, loop, tmp_path):  # noqa: F811
+def test_a_bad_file_changes_nothing(make_window, loop, tmp_path):
     w = make_window()
     trace = generate(w, loop)
     w.keeper.set_modified(False)
@@ -118,11 +88,11 @@ def test_a_bad_file_changes_nothing(make_window, loop, tmp_path):  # noqa: F811
     assert w.output.toPlainText() == trace.text
 
 
-def test_dropping_a_session_file_opens_it(make_window, loop, tmp_path, monkeypatch):  # noqa: F811
+def test_dropping_a_session_file_opens_it(make_window, loop, tmp_path, monkeypatch):
     w = make_window()
     trace = generate(w, loop)
     path = tmp_path / "dropped.optsession"
-    assert w.keeper.save(path)
+    assert loop.run_until_complete(w.keeper.save_async(path)) == "saved"
     w.keeper.new()
     assert w.keeper.session.runs == []
 
@@ -135,27 +105,28 @@ def test_dropping_a_session_file_opens_it(make_window, loop, tmp_path, monkeypat
     assert w.presenter.trace.token_ids == trace.token_ids
 
 
-def test_autosave_after_a_run_is_offered_after_a_crash(make_window, loop, tmp_path):  # noqa: F811
+def test_autosave_after_a_run_is_offered_after_a_crash(make_window, loop, tmp_path):
     folder = tmp_path / "autosave"
     crashed = make_window(autosave=Autosave(folder, pid=_dead_pid()))
     trace = generate(crashed, loop)
-    crashed.keeper.wait_for_autosave(10)  # written off the GUI thread when the run finished
+    crashed.keeper.wait_for_files(10)  # written off the GUI thread when the run finished
     assert crashed.keeper.autosave.path.is_file()
     crashed.keeper.close_cleanly = lambda: None  # the process "dies": no clean exit
     crashed.close()
 
     w = make_window(autosave=Autosave(folder), load=False)
-    w.sessions.check_recovery()
+    loop.run_until_complete(w.sessions.check_recovery())  # the autosaves are listed off the GUI thread
     assert "can be restored" in w.banner.text()
     restore = next(b for b in w.banner.buttons if b.text() == "Restore")
     restore.click()
+    run_until(loop, lambda: w.presenter.trace is not None)  # read off the GUI thread
     assert w.presenter.trace.token_ids == trace.token_ids
     assert w.isWindowModified()  # restored work is unsaved until the person saves it
     assert Autosave(folder).recoverable() == [] or all(r.path != crashed.keeper.autosave.path
                                                        for r in Autosave(folder).recoverable())
 
 
-def test_rerun_reproduces_a_seeded_run(make_window, loop):  # noqa: F811
+def test_rerun_reproduces_a_seeded_run(make_window, loop):
     w = make_window()
     first = generate(w, loop)
     w.settings_panel.set_settings(GenerationSettings(max_new_tokens=3))  # re-run ignores the panel
@@ -166,7 +137,7 @@ def test_rerun_reproduces_a_seeded_run(make_window, loop):  # noqa: F811
     assert again.label == "re-run of #1"
 
 
-def test_fork_continues_from_the_chosen_alternative(make_window, loop):  # noqa: F811
+def test_fork_continues_from_the_chosen_alternative(make_window, loop):
     w = make_window()
     base = generate(w, loop, settings=GenerationSettings(max_new_tokens=8))
     pos = base.n_prompt + 2
@@ -182,27 +153,27 @@ def test_fork_continues_from_the_chosen_alternative(make_window, loop):  # noqa:
     assert w.output.toPlainText() == base.text
 
 
-def test_runs_of_two_files_can_be_compared(make_window, loop, tmp_path):  # noqa: F811
+def test_runs_of_two_files_can_be_compared(make_window, loop, tmp_path):
     w = make_window()
     first = generate(w, loop, prompt="One file", settings=GenerationSettings(max_new_tokens=5))
     a = tmp_path / "a.optsession"
-    assert w.keeper.save(a)
+    assert loop.run_until_complete(w.keeper.save_async(a)) == "saved"
     w.keeper.new()
     second = generate(w, loop, prompt="Other file", settings=GenerationSettings(max_new_tokens=5))
-    assert w.sessions.add_runs_from_file(a)
+    assert loop.run_until_complete(w.sessions.add_runs_from_file(a))
     runs = w.keeper.session.runs
     assert [r.token_ids for r in runs] == [second.token_ids, first.token_ids]
     assert runs[1].label == "a" and w.isWindowModified()
     w.tabs.setCurrentWidget(w.compare)
-    w.analysis.compare_runs(0, 1)
+    w.analysis.compare.compare_runs(0, 1)
     assert w.compare.comparison.first_diff is not None
     bad = tmp_path / "bad.optsession"
     bad.write_bytes(b"junk")
-    assert not w.sessions.add_runs_from_file(bad) and len(w.keeper.session.runs) == 2
+    assert not loop.run_until_complete(w.sessions.add_runs_from_file(bad)) and len(w.keeper.session.runs) == 2
     assert "bad.optsession" in w.banner.text()
 
 
-def test_a_reopened_file_shows_lens_head_importance_and_settings_without_a_model(make_window, loop, tmp_path):  # noqa: F811
+def test_a_reopened_file_shows_lens_head_importance_and_settings_without_a_model(make_window, loop, tmp_path):
     w = make_window()
     trace = generate(w, loop, settings=GenerationSettings(max_new_tokens=6, do_sample=True, seed=4))
     run_until(loop, lambda: trace.lens_table() is not None)  # computed in the background once the run ended

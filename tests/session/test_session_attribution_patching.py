@@ -74,3 +74,21 @@ def test_the_html_report_shows_attribution_and_patching_escaped():
     assert f"at position {pos}?" in page and "integrated gradients, 32 steps" in page
     assert "Activation patching for" in page and "0.4 clean and 0.05 corrupted" in page
     assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+def test_the_report_says_when_the_runs_are_too_close_to_normalise():
+    """Issue 23: p = 0.05095 clean and 0.05133 corrupted; a map from 0 to 1 would span -16 … 17."""
+    from opt_desktop.session.export import export_html
+
+    trace = fake_trace()
+    P, L = trace.n_prompt, trace.n_layers
+    prob = np.full((L + 1, P), 0.05133, np.float32)
+    prob[-1, -1], prob[-1, 0] = 0.04468, 0.057505
+    trace.add_patching(Patching(clean_ids=np.asarray(trace.token_ids[:P], np.int64),
+                                corrupt_ids=np.asarray([2] + [5] * (P - 1), np.int64), target_id=7,
+                                clean_prob=0.05095, corrupt_prob=0.05133, prob=prob,
+                                head_prob=np.zeros((0, 0), np.float32)))
+    page = export_html(Session([trace]))
+    assert "too close to normalise" in page and "0.05095 and 0.05133" in page
+    assert "how much of the difference patching it recovers" not in page
+    assert "Colour: -0.00665 (dark) to 0.00665 (yellow)" in page  # centred on no change, not 0 … 1

@@ -23,6 +23,7 @@ import torch
 from ..running.attention import register as register_attention
 from ..messages.errors import EngineError
 from ..running.memory import available_memory
+from ...formatting import format_bytes
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def grad_model(model, n_params: int) -> Iterator[GradModel]:
         available = available_memory()
         if available is not None and need * 1.1 > available:
             raise EngineError(f"Attribution needs a float32 copy of the {mode} model for its gradients "
-                              f"({need / 2**30:.1f} GiB), and only {available / 2**30:.1f} GiB of memory is free.")
+                              f"({format_bytes(need)}), and only {format_bytes(available)} of memory is free.")
         try:
             twin = float32_copy(model)
         except (MemoryError, torch.OutOfMemoryError):

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
 from ..messages.errors import EngineError, JobCancelled, describe_error
-from ..messages.job_context import JobContext, JobProgress
+from ..messages.job_context import STOPPED, JobContext, JobProgress
+
+__all__ = ["EndReason", "Job", "JobEnd", "JobProgress", "JobState"]  # JobProgress: the context's, named here too
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +97,8 @@ class Job(JobContext):
             result = work(self)
         except JobCancelled as exc:
             partial = self.partial  # a stopped job hands over what it had made, if anything
-            end = JobEnd("cancelled", f"{doing} was stopped.", result=partial)
+            said = str(exc)  # the work's own words ("Loading X was stopped."), else what the job was doing
+            end = JobEnd("cancelled", said if said and said != STOPPED else f"{doing} was stopped.", result=partial)
             if partial is None:
                 self._finish(end, exc=exc)
             else:

@@ -26,6 +26,7 @@ from ..messages.events import Finished, LensResult, ModelInfo
 from ..messages.requests import (
     AttributionRequest,
     DivergenceRequest,
+    DownloadRequest,
     HeadImportanceRequest,
     LensRequest,
     LensTableRequest,
@@ -33,11 +34,23 @@ from ..messages.requests import (
     PatchingRequest,
     PiecesRequest,
     ProbeRequest,
+    RoutesRequest,
     TokenizeRequest,
 )
-from ..messages.results import Attribution, Divergence, HeadImportance, LensTable, Patching, Tokens
+from ..messages.results import (
+    Attribution,
+    Divergence,
+    Downloaded,
+    HeadImportance,
+    LensTable,
+    Patching,
+    Routes,
+    Tokens,
+)
 from ..messages.settings import GenerationRequest, HeadScale, LoadRequest
+from ..messages.threads import ThreadsRequest, ThreadsState
 from ..running.memory import return_freed_memory_promptly
+from ..running.threads import ThreadTuner, worker_tuner
 from .dispatch import ANALYSES, job_kind, register_analysis
 from .engine import LocalEngine
 from .job import Job
@@ -45,6 +58,7 @@ from .job import Job
 log = logging.getLogger(__name__)
 
 THREAD_NAME = "opt-engine-worker"
+IDLE_TICK_S = 0.5  # while no job waits, the worker wakes this often to keep its reading of the CPU load recent
 _CALL = "call"  # the kind of a job made by `call`: a function of the loaded model, in this process only
 
 
@@ -90,6 +104,12 @@ def _lens_table(loaded, r: LensTableRequest, job: Job) -> LensTable:
                       job=job)
 
 
+def _routes(loaded, r: RoutesRequest, job: Job) -> Routes:
+    from ..analyses.routes import routes
+
+    return routes(loaded, r.token_ids, hidden_positions=r.hidden_positions, mask_schedule=r.mask_schedule, job=job)
+
+
 def _probe(loaded, request: ProbeRequest, job: Job):
     from ..loading.precision import capabilities
 
@@ -123,6 +143,18 @@ def _pieces(loaded, r: PiecesRequest, job: Job) -> tuple[str, ...]:
     return tuple(token_piece(loaded.tokenizer, int(i)) for i in r.ids)
 
 
+def _threads(loaded, request: ThreadsRequest, job: Job) -> ThreadsState:
+    return worker_tuner().configure(request.threads)
+
+
+def _download(loaded, request: DownloadRequest, job: Job) -> Downloaded:
+    from ..loading.hub_download import download
+
+    return download(request, job)
+
+
+register_analysis(ThreadsRequest, "threads", "Setting the engine's threads", _threads, needs_model=False,
+                  result_types=(ThreadsState,))
 register_analysis(LensRequest, "lens", "The logit lens", _lens)
 register_analysis(DivergenceRequest, "divergence", "The comparison", _divergence)
 register_analysis(HeadImportanceRequest, "head_importance", "Head importance", _head_importance)
@@ -130,18 +162,25 @@ register_analysis(ProbeRequest, "probe", "Probing this machine", _probe, needs_m
 register_analysis(AttributionRequest, "attribution", "Attribution", _attribution, result_types=(Attribution,))
 register_analysis(PatchingRequest, "patching", "Activation patching", _patching, result_types=(Patching,))
 register_analysis(LensTableRequest, "lens_table", "The logit lens of the run", _lens_table, result_types=(LensTable,))
+register_analysis(RoutesRequest, "routes", "Computing the information-flow routes", _routes, result_types=(Routes,))
+# Downloads run where the engine runs (its machine's Hub cache), with the same stop and progress as any job.
+register_analysis(DownloadRequest, "download", "The download", _download, needs_model=False,
+                  result_types=(Downloaded,))
 
 register_analysis(MachineRequest, "machine", "Reading the machine's memory", _machine, needs_model=False,
                   result_types=(MachineMemory, GpuMemory))
 register_analysis(TokenizeRequest, "tokenize", "Tokenizing", _tokenize, result_types=(Tokens,))
 register_analysis(PiecesRequest, "pieces", "Naming tokens", _pieces)
 
-_BETWEEN_STEPS = {LensRequest, TokenizeRequest, PiecesRequest}  # small enough to run between two decode steps of a generation
+# Small enough to run between two decode steps of a generation.
+_BETWEEN_STEPS = {LensRequest, ThreadsRequest, TokenizeRequest, PiecesRequest}
 
 
 class EngineService(LocalEngine):
-    def __init__(self) -> None:
+    def __init__(self, threads: ThreadTuner | None = None) -> None:
+        """`threads`: what chooses torch's thread count on the worker (default: "auto", ThreadsRequest changes it)."""
         return_freed_memory_promptly()
+        self._threads = threads or ThreadTuner()
         self.on_died = None  # never called: this engine ends only with the window's own process
         self._loaded = None  # engine.running.loaded.LoadedModel, touched only on the worker
         self._info: ModelInfo | None = None
@@ -241,10 +280,16 @@ class EngineService(LocalEngine):
     # --- the worker ------------------------------------------------------------------------------
 
     def _work(self) -> None:
+        self._threads.bind()
         while True:
-            job = self._queue.get()
+            try:
+                job = self._queue.get(timeout=IDLE_TICK_S)
+            except queue.Empty:
+                self._threads.idle()
+                continue
             if job is None:
                 return
+            self._threads.start_job(new_model=job.kind == "load")
             self._running = job
             try:
                 self._run(job)
@@ -292,11 +337,12 @@ class EngineService(LocalEngine):
             self._generating = True
             self._mask_change = None
         try:
-            return run_generation(loaded, request, job, between_steps=self._run_between_steps,
+            return run_generation(loaded, request, job, between_steps=self._between_steps,
                                   mask_change=self._take_mask_change)
         finally:
             with self._lock:
                 self._generating = False
+            log.info("Decoded with %s", self._threads.summary())
             self._run_between_steps()  # anything queued as the run ended
 
     def _take_mask_change(self) -> tuple[HeadScale, ...] | None:
@@ -304,14 +350,23 @@ class EngineService(LocalEngine):
             mask, self._mask_change = self._mask_change, None
         return mask
 
-    def _run_between_steps(self) -> None:
-        """On the worker, between decode steps: run the small jobs that arrived during the run."""
+    def _between_steps(self) -> None:
+        """On the worker, after each token: time the decode step for the thread tuner, then run the small
+        jobs that arrived during the run (not timed)."""
+        self._threads.step()
+        if self._run_between_steps():
+            self._threads.restart_clock()
+
+    def _run_between_steps(self) -> bool:
+        """On the worker, between decode steps: run the small jobs that arrived during the run; True if any did."""
+        ran = False
         while True:
             try:
                 job = self._between.get_nowait()
             except queue.Empty:
-                return
+                return ran
             self._run(job)
+            ran = True
 
     # --- closing -----------------------------------------------------------------------------------
 

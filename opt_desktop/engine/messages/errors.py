@@ -15,6 +15,15 @@ class ModelLoadError(EngineError):
     """A model source could not be loaded; the message names the source and the cause."""
 
 
+class HubUnreachableError(ModelLoadError):
+    """A Hub id is neither in the local cache nor reachable (offline mode, no network); front ends
+    can offer a model that needs no network."""
+
+
+class DownloadError(EngineError):
+    """A download into the Hub cache failed; the message says why in words a person can act on."""
+
+
 class PromptError(EngineError):
     """The prompt cannot be run (for example, it is longer than the model's context)."""
 

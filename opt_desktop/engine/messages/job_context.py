@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 from .errors import JobCancelled
 
+STOPPED = "Stopped."  # what check() says: the job's end then says what was stopped (Job.run)
+
 
 @dataclass(frozen=True)
 class JobProgress:
@@ -42,7 +44,7 @@ class JobContext:
     def check(self) -> None:
         """Raise JobCancelled if the job was asked to stop: long work calls this between chunks."""
         if self.stop_event.is_set():
-            raise JobCancelled("Stopped.")
+            raise JobCancelled(STOPPED)
 
     def emit(self, event: Any) -> None:
         """Hand an event to whoever follows the job (on the worker thread)."""

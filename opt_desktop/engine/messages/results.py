@@ -6,6 +6,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .rows import row_label
+
+# Recovery, (p - corrupted) / (clean - corrupted), divides by the gap between the two runs: when they
+# give the target nearly the same probability, a patch that moves it a little reads as many times the
+# whole difference (0.05095 and 0.05133 gave maps from -16 to 17). Below this gap, relative to the
+# larger probability, a patching map shows p - corrupted instead.
+MIN_RELATIVE_GAP = 0.1
+
 
 @dataclass(frozen=True)
 class Divergence:
@@ -19,6 +27,15 @@ class Divergence:
     logprob_base: np.ndarray
     logprob_other: np.ndarray
     kl: np.ndarray
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """A download that ended: `folder` is the snapshot in the engine machine's Hub cache."""
+
+    repo_id: str
+    folder: str
+    bytes_fetched: int = 0  # 0 when everything was already in the cache
 
 
 @dataclass(frozen=True)
@@ -100,7 +117,35 @@ class Patching:
     @property
     def row_labels(self) -> tuple[str, ...]:
         """"embed", "0", ..., "L-1": the rows of `prob`, as the rest of the app names hidden-state rows."""
-        return ("embed",) + tuple(str(i) for i in range(self.prob.shape[0] - 1))
+        return tuple(row_label(r) for r in range(self.prob.shape[0]))
+
+    @property
+    def normalisable(self) -> bool:
+        """Whether the clean and corrupted probabilities are far enough apart to measure recovery by."""
+        gap = abs(self.clean_prob - self.corrupt_prob)
+        return bool(np.isfinite(gap)) and gap > 1e-12 and gap >= MIN_RELATIVE_GAP * max(self.clean_prob,
+                                                                                       self.corrupt_prob)
+
+    @property
+    def too_close(self) -> str:
+        """One line saying the two runs are too close to normalise ("" when they are not)."""
+        if self.normalisable:
+            return ""
+        return (f"The clean and corrupted runs give the target nearly the same probability ({self.clean_prob:.4g} "
+                f"and {self.corrupt_prob:.4g}): too close to normalise, so each cell shows how far the patch "
+                "moves it from the corrupted run's (p − corrupted).")
+
+    @property
+    def shown_what(self) -> str:
+        """What `shown` holds, for a colour bar or a table's title."""
+        return "recovered (0 corrupted … 1 clean)" if self.normalisable else "p − corrupted"
+
+    def shown(self, values: np.ndarray) -> np.ndarray:
+        """A patching map as it is shown: recovered (0 corrupted, 1 clean) when the runs are far enough
+        apart (`normalisable`), else the change in the target's probability from the corrupted run's."""
+        if self.normalisable:
+            return self.normalised(values)
+        return (np.asarray(values, np.float64) - self.corrupt_prob).astype(np.float32)
 
     def normalised(self, values: np.ndarray) -> np.ndarray:
         """(p - corrupt_prob) / (clean_prob - corrupt_prob): 0 is the corrupted run, 1 the clean run;
@@ -148,6 +193,36 @@ class LensTable:
     @property
     def top_k(self) -> int:
         return int(self.top_ids.shape[2])
+
+
+@dataclass(frozen=True)
+class Routes:
+    """Information-flow routes of one sequence (engine/analyses/routes.py has the definition).
+
+    token_ids: (T,) int64, the whole sequence, the leading `</s>` included. For layer l and position t,
+    contributions to one sum, each ≥ 0, adding up to 1:
+    attn: (L, T, T, H) float32, [layer][query][key][head]: what head h wrote into query t from key s
+    (0 where s > t); attn_residual: (L, T) float32, the residual entering the attention block.
+    mlp / mlp_residual: (L, T) float32, the MLP's output and the residual entering the MLP.
+    """
+
+    token_ids: np.ndarray
+    attn: np.ndarray
+    attn_residual: np.ndarray
+    mlp: np.ndarray
+    mlp_residual: np.ndarray
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.attn.shape[0])
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.attn.shape[1])
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.attn.shape[3])
 
 
 @dataclass(frozen=True)

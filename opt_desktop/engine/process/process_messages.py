@@ -10,10 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..jobs import dispatch, job, service  # noqa: F401 - service registers the analyses it runs in dispatch
+from ..jobs import job, service
 from ..loading import precision
 from ..messages import events, job_context, requests, results, settings
-from .protocol import PROTOCOL_VERSION, register  # noqa: F401 - the version is the messages' as well as the frames'
+from . import protocol
+from .protocol import register
+
+PROTOCOL_VERSION = protocol.PROTOCOL_VERSION  # the messages' version is the frames': one number for both
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,6 @@ register(Submit, Stop, SetHeadMask, CountTokens, Shutdown, Hello, JobRunning, Jo
          events.PromptScored, events.TokenGenerated, events.HeadMaskChanged, events.Notice, events.Finished,
          events.LensResult, settings.LoadRequest, settings.GenerationRequest, settings.GenerationSettings,
          settings.InspectSettings, settings.HeadScale)
-# Every analysis the engine runs may cross, with its results (service.py registers them).
-for _request_type, _analysis in dispatch.ANALYSES.items():
+# Every analysis the engine runs may cross, with its results (dispatch.py's table, which service.py fills).
+for _request_type, _analysis in service.ANALYSES.items():
     register(_request_type, *_analysis.result_types)

@@ -39,24 +39,6 @@ from .process_messages import (
 log = logging.getLogger("opt_desktop.engine.process.worker")
 
 LOG_FILE = "opt-desktop-engine.log"
-NICENESS = 10  # CFS weight 110 against the window's 1024: the window gets ~90% of a core it asks for
-
-
-def yield_to_window() -> None:
-    """Run below normal priority. On 2 cores torch's threads otherwise take the cores the window needs
-    to paint, and every repaint takes two or three times as long while tokens stream; lowered, the engine
-    still gets every cycle the window leaves idle."""
-    try:
-        if sys.platform == "win32":
-            import ctypes
-
-            below_normal = 0x4000
-            kernel32 = ctypes.windll.kernel32
-            kernel32.SetPriorityClass(kernel32.GetCurrentProcess(), below_normal)
-        else:
-            os.nice(NICENESS)
-    except (OSError, AttributeError):  # a sandbox may forbid it: the engine only runs at normal priority
-        log.debug("Could not lower the engine's priority", exc_info=True)
 
 
 class _Channel:
@@ -184,10 +166,15 @@ def main() -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from ..running.threads import prepare_environment
     from ...logs import setup_logging
 
+    # The engine runs at the window's own priority. Lowered (it was at nice 10) it got a tenth of a core
+    # beside any busy program and decoded 3-30x slower, while the window's timer was no more punctual.
+    # The window keeps a core by other means: its CPU time counts as taken when "auto" chooses the
+    # engine's threads, and OpenMP threads with nothing to do spin 0.3 ms before they sleep, not 3.
+    prepare_environment()  # before torch loads
     setup_logging(file_name=LOG_FILE)
-    yield_to_window()
     try:
         serve(sys.stdin.buffer, out)
     except protocol.ProtocolError:

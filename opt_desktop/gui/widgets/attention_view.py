@@ -17,7 +17,7 @@ import numpy as np
 from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
-    QComboBox, QHBoxLayout, QInputDialog, QLabel, QMenu, QSpinBox, QSplitter, QVBoxLayout, QWidget,
+    QHBoxLayout, QInputDialog, QLabel, QMenu, QSpinBox, QVBoxLayout, QWidget,
 )
 
 from ...engine.messages.settings import HeadScale
@@ -28,6 +28,8 @@ from .head_mask_editor import (
 )
 from .heatmap import Axis, Heatmap
 from .hidden_view import token_name
+from .splitter import splitter
+from .stat_box import StatBox
 
 STATS = (("entropy", "entropy (nats)"), ("sink", "sink weight (key 0)"), ("distance", "mean distance (tokens)"))
 STAT_TIPS = {
@@ -64,17 +66,13 @@ class AttentionView(QWidget):
         self._matrix_timer = QTimer(self, singleShot=True)
         self._matrix_timer.timeout.connect(lambda: self._update_matrix(force=True))
 
-        self.stat_box = QComboBox()
-        for key, label in STATS:
-            self.stat_box.addItem(label, key)
-            self.stat_box.setItemData(self.stat_box.count() - 1, STAT_TIPS[key], Qt.ItemDataRole.ToolTipRole)
-        self.stat_box.currentIndexChanged.connect(self._on_stat_changed)
+        self.stats = StatBox(STATS, STAT_TIPS)
+        self.stats.changed.connect(self._on_stat_changed)
         self.mask_bar = HeadMaskBar()
         self.mask_bar.edit_button.toggled.connect(self._on_edit_toggled)
         self.mask_bar.clear_button.clicked.connect(self.clear_head_mask)
         bar = QHBoxLayout()
-        bar.addWidget(QLabel("Statistic:"))
-        bar.addWidget(self.stat_box)
+        bar.addWidget(self.stats)
         bar.addSpacing(16)
         bar.addWidget(self.mask_bar, 1)
 
@@ -122,14 +120,8 @@ class AttentionView(QWidget):
         self.no_rows_label.setTextFormat(Qt.TextFormat.PlainText)
         self.no_rows_label.setEnabled(False)  # drawn in the muted text colour: a note, not content
 
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(left)
-        split.addWidget(self.right)
-        split.setStretchFactor(0, 1)
-        split.setStretchFactor(1, 1)
-        split.setSizes([500, 500])  # grid and matrix share the width; the divider moves either way
-        split.setChildrenCollapsible(False)
-        self.split = split
+        # Grid and matrix share the width; the divider moves either way.
+        split = self.split = splitter(Qt.Orientation.Horizontal, (left, 1), (self.right, 1), sizes=(500, 500))
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -142,13 +134,6 @@ class AttentionView(QWidget):
         self._apply_palette()
 
     # --- inputs --------------------------------------------------------------------------------
-
-    @property
-    def stat(self) -> str:
-        return self.stat_box.currentData()
-
-    def set_stat(self, key: str) -> None:
-        self.stat_box.setCurrentIndex(self.stat_box.findData(key))
 
     @property
     def showing_matrix(self) -> bool:
@@ -179,10 +164,9 @@ class AttentionView(QWidget):
     # --- grid ----------------------------------------------------------------------------------
 
     def _on_stat_changed(self) -> None:
-        self.grid.set_colorbar_label(self.stat_box.currentText())
-        self.stat_box.setToolTip(STAT_TIPS[self.stat])
+        self.grid.set_colorbar_label(self.stats.label())
         # Sink weight is a fraction of the attention: a fixed 0..1 scale reads the same at every token.
-        self.grid.set_fixed_levels((0.0, 1.0) if self.stat == "sink" else None)
+        self.grid.set_fixed_levels((0.0, 1.0) if self.stats.stat == "sink" else None)
         self._update_grid()
 
     def _update_grid(self) -> None:
@@ -192,14 +176,14 @@ class AttentionView(QWidget):
             self._place_overlay()
             self.grid_caption.setText("Select a token to see its attention heads.")
             return
-        values = t.attention(self.stat)[:, :, pos]
+        values = t.attention(self.stats.stat)[:, :, pos]
         self.grid.set_data(values)
         if self.mask_overlay.grid_shape != values.shape:
             self._place_overlay()  # the grid's shape changed (a new model): re-fit the marks
         if np.isnan(values).all():
             self.grid_caption.setText(f"{token_name(t, pos)} was never fed to the model: no attention yet.")
         else:
-            self.grid_caption.setText(f"{self.stat_box.currentText()} of each head at {token_name(t, pos)}")
+            self.grid_caption.setText(f"{self.stats.label()} of each head at {token_name(t, pos)}")
 
     def _on_grid_clicked(self, row: int, col: int) -> None:
         if self.mask_bar.editing:

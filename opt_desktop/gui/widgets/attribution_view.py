@@ -123,7 +123,8 @@ class AttributionView(JobControls, QWidget):
             self.target.setText(f"Why {piece!r} at position {position}{p}?")
         self._update_buttons()
 
-    def _request(self) -> None:
+    def request(self) -> None:
+        """Ask for a job with the choices shown (what the Run button does)."""
         if self._position is not None:
             self.run_requested.emit(self.method.currentData(), int(self.steps.value()), self.versus.currentData())
 

@@ -15,7 +15,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPalette, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSplitter, QTableWidget,
+    QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QSplitter, QTableWidget,
     QTableWidgetItem, QTabWidget, QTextEdit, QVBoxLayout, QWidget,
 )
 
@@ -25,14 +25,13 @@ from ...session.describe import run_settings
 from ...session.trace import RunTrace
 from ..colors import follow_palette, mix
 from ..rich_text import plain_tip
+from .divergence_panel import DivergencePanel
 from .heatmap import style_plot
+from .splitter import splitter
 from .token_table import format_percent, quote_piece
 
 _PROMPT_TEXT_MIX = 0.35  # prompt text blended this far toward the background, as in the output view
 _MARK_MIX = 0.45  # the first differing token: background blended this far toward the run's colour
-DIVERGENCE_HINT = ("Re-scores run A's tokens the way run B was run (its head mask and hidden tokens) and "
-                   "plots, per position, how the probability of A's token changes and the KL divergence "
-                   "between the two next-token distributions.")
 
 
 def run_colors(palette: QPalette) -> tuple[QColor, QColor]:
@@ -56,10 +55,8 @@ class CompareView(QWidget):
         self._b: RunTrace | None = None
         self._labels = ("A", "B")
         self.comparison: RunComparison | None = None
-        self.divergence: Divergence | None = None
         self._available: tuple[bool, str] = (True, "")
         self._diff_spans: dict[str, tuple[int, int] | None] = {"a": None, "b": None}
-        self._delta = np.zeros(0)
 
         # Which runs.
         self.combo_a, self.combo_b = QComboBox(), QComboBox()
@@ -124,33 +121,10 @@ class CompareView(QWidget):
         cl.addWidget(self.readout)
 
         # Divergence, computed by the engine on request.
-        self.divergence_button = QPushButton("Compute divergence (needs the model)")
-        self.divergence_button.clicked.connect(self.divergence_requested)
-        self.divergence_reason = QLabel()
-        self.divergence_reason.setWordWrap(True)
-        self.divergence_reason.setTextFormat(Qt.TextFormat.PlainText)  # it names a model
-        self.divergence_message = QLabel(DIVERGENCE_HINT)
-        self.divergence_message.setWordWrap(True)
-        self.divergence_message.setTextFormat(Qt.TextFormat.PlainText)
-        self.divergence_plot = pg.PlotWidget()
-        self.divergence_plot.getPlotItem().setMenuEnabled(False)
-        self.divergence_plot.showGrid(x=False, y=True, alpha=0.3)
-        self.divergence_plot.setLabel("bottom", "position")
-        self._legends.append(self.divergence_plot.addLegend(offset=(-10, 10)))
-        self.delta_curve = self.divergence_plot.plot([], [], connect="finite", name="Δ p of A's token (B − A)")
-        self.kl_curve = self.divergence_plot.plot([], [], connect="finite", name="KL(A ‖ B), nats")
-        self.divergence_readout = QLabel()
-        self.divergence_readout.setMinimumWidth(10)
-        bar = QHBoxLayout()
-        bar.addWidget(self.divergence_button)
-        bar.addWidget(self.divergence_reason, 1)
-        div_page = QWidget()
-        dl = QVBoxLayout(div_page)
-        dl.setContentsMargins(0, 0, 0, 0)
-        dl.addLayout(bar)
-        dl.addWidget(self.divergence_message)
-        dl.addWidget(self.divergence_plot, 1)
-        dl.addWidget(self.divergence_readout)
+        self.divergence_panel = DivergencePanel()
+        self.divergence_panel.requested.connect(self.divergence_requested)
+        self.divergence_button = self.divergence_panel.button
+        self._legends.append(self.divergence_panel.legend)
 
         # Settings side by side.
         self.settings_table = QTableWidget(0, 2)
@@ -162,15 +136,10 @@ class CompareView(QWidget):
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(curves_page, "Probability and entropy")
-        self.tabs.addTab(div_page, "Divergence")
+        self.tabs.addTab(self.divergence_panel, "Divergence")
         self.tabs.addTab(self.settings_table, "Settings")
 
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(texts)
-        split.addWidget(self.tabs)
-        split.setStretchFactor(0, 2)
-        split.setStretchFactor(1, 3)
-        split.setChildrenCollapsible(False)
+        split = splitter(Qt.Orientation.Vertical, (texts, 2), (self.tabs, 3))
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -179,14 +148,13 @@ class CompareView(QWidget):
         layout.addWidget(split, 1)
 
         self._diff_lines = []
-        for plot in (self.prob_plot, self.entropy_plot, self.divergence_plot):
+        for plot in (self.prob_plot, self.entropy_plot, self.divergence_panel.plot):
             line = pg.InfiniteLine(angle=90, movable=False)
             line.setVisible(False)
             plot.addItem(line, ignoreBounds=True)
             self._diff_lines.append(line)
         self.prob_plot.scene().sigMouseMoved.connect(lambda p: self._on_hover(self.prob_plot, p))
         self.entropy_plot.scene().sigMouseMoved.connect(lambda p: self._on_hover(self.entropy_plot, p))
-        self.divergence_plot.scene().sigMouseMoved.connect(self._on_divergence_hover)
         follow_palette(self, self._restyle)
         self._apply_palette()
         self._update_divergence_button()
@@ -237,8 +205,7 @@ class CompareView(QWidget):
         """Legends name the runs as the window labels them ("#1", "#3")."""
         la, lb = self._labels
         names = {self.prob_a_curve: la, self.prob_b_curve: lb, self.entropy_a_curve: la, self.entropy_b_curve: lb,
-                 self.b_of_a_point: f"{lb}'s p of {la}'s token",
-                 self.delta_curve: f"Δ p of {la}'s token ({lb} − {la})", self.kl_curve: f"KL({la} ‖ {lb}), nats"}
+                 self.b_of_a_point: f"{lb}'s p of {la}'s token", **self.divergence_panel.curve_names(la, lb)}
         for legend in self._legends:
             for sample, label in legend.items:
                 if sample.item in names:
@@ -384,50 +351,18 @@ class CompareView(QWidget):
                                  "cannot be compared by one model.")
         else:
             ok, reason = self._available
-        self.divergence_button.setEnabled(ok)
-        self.divergence_button.setToolTip(plain_tip(DIVERGENCE_HINT if ok else reason))
-        self.divergence_reason.setText("" if ok else reason)
+        self.divergence_panel.set_available(ok, reason)
 
     def divergence_reason_text(self) -> str:
-        return self.divergence_reason.text()
+        return self.divergence_panel.reason_text()
+
+    @property
+    def divergence(self) -> Divergence | None:
+        return self.divergence_panel.divergence
 
     def set_divergence(self, div: Divergence | None, message: str = "") -> None:
         """Plot a divergence over run A's positions, or clear the plot and say `message` instead."""
-        self.divergence = div
-        if div is None:
-            self._delta = np.zeros(0)
-            self.delta_curve.setData([], [])
-            self.kl_curve.setData([], [])
-            self.divergence_message.setText(message or DIVERGENCE_HINT)
-            self.divergence_readout.setText("")
-            return
-        base = np.asarray(div.logprob_base, np.float64)
-        other = np.asarray(div.logprob_other, np.float64)
-        kl = np.asarray(div.kl, np.float64)
-        self._delta = np.exp(other) - np.exp(base)
-        x = np.arange(len(base), dtype=np.float64)
-        self.delta_curve.setData(x, self._delta)
-        self.kl_curve.setData(x, kl)
-        if message:
-            self.divergence_message.setText(message)
-        elif np.isfinite(kl).any():
-            worst = int(np.nanargmax(kl))
-            self.divergence_message.setText(
-                f"Largest KL divergence {kl[worst]:.3g} nats at position {worst}; "
-                f"largest drop in the probability of {self._labels[0]}'s token {np.nanmin(self._delta):+.3f}.")
-        else:
-            self.divergence_message.setText("No position has a divergence (nothing was predicted).")
-        self.divergence_readout.setText("Hover the plot to read the values at a position.")
-
-    def _on_divergence_hover(self, scene_pos: QPointF) -> None:
-        div = self.divergence
-        vb = self.divergence_plot.getPlotItem().getViewBox()
-        if div is None or not vb.sceneBoundingRect().contains(scene_pos):
-            return
-        pos = int(round(vb.mapSceneToView(scene_pos).x()))
-        if 0 <= pos < len(self._delta):
-            self.divergence_readout.setText(
-                f"position {pos}: Δ p = {self._delta[pos]:+.4g}, KL = {float(div.kl[pos]):.4g} nats")
+        self.divergence_panel.set_divergence(div, message)
 
     # --- settings --------------------------------------------------------------------------------
 
@@ -474,7 +409,7 @@ class CompareView(QWidget):
         pal = self.palette()
         fg = pal.color(QPalette.ColorRole.Text)
         color_a, color_b = run_colors(pal)
-        for plot in (self.prob_plot, self.entropy_plot, self.divergence_plot):
+        for plot in (self.prob_plot, self.entropy_plot, self.divergence_panel.plot):
             style_plot(plot, pal)
         for legend in self._legends:
             legend.setLabelTextColor(fg)
@@ -488,8 +423,7 @@ class CompareView(QWidget):
             curve.setPen(pg.mkPen(color, width=2, style=style))
         self.b_of_a_point.setBrush(pg.mkBrush(color_b))
         self.b_of_a_point.setPen(pg.mkPen(fg))
-        self.delta_curve.setPen(pg.mkPen(color_a, width=2))
-        self.kl_curve.setPen(pg.mkPen(color_b, width=2))
+        self.divergence_panel.apply_palette(pg.mkPen(color_a, width=2), pg.mkPen(color_b, width=2))
         dashed = pg.mkPen(fg, width=1, style=Qt.PenStyle.DashLine)
         for line in self._diff_lines:
             line.setPen(dashed)

@@ -1,7 +1,7 @@
 """Head importance: how much the log-probability of a run's generated tokens changes when each
 attention head is scaled (0 = removed), as a layers × heads heatmap centred on zero.
 
-The engine does the work, one head at a time; this view starts and stops it (`start_requested`,
+The engine does the work, one head at a time; this view starts and stops it (`run_requested`,
 `stop_requested`) and shows what comes back (`set_progress`, `set_result`, partial results included:
 heads not done yet are blank). Until there is a result, one sentence stands where the map will be
 (with the model's head count once `set_model_shape` has told it): no empty map, no 0–1 colour bar.
@@ -36,7 +36,7 @@ def format_delta(v: float) -> str:
 
 
 class HeadImportanceView(QWidget):
-    start_requested = Signal(float)  # the scale each head gets in turn (0 = ablate)
+    run_requested = Signal(float)  # the scale each head gets in turn (0 = ablate)
     stop_requested = Signal()
     head_clicked = Signal(int, int)  # (layer, head): head `head` of decoder.layers[layer]
 
@@ -46,6 +46,7 @@ class HeadImportanceView(QWidget):
         self._running = False
         self._shape: tuple[int, int] | None = None  # (layers, heads) of the shown run's model, once known
         self._available: tuple[bool, str] = (False, "Generate a run first.")
+        self._message = ""  # how the last measurement ended, when it gave no map (an error)
 
         self.scale_spin = QDoubleSpinBox()
         self.scale_spin.setRange(0.0, 2.0)
@@ -56,7 +57,7 @@ class HeadImportanceView(QWidget):
         self.scale_spin.setToolTip("The factor each head's output is scaled by in turn: 0 removes it")
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Measure every head on the current run (needs the run's model loaded)")
-        self.start_button.clicked.connect(lambda: self.start_requested.emit(float(self.scale_spin.value())))
+        self.start_button.clicked.connect(lambda: self.run_requested.emit(float(self.scale_spin.value())))
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("Stop after the head being measured; the heads done so far stay shown")
         self.stop_button.clicked.connect(self.stop_requested)
@@ -129,6 +130,7 @@ class HeadImportanceView(QWidget):
     def set_running(self, running: bool) -> None:
         self._running = bool(running)
         if self._running:
+            self._message = ""
             self.progress.setRange(0, self._n_heads() or 1)
             self.progress.setValue(0)
         self._update_controls()
@@ -139,12 +141,18 @@ class HeadImportanceView(QWidget):
         self.progress.setValue(min(int(done), max(int(total), 1)))
         self._update_status()
 
+    def set_message(self, text: str) -> None:
+        """One line on how the last measurement ended, where the map would be."""
+        self._message = text
+        self._update_status()
+
     def _n_heads(self) -> int | None:
         return self._shape[0] * self._shape[1] if self._shape is not None else None
 
     def set_result(self, imp: HeadImportance | None) -> None:
         """Show a (possibly partial) result; None clears the map."""
         self.result = imp
+        self._message = ""
         if imp is None:
             self.heatmap.clear()
             self._not_measured.setVisible(False)
@@ -165,7 +173,7 @@ class HeadImportanceView(QWidget):
         self.status.setVisible(imp is not None)
         if imp is None:
             self.pages.setCurrentWidget(self.placeholder)
-            self.placeholder.setText(self._placeholder_text())
+            self.placeholder.setText("\n\n".join(t for t in (self._message, self._placeholder_text()) if t))
             self.status.setText("")
             return
         self.pages.setCurrentWidget(self.heatmap)
@@ -182,7 +190,7 @@ class HeadImportanceView(QWidget):
             layer, head = np.unravel_index(int(np.nanargmin(delta)), delta.shape)
             text += (f" Most needed: {head_cell_name(int(layer), int(head))} "
                      f"(Δ log p = {float(delta[layer, head]):+.3g}).")
-        self.status.setText(text)
+        self.status.setText(f"{self._message} {text}" if self._message else text)
 
     def _placeholder_text(self) -> str:
         n = self._n_heads()

@@ -17,6 +17,7 @@ from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QFont, QFontMetrics, QPalette, QPen
 from PySide6.QtWidgets import QGraphicsRectItem, QLabel, QVBoxLayout, QWidget
 
+from ...engine.messages.rows import row_tick
 from ..colors import follow_palette
 from ..rich_text import html_text
 
@@ -105,7 +106,8 @@ class IndexAxis(pg.AxisItem):
     """An axis over integer indices 0..n-1 that labels ticks through a function.
 
     Every index is labelled when there is room; else every 2nd, 5th, 10th, 20th … index, the
-    smallest step whose labels cannot touch (pyqtgraph's own choice lets "emb" run into "0").
+    smallest step whose labels cannot touch (pyqtgraph's own choice lets "emb" run into "0"). With
+    `first_apart`, index 0's wider label ("emb") does not thin out the others.
     """
 
     STEPS = (1, 2, 5)  # times powers of ten
@@ -120,7 +122,7 @@ class IndexAxis(pg.AxisItem):
         self.count = 0
         self.label_fn: Callable[[int], str] = str
         # Hidden-state rows are `emb, 0 … L-1`: index 0 stands apart, and the steps count from index 1,
-        # so the ticks read "emb, 2, 4, 6" rather than "emb, 1, 3, 5".
+        # so the ticks read "emb, 0, 2, 4" (or "emb, 2, 4" where "0" has no room) rather than "emb, 1, 3".
         self.first_apart = False
 
     def tickValues(self, minVal, maxVal, size):  # noqa: N802 (pyqtgraph's name)
@@ -129,7 +131,22 @@ class IndexAxis(pg.AxisItem):
         if not self.count or hi < lo or span <= 0 or size <= 0:
             return []
         per_index = size / span  # pixels between neighbouring indices
-        need = self._min_step()
+        if not self.first_apart:
+            step = self._step(per_index, self._room(0, self.count - 1))
+            first = math.ceil(lo / step) * step
+            return [(step, list(range(first, hi + 1, step)))]
+        # Index 0 ("emb") stands apart: the others step by the room their own labels need, counted from
+        # index 1 (labels 0, step, 2·step …), and one too close to index 0 for both labels is left out.
+        step = self._step(per_index, self._room(1, self.count - 1))
+        values = [v for v in range(1, hi + 1, step) if v >= lo]
+        if lo == 0:
+            first, gap = self.label_fn(0), self._extent(" ")  # "emb 0": apart, though closer than numbers
+            values = [0] + [v for v in values
+                            if v * per_index >= (self._extent(first) + self._extent(self.label_fn(v))) / 2 + gap]
+        return [(step, values)]
+
+    def _step(self, per_index: float, need: float) -> int:
+        """The smallest of 1, 2, 5, 10, 20 … indices that leaves `need` pixels between labels."""
         step, scale = 1, 1
         while step * per_index < need and step < self.count:
             for s in self.STEPS:
@@ -139,25 +156,38 @@ class IndexAxis(pg.AxisItem):
             else:
                 scale *= 10
                 step = scale
-        if not self.first_apart or step == 1:
-            first = math.ceil(lo / step) * step
-            return [(step, list(range(first, hi + 1, step)))]
-        # Index 0, then indices 1 + k·step (labels 0, step, 2·step …) at least a step away from it.
-        values = [0] if lo == 0 else []
-        k = max(1, math.ceil((lo - 1) / step))  # k = 0 would put the "0" next to the first label
-        values += list(range(1 + k * step, hi + 1, step))
-        return [(step, values)]
+        return step
 
-    def _min_step(self) -> float:
-        """Pixels one index needs for its own label: a line of text on a vertical axis, a few digits across."""
+    def _extent(self, text: str) -> float:
+        """Pixels a label takes along the axis: its width across, one line of text up and down."""
         metrics = QFontMetrics(self.style.get("tickFont") or QFont())
         if self.orientation in ("left", "right"):
-            return metrics.height() + 2
-        samples = [self.label_fn(0), self.label_fn(self.count - 1)] if self.count else ["00"]  # "emb", "11"
-        return max(metrics.horizontalAdvance(t) for t in samples) + metrics.horizontalAdvance("  ")
+            return metrics.height() + 2 if text.strip() else 0
+        return metrics.horizontalAdvance(text)
+
+    def _room(self, first: int, last: int) -> float:
+        """Pixels one index needs for its own label, judged by the first and last labels ("0", "11")."""
+        if self.orientation in ("left", "right"):
+            return self._extent("0")
+        samples = [self.label_fn(first), self.label_fn(last)] if last >= first else ["00"]
+        return max(self._extent(t) for t in samples) + self._extent("  ")
 
     def tickStrings(self, values, scale, spacing):  # noqa: N802
         return [self.label_fn(int(round(v))) for v in values]
+
+
+def layer_plot() -> tuple[pg.PlotWidget, IndexAxis]:
+    """A plot of one value per hidden-state row (`emb, 0 … L-1` along the bottom), with its x axis:
+    fixed (no panning or zooming), no context menu, a light horizontal grid."""
+    axis = IndexAxis("bottom")
+    axis.label_fn = row_tick
+    axis.first_apart = True
+    plot = pg.PlotWidget(axisItems={"bottom": axis})
+    plot.getPlotItem().setMenuEnabled(False)
+    plot.setMouseEnabled(x=False, y=False)
+    plot.setLabel("bottom", "layer")
+    plot.showGrid(x=False, y=True, alpha=0.3)
+    return plot, axis
 
 
 def format_value(v: float) -> str:
@@ -246,6 +276,10 @@ class Heatmap(QWidget):
         """Pin the colour range (e.g. (0, 1) for weights); None = follow the data."""
         self._fixed_levels = levels
         self._update_levels()
+
+    def set_colormap(self, name: str) -> None:
+        """Colour the map with another of pyqtgraph's colour maps ("viridis", "CET-D1" …)."""
+        self.colorbar.setColorMap(pg.colormap.get(name))
 
     def set_hint(self, hint: str) -> None:
         """What the read-out says while no cell is under the mouse."""

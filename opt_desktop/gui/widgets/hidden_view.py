@@ -14,13 +14,15 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from ...session.describe import row_label
+from ...engine.messages.rows import row_name, row_tick
 from ...session.trace import RunTrace
 from ..colors import follow_palette
 from ..rich_text import plain_tip
-from .heatmap import Axis, FittedTitle, Heatmap, IndexAxis, style_plot
+from .heatmap import Axis, FittedTitle, Heatmap, layer_plot, style_plot
+from .splitter import splitter
+from .stat_box import StatBox
 from .token_table import quote_piece
 
 STATS = (("norm", "norm ‖x‖"), ("mean", "mean"), ("std", "std"), ("maxabs", "max |x|"))
@@ -29,16 +31,6 @@ MAX_RUNS_SHOWN = 4  # runs of one outlier dimension named under the plot; the to
 PLOT_MIN_HEIGHT = 140
 OUTLIER_LINES = 2  # the height of the line under the plot
 OUTLIER_PREFIX = "Outlier dims (largest |x|): "
-
-
-def layer_tick(row: int) -> str:
-    """The axis label of hidden-state row `row`: "emb", then the decoder layer whose output it is."""
-    return "emb" if row == 0 else row_label(row)
-
-
-def layer_name(row: int) -> str:
-    """"embed" for row 0, "layer i" for row i + 1 (the output of decoder.layers[i])."""
-    return "embed" if row == 0 else f"layer {row_label(row)}"
 
 
 def token_name(trace: RunTrace | None, pos: int, max_chars: int = 24) -> str:
@@ -63,7 +55,7 @@ def outlier_runs(dims: np.ndarray) -> list[tuple[int, int, int]]:
 
 
 def _run_text(dim: int, first: int, last: int) -> str:
-    span = layer_name(first) if last == first else f"{layer_name(first)}–{layer_tick(last)}"
+    span = row_name(first) if last == first else f"{row_name(first)}–{row_tick(last)}"
     return f"dim {dim}: {span}"
 
 
@@ -91,28 +83,17 @@ class HiddenView(QWidget):
         self._pos: int | None = None
         self._plot_key: tuple | None = None  # what the line plot shows now
 
-        self.stat_box = QComboBox()
-        for key, label in STATS:
-            self.stat_box.addItem(label, key)
-        self.stat_box.setToolTip("Statistic of the hidden state (the residual stream) over its dimensions")
-        self.stat_box.currentIndexChanged.connect(self._on_stat_changed)
+        self.stats = StatBox(STATS, tip="Statistic of the hidden state (the residual stream) over its dimensions")
+        self.stats.changed.connect(self._on_stat_changed)
         bar = QHBoxLayout()
-        bar.addWidget(QLabel("Statistic:"))
-        bar.addWidget(self.stat_box)
+        bar.addWidget(self.stats)
         bar.addStretch(1)
 
-        self.heatmap = Heatmap(Axis("layer", layer_tick, layer_name, first_apart=True), Axis("token"), robust=True,
+        self.heatmap = Heatmap(Axis("layer", row_tick, row_name, first_apart=True), Axis("token"), robust=True,
                                hint="Hover a cell to read its value; click a column to select that token.")
         self.heatmap.cell_clicked.connect(lambda _row, col: self.position_selected.emit(col))
 
-        self._x_axis = IndexAxis("bottom")
-        self._x_axis.label_fn = layer_tick
-        self._x_axis.first_apart = True
-        self.plot = pg.PlotWidget(axisItems={"bottom": self._x_axis})
-        self.plot.getPlotItem().setMenuEnabled(False)
-        self.plot.setMouseEnabled(x=False, y=False)
-        self.plot.setLabel("bottom", "layer")
-        self.plot.showGrid(x=False, y=True, alpha=0.3)
+        self.plot, self._x_axis = layer_plot()
         self.plot.getPlotItem().getViewBox().setDefaultPadding(0.12)  # headroom for the dim labels
         # Labels are placed in pixels: place them again whenever the plot's size or range changes.
         self.plot.getPlotItem().getViewBox().sigResized.connect(self._place_dim_labels)
@@ -142,12 +123,7 @@ class HiddenView(QWidget):
         rl.setContentsMargins(0, 0, 0, 0)
         rl.addWidget(self.plot, 1)
         rl.addWidget(self.outliers)
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(self.heatmap)
-        split.addWidget(right)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
-        split.setChildrenCollapsible(False)
+        split = splitter(Qt.Orientation.Horizontal, (self.heatmap, 3), (right, 2))
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -158,16 +134,9 @@ class HiddenView(QWidget):
 
     # --- inputs --------------------------------------------------------------------------------
 
-    @property
-    def stat(self) -> str:
-        return self.stat_box.currentData()
-
-    def set_stat(self, key: str) -> None:
-        self.stat_box.setCurrentIndex(self.stat_box.findData(key))
-
     def set_trace(self, trace: RunTrace | None) -> None:
         self._trace = trace
-        self.heatmap.set_axes(Axis("layer", layer_tick, layer_name, first_apart=True),
+        self.heatmap.set_axes(Axis("layer", row_tick, row_name, first_apart=True),
                               Axis("token", name=lambda c: token_name(self._trace, c)))
         self.refresh()
 
@@ -181,13 +150,13 @@ class HiddenView(QWidget):
         if self._trace is None:
             self.heatmap.clear()
         else:
-            self.heatmap.set_data(self._trace.hidden(self.stat))
+            self.heatmap.set_data(self._trace.hidden(self.stats.stat))
         self.heatmap.set_highlight(col=self._pos)
         self._update_plot(force)
 
     def _on_stat_changed(self) -> None:
-        self.heatmap.set_colorbar_label(self.stat_box.currentText())
-        self.plot.setLabel("left", self.stat_box.currentText())
+        self.heatmap.set_colorbar_label(self.stats.label())
+        self.plot.setLabel("left", self.stats.label())
         self._plot_key = None
         self.refresh()
 
@@ -197,8 +166,8 @@ class HiddenView(QWidget):
         t, pos = self._trace, self._pos
         # A position's values only change when it is first fed: skip the redraw on other refreshes.
         valid = t is not None and pos is not None and 0 <= pos < t.length
-        fed = valid and bool(np.isfinite(t.hidden(self.stat)[:, pos]).any())
-        key = (id(t), pos, self.stat, fed)
+        fed = valid and bool(np.isfinite(t.hidden(self.stats.stat)[:, pos]).any())
+        key = (id(t), pos, self.stats.stat, fed)
         if key == self._plot_key and not force:
             return
         self._plot_key = key
@@ -211,7 +180,7 @@ class HiddenView(QWidget):
             self.outliers.setText("")
             self.outliers.setToolTip("")
             return
-        y = t.hidden(self.stat)[:, pos].astype(np.float64)
+        y = t.hidden(self.stats.stat)[:, pos].astype(np.float64)
         self.dims = t.hidden("argmax")[:, pos]
         x = np.arange(len(y), dtype=np.float64)
         self._x_axis.count = len(y)
@@ -219,7 +188,7 @@ class HiddenView(QWidget):
         self.curve.setData(x, y)
         ok = np.isfinite(y)
         self.points.setData(x[ok], y[ok], data=[int(d) for d in self.dims[ok]], brush=self._point_brush)
-        self.title.set(f"{self.stat_box.currentText()} at {token_name(t, pos)}")
+        self.title.set(f"{self.stats.label()} at {token_name(t, pos)}")
         if not ok.any():
             self.title.set(f"{token_name(t, pos)}: not fed to the model yet")
             self.outliers.setText("")
@@ -319,7 +288,7 @@ class HiddenView(QWidget):
         return [item.sceneBoundingRect() for item in self._dim_labels]
 
     def _tip(self, x: float, y: float, data) -> str:
-        return f"{layer_name(int(round(x)))}: {y:.4g}\noutlier dim {data}"
+        return f"{row_name(int(round(x)))}: {y:.4g}\noutlier dim {data}"
 
     # --- palette -------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QLabel, QSplitter, QStackedWidget, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QStackedWidget, QTabWidget, QVBoxLayout, QWidget
 
 from ...engine.messages.events import LensResult
 from ...engine.messages.interventions_spec import format_head_mask
@@ -26,6 +26,7 @@ from .attention_view import AttentionView
 from .head_mask_editor import mask_dict
 from .hidden_view import HiddenView
 from .lens_view import LensView
+from .splitter import splitter
 from .token_table import TokenTable, TokenTexts, format_prob, quote_piece
 
 
@@ -61,13 +62,8 @@ class Inspector(QWidget):
         self.tabs.setDocumentMode(True)
         self._stale: set[QWidget] = set()
 
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(self.table)
-        split.addWidget(self.tabs)
-        split.setStretchFactor(0, 2)
-        split.setStretchFactor(1, 3)
-        split.setSizes([260, 440])  # about 9 rows of tokens over the views at 1000 × 700
-        split.setChildrenCollapsible(False)
+        # About 9 rows of tokens over the views at 1000 × 700.
+        split = splitter(Qt.Orientation.Vertical, (self.table, 2), (self.tabs, 3), sizes=(260, 440))
         # No run: one centred message rather than an empty table over empty plots.
         self.placeholder = QLabel("Nothing to inspect yet.\n\nGenerate some text: every token of the run "
                                   "appears here, with what the model computed for it.")

@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QLabel, QProgressBar, QPushButton
 
 class JobControls:
     """Mixin for a QWidget. Subclasses set RUNNING_TEXT, call `_make_job_controls`, lay the widgets out,
-    and define `_request` (the Run button) and `_update_buttons`."""
+    and define `request` (the Run button, also called from outside) and `_update_buttons`."""
 
     RUNNING_TEXT = "Computing…"
     IDLE_TEXT = ""  # the status line with no job, no result and nothing in the way
@@ -18,7 +18,7 @@ class JobControls:
         self._running = False
         self._available: tuple[bool, str] = (False, "")
         self.run_button = QPushButton(run_text)
-        self.run_button.clicked.connect(self._request)
+        self.run_button.clicked.connect(self.request)
         self.stop_button = QPushButton("Stop")
         self.stop_button.clicked.connect(self.stop_requested)
         self.progress = QProgressBar()

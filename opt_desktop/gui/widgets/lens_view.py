@@ -18,15 +18,16 @@ import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtGui import QBrush, QFont, QPalette
 from PySide6.QtWidgets import (
-    QAbstractItemView, QHeaderView, QLabel, QSplitter, QStackedWidget, QTableWidget, QTableWidgetItem,
+    QAbstractItemView, QHeaderView, QLabel, QStackedWidget, QTableWidget, QTableWidgetItem,
     QVBoxLayout, QWidget,
 )
 
 from ...engine.messages.events import LensResult
+from ...engine.messages.rows import row_description, row_name, row_tick
 from ..colors import follow_palette, mix
 from ..rich_text import plain_tip
-from .heatmap import FittedTitle, IndexAxis, style_plot
-from .hidden_view import layer_name, layer_tick
+from .heatmap import FittedTitle, layer_plot, style_plot
+from .splitter import splitter
 from .token_table import format_prob, quote_piece
 
 TOP_N = 5
@@ -94,30 +95,16 @@ class LensView(QWidget):
         self.table.setToolTip("The most likely next tokens when the residual stream after each layer is read "
                               "through the final norm and output head. Bold: the token that actually came next.")
 
-        self._x_axis = IndexAxis("bottom")
-        self._x_axis.label_fn = layer_tick
-        self._x_axis.first_apart = True
-        self.plot = pg.PlotWidget(axisItems={"bottom": self._x_axis})
-        self.plot.getPlotItem().setMenuEnabled(False)
-        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot, self._x_axis = layer_plot()
         self.plot.setLogMode(x=False, y=True)
-        self.plot.setLabel("bottom", "layer")
         self.plot.setLabel("left", "probability (log scale)")
-        self.plot.showGrid(x=False, y=True, alpha=0.3)
         self.plot.setMinimumWidth(PLOT_MIN_WIDTH // 2)
         self.title = FittedTitle(self.plot)
         self.curve = self.plot.plot([], [], connect="finite")
         self.points = pg.ScatterPlotItem(size=7, hoverable=True, tip=self._tip)
         self.plot.addItem(self.points)
 
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(self.table)
-        split.addWidget(self.plot)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
-        split.setSizes([600, 400])
-        split.setChildrenCollapsible(False)
-        self.split = split
+        split = self.split = splitter(Qt.Orientation.Horizontal, (self.table, 3), (self.plot, 2), sizes=(600, 400))
         # Until the person moves the divider, the table gets the width its columns need (the plot the rest).
         self._split_moved = False
         split.splitterMoved.connect(self._on_split_moved)
@@ -223,9 +210,9 @@ class LensView(QWidget):
         self._set_next_tips(target)
         self.table.setRowCount(n_rows)
         for r in range(n_rows):
-            head = QTableWidgetItem(layer_tick(r))
-            head.setToolTip(plain_tip(layer_name(r) if r == 0 else
-                                      f"{layer_name(r)}: the output of decoder.layers[{r - 1}]"))
+            head = QTableWidgetItem(row_tick(r))
+            head.setToolTip(plain_tip(f"{row_name(r)}: the output of decoder.layers[{r - 1}]" if r
+                                      else row_description(r)))
             self.table.setVerticalHeaderItem(r, head)
 
             rank = int(ranks[r]) if has_target else 0
@@ -233,11 +220,11 @@ class LensView(QWidget):
             rank_item = QTableWidgetItem(rank_text(rank, result.top_ids.shape[1], has_target))
             p_item = QTableWidgetItem(format_prob(p) if has_target else NO_RANK)
             if not has_target:
-                tip = f"{layer_name(r)}: the run ends here, no next token."
+                tip = f"{row_name(r)}: the run ends here, no next token."
             elif rank > 0:
-                tip = f"{layer_name(r)}: the next token {target} is ranked {rank:,}, probability {p:.4g}"
+                tip = f"{row_name(r)}: the next token {target} is ranked {rank:,}, probability {p:.4g}"
             else:
-                tip = (f"{layer_name(r)}: the next token {target} is not among this layer's top "
+                tip = (f"{row_name(r)}: the next token {target} is not among this layer's top "
                        f"{result.top_ids.shape[1]} (probability {p:.4g}); its exact rank comes with the "
                        "lens table computed after the run.")
             for item, value in ((rank_item, rank), (p_item, p)):
@@ -256,7 +243,7 @@ class LensView(QWidget):
                 piece = result.top_pieces[r][c] if c < len(result.top_pieces[r]) else f"#{tid}"
                 item = QTableWidgetItem(f"{quote_piece(piece)}  {format_prob(p)}")
                 item.setData(Qt.ItemDataRole.UserRole, (tid, p))
-                item.setToolTip(plain_tip(f"{layer_name(r)}: {quote_piece(piece)} (id {tid}), probability {p:.4g}"))
+                item.setToolTip(plain_tip(f"{row_name(r)}: {quote_piece(piece)} (id {tid}), probability {p:.4g}"))
                 # sqrt: small probabilities still show a tint; at most 3/4 of the way: never a selection's colour
                 strength = 0.75 * float(np.sqrt(np.clip(p, 0, 1)))
                 item.setBackground(QBrush(mix(base, accent, strength)))
@@ -302,7 +289,7 @@ class LensView(QWidget):
         result = self.result
         n_top = result.top_ids.shape[1] if result is not None else TOP_N
         p = 10 ** y  # the point's y is log10 p
-        return f"{layer_name(int(round(x)))}: p = {p:.4g}, rank {rank_text(int(data), n_top, True)}"
+        return f"{row_name(int(round(x)))}: p = {p:.4g}, rank {rank_text(int(data), n_top, True)}"
 
     # --- layout -------------------------------------------------------------------------------
 

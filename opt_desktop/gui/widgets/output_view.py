@@ -14,34 +14,29 @@ struck through on a tinted background; the prompt tokens this run hid are struck
 
 from __future__ import annotations
 
-import html
 import math
 from typing import Callable, Iterable
 
 import numpy as np
-from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, Qt, Signal
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, Signal
 from PySide6.QtGui import (
     QColor, QContextMenuEvent, QHelpEvent, QMouseEvent, QPalette, QTextCharFormat, QTextCursor, QTextFormat,
 )
 from PySide6.QtWidgets import QApplication, QMenu, QTextEdit, QToolTip, QWidget
 
-from ...formatting import position_ranges, surprise_opacity
+from ...formatting import surprise_opacity
 from ...session.trace import RunTrace
 from ..colors import follow_palette, mix
 from .attribution_view import score_color
-from .token_table import add_fork_actions, format_percent as _pct, menu_text
+from .hiding_actions import add_hiding_actions
+from .token_table import add_fork_actions, menu_text
+from .token_tooltip import character_rect, token_tooltip
 
 POSITION = QTextFormat.UserProperty + 1  # position of the token these characters belong to
 GROUP_START = QTextFormat.UserProperty + 2  # first token of a character split over several tokens
 
 _PROMPT_TEXT_MIX = 0.35  # prompt text is blended this far toward the background: input, not output
 _HIDDEN_TINT = 0.3  # tokens to hide next run: background blended this far from Base toward Mid
-
-
-def _visible(text: str) -> str:
-    """Token text for a tooltip: quoted, whitespace kept, control characters made visible."""
-    shown = text.replace("\n", "↵").replace("\r", "␍").replace("\t", "⇥")
-    return f"<span style='white-space:pre'>“{html.escape(shown)}”</span>"
 
 
 class OutputView(QTextEdit):
@@ -166,7 +161,7 @@ class OutputView(QTextEdit):
                 menu.addSection("Attribution")
                 menu.addAction(menu_text(f"Why this token? (which earlier tokens made {t.pieces[pos]!r})"),
                                lambda: self.explain_requested.emit(pos))
-        self._add_hiding_actions(menu, pos)
+        add_hiding_actions(menu, self._hiding_targets(pos), self._hidden, self._change_hidden)
         return menu
 
     def set_attribution(self, scores: dict[int, float] | None, target: int | None) -> None:
@@ -174,37 +169,14 @@ class OutputView(QTextEdit):
         self._attribution = (scores or {}, target)
         self._update_extra_selections()
 
-    def _add_hiding_actions(self, menu: QMenu, pos: int | None) -> None:
-        t = self._trace
-        assert t is not None
-        menu.addSection("Attention")
+    def _hiding_targets(self, pos: int | None) -> list[int] | None:
+        """The prompt positions a right-click at `pos` is about: those selected, else the one at `pos`."""
         if not self._show_prompt:
-            menu.addAction("Show the prompt tokens (View menu) to hide some from attention").setEnabled(False)
-        else:
-            cursor = self.textCursor()
-            if cursor.hasSelection():
-                targets = self.prompt_positions_in(cursor.selectionStart(), cursor.selectionEnd())
-            else:
-                targets = [pos] if pos is not None and pos < t.n_prompt else []
-            if 0 in targets:
-                menu.addAction("The leading </s> (position 0) cannot be hidden: every token "
-                               "must be able to attend to it").setEnabled(False)
-            targets = [p for p in targets if p > 0]
-            if not targets:
-                menu.addAction("Select prompt tokens to hide them from attention").setEnabled(False)
-            else:
-                where = position_ranges(targets)
-                to_hide = [p for p in targets if p not in self._hidden]
-                to_show = [p for p in targets if p in self._hidden]
-                if to_hide:
-                    menu.addAction(menu_text(f"Hide from attention (position{'s' if len(targets) > 1 else ''} "
-                                             f"{where})"), lambda: self._change_hidden(add=to_hide))
-                if to_show:
-                    menu.addAction(menu_text(f"Show to attention again (position{'s' if len(to_show) > 1 else ''} "
-                                             f"{position_ranges(to_show)})"),
-                                   lambda: self._change_hidden(remove=to_show))
-        if self._hidden:
-            menu.addAction("Clear hidden tokens", lambda: self._change_hidden(remove=self._hidden))
+            return None
+        cursor = self.textCursor()
+        if cursor.hasSelection():
+            return self.prompt_positions_in(cursor.selectionStart(), cursor.selectionEnd())
+        return [pos] if pos is not None and pos < self._trace.n_prompt else []
 
     def _change_hidden(self, add: Iterable[int] = (), remove: Iterable[int] = ()) -> None:
         new = tuple(sorted((set(self._hidden) | {p for p in add if p > 0}) - set(remove)))
@@ -236,34 +208,10 @@ class OutputView(QTextEdit):
         return int(value) if value is not None else None
 
     def tooltip_html(self, pos: int) -> str:
-        """What hovering token `pos` shows: its text and id, probability, rank, entropy, alternatives."""
-        t = self._trace
-        if t is None or not 0 <= pos < t.length:
+        """What hovering token `pos` shows (token_tooltip.py)."""
+        if self._trace is None:
             return ""
-        tid = t.token_ids[pos]
-        where = "prompt" if pos < t.n_prompt else "generated"
-        rows = [f"<b>{_visible(t.pieces[pos])}</b>&nbsp;&nbsp;id {tid} · position {pos} ({where})"]
-        lp = float(t.logprob[pos])
-        if not math.isfinite(lp):
-            rows.append("Start of the sequence: no probability." if pos == 0 else "Not scored yet.")
-        else:
-            rows.append(f"probability <b>{_pct(math.exp(lp))}</b> · rank {int(t.rank[pos])} · "
-                        f"entropy {float(t.entropy[pos]):.2f} nats")
-        first = self._group.get(pos)
-        if first is not None:
-            joint = float(np.sum(t.logprob[first: pos + 1]))
-            before = ", ".join(f"{p} ({html.escape(t.pieces[p])})" for p in range(first, pos))
-            rows.append(f"Its character began in token{'s' if pos - first > 1 else ''} {before}; "
-                        f"together: probability {_pct(math.exp(joint))}")
-        if pos in t.started.hidden_positions:
-            rows.append("Hidden from attention in this run: later tokens could not look at it.")
-        if pos in self._hidden:
-            rows.append("Will be hidden from attention in the next run.")
-        alts = self._alternatives_html(pos) if math.isfinite(lp) else ""  # nothing predicted position 0
-        if alts:
-            rows.append(alts)
-            rows.append("<i>Right-click to fork the run here with one of these.</i>")
-        return "<br>".join(rows)
+        return token_tooltip(self._trace, pos, self._piece, self._group.get(pos), pos in self._hidden)
 
     # --- rendering ------------------------------------------------------------------------------
 
@@ -366,24 +314,6 @@ class OutputView(QTextEdit):
             cursor.setCharFormat(self._prompt_format(pos))
         self._prompt_shaded = True
 
-    def _alternatives_html(self, pos: int) -> str:
-        t = self._trace
-        assert t is not None
-        ids, probs = t.top_ids[pos], t.top_probs[pos]
-        chosen = t.token_ids[pos]
-        rows = []
-        for tid, p in zip(ids, probs):
-            if not math.isfinite(float(p)):
-                continue
-            cell = _visible(self._piece(int(tid)))
-            if int(tid) == chosen:
-                cell = f"<b>{cell}</b>"
-            rows.append(f"<tr><td>{cell}</td><td align='right'>&nbsp;&nbsp;{_pct(float(p))}</td>"
-                        f"<td>&nbsp;&nbsp;#{int(tid)}</td></tr>")
-        if not rows:
-            return ""
-        return "Top alternatives:<table cellspacing='0'>" + "".join(rows) + "</table>"
-
     def _piece(self, token_id: int) -> str:
         if self._piece_fn is not None:
             try:
@@ -404,22 +334,16 @@ class OutputView(QTextEdit):
         selections = self._attribution_marks() + self._hidden_marks(pal)
         hover = self._span_of(self._hover)
         if hover is not None and self._hover != self._selected:
-            sel = QTextEdit.ExtraSelection()
-            sel.cursor = self._range_cursor(*hover)
             fmt = QTextCharFormat()
             fmt.setUnderlineStyle(QTextCharFormat.UnderlineStyle.SingleUnderline)
             fmt.setUnderlineColor(pal.color(QPalette.ColorRole.Highlight))
-            sel.format = fmt
-            selections.append(sel)
+            selections.append(self._mark(hover, fmt))
         chosen = self._span_of(self._selected)
         if chosen is not None:
-            sel = QTextEdit.ExtraSelection()
-            sel.cursor = self._range_cursor(*chosen)
             fmt = QTextCharFormat()
             fmt.setBackground(pal.color(QPalette.ColorRole.Highlight))
             fmt.setForeground(pal.color(QPalette.ColorRole.HighlightedText))
-            sel.format = fmt
-            selections.append(sel)
+            selections.append(self._mark(chosen, fmt))
         self.setExtraSelections(selections)
 
     def _attribution_marks(self) -> list[QTextEdit.ExtraSelection]:
@@ -432,20 +356,14 @@ class OutputView(QTextEdit):
             span, color = self._spans.get(pos), score_color(score, scale)
             if span is None or color is None:
                 continue
-            sel = QTextEdit.ExtraSelection()
-            sel.cursor = self._range_cursor(*span)
             fmt = QTextCharFormat()
             fmt.setBackground(color)
-            sel.format = fmt
-            marks.append(sel)
+            marks.append(self._mark(span, fmt))
         span = self._spans.get(target) if target is not None else None
         if span is not None:  # the token being explained: boxed
-            sel = QTextEdit.ExtraSelection()
-            sel.cursor = self._range_cursor(*span)
             fmt = QTextCharFormat()
             fmt.setUnderlineStyle(QTextCharFormat.UnderlineStyle.DashUnderline)
-            sel.format = fmt
-            marks.append(sel)
+            marks.append(self._mark(span, fmt))
         return marks
 
     def _hidden_marks(self, pal: QPalette) -> list[QTextEdit.ExtraSelection]:
@@ -459,21 +377,21 @@ class OutputView(QTextEdit):
             span = self._spans.get(pos) if pos < t.n_prompt else None
             if span is None:
                 continue
-            sel = QTextEdit.ExtraSelection()
-            sel.cursor = self._range_cursor(*span)
             fmt = QTextCharFormat()
             fmt.setFontStrikeOut(True)
             if pos in self._hidden:
                 fmt.setBackground(tint)
-            sel.format = fmt
-            marks.append(sel)
+            marks.append(self._mark(span, fmt))
         return marks
 
-    def _range_cursor(self, start: int, end: int) -> QTextCursor:
-        cursor = QTextCursor(self.document())
-        cursor.setPosition(start)
-        cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
-        return cursor
+    def _mark(self, span: tuple[int, int], fmt: QTextCharFormat) -> QTextEdit.ExtraSelection:
+        """The characters [start, end) of the document drawn with `fmt` over their own format."""
+        sel = QTextEdit.ExtraSelection()
+        sel.cursor = QTextCursor(self.document())
+        sel.cursor.setPosition(span[0])
+        sel.cursor.setPosition(span[1], QTextCursor.MoveMode.KeepAnchor)
+        sel.format = fmt
+        return sel
 
     def _scroll_to(self, index: int) -> None:
         cursor = QTextCursor(self.document())
@@ -488,20 +406,6 @@ class OutputView(QTextEdit):
             self._hover = pos
             self._update_extra_selections()
 
-    def _token_rect(self, pos: int, point: QPoint) -> QRect:
-        """The hovered character's box, so the tooltip goes away when the mouse leaves it."""
-        index = self.document().documentLayout().hitTest(
-            QPointF(point) + QPointF(self.horizontalScrollBar().value(), self.verticalScrollBar().value()),
-            Qt.HitTestAccuracy.ExactHit)
-        cursor = QTextCursor(self.document())
-        cursor.setPosition(index)
-        left = self.cursorRect(cursor)
-        cursor.setPosition(min(index + 1, self.document().characterCount() - 1))
-        right = self.cursorRect(cursor)
-        if right.top() != left.top():  # the character ends a line: no reliable right edge
-            return QRect()
-        return QRect(QPoint(left.left(), left.top()), QPoint(max(right.left(), left.left() + 1), left.bottom()))
-
     # --- events ---------------------------------------------------------------------------------
 
     def viewportEvent(self, event: QEvent) -> bool:
@@ -512,7 +416,7 @@ class OutputView(QTextEdit):
                 QToolTip.hideText()
             else:
                 QToolTip.showText(event.globalPos(), self.tooltip_html(pos), self.viewport(),
-                                  self._token_rect(pos, event.pos()))
+                                  character_rect(self, event.pos()))
             return True
         if event.type() == QEvent.Type.Leave:
             self._set_hover(None)

@@ -20,23 +20,22 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QSplitter,
     QVBoxLayout,
     QWidget,
 )
 
 from ...engine.messages.results import Patching
+from ...engine.messages.rows import row_description, row_tick
 from ..rich_text import plain_tip
 from .heatmap import Axis, Heatmap
 from .job_controls import JobControls
+from .splitter import splitter
 
-COLORMAP = "viridis"
+COLORMAP = "viridis"  # recovered, 0 … 1
+DIFFERENCE_COLORMAP = "CET-D1"  # p − corrupted: blue down, white none, red up
+RUN_TIP = "Patch the clean run into the corrupted one, one piece at a time"
 EXPLANATION = ("Each cell copies one piece of the clean run into the corrupted run and measures the target's "
                "probability: 0 (dark) changes nothing, 1 (bright) brings back the clean run's answer.")
-
-
-def _row_name(r: int) -> str:
-    return "embed (the input of layer 0)" if r == 0 else f"output of layer {r - 1}"
 
 
 class PatchingView(JobControls, QWidget):
@@ -84,7 +83,7 @@ class PatchingView(JobControls, QWidget):
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
 
-        self.residual = Heatmap(Axis("hidden-state row", self._row_tick, _row_name),
+        self.residual = Heatmap(Axis("hidden-state row", row_tick, row_description, first_apart=True),
                                 Axis("position", self._position_tick, self._position_name),
                                 colormap=COLORMAP, hint="Hover a cell for the probabilities it gave.")
         self.residual.describe = self._describe_residual
@@ -95,11 +94,7 @@ class PatchingView(JobControls, QWidget):
         self.head_map.describe = self._describe_head
         self.head_map.set_fixed_levels((0.0, 1.0))
         self.head_map.set_colorbar_label("recovered")
-        maps = QSplitter(Qt.Orientation.Horizontal)
-        maps.addWidget(self.residual)
-        maps.addWidget(self.head_map)
-        maps.setStretchFactor(0, 3)
-        maps.setStretchFactor(1, 2)
+        maps = splitter(Qt.Orientation.Horizontal, (self.residual, 3), (self.head_map, 2))
 
         layout = QVBoxLayout(self)
         layout.addLayout(grid)
@@ -123,7 +118,8 @@ class PatchingView(JobControls, QWidget):
             combo.blockSignals(False)
         self._update_buttons()
 
-    def _request(self) -> None:
+    def request(self) -> None:
+        """Ask for a job with the choices shown (what the Run button does)."""
         if self.clean.count() and self.corrupt.count():
             self.run_requested.emit(self.clean.currentData(), self.corrupt.currentData(), self.target.text(),
                                     self.heads.isChecked())
@@ -140,18 +136,24 @@ class PatchingView(JobControls, QWidget):
             return
         self._tokens = list(tokens) if tokens is not None else [f"#{int(i)}" for i in result.clean_ids]
         self._target = target
-        self.residual.set_data(result.prob_normalised)
-        self.head_map.set_data(result.head_prob_normalised if result.head_prob.size else np.zeros((0, 0)))
-        line = (f"Target {target!r}: p = {result.clean_prob:.3g} in the clean run, {result.corrupt_prob:.3g} in the "
+        residual = result.shown(result.prob)
+        heads = result.shown(result.head_prob) if result.head_prob.size else np.zeros((0, 0))
+        if result.normalisable:
+            levels, colormap = (0.0, 1.0), COLORMAP
+        else:  # centred on no change, as far either way as the largest change
+            finite = np.abs(np.concatenate([residual[np.isfinite(residual)], heads[np.isfinite(heads)]]))
+            reach = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+            levels, colormap = (-reach, reach), DIFFERENCE_COLORMAP
+        for heatmap, values in ((self.residual, residual), (self.head_map, heads)):
+            heatmap.set_colormap(colormap)
+            heatmap.set_fixed_levels(levels)
+            heatmap.set_colorbar_label(result.shown_what)
+            heatmap.set_data(values)
+        line = (f"Target {target!r}: p = {result.clean_prob:.4g} in the clean run, {result.corrupt_prob:.4g} in the "
                 f"corrupted run.")
-        if not np.isfinite(result.prob_normalised).any():
-            line += " The two runs give it the same probability: there is nothing to recover."
-        self.status.setText(line + " " + EXPLANATION)
+        self.status.setText(f"{line} {result.too_close or EXPLANATION}")
 
     # --- read-outs ----------------------------------------------------------------------------------
-
-    def _row_tick(self, r: int) -> str:
-        return "embed" if r == 0 else str(r - 1)
 
     def _position_tick(self, t: int) -> str:
         return self._tokens[t] if 0 <= t < len(self._tokens) else str(t)
@@ -161,20 +163,25 @@ class PatchingView(JobControls, QWidget):
 
     def _raw(self, value: float) -> str:
         r = self.result
-        return (f"p = {value:.4g} (clean {r.clean_prob:.4g}, corrupted {r.corrupt_prob:.4g})"
-                if math.isfinite(value) else "not computed")
+        return f"p = {value:.4g} (clean {r.clean_prob:.4g}, corrupted {r.corrupt_prob:.4g})"
+
+    def _describe(self, where: str, values: np.ndarray, index: tuple[int, int]) -> str:
+        r = self.result
+        value = float(values[index])
+        shown = float(r.shown(values[index]))
+        how = f"recovered {shown:.3g}" if r.normalisable else f"p − corrupted {shown:+.4g}"
+        return f"{where}: {self._raw(value)}, {how}" if math.isfinite(value) else f"{where}: not computed"
 
     def _describe_residual(self, row: int, col: int) -> str:
-        return (f"{_row_name(row)}, {self._position_name(col)}: {self._raw(float(self.result.prob[row, col]))}, "
-                f"recovered {float(self.result.prob_normalised[row, col]):.3g}")
+        return self._describe(f"{row_description(row)}, {self._position_name(col)}", self.result.prob, (row, col))
 
     def _describe_head(self, layer: int, head: int) -> str:
-        return (f"L{layer}H{head}: {self._raw(float(self.result.head_prob[layer, head]))}, "
-                f"recovered {float(self.result.head_prob_normalised[layer, head]):.3g}")
+        return self._describe(f"L{layer}H{head}", self.result.head_prob, (layer, head))
 
     def _update_buttons(self) -> None:
         ok, reason = self._available
-        self.run_button.setEnabled(ok and not self._running and self.clean.count() > 1)
+        self.run_button.setEnabled(ok and not self._running)
         self.stop_button.setEnabled(self._running)
+        self.run_button.setToolTip(plain_tip(reason) if not ok and reason else RUN_TIP)
         if not ok and reason and not self._running and self.result is None:
             self.status.setText(reason)

@@ -72,6 +72,12 @@ TIPS: dict[str, str] = {
 SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "typical_p", "min_p", "seed")
 
 
+def _config_file(path: str | Path) -> Path:
+    """`path`, or the generation_config.json in it when it is a folder."""
+    path = Path(path)
+    return path / GENERATION_CONFIG if path.is_dir() else path
+
+
 class SettingsPanel(QWidget):
     changed = Signal()      # the user edited something (not emitted by set_settings)
     error = Signal(str)     # one readable line for the main window to show
@@ -132,6 +138,15 @@ class SettingsPanel(QWidget):
         self._update_enabled()
         self._sync_preset_combo()
 
+    def show_max_new_tokens_in_force(self, requested: int, in_force: int) -> None:
+        """A run started with fewer new tokens than asked (the prompt and the answer must fit in the
+        model's context): the control shows the value in force, which the next run asks for too.
+        Only when the control still shows what that run asked for (a re-run asks for its own)."""
+        slider = self._sliders["max_new_tokens"]
+        if in_force < requested == slider.value():
+            slider.set_value(in_force)
+            self._sync_preset_combo()
+
     def field(self, name: str) -> QWidget:
         """The editor for a `GenerationSettings` field ("do_sample" gives the Sampling button)."""
         if name == "do_sample":
@@ -176,11 +191,8 @@ class SettingsPanel(QWidget):
 
     def import_json(self, path: str | Path) -> bool:
         """Load a generation_config.json (or a folder holding one); on failure nothing changes."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / GENERATION_CONFIG
         try:
-            s = GenerationSettings.load_json(path)
+            s = GenerationSettings.load_json(_config_file(path))
         except SettingsError as exc:
             return self._fail(f"Could not import: {exc}")
         self.set_settings(s)
@@ -189,11 +201,8 @@ class SettingsPanel(QWidget):
 
     def export_json(self, path: str | Path) -> bool:
         """Write the current settings as a generation_config.json (into `path` if it is a folder)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / GENERATION_CONFIG
         try:
-            self.settings().save_json(path)
+            self.settings().save_json(_config_file(path))
         except SettingsError as exc:
             return self._fail(f"Could not export: {exc}")
         return True
