@@ -3,10 +3,9 @@
 The arrays are the source of the numbers a rebuilt run reads; the per-token entries here repeat
 them (as float64 JSON numbers) so a person can read a run without the arrays.
 
-Reading is strict: every count is bounded (session/limits.py) and checked against the others
-before anything is sized from it, and every value must be one the app could save again (finite
-numbers, settings and interventions the engine's own validators accept), so a file that opens
-can always be saved, exported and re-run.
+Reading is strict: every count is bounded (session/limits.py) and checked against the others before
+anything is sized from it, and every value must be one the app could save again (finite numbers, settings
+and interventions the engine's own validators accept), so a file that opens can be saved, exported, re-run.
 """
 
 from __future__ import annotations
