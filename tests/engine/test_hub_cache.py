@@ -38,7 +38,7 @@ def test_a_cached_model_is_listed_complete(hub, checkpoint):
     models = cached_models()
     assert set(models) == {REPO}
     m = models[REPO]
-    assert m.complete and m.snapshot == snap and m.revisions == (COMMIT,)
+    assert m.complete and m.snapshot == str(snap) and m.revisions == (COMMIT,)
     assert m.size_on_disk == sum(f.stat().st_size for f in checkpoint.iterdir() if f.is_file())
     assert cached_snapshot(REPO) == snap
 

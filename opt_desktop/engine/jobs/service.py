@@ -20,7 +20,6 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable
 
-from ..loading.catalog import GpuMemory, MachineMemory
 from ..messages.errors import NoModelError
 from ..messages.events import Finished, LensResult, ModelInfo
 from ..messages.requests import (
@@ -30,7 +29,6 @@ from ..messages.requests import (
     HeadImportanceRequest,
     LensRequest,
     LensTableRequest,
-    MachineRequest,
     PatchingRequest,
     PiecesRequest,
     ProbeRequest,
@@ -52,6 +50,7 @@ from ..messages.threads import ThreadsRequest, ThreadsState
 from ..running.memory import return_freed_memory_promptly
 from ..running.threads import ThreadTuner, worker_tuner
 from .dispatch import ANALYSES, job_kind, register_analysis
+from .machine_jobs import MACHINE_REQUESTS
 from .engine import LocalEngine
 from .job import Job
 
@@ -116,14 +115,6 @@ def _probe(loaded, request: ProbeRequest, job: Job):
     return capabilities(probe=True)
 
 
-def _machine(loaded, request: MachineRequest, job: Job):
-    import torch  # noqa: F401 - the GPUs are counted only once torch is imported
-
-    from ..loading.catalog import machine_memory
-
-    return machine_memory()
-
-
 def _tokenize(loaded, r: TokenizeRequest, job: Job) -> Tokens:
     from ..running.text import one_token, prompt_ids, token_piece
 
@@ -167,13 +158,11 @@ register_analysis(RoutesRequest, "routes", "Computing the information-flow route
 register_analysis(DownloadRequest, "download", "The download", _download, needs_model=False,
                   result_types=(Downloaded,))
 
-register_analysis(MachineRequest, "machine", "Reading the machine's memory", _machine, needs_model=False,
-                  result_types=(MachineMemory, GpuMemory))
 register_analysis(TokenizeRequest, "tokenize", "Tokenizing", _tokenize, result_types=(Tokens,))
 register_analysis(PiecesRequest, "pieces", "Naming tokens", _pieces)
 
 # Small enough to run between two decode steps of a generation.
-_BETWEEN_STEPS = {LensRequest, ThreadsRequest, TokenizeRequest, PiecesRequest}
+_BETWEEN_STEPS = {LensRequest, ThreadsRequest, TokenizeRequest, PiecesRequest, *MACHINE_REQUESTS}
 
 
 class EngineService(LocalEngine):
@@ -289,7 +278,8 @@ class EngineService(LocalEngine):
                 continue
             if job is None:
                 return
-            self._threads.start_job(new_model=job.kind == "load")
+            if not isinstance(job.request, MACHINE_REQUESTS):  # reads of files and memory compute nothing
+                self._threads.start_job(new_model=job.kind == "load")
             self._running = job
             try:
                 self._run(job)

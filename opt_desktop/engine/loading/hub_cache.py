@@ -33,11 +33,21 @@ class CachedModel:
     repo_id: str
     size_on_disk: int
     revisions: tuple[str, ...]  # commit hashes held in the cache
-    snapshot: Path | None  # a snapshot with everything needed to load, if one is there
+    # A snapshot with everything needed to load, if one is there: a path on the engine's machine,
+    # as text (it crosses to a window elsewhere).
+    snapshot: str | None
 
     @property
     def complete(self) -> bool:
         return self.snapshot is not None
+
+
+@dataclass(frozen=True)
+class CacheListing:
+    """What a Hugging Face cache folder holds (the folder is a path on the engine's machine)."""
+
+    folder: str
+    models: tuple[CachedModel, ...]
 
 
 def cached_models(cache: str | Path | None = None) -> dict[str, CachedModel]:
@@ -58,7 +68,8 @@ def cached_models(cache: str | Path | None = None) -> dict[str, CachedModel]:
         revisions.sort(key=lambda r: "main" not in r.refs)
         snapshot = next((r.snapshot_path for r in revisions if not missing_parts(r.snapshot_path)), None)
         out[repo.repo_id] = CachedModel(repo_id=repo.repo_id, size_on_disk=repo.size_on_disk,
-                                        revisions=tuple(r.commit_hash for r in revisions), snapshot=snapshot)
+                                        revisions=tuple(r.commit_hash for r in revisions),
+                                        snapshot=str(snapshot) if snapshot is not None else None)
     return out
 
 

@@ -111,7 +111,41 @@ class DownloadRequest:
 
 @dataclass(frozen=True)
 class MachineRequest:
-    """What the engine's machine has: its name, RAM and each CUDA GPU with its memory (torch is asked)."""
+    """What the engine's machine has: its RAM and each CUDA GPU with its memory. The GPUs are counted
+    by torch, imported for it unless `import_torch` is False (an engine in the window's process, which
+    never imports torch before a load needs it: then GPUs are listed only once torch is there)."""
+
+    import_torch: bool = True
+
+
+# What the model manager asks of the engine's machine (jobs/machine_jobs.py): with the engine on a
+# server, its Hugging Face cache and its folders are the server's.
+
+@dataclass(frozen=True)
+class CacheRequest:
+    """The models in the machine's Hugging Face cache (`cache`: another folder than its shared one)."""
+
+    cache: str | None = None
+
+
+@dataclass(frozen=True)
+class DeleteCachedRequest:
+    """Delete `repo_id` from the machine's Hugging Face cache; the result is the bytes freed."""
+
+    repo_id: str
+    cache: str | None = None
+
+
+@dataclass(frozen=True)
+class HubCheckRequest:
+    """Whether the machine reaches the Hugging Face Hub now: "" if it does, else why not, in words."""
+
+
+@dataclass(frozen=True)
+class FolderRequest:
+    """Whether `path`, a folder on the machine, holds an OPT checkpoint that loads (results.Folder)."""
+
+    path: str
 
 
 @dataclass(frozen=True)

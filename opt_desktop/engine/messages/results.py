@@ -231,3 +231,11 @@ class Tokens:
 
     ids: tuple[int, ...]
     pieces: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Folder:
+    """An OPT checkpoint in a folder of the engine's machine: its full path there and its config.json."""
+
+    path: str
+    config: dict
