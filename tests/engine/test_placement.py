@@ -228,3 +228,17 @@ def test_bad_offload_folder_is_a_load_error(checkpoint, tmp_path):
         _load(LoadRequest(source=str(checkpoint), device="cpu", placement="spread",
                           offload_folder=str(blocker / "sub")))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("device, gpus, spread", [("auto", 2, True), ("auto", 1, False), ("cuda", 2, False)])
+def test_device_auto_spreads_over_every_gpu_of_a_machine_with_several(monkeypatch, tmp_path, device, gpus, spread):
+    """On a GPU server, "auto" means all its GPUs (accelerate's device_map); a named device stays one."""
+    from transformers import OPTForCausalLM
+
+    from opt_desktop.engine.loading import loader
+
+    seen = {}
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(OPTForCausalLM, "from_pretrained", classmethod(lambda cls, folder, **kw: seen.update(kw)))
+    loader._load_weights("facebook/opt-66b", tmp_path, torch.float16, "cuda", LoadRequest(device=device))
+    assert (seen.get("device_map") == "auto") is spread

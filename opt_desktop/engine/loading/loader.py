@@ -205,7 +205,8 @@ def _load_tokenizer(source: str, folder: Path):
 
 
 def _load_weights(source: str, folder: Path, dtype, device: str, request: LoadRequest | None = None):
-    """The model's weights on `device`, or, with placement "spread", over the GPUs, RAM and disk."""
+    """The model's weights on `device`, or, with placement "spread", over the GPUs, RAM and disk; with
+    device "auto" on a machine with several GPUs, over all of them."""
     from transformers import OPTForCausalLM
 
     from ..messages.errors import SettingsError
@@ -218,8 +219,10 @@ def _load_weights(source: str, folder: Path, dtype, device: str, request: LoadRe
             kwargs.update(spread_kwargs(source, device, request.max_memory, request.offload_folder))
         except SettingsError as exc:
             raise ModelLoadError(f"Cannot spread {source}: {exc}") from None
-    elif request is None and device == "cuda" and torch.cuda.device_count() > 1:
-        kwargs["device_map"] = "auto"  # callers that predate `placement`: spread over the GPUs
+    elif (request is None or request.device == "auto") and device == "cuda" and torch.cuda.device_count() > 1:
+        # "auto" on a machine with several GPUs (a GPU server): accelerate spreads the layers over all
+        # of them, filling each in turn (opt-66b in float16, 132 GB, over two 80 GB GPUs).
+        kwargs["device_map"] = "auto"
     from safetensors import SafetensorError
 
     from transformers.utils import logging as hf_logging
