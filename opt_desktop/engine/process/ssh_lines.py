@@ -38,7 +38,7 @@ def install_advice(host: SshHost, version: str) -> str:
 def _first(lines: list[str], needles: tuple[str, ...]) -> str | None:
     for line in lines:
         if any(n in line for n in needles):
-            return line.removeprefix("ssh: ").strip()
+            return line.removeprefix("ssh: ").strip().rstrip(".")  # it goes inside a sentence
     return None
 
 
