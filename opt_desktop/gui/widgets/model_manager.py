@@ -1,33 +1,48 @@
 """The model manager: the OPT checkpoints, what each needs against what this machine has, the shared
 Hugging Face cache (download with progress and Stop, delete), local folders, and Load.
 
-Downloads are engine jobs (DownloadRequest), submitted through the window's controller like any
-other job, so they happen where the engine runs and report bytes as the job's progress; the window
-never downloads. The quick reads (the cache, this machine's memory, a folder's files, whether the
-Hub answers) run on the dialog's executor, and a qasync coroutine awaits each future (the project's
-one idiom for background work): no torch, no Qt object touched off the GUI thread, no timer
-polling a future. A failure is one line in the dialog; its traceback goes to the log.
+Everything it reads or changes is an engine job, submitted through the window's controller like any
+other job: the memory of the engine's machine (MachineRequest), its Hugging Face cache (CacheRequest,
+DeleteCachedRequest), a folder there (FolderRequest), whether it reaches the Hub (HubCheckRequest), and
+downloads (DownloadRequest, whose progress is the job's). So with the engine on an SSH host the
+dialog shows the server's GPUs, cache and folders, and downloads happen on the server. A qasync
+coroutine awaits each job (the project's one idiom for background work): no torch in the window, no
+Qt object touched off the GUI thread, no timer polling a future. A failure is one line in the dialog;
+its traceback goes to the log.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QCloseEvent
-from PySide6.QtWidgets import QDialog, QFileDialog, QHBoxLayout, QLabel, QMessageBox, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QDialog,
+    QFileDialog,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ...engine.jobs.job import Job, JobProgress
-from ...engine.loading import hub_cache, hub_probe
 from ...engine.loading import precision as modes
 from ...engine.loading.catalog import CATALOG, MachineMemory, from_config, machine_memory
-from ...engine.loading.folder_check import check_folder
-from ...engine.messages.errors import ModelLoadError, SettingsError, describe_error
-from ...engine.messages.requests import DownloadRequest
+from ...engine.messages.errors import SettingsError, describe_error
+from ...engine.messages.requests import (
+    CacheRequest,
+    DeleteCachedRequest,
+    DownloadRequest,
+    FolderRequest,
+    HubCheckRequest,
+    MachineRequest,
+)
 from ...engine.messages.settings import DEMO_SOURCE, LoadRequest
 from ...formatting import format_bytes
 from ..tasks import Tasks
@@ -40,33 +55,29 @@ log = logging.getLogger(__name__)
 FIT_LEGEND = "Memory each precision needs: ✓ fits · ≈ only just fits · ✗ does not fit."
 
 
-def _local_checkpoint(path: Path):
-    """The catalog row for the OPT checkpoint in `path`, or one line saying why it is not one (no torch)."""
-    try:
-        config = check_folder(path)
-    except ModelLoadError as exc:
-        return str(exc)
-    return from_config(config, source=str(path), label=f"{path.name} (local)")
-
-
 class ModelManager(QDialog):
     """Pick, fetch, delete and load OPT checkpoints. `load_requested(LoadRequest)` on Load.
 
-    `controller` (gui/controller.py) runs the downloads in the engine; `cache` is another Hub cache
-    folder than the shared one (tests)."""
+    `controller` (gui/controller.py) runs its jobs in the engine, wherever that runs; `cache` is another
+    Hub cache folder than the shared one (tests); `capabilities`: what the engine's machine runs
+    (precision.Capabilities from its probe; None: this machine's, guessed without torch)."""
 
     load_requested = Signal(object)  # LoadRequest
 
     def __init__(self, parent: QWidget | None = None, *, controller, request: LoadRequest | None = None,
-                 cache: str | Path | None = None, check_network: bool = True):
+                 cache: str | Path | None = None, check_network: bool = True, capabilities=None):
         super().__init__(parent)
         self.setWindowTitle("Model manager")
         self.resize(1100, 680)
         self._controller = controller
+        self._host = getattr(controller, "place", None)  # an SshHost when the engine runs on a server
+        if self._host is not None:
+            self.setWindowTitle(f"Model manager: {self._host.name}")
+        self._capabilities = capabilities
         self._cache = Path(cache) if cache is not None else None
-        self._memory = machine_memory(include_gpus=False)  # RAM now; GPUs once a worker has asked torch
+        # This machine's RAM at once (no torch); the engine's machine, GPUs included, once it has said.
+        self._memory = machine_memory(include_gpus=False) if self._host is None else MachineMemory(0, 0)
         self._download: Job | None = None
-        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="opt-manager")
         self._tasks = Tasks("the model manager")
         self._closed = False
         self._build()
@@ -75,10 +86,10 @@ class ModelManager(QDialog):
         self.set_request(request or LoadRequest())
         self.refresh_cache()
         self._show_memory()
-        self._submit(lambda: machine_memory(include_gpus=True), self.set_memory, "Reading the GPUs' memory")
+        self._ask(MachineRequest(import_torch=not controller.in_process), self.set_memory)
         if check_network:
             self.hub_label.setText("Checking the Hugging Face Hub…")
-            self._submit(hub_probe.hub_reachable, self._on_hub_checked, "Checking the Hugging Face Hub")
+            self._ask(HubCheckRequest(), self._on_hub_checked)
 
     # --- construction --------------------------------------------------------------------------
 
@@ -145,32 +156,41 @@ class ModelManager(QDialog):
 
     def _show_memory(self) -> None:
         m = self._memory
+        where = "This machine" if self._host is None else self._host.name
+        if self._host is not None and m.ram_total == 0:
+            self.memory_label.setText(f"{where}: reading its memory… {FIT_LEGEND}")
+            return
         parts = [f"RAM {format_bytes(m.ram_total)} ({format_bytes(m.ram_available)} free)"]
         parts += [f"GPU {g.index} {g.name}: {format_bytes(g.total)} ({format_bytes(g.free)} free)" for g in m.gpus]
-        self.memory_label.setText("This machine: " + " · ".join(parts) + f". {FIT_LEGEND}")
+        self.memory_label.setText(f"{where}: " + " · ".join(parts) + f". {FIT_LEGEND}")
         self._refresh_fit()
 
-    def _on_hub_checked(self, reachable: bool) -> None:
-        self.hub_label.setText("" if reachable else f"No downloads now: {hub_probe.unreachable_reason()}. Cached "
-                                                    "models, local folders and the demo model still load.")
+    def _on_hub_checked(self, why_not: str) -> None:
+        where = "" if self._host is None else f" on {self._host.name}"
+        self.hub_label.setText("" if not why_not else f"No downloads{where} now: {why_not}. Cached "
+                                                      "models, local folders and the demo model still load.")
 
-    # --- background reads ----------------------------------------------------------------------------
+    # --- engine jobs -----------------------------------------------------------------------------
 
-    def _submit(self, fn: Callable[[], Any], on_done: Callable[[Any], None], doing: str) -> asyncio.Task:
-        """Run `fn` on the dialog's executor; `on_done(result)` on the GUI thread once it returns."""
-        return self._tasks.spawn(self._background(fn, on_done, doing))
-
-    async def _background(self, fn: Callable[[], Any], on_done: Callable[[Any], None], doing: str) -> None:
+    def _ask(self, request, on_done: Callable[[Any], None]) -> None:
+        """Submit `request` to the engine; `on_done(result)` on the GUI thread once it has ended well,
+        its one line in the dialog if it failed."""
         try:
-            result = await asyncio.wrap_future(self._executor.submit(fn))
+            job = self._controller.submit(request)
         except Exception as exc:  # noqa: BLE001 - one line here, the traceback in the log
-            if not self._closed:
-                message, _details = describe_error(exc, doing)
-                log.exception("%s failed", doing)
-                self.show_message(message, error=True)
+            log.exception("Submitting %s failed", type(request).__name__)
+            self.show_message(describe_error(exc, "The model manager")[0], error=True)
             return
-        if not self._closed:
-            on_done(result)
+        self._tasks.spawn(self._await(job, on_done))
+
+    async def _await(self, job: Job, on_done: Callable[[Any], None]) -> None:
+        end = await self._controller.wait(job)
+        if self._closed:
+            return
+        if end.reason == "done":
+            on_done(end.result)
+        elif end.reason == "error":
+            self.show_message(end.message, error=True)  # the engine has logged its traceback
 
     def is_busy(self) -> bool:
         """Background work or a download still running (tests wait for it)."""
@@ -178,14 +198,14 @@ class ModelManager(QDialog):
 
     # --- the cache -------------------------------------------------------------------------------
 
-    def _cache_dir(self) -> Path:
-        return self._cache if self._cache is not None else hub_cache.cache_dir()
+    def _cache_arg(self) -> str | None:
+        return str(self._cache) if self._cache is not None else None
 
     def refresh_cache(self) -> None:
-        self._submit(lambda: hub_cache.cached_models(self._cache), self._set_cached, "Reading the Hugging Face cache")
+        self._ask(CacheRequest(self._cache_arg()), self._set_cached)
 
-    def _set_cached(self, cached: dict) -> None:
-        self.table.set_cached(cached, self._cache_dir())
+    def _set_cached(self, listing) -> None:
+        self.table.set_cached({m.repo_id: m for m in listing.models}, Path(listing.folder))
         self._update_buttons()
 
     def confirm_delete(self, repo_id: str, size: int) -> bool:
@@ -207,7 +227,7 @@ class ModelManager(QDialog):
             self.show_message(f"Deleted {c.source} from the cache ({format_bytes(freed)} freed).")
             self.refresh_cache()
 
-        self._submit(lambda: hub_cache.delete_cached(c.source, self._cache), done, f"Deleting {c.source}")
+        self._ask(DeleteCachedRequest(c.source, self._cache_arg()), done)
 
     # --- downloads: engine jobs ----------------------------------------------------------------------
 
@@ -215,7 +235,7 @@ class ModelManager(QDialog):
         c = self.table.selected()
         if c is None or not on_hub(c) or self._download is not None:
             return
-        request = DownloadRequest(c.source, cache=str(self._cache) if self._cache is not None else None)
+        request = DownloadRequest(c.source, cache=self._cache_arg())
         try:
             job = self._controller.submit(request, on_events=self._on_download_events)
         except Exception as exc:  # noqa: BLE001 - one line here, the traceback in the log
@@ -260,28 +280,35 @@ class ModelManager(QDialog):
     # --- local folders ---------------------------------------------------------------------------
 
     def _choose_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose a folder with an OPT checkpoint", str(Path.home()))
+        if self._host is None:
+            folder = QFileDialog.getExistingDirectory(self, "Choose a folder with an OPT checkpoint", str(Path.home()))
+        else:  # a folder on the server: no file dialog reaches it, so its path is typed
+            folder, ok = QInputDialog.getText(self, f"A folder on {self._host.name}",
+                                              f"The path of a folder with an OPT checkpoint on {self._host.name} "
+                                              "(~ is its home):")
+            folder = folder.strip() if ok else ""
         if folder:
             self.add_folder(folder)
 
     def add_folder(self, folder: str | Path) -> None:
-        """Check `folder`'s files off the GUI thread (no torch); an OPT checkpoint becomes a row."""
-        path = Path(folder).expanduser().resolve()
-        if str(path) in self.table.sources():
-            self.table.select(str(path))
+        """Have the engine check `folder`, a path on its machine, from its files (no torch): an OPT
+        checkpoint becomes a row, anything else one line saying why."""
+        folder = str(folder)
+        if folder in self.table.sources():
+            self.table.select(folder)
             return
-        self.show_message(f"Checking {path}…")
+        self.show_message(f"Checking {folder}…")
 
-        def done(result) -> None:
-            if isinstance(result, str):
-                self.show_message(result, error=True)
-                return
-            self.table.add_checkpoint(result)
-            self._refresh_fit()
-            self.table.select(result.source)
-            self.show_message(f"{path} is an OPT checkpoint: press Load to use it.")
+        def done(found) -> None:
+            if found.path not in self.table.sources():
+                where = "local" if self._host is None else f"on {self._host.name}"
+                self.table.add_checkpoint(from_config(found.config, source=found.path,
+                                                      label=f"{Path(found.path).name} ({where})"))
+                self._refresh_fit()
+            self.table.select(found.path)
+            self.show_message(f"{found.path} is an OPT checkpoint: press Load to use it.")
 
-        self._submit(lambda: _local_checkpoint(path), done, f"Checking {path}")
+        self._ask(FolderRequest(folder), done)
 
     # --- the request -----------------------------------------------------------------------------
 
@@ -305,7 +332,8 @@ class ModelManager(QDialog):
         except SettingsError as exc:
             self.show_message(str(exc), error=True)
             return
-        problem = modes.mode_problem(request.dtype, request.device, modes.capabilities(), request.placement)
+        caps = self._capabilities or modes.capabilities()
+        problem = modes.mode_problem(request.dtype, request.device, caps, request.placement)
         if problem is not None:  # the engine would refuse it too; say so here, with the dialog still open
             self.show_message(problem, error=True)
             return
@@ -331,12 +359,12 @@ class ModelManager(QDialog):
     # --- closing ---------------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
-        """Stop the download (its job ends in the engine, removing its partial files) and the reads."""
+        """Stop the download (its job ends in the engine, removing its partial files); the reads' answers
+        are no longer shown."""
         self._closed = True
         if self._download is not None:
             self._download.stop()
             self._download = None
-        self._executor.shutdown(wait=False, cancel_futures=True)
         self._tasks.cancel_all()
 
     def done(self, result: int) -> None:  # accept(), reject() and Escape all end here
