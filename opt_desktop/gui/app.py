@@ -91,6 +91,8 @@ def start(window, args, state) -> None:
     window.show()
     freeze_long_lived()  # the window's widgets and the modules they imported
     request, auto = initial_request(args, state)
+    if window.engines.resume(state.engine_host):  # the engine runs where it ran last: on that server
+        auto = False  # a server that cannot be reached cannot load the demo either: its one line is enough
     window.models.load(request, fallback_to_demo=auto)  # the window is up before torch is imported
     if args.file:
         window.sessions.open_file(Path(args.file).expanduser())

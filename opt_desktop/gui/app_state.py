@@ -16,12 +16,14 @@ from .. import folders
 from ..engine.messages.errors import SettingsError
 from ..engine.messages.settings import LoadRequest
 from ..engine.messages.threads import AUTO, ThreadSetting, parse_threads
+from ..engine.process.ssh_host import SshHost
 from ..atomic import write_text_atomic
 from ..session.damaged import move_aside
 
 log = logging.getLogger(__name__)
 
 MAX_RECENT = 8
+MAX_HOSTS = 100
 STATE_FILE = "state.json"
 _MAX_STATE_BYTES = 1 << 20
 _MAX_PATH_CHARS = 4096
@@ -49,11 +51,32 @@ def _recent(value, what: str, problems: list[str]) -> list[str]:
     return list(dict.fromkeys(good))[:MAX_RECENT]
 
 
+def _hosts(value, problems: list[str]) -> list[SshHost]:
+    """The SSH hosts that can be read, each name once; a line in `problems` for the others."""
+    if not isinstance(value, list):
+        problems.append("its SSH hosts are not a list")
+        return []
+    hosts: list[SshHost] = []
+    for item in value[:MAX_HOSTS]:
+        try:
+            host = SshHost.model_validate(item)
+        except (ValidationError, TypeError, ValueError):
+            continue
+        if all(h.name != host.name for h in hosts):
+            hosts.append(host)
+    if len(hosts) != len(value):
+        problems.append(f"{len(value) - len(hosts)} of its SSH hosts could not be read")
+    return hosts
+
+
 class AppState(BaseModel):
     last_model: LoadRequest | None = None
     recent_sources: list[str] = []
     recent_sessions: list[str] = []
     threads: ThreadSetting = AUTO  # the engine's CPU threads: "auto" follows the machine's load
+    # The SSH hosts the engine chooser offers (no secrets: a key is a path, never the key).
+    ssh_hosts: list[SshHost] = []
+    engine_host: str | None = None  # the name of the host the engine ran on last; None: this computer
     # The window's size and panel arrangement (Qt's saveGeometry / saveState, base64).
     window_geometry: str | None = None
     window_layout: str | None = None
@@ -106,6 +129,11 @@ class AppState(BaseModel):
                 values["threads"] = parse_threads(data["threads"])
             except SettingsError:
                 problems.append("its threads setting is not 'auto' or a number of threads")
+        if "ssh_hosts" in data:
+            values["ssh_hosts"] = _hosts(data["ssh_hosts"], problems)
+        host = data.get("engine_host")
+        if host is not None and any(h.name == host for h in values.get("ssh_hosts", ())):
+            values["engine_host"] = host  # a host no longer kept is this computer again
         for key in ("window_geometry", "window_layout"):  # Qt's own bytes, base64: checked by Qt when applied
             value = data.get(key)
             if isinstance(value, str) and len(value) <= _MAX_LAYOUT_CHARS:

@@ -32,7 +32,8 @@ EventsFn = Callable[[list], None]  # called on the GUI thread with the events th
 # Kinds of job that hold the worker for long: while one is queued or running the window is busy.
 _LOAD, _GENERATE = "load", "generate"
 _BACKGROUND = "lens_table"  # computed while the window is idle, stopped for anything the person starts
-_QUIET = {"lens", _BACKGROUND, "probe", "threads"}  # small or background jobs that never make the window busy
+# Small or background jobs that never make the window busy (the last five: the model manager's reads).
+_QUIET = {"lens", _BACKGROUND, "probe", "threads", "machine", "cache", "delete_cached", "hub_check", "folder"}
 
 
 class EventPump:
@@ -97,9 +98,9 @@ class Controller(QObject):
     def __init__(self, engine: Engine | None = None, parent: QObject | None = None):
         super().__init__(parent)
         self.engine: Engine = engine or EngineService()
+        self.place = None  # SshHost | None: where the engine runs (None: this computer)
         self._local = isinstance(self.engine, LocalEngine)  # its tokenizer is at hand
-        loop = asyncio.get_event_loop()
-        self.engine.on_died = lambda line: loop.call_soon_threadsafe(self._on_engine_died, line)
+        self.engine.on_died = self.died_callback()
         self._active: dict[int, Job] = {}  # submitted and not yet ended
         self._ends: dict[int, asyncio.Task] = {}  # per job, the task that resolves to its JobEnd
         self._pumps: dict[int, EventPump] = {}
@@ -135,6 +136,11 @@ class Controller(QObject):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def in_process(self) -> bool:
+        """Whether the engine runs in the window's own process (--engine thread, most tests)."""
+        return self._local
 
     def tokenizer(self):
         """The model's tokenizer when the engine runs in this process; None for an engine elsewhere
@@ -234,6 +240,25 @@ class Controller(QObject):
         if not self._closed:
             self.model_changed.emit(None)
             self.engine_died.emit(line)
+
+    def died_callback(self) -> Callable[[str], None]:
+        """What an engine calls, on any thread, when it dies: engine_died on the GUI thread."""
+        loop = asyncio.get_event_loop()
+        return lambda line: loop.call_soon_threadsafe(self._on_engine_died, line)
+
+    def switch_engine(self, engine: Engine, place=None) -> None:
+        """Run every later job on `engine`, at `place` (an SshHost; None: this computer). The old
+        engine is shut down: its jobs end (stopped) and its model goes with it."""
+        old = self.engine
+        old.on_died = None  # its end is asked for, not news
+        self.stop_all()
+        old.shutdown(wait=False)
+        self.engine, self.place = engine, place
+        self._local = isinstance(engine, LocalEngine)
+        if engine.on_died is None:
+            engine.on_died = self.died_callback()
+        self._threads = AUTO  # a fresh engine starts at "auto"
+        self.model_changed.emit(None)
 
     def restart_engine(self) -> None:
         """A fresh engine process after the last one died (the model must be loaded again)."""

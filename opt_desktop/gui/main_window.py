@@ -34,6 +34,7 @@ from .analysis import Analysis
 from .app_state import AppState
 from .controller import Controller
 from .dock_layout import DockLayout
+from .engine_commands import EngineCommands, local_engine_like
 from .model_commands import ModelCommands
 from .run_commands import RunCommands
 from .route_commands import RouteCommands
@@ -64,9 +65,12 @@ class MainWindow(QMainWindow):
     closed = Signal()
 
     def __init__(self, controller: Controller | None = None, state: AppState | None = None,
-                 presets: PresetStore | None = None, autosave: Autosave | None = None):
+                 presets: PresetStore | None = None, autosave: Autosave | None = None, local_engine=None):
+        """`local_engine()`: a new engine on this computer, for the engine chooser's "This computer"
+        (default: one like the controller's, a process of its own or a thread of this one)."""
         super().__init__()
         self.controller = controller or Controller(parent=self)
+        self._local_engine = local_engine or local_engine_like(self.controller.engine)
         if self.controller.parent() is None:
             self.controller.setParent(self)
         self.state = state or AppState.load()
@@ -164,6 +168,7 @@ class MainWindow(QMainWindow):
             "run_list", "run_details", "run_status", "tabs")})
         self.presenter = RunPresenter(k, views, c.tokenizer, parent=self)
         self.models = ModelCommands(c, self.state, views, parent=self)
+        self.engines = EngineCommands(c, self.state, self.models, views, self._local_engine, parent=self)
         self.runs = RunCommands(c, k, self.presenter, self.interventions, views, self.say, self.models.load,
                                 parent=self)
         self.sessions = SessionCommands(c, k, self.presenter, views, self.say, parent=self)

@@ -9,13 +9,14 @@ replaces it. A load the person stopped ends as stopped: no fallback, no tracebac
 from __future__ import annotations
 
 from PySide6.QtCore import QObject
-from PySide6.QtWidgets import QFileDialog
+from PySide6.QtWidgets import QFileDialog, QInputDialog
 
 from ..engine import DEMO_SOURCE, LoadRequest, ModelInfo
 from ..engine.jobs.job import Job, JobEnd
 from ..engine.messages.errors import HubUnreachableError
 from ..engine.messages.events import LoadProgress
 from ..engine.messages.requests import ProbeRequest
+from ..engine.process.remote_engine import EngineDied
 from .heap import freeze_long_lived
 
 MODEL_MESSAGE = "model"  # the banner's key for what the last load did: each load's message replaces the last
@@ -42,6 +43,8 @@ class ModelCommands(QObject):
         self.v = views
         self.capabilities = None  # precision.Capabilities once the engine has answered
         self._probing = False
+        self._model_loaded = False  # a load has ended well on the engine the window has now
+        self._reload_after_restart = False  # the engine that died had a model: Reconnect loads it again
         controller.model_changed.connect(self._on_model_changed)
         controller.engine_died.connect(self._on_engine_died)
 
@@ -84,6 +87,7 @@ class ModelCommands(QObject):
         if not self.controller.is_loading:
             self.v.model_bar.set_loading(False)
         if end.reason == "done":
+            self._model_loaded = True
             # The last model that loaded is the one the next start begins with (a fallback demo too:
             # trying an unreachable model at every start would only bring its message back).
             self.state.remember(request)
@@ -98,7 +102,9 @@ class ModelCommands(QObject):
         for queued in self.controller.jobs("generate"):
             if queued.state == "queued":
                 queued.stop()
-        if end.reason == "cancelled":  # the person stopped it: no fallback, no traceback
+        if self.controller.place is not None and isinstance(_error(job), EngineDied):
+            pass  # the connection to the server ended: its one line, with Reconnect, says so already
+        elif end.reason == "cancelled":  # the person stopped it: no fallback, no traceback
             self.v.banner.show_notice(f"Loading {request.source} was stopped; {self._what_is_loaded()}",
                                       key=MODEL_MESSAGE)
         elif fallback_to_demo and failed is None and request.source != DEMO_SOURCE:
@@ -123,12 +129,29 @@ class ModelCommands(QObject):
         return f"{info.label} is still loaded." if info is not None else "no model is loaded."
 
     def _on_engine_died(self, line: str) -> None:
-        """The engine process ended: say so until dealt with, and offer a fresh one with the model again."""
-        def restart() -> None:
-            self.controller.restart_engine()
-            self.load(self.v.model_bar.request())
+        """The engine ended (its process, or the connection to a server): say so until dealt with, and
+        offer a fresh one (Reconnect, for a server), with the model it had loaded again."""
+        self._reload_after_restart = self._model_loaded
+        self._model_loaded = False
+        label = "Restart the engine" if self.controller.place is None else "Reconnect"
+        self.v.banner.show_message(line, "error", actions=[(label, self.reconnect)], key="engine")
 
-        self.v.banner.show_message(line, "error", actions=[("Restart the engine", restart)], key="engine")
+    def reconnect(self) -> None:
+        """A fresh engine at the same place; the model it had is loaded again."""
+        self.v.banner.dismiss("engine")
+        self.controller.restart_engine()
+        self.capabilities = None
+        if self._reload_after_restart:
+            self.load(self.v.model_bar.request())
+        else:
+            self.probe()
+        self._reload_after_restart = False
+
+    def engine_changed(self) -> None:
+        """Another engine (another place): what it runs is asked again; its model is the person's to load."""
+        self.capabilities = None
+        self._model_loaded = self._reload_after_restart = False
+        self.probe()
 
     def _on_model_changed(self, info: ModelInfo | None) -> None:
         self.v.model_bar.set_model(info)
@@ -142,12 +165,19 @@ class ModelCommands(QObject):
     def open_model_manager(self) -> None:
         from .widgets.model_manager import ModelManager  # scans the Hub cache: only when asked
 
-        dialog = ModelManager(self.v.window, controller=self.controller, request=self.v.model_bar.request())
+        dialog = ModelManager(self.v.window, controller=self.controller, request=self.v.model_bar.request(),
+                              capabilities=self.capabilities)
         dialog.load_requested.connect(self.load)
         dialog.open()
 
     def open_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.v.window, "Choose a model folder (with config.json)")
+        host = self.controller.place
+        if host is None:
+            folder = QFileDialog.getExistingDirectory(self.v.window, "Choose a model folder (with config.json)")
+        else:  # a folder on the server: no file dialog reaches it
+            folder, ok = QInputDialog.getText(self.v.window, f"A folder on {host.name}",
+                                              f"The path of a model folder on {host.name} (~ is its home):")
+            folder = folder.strip() if ok else ""
         if folder:
             self.load(LoadRequest(source=folder))
 

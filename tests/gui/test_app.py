@@ -35,6 +35,7 @@ class FakeWindow(QObject):
         calls = self.calls
         self.models = type("M", (), {"load": lambda _, request, fallback_to_demo=False:
                                      calls.append(("load_model", request, fallback_to_demo))})()
+        self.engines = type("P", (), {"resume": lambda _, name: name is not None})()  # no host kept here
         self.sessions = type("S", (), {
             "open_file": lambda _, path: calls.append(("open_session_file", path)),
             "check_recovery": lambda _: calls.append(("check_recovery",))})()

@@ -1,4 +1,5 @@
-"""Pick a model (Hub id, local folder or the demo), a dtype and a device; load it and watch it load."""
+"""Pick where the engine runs (this computer or an SSH host), a model (Hub id, folder or the demo), a
+dtype and a device; load it and watch it load, and watch a connection to a server as it is made."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QProgressBar,
     QPushButton,
@@ -24,6 +26,8 @@ from ...engine.messages.events import LoadProgress, ModelInfo
 from ...engine.loading.placement import placement_summary
 from ...engine.messages.settings import DEMO_SOURCE, LoadRequest
 from ...formatting import format_bytes, format_count
+from .connection_status import ConnectionStatus
+from .engine_chooser import EngineChooser
 
 # (Hub id, approximate download in float16) — the size helps people pick one their machine can hold.
 PRESETS: tuple[tuple[str, str], ...] = (
@@ -41,7 +45,8 @@ PRESETS: tuple[tuple[str, str], ...] = (
 DTYPES: tuple[tuple[str, str], ...] = tuple(
     (mode, f"{mode} (approx.)" if precision.is_approximate(mode) else mode) for mode in precision.MODES)
 DEVICES: tuple[tuple[str, str], ...] = (
-    ("auto", "The best device this machine has: CUDA, then MPS, then the CPU."),
+    ("auto", "The best device the engine's machine has: its CUDA GPUs (all of them, through accelerate's "
+             "device_map, when it has several), then MPS, then the CPU."),
     ("cpu", "The processor: works everywhere, slowest."),
     ("cuda", "An NVIDIA GPU."),
     ("mps", "An Apple-silicon GPU."),
@@ -68,7 +73,10 @@ class ModelBar(QWidget):
         self._loading = False
         self._info: ModelInfo | None = None
         self._recent: list[str] = []
+        self._host = None  # the SshHost the engine runs on; None: this computer
 
+        self.engine_chooser = EngineChooser(self)
+        self.connection = ConnectionStatus(self)
         self.source_combo = QComboBox(self)
         self.source_combo.setEditable(True)
         self.source_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)  # recent ones come from set_recent
@@ -105,6 +113,9 @@ class ModelBar(QWidget):
 
         top = QHBoxLayout()
         top.setContentsMargins(0, 0, 0, 0)
+        top.addWidget(QLabel("Engine", self))
+        top.addWidget(self.engine_chooser)
+        top.addSpacing(8)
         top.addWidget(QLabel("Model", self))
         top.addWidget(self.source_combo, 1)
         top.addWidget(self.folder_button)
@@ -126,6 +137,7 @@ class ModelBar(QWidget):
         layout.setSpacing(4)
         layout.addLayout(top)
         layout.addLayout(bottom)
+        layout.addWidget(self.connection)
 
         self._fill_sources()
         self._refresh_modes()
@@ -268,7 +280,21 @@ class ModelBar(QWidget):
         if index >= 0:
             box.setCurrentIndex(index)
 
+    def set_place(self, host) -> None:
+        """Where the engine runs now (an SshHost; None: this computer): folders are then the server's."""
+        self._host = host
+        where = "this computer" if host is None else host.name
+        self.folder_button.setToolTip(f"Load a model saved in a folder on {where} (config.json and weights).")
+        self.source_combo.setToolTip(f"A Hugging Face Hub id (facebook/opt-…, downloaded on {where} if it is not "
+                                     f"in its cache), a folder on {where}, or the demo model.")
+
     def _choose_folder(self) -> None:
+        if self._host is not None:  # no file dialog reaches the server's folders: the path is typed
+            folder, ok = QInputDialog.getText(self, f"A folder on {self._host.name}",
+                                              f"The path of a model folder on {self._host.name} (~ is its home):")
+            if ok and folder.strip():
+                self._set_source(folder.strip())
+            return
         start = self._source()
         start = start if Path(start).is_dir() else str(Path.home())
         folder = QFileDialog.getExistingDirectory(self, "Choose a folder with an OPT model", start)

@@ -65,6 +65,7 @@ class RunDetails(QWidget):
             self.values[name].setText(shorten(text, 400))
         # The source and precision fit the panel; the full line (the model's label, its revision) is
         # the tooltip: a built-in model's label alone would take half the panel's height.
-        self.values["model"].setText(shorten(f"{s.model.source} ({s.model.dtype} on {s.model.device})", 400))
+        host = f" of {s.model.host}" if s.model.host else ""  # where it ran: this computer or a server
+        self.values["model"].setText(shorten(f"{s.model.source} ({s.model.dtype} on {s.model.device}{host})", 400))
         self.values["model"].setToolTip(plain_tip(texts["model"]))
         self.use_button.setEnabled(self._settings is not None)
