@@ -18,6 +18,7 @@ from typing import Callable
 from PySide6.QtCore import QObject
 
 from ..engine.jobs.engine import Engine
+from ..engine.messages.requests import CacheRequest
 from ..engine.process.ssh import ConnectStep, SshEngine
 from ..engine.process.ssh_host import SshHost
 from .widgets.ssh_host_dialog import REMOVED, SshHostDialog
@@ -77,6 +78,7 @@ class EngineCommands(QObject):
         self.state.save()
         self.v.model_bar.set_place(host)
         self.v.banner.dismiss(ENGINE_MESSAGE)
+        self.v.model_bar.set_cached([], "")  # another machine, another cache
         if host is None:
             self.v.model_bar.connection.show_local()
         self.models.engine_changed()
@@ -94,6 +96,13 @@ class EngineCommands(QObject):
         self.v.model_bar.connection.show_step(step)
         if step.stage == "ready":
             log.info("%s", step.text)
+            self.controller.spawn(self._list_cached(host))
+
+    async def _list_cached(self, host: SshHost) -> None:
+        """The server's cached models join the model list (a failure leaves the list as it was)."""
+        end = await self.controller.wait(self.controller.submit(CacheRequest()))
+        if end.reason == "done" and host == self.controller.place:
+            self.v.model_bar.set_cached([m.repo_id for m in end.result.models if m.complete], host.name)
 
     def _on_engine_died(self, line: str) -> None:
         if self.controller.place is not None:

@@ -174,6 +174,9 @@ def test_the_model_manager_shows_the_servers_cache_memory_and_folders(w, loop, q
               timeout=60)
     assert dialog.table.cache_text("facebook/opt-125m").startswith("✓")
     assert dialog.memory_label.text().startswith("test server: RAM ")
+    combo = w.model_bar.source_combo  # the model list says which presets the server holds
+    run_until(loop, lambda: "test server" in (combo.itemData(combo.findData("facebook/opt-125m"), 3) or ""))
+    assert combo.itemData(combo.findData("facebook/opt-350m"), 3).startswith("Download ")
     dialog.add_folder(str(checkpoint))
     run_until(loop, lambda: not dialog.is_busy(), timeout=60)
     assert dialog.table.selected().label == f"{checkpoint.name} (on test server)"

@@ -74,6 +74,8 @@ class ModelBar(QWidget):
         self._info: ModelInfo | None = None
         self._recent: list[str] = []
         self._host = None  # the SshHost the engine runs on; None: this computer
+        self._cached: list[str] = []  # Hub ids in the cache of the engine's machine
+        self._cached_where = ""
 
         self.engine_chooser = EngineChooser(self)
         self.connection = ConnectionStatus(self)
@@ -160,6 +162,12 @@ class ModelBar(QWidget):
         self._recent = list(dict.fromkeys(s for s in sources if s))
         self._fill_sources()
 
+    def set_cached(self, repo_ids: list[str], where: str) -> None:
+        """The models in the Hugging Face cache of the engine's machine (`where`: its name), shown with
+        the presets as in it, the others after them; [] forgets them (another place)."""
+        self._cached, self._cached_where = list(dict.fromkeys(repo_ids)), where
+        self._fill_sources()
+
     def set_loading(self, loading: bool) -> None:
         self._loading = loading
         if self._info is None:
@@ -227,9 +235,18 @@ class ModelBar(QWidget):
                           Qt.ItemDataRole.ToolTipRole)
         for source, size in PRESETS:
             combo.addItem(source, source)
-            combo.setItemData(combo.count() - 1, f"Download {size} in float16, twice that in float32.",
-                              Qt.ItemDataRole.ToolTipRole)
+            tip = (f"In the Hugging Face cache of {self._cached_where}." if source in self._cached
+                   else f"Download {size} in float16, twice that in float32.")
+            combo.setItemData(combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         known = {DEMO_SOURCE} | {s for s, _ in PRESETS}
+        cached = [s for s in self._cached if s not in known]
+        if cached:
+            combo.insertSeparator(combo.count())
+            for source in cached:
+                combo.addItem(source, source)
+                combo.setItemData(combo.count() - 1, f"In the Hugging Face cache of {self._cached_where}.",
+                                  Qt.ItemDataRole.ToolTipRole)
+        known |= set(cached)
         recent = [s for s in self._recent if s not in known]
         if recent:
             combo.insertSeparator(combo.count())
