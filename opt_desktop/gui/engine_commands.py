@@ -1,12 +1,12 @@
 """Where the engine runs: this computer or an SSH host (the model bar's engine chooser), the hosts kept
 in the app's state, the connection's steps, and Reconnect.
 
-Choosing a place ends the engine the window had (its model with it) and starts one there (and the
-next start begins there, with the model loaded last): a child
+Choosing a place ends the engine the window had (its model with it) and starts one there: a child
 process on this computer, or `ssh HOST opt-desktop-engine` (engine/process/ssh.py), whose steps
 (connecting, authenticating, starting the engine, its release and the server's devices) reach the
-GUI thread through the event loop. A failure is one line, in the banner and beside the chooser, with
-Reconnect; the runs of the session stay.
+GUI thread through the event loop. The next start begins at the same place, with the model loaded
+last. A failure is one line in the banner, "Not connected" under the model bar, and Reconnect in
+both; the runs of the session stay.
 """
 
 from __future__ import annotations
@@ -55,10 +55,6 @@ class EngineCommands(QObject):
         chooser.edit_requested.connect(self.edit_host)
         views.model_bar.connection.reconnect_requested.connect(self.models.reconnect)
         controller.engine_died.connect(self._on_engine_died)
-
-    @property
-    def host(self) -> SshHost | None:
-        return self.controller.place
 
     # --- choosing a place ------------------------------------------------------------------------
 
