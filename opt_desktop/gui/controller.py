@@ -32,8 +32,10 @@ EventsFn = Callable[[list], None]  # called on the GUI thread with the events th
 # Kinds of job that hold the worker for long: while one is queued or running the window is busy.
 _LOAD, _GENERATE = "load", "generate"
 _BACKGROUND = "lens_table"  # computed while the window is idle, stopped for anything the person starts
-# Small or background jobs that never make the window busy (the last five: the model manager's reads).
-_QUIET = {"lens", _BACKGROUND, "probe", "threads", "machine", "cache", "delete_cached", "hub_check", "folder"}
+# Small or background jobs that never make the window busy (one head's attention for the attention view;
+# the last five: the model manager's reads).
+_QUIET = {"lens", _BACKGROUND, "probe", "threads", "head_rows", "machine", "cache", "delete_cached", "hub_check",
+          "folder"}
 
 
 class EventPump:

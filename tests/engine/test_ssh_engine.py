@@ -215,3 +215,31 @@ def test_a_connection_that_dies_mid_run_keeps_the_partial_run(ssh_server, checkp
     finally:
         engine.shutdown()
         engine.join(10)
+
+
+def test_one_heads_attention_over_ssh_equals_the_rows_a_run_keeps_here(remote, local):
+    """The attention view's matrix for a run made on a server: computed there, teacher-forced under the
+    run's head mask and hidden positions, equal to what a run here keeps."""
+    from opt_desktop.engine import HeadScale, InspectSettings
+    from opt_desktop.engine.messages.requests import HeadRowsRequest
+
+    engine, _ = remote
+    masked = (HeadScale(layer=0, head=1, scale=0.0),)
+    request = GenerationRequest(prompt=PROMPT, settings=GenerationSettings(max_new_tokens=70),
+                                head_mask=masked, hidden_positions=(2,),
+                                inspect=InspectSettings(keep_attention_rows=True))
+    events = []
+    local.generate(request, events.append).result(120)
+    trace = RunTrace(events[0])
+    for event in events[1:]:
+        trace.apply(event)
+    kept = trace.attention_matrix(1, 0)
+    ask = trace.lens_request()
+    for L, H in ((1, 0), (0, 1)):
+        head = HeadRowsRequest(ask["token_ids"], L, H, ask["hidden_positions"], ask["mask_schedule"])
+        there = engine.submit(head).future.result(120)
+        here = local.submit(head).future.result(120)
+        np.testing.assert_allclose(there, here, atol=1e-6, equal_nan=True)
+        # rows a run keeps are float16, and the prompt's come from SDPA's arithmetic
+        np.testing.assert_allclose(there[:-1], trace.attention_matrix(L, H)[:-1], atol=2e-3, equal_nan=True)
+    assert kept.shape == there.shape

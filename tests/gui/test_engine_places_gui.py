@@ -4,15 +4,17 @@ here, a refused key and a connection killed mid-run are one line each with Recon
 run kept), hosts are kept in the settings, and the model manager shows the server's cache and memory.
 """
 
+import numpy as np
 import pytest
 
 from hub_cache_fixture import build_hub_cache
 from models import load_tokenizer, save_tiny_opt
 from opt_desktop.gui import engine_commands
-from opt_desktop.engine import EngineService, GenerationRequest, LoadRequest
+from opt_desktop.engine import EngineService, GenerationRequest, InspectSettings, LoadRequest
 from opt_desktop.engine.process.ssh import SshEngine
 from opt_desktop.gui.app_state import AppState
 from opt_desktop.gui.widgets.model_manager import ModelManager
+from opt_desktop.session import RunTrace
 from ssh_server import SshServer, engine_command, sshd_missing
 from window_driver import SEEDED, finished, new_window, run_until
 
@@ -66,12 +68,27 @@ def test_a_run_on_the_server_shows_its_steps_and_equals_the_same_run_here(w, loo
     run_until(loop, finished(w), timeout=120)
     trace = w.presenter.trace
     here = EngineService()
+    events = []
     try:
         here.load(LoadRequest(source=str(checkpoint), device="cpu")).result(120)
-        reference = here.generate(GenerationRequest(prompt="The cat sat", settings=SEEDED), lambda e: None).result()
+        reference = here.generate(GenerationRequest(prompt="The cat sat", settings=SEEDED,
+                                                    inspect=InspectSettings(keep_attention_rows=True)),
+                                  events.append).result()
     finally:
         here.shutdown()
     assert trace.generated_ids == list(reference.token_ids) and trace.finished.reason == reference.reason
+
+    # The attention view's matrix: the rows stayed on the server, which computes the one head shown.
+    kept_here = RunTrace(events[0])
+    for event in events[1:]:
+        kept_here.apply(event)
+    view = w.inspector.attention
+    w.tabs.setCurrentWidget(w.inspector)
+    view.show_head(1, 0)
+    run_until(loop, lambda: view._matrix_key == (1, 0, trace.length), timeout=60)
+    assert not trace.has_attention_rows and view.showing_matrix
+    np.testing.assert_allclose(view._fetched[3][:-1], kept_here.attention_matrix(1, 0)[:-1], atol=2e-3,
+                               equal_nan=True)
 
     w.model_bar.engine_chooser.choose(None)  # back to this computer: a local engine, the status hidden
     assert w.controller.place is None and w.controller.in_process and not status.isVisible()

@@ -27,6 +27,7 @@ from ..messages.requests import (
     DivergenceRequest,
     DownloadRequest,
     HeadImportanceRequest,
+    HeadRowsRequest,
     LensRequest,
     LensTableRequest,
     PatchingRequest,
@@ -115,6 +116,13 @@ def _probe(loaded, request: ProbeRequest, job: Job):
     return capabilities(probe=True)
 
 
+def _head_rows(loaded, r: HeadRowsRequest, job: Job):
+    from ..analyses.head_rows import head_rows
+
+    return head_rows(loaded, r.token_ids, r.layer, r.head, hidden_positions=r.hidden_positions,
+                     mask_schedule=r.mask_schedule, job=job)
+
+
 def _tokenize(loaded, r: TokenizeRequest, job: Job) -> Tokens:
     from ..running.text import one_token, prompt_ids, token_piece
 
@@ -153,6 +161,7 @@ register_analysis(ProbeRequest, "probe", "Probing this machine", _probe, needs_m
 register_analysis(AttributionRequest, "attribution", "Attribution", _attribution, result_types=(Attribution,))
 register_analysis(PatchingRequest, "patching", "Activation patching", _patching, result_types=(Patching,))
 register_analysis(LensTableRequest, "lens_table", "The logit lens of the run", _lens_table, result_types=(LensTable,))
+register_analysis(HeadRowsRequest, "head_rows", "One head's attention", _head_rows)
 register_analysis(RoutesRequest, "routes", "Computing the information-flow routes", _routes, result_types=(Routes,))
 # Downloads run where the engine runs (its machine's Hub cache), with the same stop and progress as any job.
 register_analysis(DownloadRequest, "download", "The download", _download, needs_model=False,

@@ -88,6 +88,18 @@ class LensTableRequest:
 
 
 @dataclass(frozen=True)
+class HeadRowsRequest:
+    """One head's whole attention matrix over a finished run's tokens, teacher-forced under the run's own
+    interventions (analyses/head_rows.py): (T, T) float32, for a run whose full rows stayed on a server."""
+
+    token_ids: tuple[int, ...]
+    layer: int
+    head: int
+    hidden_positions: tuple[int, ...] = ()
+    mask_schedule: tuple = ((0, ()),)  # as LensTableRequest's
+
+
+@dataclass(frozen=True)
 class RoutesRequest:
     """The information-flow routes of every position of a finished run (routes.py), teacher-forced."""
 

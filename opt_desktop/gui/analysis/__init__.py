@@ -17,6 +17,7 @@ from PySide6.QtCore import QObject
 from .attribution import AttributionAnalysis
 from .compare import CompareAnalysis
 from .head_importance import HeadImportanceAnalysis
+from .head_rows import HeadRowsAnalysis
 from .lens import LensAnalysis
 from .patching import PatchingAnalysis
 from .runner import JobView, Runner, ViewHooks
@@ -34,6 +35,7 @@ class Analysis(QObject):
         report = views.banner.show_error  # an error of a job the person started: one line, Details… has the rest
         parts = (controller, keeper, presenter, views, report)
         self.lens = LensAnalysis(*parts)
+        self.head_rows = HeadRowsAnalysis(*parts)
         self.compare = CompareAnalysis(*parts)
         self.importance = HeadImportanceAnalysis(*parts)
         self.attribution = AttributionAnalysis(*parts)

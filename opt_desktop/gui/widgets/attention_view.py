@@ -54,11 +54,14 @@ Target = tuple[str, int, int]  # ("head", layer, head) | ("layer", layer, -1) | 
 
 class AttentionView(QWidget):
     position_selected = Signal(int)
+    # (layer, head): a finished run whose full rows stayed with its engine (a server) wants that matrix
+    matrix_requested = Signal(int, int)
     head_mask_changed = Signal(object)  # tuple[HeadScale, ...] sorted by (layer, head): the user edited the mask
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self._trace: RunTrace | None = None
+        self._fetched = self._asked = None  # see set_trace
         self._pos: int | None = None
         self._mask: MaskDict = {}
         self._matrix_key: tuple[int, int, int] | None = None  # (layer, head, T) shown
@@ -142,6 +145,8 @@ class AttentionView(QWidget):
     def set_trace(self, trace: RunTrace | None) -> None:
         self._trace = trace
         self._matrix_key = None
+        self._fetched = None  # (layer, head, length, matrix) computed by the engine for this run
+        self._asked = None  # the (layer, head, length) asked for
         if trace is not None:
             self.layer_spin.setMaximum(trace.n_layers - 1)
             self.head_spin.setMaximum(trace.n_heads - 1)
@@ -329,8 +334,21 @@ class AttentionView(QWidget):
 
     # --- full matrix ---------------------------------------------------------------------------
 
+    def set_fetched_matrix(self, layer: int, head: int, length: int, matrix) -> None:
+        """One head's matrix computed where the run's model is (for a run whose rows stayed there)."""
+        self._fetched = (layer, head, length, matrix)
+        self._matrix_key = None
+        self._update_matrix(force=True)
+
+    def _rows_elsewhere(self, t: RunTrace) -> bool:
+        """The run's full rows stayed with the engine that made it (a server): one head's is asked for."""
+        return not t.has_attention_rows and bool(t.started.inspect.get("rows_on_demand"))
+
     def _update_matrix(self, force: bool = False) -> None:
         t = self._trace
+        if t is not None and self._rows_elsewhere(t):
+            self._update_fetched_matrix(t)
+            return
         if t is None or not t.has_attention_rows:
             self.grid.set_hint(GRID_HINT_NO_ROWS)
             self._matrix_panel.hide()
@@ -360,6 +378,30 @@ class AttentionView(QWidget):
         self.matrix.set_highlight(row=self._pos)
         self._matrix_key = key
         self._matrix_time = time.monotonic()
+
+    def _update_fetched_matrix(self, t: RunTrace) -> None:
+        self.grid.set_hint(GRID_HINT)
+        self._matrix_panel.show()
+        self.no_rows_label.hide()
+        layer, head = self.matrix_layer_head()
+        self.grid.set_highlight(row=layer, col=head)
+        key = (layer, head, t.length)
+        fetched = self._fetched
+        if fetched is not None and fetched[:3] == key:
+            if self._matrix_key != key:
+                self.matrix.plot.setTitle(f"{head_label(layer, head)}: attention weights")
+                self.matrix.set_data(fetched[3])
+                self.matrix.set_highlight(row=self._pos)
+                self._matrix_key = key
+            return
+        self.matrix.clear()
+        self._matrix_key = None
+        if t.finished is None:
+            self.matrix.plot.setTitle(f"{head_label(layer, head)}: its weights come from the server once the run ends")
+        elif self._asked != key:
+            self._asked = key
+            self.matrix.plot.setTitle(f"{head_label(layer, head)}: computing its weights where the model is…")
+            self.matrix_requested.emit(layer, head)
 
     def matrix_layer_head(self) -> tuple[int, int]:
         """(layer, head) of the matrix shown: head `head` of `decoder.layers[layer]`."""
