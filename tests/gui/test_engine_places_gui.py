@@ -4,6 +4,8 @@ here, a refused key and a connection killed mid-run are one line each with Recon
 run kept), hosts are kept in the settings, and the model manager shows the server's cache and memory.
 """
 
+import html
+
 import numpy as np
 import pytest
 
@@ -102,7 +104,7 @@ def test_a_refused_key_is_one_line_with_reconnect(w, loop, ssh_server):
     [line] = w.banner.texts()
     assert line.startswith("test server refused the authentication (") and "\n" not in line
     assert status.label.text() == "Not connected to test server." and status.toolTip() == "" \
-        and status.label.toolTip() == line
+        and status.label.toolTip() == html.escape(line, quote=False)
     assert [b.text() for b in w.banner.buttons] == ["Reconnect"]
 
 

@@ -5,6 +5,8 @@ line is in the window's banner). Hidden for this computer."""
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
@@ -45,7 +47,7 @@ class ConnectionStatus(QWidget):
     def show_step(self, step: ConnectStep) -> None:
         self.state = "ready" if step.stage == "ready" else "connecting"
         self.label.setText(step.text)
-        self.label.setToolTip(step.text)
+        self.label.setToolTip(html.escape(step.text, quote=False))  # a tooltip may be read as rich text
         self.progress.setValue(_STAGES.index(step.stage) + 1)
         self.progress.setVisible(step.stage != "ready")
         self.reconnect_button.hide()
@@ -55,7 +57,7 @@ class ConnectionStatus(QWidget):
         """Not connected to `name` any more (or never): the banner has `line`, this keeps it as a tooltip."""
         self.state = "failed"
         self.label.setText(f"Not connected to {name}.")
-        self.label.setToolTip(line)
+        self.label.setToolTip(html.escape(line, quote=False))
         self.progress.hide()
         self.reconnect_button.show()
         self.show()

@@ -235,7 +235,7 @@ class ModelBar(QWidget):
                           Qt.ItemDataRole.ToolTipRole)
         for source, size in PRESETS:
             combo.addItem(source, source)
-            tip = (f"In the Hugging Face cache of {self._cached_where}." if source in self._cached
+            tip = (f"In the Hugging Face cache of {html.escape(self._cached_where)}." if source in self._cached
                    else f"Download {size} in float16, twice that in float32.")
             combo.setItemData(combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         known = {DEMO_SOURCE} | {s for s, _ in PRESETS}
@@ -244,7 +244,7 @@ class ModelBar(QWidget):
             combo.insertSeparator(combo.count())
             for source in cached:
                 combo.addItem(source, source)
-                combo.setItemData(combo.count() - 1, f"In the Hugging Face cache of {self._cached_where}.",
+                combo.setItemData(combo.count() - 1, f"In the Hugging Face cache of {html.escape(self._cached_where)}.",
                                   Qt.ItemDataRole.ToolTipRole)
         known |= set(cached)
         recent = [s for s in self._recent if s not in known]
@@ -300,7 +300,7 @@ class ModelBar(QWidget):
     def set_place(self, host) -> None:
         """Where the engine runs now (an SshHost; None: this computer): folders are then the server's."""
         self._host = host
-        where = "this computer" if host is None else host.name
+        where = "this computer" if host is None else html.escape(host.name)  # tooltips may be read as rich text
         self.folder_button.setToolTip(f"Load a model saved in a folder on {where} (config.json and weights).")
         self.source_combo.setToolTip(f"A Hugging Face Hub id (facebook/opt-…, downloaded on {where} if it is not "
                                      f"in its cache), a folder on {where}, or the demo model.")

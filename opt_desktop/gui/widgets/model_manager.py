@@ -95,7 +95,9 @@ class ModelManager(QDialog):
 
     def _build(self) -> None:
         self.memory_label = QLabel(self)
+        self.memory_label.setTextFormat(Qt.TextFormat.PlainText)  # a server's name and its GPUs' are not markup
         self.hub_label = QLabel(self)
+        self.hub_label.setTextFormat(Qt.TextFormat.PlainText)
         self.hub_label.setWordWrap(True)
         self.table = ModelTable(self)
         self.table.itemSelectionChanged.connect(self._update_buttons)
