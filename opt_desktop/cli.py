@@ -418,14 +418,14 @@ def cmd_patch(engine: EngineService, args) -> int:
 
 
 def cmd_routes(engine: EngineService, args) -> int:
-    from .session.routes_text import routes_json, strongest_table
+    from .session.routes_text import strongest_table, write_routes_json
 
     info = _load(engine, args)
     ids = prompt_ids(engine.tokenizer, args.prompt, info.bos_token_id)
     mask, hidden = _interventions(args, info)
-    result = _run_job(engine, RoutesRequest(tuple(ids), tuple(hidden), ((0, tuple(mask)),)))
+    result = _run_job(engine, RoutesRequest(tuple(ids), tuple(hidden), ((0, tuple(mask)),), dense=args.json))
     if args.json:
-        print(routes_json(result))
+        write_routes_json(result, sys.stdout)
     else:
         print("\n".join(strongest_table(result, [token_piece(engine.tokenizer, i) for i in ids], threshold=args.threshold)))
     return 0

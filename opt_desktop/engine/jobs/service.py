@@ -93,7 +93,7 @@ def _routes(loaded, r: RoutesRequest, job: Job) -> Routes:
     from ..analyses.routes import routes
 
     return routes(loaded, r.token_ids, hidden_positions=r.hidden_positions, mask_schedule=r.mask_schedule,
-                  progress=job.progress, stop=job.stop_event)
+                  dense=r.dense, progress=job.progress, stop=job.stop_event)
 
 
 def _probe(loaded, request: ProbeRequest, job: Job):
