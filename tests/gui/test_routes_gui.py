@@ -1,12 +1,25 @@
 """The Routes tab: computed live on the shown run (the engine's own numbers), kept with it, traced back
-from a chosen token, described on hover, and shown again from the file without a model."""
+from a chosen token, described on hover, stopped, always the shown run's, and shown again from the file
+without a model."""
+
+import threading
+import time
 
 import numpy as np
 
 from opt_desktop.engine import GenerationSettings
+from opt_desktop.engine.analyses import routes as routes_module
 from opt_desktop.engine.analyses.routes import routes
-from opt_desktop.session.route_graph import stored_routes
+from opt_desktop.engine.messages.errors import JobCancelled
+from opt_desktop.session.route_graph import RouteGraph, stored_routes
 from window_driver import generate, run_until
+
+
+def _same_routes(got, want, rtol=1e-6, atol=1e-6) -> None:
+    for name in ("edges", "head_shares", "attn_residual", "mlp", "mlp_residual"):
+        np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=rtol, atol=atol, err_msg=name)
+    for name in ("head_counts", "head_keys"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
 
 
 def _loaded(w):
@@ -20,10 +33,10 @@ def test_routes_are_computed_live_kept_and_traced(make_window, loop):
     w.tabs.setCurrentWidget(w.routes)  # in view, with no routes yet: they are computed at once
     run_until(loop, lambda: w.routes.graph is not None and not w.controller.is_busy)
     expected = routes(_loaded(w), trace.token_ids)
-    np.testing.assert_allclose(w.routes.graph.routes.attn, expected.attn, atol=1e-6)
+    _same_routes(w.routes.graph.routes, expected)
     kept = stored_routes(trace)
     assert kept is not None and w.keeper.modified
-    np.testing.assert_allclose(kept.mlp, expected.mlp, atol=1e-6)
+    _same_routes(kept, expected, rtol=1e-3, atol=1e-7)  # kept in float16
 
     plot = w.routes.plot
     drawn = sum(0 if item.getData()[0] is None else len(item.getData()[0]) for item in (plot.within, *plot.edges))
@@ -68,5 +81,97 @@ def test_a_reopened_session_shows_the_routes_without_a_model(make_window, loop, 
     assert loop.run_until_complete(w2.sessions.open_file(path))
     w2.tabs.setCurrentWidget(w2.routes)
     assert w2.controller.model is None and w2.routes.graph is not None
-    np.testing.assert_allclose(w2.routes.graph.routes.attn, stored_routes(trace).attn, atol=1e-3)
+    _same_routes(w2.routes.graph.routes, stored_routes(trace))
     assert not w2.routes.run_button.isEnabled() and len(w2.routes.plot._segments)
+
+
+def _gated(monkeypatch, slow_ids):
+    """Make the routes of `slow_ids` wait (as a long run's would) until released or stopped."""
+    release, started = threading.Event(), threading.Event()
+    real = routes_module.routes
+
+    def gated(loaded, token_ids, **kwargs):
+        if list(token_ids) == list(slow_ids):
+            started.set()
+            while not release.is_set():
+                if kwargs["stop"].is_set():
+                    raise JobCancelled("The routes were stopped.")
+                time.sleep(0.01)
+        return real(loaded, token_ids, **kwargs)
+
+    monkeypatch.setattr(routes_module, "routes", gated)
+    return release, started
+
+
+def test_routes_of_a_run_no_longer_shown_never_land_on_the_shown_one(make_window, loop, monkeypatch):
+    """Run A's routes are being computed when the person shows run B: A's job is stopped and nothing of
+    it arrives (not in the view, not kept with either run); B's own routes are computed and shown."""
+    w = make_window()
+    a = generate(w, loop, prompt="The cat sat on the mat", settings=GenerationSettings(max_new_tokens=5))
+    b = generate(w, loop, prompt="Once upon a time", settings=GenerationSettings(max_new_tokens=3))
+    release, started = _gated(monkeypatch, a.token_ids)
+    shown = []
+    real_set = w.routes.set_routes
+    monkeypatch.setattr(w.routes, "set_routes", lambda result, pieces=None: (shown.append(result), real_set(result, pieces)))
+    w.presenter.show_run(0)
+    w.tabs.setCurrentWidget(w.routes)
+    run_until(loop, lambda: started.is_set() and w.controller.is_busy)
+    assert w.analysis.routes.runner.origin is a and w.routes.stop_button.isEnabled()
+    w.presenter.show_run(1)  # the person looks at B while A's routes are on their way
+    release.set()  # whatever A's job does now, it was stopped: its end is never heard
+    run_until(loop, lambda: stored_routes(b) is not None and not w.controller.is_busy)
+    assert w.routes.graph is not None and w.routes.graph.routes.token_ids.tolist() == b.token_ids
+    assert all(r is None or r.token_ids.tolist() == b.token_ids for r in shown)
+    assert stored_routes(a) is None  # stopped, not finished
+    w.presenter.show_run(0)  # back to A: its routes are computed afresh (it was stopped unasked)
+    run_until(loop, lambda: stored_routes(a) is not None and not w.controller.is_busy)
+    assert w.routes.graph.routes.token_ids.tolist() == a.token_ids
+
+
+def test_stop_ends_the_routes_within_a_layer_and_they_are_not_started_again_unasked(make_window, loop, monkeypatch):
+    w = make_window()
+    trace = generate(w, loop, settings=GenerationSettings(max_new_tokens=4))
+    release, started = _gated(monkeypatch, trace.token_ids)
+    w.tabs.setCurrentWidget(w.routes)
+    run_until(loop, lambda: started.is_set())
+    w.routes.stop_button.click()
+    run_until(loop, lambda: not w.controller.is_busy and not w.analysis.routes.runner.running)
+    assert "stopped" in w.routes.status.text().lower() and w.routes.graph is None
+    w.tabs.setCurrentWidget(w.output)
+    w.tabs.setCurrentWidget(w.routes)  # in view again: a stopped run waits for the button
+    assert not w.controller.is_busy and w.routes.run_button.isEnabled()
+    release.set()
+    w.routes.run_button.click()
+    run_until(loop, lambda: w.routes.graph is not None and not w.controller.is_busy)
+    assert stored_routes(trace) is not None
+
+
+def test_long_tokens_under_the_columns_are_cut_and_spaced_so_they_never_touch(qtbot):
+    """Tokens differ in width: the labels are cut to a few characters and thinned by the widest, so
+    "currentwindow" next to short tokens stays readable; hovering the labels names the whole token."""
+    from opt_desktop.engine.messages.results import Routes
+    from opt_desktop.gui.widgets.routes_plot import LABEL_CHARS, RoutesPlot
+
+    T, L, H = 60, 2, 2
+    pieces = [" a", "currentwindow", " b"] * (T // 3)
+    rng = np.random.default_rng(0)
+    attn = rng.random((L, T, T, H)).astype(np.float32) * np.tril(np.ones((T, T), np.float32))[None, :, :, None]
+    attn /= attn.sum(axis=(2, 3), keepdims=True) * 2
+    routes = Routes.from_dense(list(range(T)), attn, np.full((L, T), 0.5, np.float32),
+                               np.full((L, T), 0.5, np.float32), np.full((L, T), 0.5, np.float32))
+    plot = RoutesPlot()
+    qtbot.addWidget(plot)
+    plot.resize(900, 400)
+    plot.show()
+    plot.set_graph(RouteGraph(routes), pieces)
+    axis = plot._x_axis
+    labels = [axis.label_fn(i) for i in range(T)]
+    assert labels[1] == "currentwindow"[:LABEL_CHARS - 1] + "…" and labels[0] == " a"
+    size = axis.geometry().width()
+    (step, values), = axis.tickValues(-0.7, T - 0.3, size)
+    per_index = size / T
+    widest = max(axis._extent(t) for t in labels)
+    assert step > 1 and step * per_index >= widest  # thinned: neighbours never touch
+    for lo, hi in zip(values, values[1:]):
+        assert (hi - lo) * per_index >= (axis._extent(labels[lo]) + axis._extent(labels[hi])) / 2
+    assert plot.token_text(1) == "position 1 'currentwindow': click its column to trace the routes into it."

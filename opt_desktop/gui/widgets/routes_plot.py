@@ -24,9 +24,30 @@ NODE_PIXELS, EDGE_PIXELS = 7.0, 5.0  # how near the pointer must be to a node, a
 OVERVIEW_FADE = 0.45  # the routes into every token at once: light edges fainter still, so the strong ones show
 
 
-def _label(piece: str, width: int = 10) -> str:
+LABEL_CHARS = 8  # a token under its column is cut to this many characters (the hover has it whole)
+
+
+def _label(piece: str, width: int = LABEL_CHARS) -> str:
     text = repr(piece)[1:-1]
     return text if len(text) <= width else text[:width - 1] + "…"
+
+
+class TokenAxis(IndexAxis):
+    """The tokens under the columns: spaced by the widest label (tokens differ in width, unlike numbers,
+    so the first and last are no guide): every token where they all fit, else every 2nd, 5th, 10th …"""
+
+    def __init__(self, orientation: str = "bottom"):
+        super().__init__(orientation)
+        self._widest: float | None = None
+
+    def forget_widths(self) -> None:
+        self._widest = None
+        self.picture = None
+
+    def _room(self, first: int, last: int) -> float:
+        if self._widest is None:
+            self._widest = max((self._extent(self.label_fn(i)) for i in range(self.count)), default=0.0)
+        return self._widest + self._extent("  ")
 
 
 class RoutesPlot(pg.PlotWidget):
@@ -34,7 +55,7 @@ class RoutesPlot(pg.PlotWidget):
     column_clicked = Signal(int)
 
     def __init__(self, parent=None):
-        self._x_axis, self._y_axis = IndexAxis("bottom"), IndexAxis("left")
+        self._x_axis, self._y_axis = TokenAxis("bottom"), IndexAxis("left")
         super().__init__(parent, axisItems={"bottom": self._x_axis, "left": self._y_axis})
         self._y_axis.first_apart = True
         self._y_axis.label_fn = lambda r: "embed" if r == 0 else f"L{r - 1}"
@@ -71,8 +92,8 @@ class RoutesPlot(pg.PlotWidget):
         L, T = graph.n_layers, graph.n_positions
         self._x_axis.count, self._y_axis.count = T, L + 1
         self._x_axis.label_fn = lambda i: _label(self.pieces[i]) if 0 <= i < len(self.pieces) else ""
-        for axis in (self._x_axis, self._y_axis):
-            axis.picture = None
+        self._x_axis.forget_widths()
+        self._y_axis.picture = None
         rows, cols = np.meshgrid(np.arange(L + 1), np.arange(T), indexing="ij")
         self.nodes.setData(cols.ravel(), rows.ravel())
         shares = graph.routes.mlp.ravel()  # (L, T): the nodes of rows 1 … L
@@ -86,9 +107,7 @@ class RoutesPlot(pg.PlotWidget):
         if graph is None:
             return
         if position is None:
-            kept = graph.kept(threshold)
-            l, t, s = np.nonzero(kept)
-            segments = np.stack([l, s, t, kept[l, t, s]], axis=1).astype(np.float64)
+            segments = graph.kept(threshold).segments()
             self._flow = None
             self.active.setData([], [])
         else:
@@ -126,7 +145,15 @@ class RoutesPlot(pg.PlotWidget):
 
     def _on_moved(self, scene_pos) -> None:
         point = self._view_point(scene_pos)
+        if point is None and self.graph is not None and self._x_axis.sceneBoundingRect().contains(scene_pos):
+            # over the tokens under the columns: the whole token of the nearest one (its label may be cut)
+            t = int(round(self.getPlotItem().getViewBox().mapSceneToView(scene_pos).x()))
+            self.hovered.emit(self.token_text(t) if 0 <= t < self.graph.n_positions else "")
+            return
         self.hovered.emit("" if point is None else self.describe_at(*point))
+
+    def token_text(self, t: int) -> str:
+        return f"position {t} {self.pieces[t]!r}: click its column to trace the routes into it."
 
     def describe_at(self, x: float, y: float, px: float, py: float) -> str:
         """What lies within a few pixels of view point (x, y), pixels being (px, py) view units."""
@@ -163,14 +190,17 @@ class RoutesPlot(pg.PlotWidget):
         return text
 
     def edge_text(self, layer: int, s: int, t: int, weight: float) -> str:
-        raw = float(self.graph.edges[layer, t, s])
-        heads = self.graph.heads(layer, t, s)
-        shown = ", ".join(f"L{layer}H{h} {share:.0%}" for h, share in heads[:4] if share >= 0.005)
-        rest = 1.0 - sum(share for _, share in heads)
-        if s == t:
-            shown = f"residual {rest:.0%}" + (f", {shown}" if shown else "")
+        graph = self.graph
+        raw = graph.edge(layer, t, s)
+        heads = graph.heads(layer, t, s)
+        named = [(h, share) for h, share in heads[:4] if share >= 0.005]
+        residual, unnamed = graph.rest(layer, t, s)
+        others = unnamed + sum(share for _, share in heads) - sum(share for _, share in named)
+        parts = ([f"residual {residual:.0%}"] if s == t else []) + [f"L{layer}H{h} {share:.0%}" for h, share in named]
+        if others >= 0.005:
+            parts.append(f"other heads {others:.0%}")
         return (f"layer {layer}: {s} {self.pieces[s]!r} → {t} {self.pieces[t]!r}, weight {weight:.2f} "
-                f"({raw:.2f} of the sum before renormalising). Carried by {shown or 'no head'}.")
+                f"({raw:.2f} of the sum before renormalising). Carried by {', '.join(parts) or 'no head'}.")
 
     def _on_clicked(self, event) -> None:
         if event.button() != Qt.MouseButton.LeftButton or self.graph is None:
