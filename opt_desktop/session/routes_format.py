@@ -49,20 +49,12 @@ def _from_every_part(arrays: dict[str, np.ndarray], token_ids) -> Routes:
     T = len(token_ids)
     starts = row_starts(T)
     edges = packed.sum(axis=-1, dtype=np.float32)
-    epsilon = EPSILON
-    counts, keys, shares = [], [], []
+    heads = []
     for l in range(L):
-        p, h = np.nonzero(packed[l] >= epsilon)
+        p, h = np.nonzero(packed[l] >= EPSILON)
         t = np.searchsorted(starts, p, side="right") - 1
-        c, k, v = select_heads(t, (p - starts[t]) * H + h, packed[l, p, h].astype(np.float32), T, epsilon)
-        counts.append(c)
-        keys.append(k)
-        shares.append(v)
-    return Routes(token_ids=np.asarray(token_ids, np.int64), n_heads=H, edges=edges,
-                  attn_residual=arrays["attn_residual"], mlp=arrays["mlp"], mlp_residual=arrays["mlp_residual"],
-                  head_counts=np.stack(counts) if L else np.zeros((0, T), np.int32),
-                  head_keys=np.concatenate(keys) if L else np.zeros(0, np.int32),
-                  head_shares=np.concatenate(shares) if L else np.zeros(0, np.float32), epsilon=epsilon)
+        heads.append(select_heads(t, (p - starts[t]) * H + h, packed[l, p, h].astype(np.float32), T, EPSILON))
+    return Routes.assemble(token_ids, H, edges, arrays["attn_residual"], arrays["mlp"], arrays["mlp_residual"], heads)
 
 
 def expected(params: dict, n_layers: int, n_heads: int, n_positions: int) -> dict[str, tuple[type, tuple[int, ...]]]:

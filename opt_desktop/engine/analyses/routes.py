@@ -211,7 +211,7 @@ def routes(loaded: LoadedModel, token_ids: Sequence[int], *, hidden_positions: S
     attn_residual = np.zeros((L, T), np.float32)
     mlp = np.zeros((L, T), np.float32)
     mlp_residual = np.zeros((L, T), np.float32)
-    counts, keys, shares = [], [], []
+    heads = []  # each layer's kept head parts
     compute_dtype = model.model.decoder.embed_tokens.weight.dtype
     check_stop()
     with torch.inference_mode():
@@ -235,34 +235,28 @@ def routes(loaded: LoadedModel, token_ids: Sequence[int], *, hidden_positions: S
                     attn[l] /= total.cpu().numpy()[:, None, None].astype(np.float32)
                 pack_rows(layer_parts.edges.div_(total[:, None].float()).cpu().numpy(), edges[l])
                 attn_residual[l] = (res / total).float().cpu().numpy()
-                c, k, v = layer_parts.kept(total)
-                counts.append(c)
-                keys.append(k)
-                shares.append(v)
+                heads.append(layer_parts.kept(total))
                 del parts, layer_parts
                 x, mlp[l], mlp_residual[l] = _mlp_block(layer, y, compute_dtype)
-    return Routes(token_ids=np.asarray(ids[0].cpu().numpy(), np.int64), n_heads=H, edges=edges,
-                  attn_residual=attn_residual, mlp=mlp, mlp_residual=mlp_residual,
-                  head_counts=np.stack(counts) if L else np.zeros((0, T), np.int32),
-                  head_keys=np.concatenate(keys) if L else np.zeros(0, np.int32),
-                  head_shares=np.concatenate(shares) if L else np.zeros(0, np.float32), epsilon=EPSILON, attn=attn)
+    return Routes.assemble(ids[0].cpu().numpy(), H, edges, attn_residual, mlp, mlp_residual, heads, attn=attn)
 
 
 class _LayerParts:
     """What one layer's head proximities leave behind, head by head, without an (T, T, H) array: their
     sum over heads per (query, key), and the candidates for the parts kept one by one.
 
-    A part is kept when its share of the node's sum is at least EPSILON; that sum is known only once
-    every head is done, but it is at least the residual's proximity plus the heads' so far, so a part
-    under EPSILON times that lower bound can be dropped at once. What is left after each head is then
-    at most 1/EPSILON parts per node, whatever the number of heads and keys."""
+    A part is kept when its share of the node's sum is at least EPSILON, the largest MAX_HEAD_PARTS of
+    the node. That sum is known only once every head is done, but it is at least the residual's
+    proximity plus the heads' so far, so a part under EPSILON times that lower bound can be dropped at
+    once; and a part that is not among its node's MAX_HEAD_PARTS largest now never will be (the node's
+    parts share one sum). What is left after each head is at most MAX_HEAD_PARTS per node."""
 
     def __init__(self, T: int, H: int, res: torch.Tensor, dense: torch.Tensor | None):
-        self.H, self.res, self.dense = H, res, dense
+        self.T, self.H, self.dense = T, H, dense
         self.edges = torch.zeros(T, T, device=res.device)  # Σ_h proximity, [query][key]
         self.running = res.clone()  # the lower bound of each node's sum
-        self.node = torch.zeros(0, dtype=torch.long, device=res.device)
-        self.key = torch.zeros(0, dtype=torch.long, device=res.device)
+        self.node = torch.zeros(0, dtype=torch.int32, device=res.device)
+        self.key = torch.zeros(0, dtype=torch.int32, device=res.device)
         self.prox = torch.zeros(0, device=res.device)
 
     def add(self, h: int, p: torch.Tensor) -> None:
@@ -272,11 +266,25 @@ class _LayerParts:
             self.dense[:, :, h] = p.cpu()
         self.running += p.sum(dim=1)
         floor = self.running * EPSILON
-        t, s = torch.nonzero(p >= floor[:, None], as_tuple=True)
+        if self.T > MAX_HEAD_PARTS:  # of this head's parts, only a node's largest MAX_HEAD_PARTS can be kept
+            values, s = torch.topk(p, MAX_HEAD_PARTS, dim=1)
+            t = torch.arange(self.T, device=p.device)[:, None].expand_as(s)
+            on = values >= floor[:, None]
+            t, s, values = t[on], s[on], values[on]
+        else:
+            t, s = torch.nonzero(p >= floor[:, None], as_tuple=True)
+            values = p[t, s]
         keep = self.prox >= floor[self.node]
-        self.node = torch.cat([self.node[keep], t])
-        self.key = torch.cat([self.key[keep], s * self.H + h])
-        self.prox = torch.cat([self.prox[keep], p[t, s]])
+        self.node = torch.cat([self.node[keep], t.int()])
+        self.key = torch.cat([self.key[keep], (s * self.H + h).int()])
+        self.prox = torch.cat([self.prox[keep], values])
+        if len(self.node) and int(torch.bincount(self.node, minlength=self.T).max()) > MAX_HEAD_PARTS:
+            by_size = torch.argsort(self.prox, descending=True, stable=True)
+            by_size = by_size[torch.argsort(self.node[by_size], stable=True)]  # node by node, the largest first
+            grouped = self.node[by_size].contiguous()
+            rank = torch.arange(len(grouped), device=grouped.device) - torch.searchsorted(grouped, grouped)
+            chosen = by_size[rank < MAX_HEAD_PARTS]
+            self.node, self.key, self.prox = self.node[chosen], self.key[chosen], self.prox[chosen]
 
     def kept(self, total: torch.Tensor):
         """(counts (T,), keys, shares) of the parts of at least EPSILON of their node's `total`."""

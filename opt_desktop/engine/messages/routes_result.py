@@ -124,23 +124,29 @@ class Routes:
         return keys // self.n_heads, keys % self.n_heads, self.head_shares[a:b].astype(np.float32)
 
     @classmethod
+    def assemble(cls, token_ids, n_heads: int, edges: np.ndarray, attn_residual: np.ndarray, mlp: np.ndarray,
+                 mlp_residual: np.ndarray, heads: list, *, epsilon: float = EPSILON,
+                 attn: np.ndarray | None = None) -> "Routes":
+        """Routes from each layer's (counts, keys, shares) of `select_heads`, in `heads`."""
+        T = len(token_ids)
+        return cls(token_ids=np.asarray(token_ids, np.int64), n_heads=int(n_heads), edges=edges,
+                   attn_residual=np.asarray(attn_residual, np.float32), mlp=np.asarray(mlp, np.float32),
+                   mlp_residual=np.asarray(mlp_residual, np.float32),
+                   head_counts=np.stack([c for c, _, _ in heads]) if heads else np.zeros((0, T), np.int32),
+                   head_keys=np.concatenate([k for _, k, _ in heads]) if heads else np.zeros(0, np.int32),
+                   head_shares=np.concatenate([v for _, _, v in heads]) if heads else np.zeros(0, np.float32),
+                   epsilon=float(epsilon), attn=attn)
+
+    @classmethod
     def from_dense(cls, token_ids, attn: np.ndarray, attn_residual: np.ndarray, mlp: np.ndarray,
                    mlp_residual: np.ndarray, *, keep_dense: bool = False, epsilon: float = EPSILON) -> "Routes":
         """The bounded form of the full (L, T, T, H) `attn` (kept too with `keep_dense`)."""
         L, T, _, H = attn.shape
         edges = np.empty((L, packed_size(T)), np.float32)
-        counts, keys, shares = [], [], []
+        heads = []
         for l in range(L):
             pack_rows(attn[l].sum(axis=-1, dtype=np.float32), edges[l])
             t, s, h = np.nonzero(attn[l] >= epsilon)
-            c, k, v = select_heads(t, s * H + h, attn[l, t, s, h].astype(np.float32), T, epsilon)
-            counts.append(c)
-            keys.append(k)
-            shares.append(v)
-        return cls(token_ids=np.asarray(token_ids, np.int64), n_heads=int(H), edges=edges,
-                   attn_residual=np.asarray(attn_residual, np.float32), mlp=np.asarray(mlp, np.float32),
-                   mlp_residual=np.asarray(mlp_residual, np.float32),
-                   head_counts=np.stack(counts) if L else np.zeros((0, T), np.int32),
-                   head_keys=np.concatenate(keys) if L else np.zeros(0, np.int32),
-                   head_shares=np.concatenate(shares) if L else np.zeros(0, np.float32),
-                   epsilon=float(epsilon), attn=np.asarray(attn, np.float32) if keep_dense else None)
+            heads.append(select_heads(t, s * H + h, attn[l, t, s, h].astype(np.float32), T, epsilon))
+        return cls.assemble(token_ids, H, edges, attn_residual, mlp, mlp_residual, heads, epsilon=epsilon,
+                            attn=np.asarray(attn, np.float32) if keep_dense else None)

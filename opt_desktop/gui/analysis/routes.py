@@ -25,8 +25,10 @@ class RoutesAnalysis(TabAnalysis):
 
     def availability(self) -> tuple[bool, str]:
         trace = self.presenter.trace
-        if trace is None or trace.finished is None:
+        if trace is None:
             return False, "Generate or open a run first."
+        if trace.finished is None:
+            return False, "The routes of this run can be computed once it has ended."
         if not same_model(self.controller.model, trace):
             return False, (f"Load {trace.started.model.label} ({trace.started.model.dtype}) to compute the routes "
                            "of this run.")

@@ -194,8 +194,8 @@ class RoutesPlot(pg.PlotWidget):
         raw = graph.edge(layer, t, s)
         heads = graph.heads(layer, t, s)
         named = [(h, share) for h, share in heads[:4] if share >= 0.005]
-        residual, unnamed = graph.rest(layer, t, s)
-        others = unnamed + sum(share for _, share in heads) - sum(share for _, share in named)
+        residual, _ = graph.rest(layer, t, s)
+        others = 1.0 - residual - sum(share for _, share in named)  # smaller heads, and parts under epsilon
         parts = ([f"residual {residual:.0%}"] if s == t else []) + [f"L{layer}H{h} {share:.0%}" for h, share in named]
         if others >= 0.005:
             parts.append(f"other heads {others:.0%}")

@@ -101,8 +101,8 @@ class RoutesView(JobControls, QWidget):
         threshold = float(self.threshold.value())
         self.all_button.setEnabled(self.position is not None)
         if self.graph is None:
-            self.target.setText("Generate or open a run, then compute its routes: where each token's "
-                                "information came from, layer by layer.")
+            self.target.setText("Where each token's information came from, layer by layer: the routes of the "
+                                "shown run appear here once computed.")
             return
         self.plot.show_edges(threshold, self.position)
         if self.position is None:
