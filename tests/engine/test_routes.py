@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from models import loaded_of
-from routes_reference import reference_routes, save_biased_opt
+from routes_reference import assert_bounded_form, reference_routes, save_biased_opt
 from opt_desktop.engine import EngineService, HeadScale, LoadRequest
 from opt_desktop.engine.analyses import routes as routes_module
 from opt_desktop.engine.analyses.routes import check_dense, routes
 from opt_desktop.engine.messages.errors import JobCancelled, SettingsError
 from opt_desktop.engine.messages.requests import RoutesRequest
 from opt_desktop.engine.messages.results import Routes
-from opt_desktop.engine.messages.routes_result import EPSILON, select_heads, unpack_rows
+from opt_desktop.engine.messages.routes_result import EPSILON, select_heads
 
 MASK = (HeadScale(layer=0, head=2, scale=0.0), HeadScale(layer=1, head=1, scale=0.5), HeadScale(layer=2, head=3, scale=0.0))
 
@@ -39,24 +39,7 @@ def _compare(result: Routes, expected: dict) -> None:
         got = getattr(result, name)
         assert got.shape == want.shape, name
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=2e-6, err_msg=name)
-    _compare_bounded(result, expected)
-
-
-def _compare_bounded(result: Routes, expected: dict) -> None:
-    """The edge sums are the reference's sums over heads; the head parts kept are the reference's parts
-    of at least epsilon (all of them: these runs have fewer than MAX_HEAD_PARTS per node), the same values."""
-    ref = expected["attn"]
-    L, T, _, H = ref.shape
-    assert result.n_heads == H and result.edges.shape == (L, T * (T + 1) // 2)
-    for l in range(L):
-        np.testing.assert_allclose(unpack_rows(result.edges[l], T), ref[l].sum(-1), rtol=1e-3, atol=2e-6)
-        for t in range(T):
-            s, h, share = result.node_heads(l, t)
-            np.testing.assert_allclose(share, ref[l, t, s, h], rtol=1e-3, atol=2e-6)
-            assert np.all(share >= EPSILON)
-            clear = ref[l, t] >= EPSILON * (1 + 1e-3)  # not a rounding away from the cut
-            assert {(a, b) for a, b in zip(*np.nonzero(clear))} <= set(zip(s.tolist(), h.tolist()))
-    assert result.head_counts.sum() == len(result.head_keys) > 0
+    assert_bounded_form(result, expected)
 
 
 def _ids(tokenizer, text="The cat sat on the mat, and the cat sat on the hat."):
@@ -72,9 +55,9 @@ def test_routes_match_the_definition(engine, tokenizer, family):
     assert result.token_ids.tolist() == ids
     bounded = engine.call(lambda lm: routes(lm, ids)).result()  # what the window asks for
     assert bounded.attn is None
-    _compare_bounded(bounded, expected)
-    for name in ("attn_residual", "mlp", "mlp_residual"):
-        np.testing.assert_allclose(getattr(bounded, name), expected[name], rtol=1e-3, atol=2e-6, err_msg=name)
+    assert_bounded_form(bounded, expected)
+    for name in ("edges", "head_counts", "head_keys", "head_shares"):  # the same with every part or without
+        np.testing.assert_array_equal(getattr(bounded, name), getattr(result, name), err_msg=name)
 
 
 def test_the_bounded_form_is_the_dense_ones_parts_at_least_epsilon_the_largest_per_node(engine, tokenizer,

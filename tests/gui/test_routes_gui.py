@@ -1,4 +1,5 @@
-"""The Routes tab: computed live on the shown run (the engine's own numbers), kept with it, traced back
+"""The Routes tab: computed live on the shown run (the definition's numbers, from a plain float64
+forward pass of the same model: routes_reference.py), kept with it, traced back
 from a chosen token, described on hover, stopped, always the shown run's, and shown again from the file
 without a model."""
 
@@ -9,9 +10,9 @@ import numpy as np
 
 from opt_desktop.engine import GenerationSettings
 from opt_desktop.engine.analyses import routes as routes_module
-from opt_desktop.engine.analyses.routes import routes
 from opt_desktop.engine.messages.errors import JobCancelled
 from opt_desktop.session.route_graph import RouteGraph, stored_routes
+from routes_reference import assert_bounded_form, reference_routes
 from window_driver import generate, run_until
 
 
@@ -32,11 +33,12 @@ def test_routes_are_computed_live_kept_and_traced(make_window, loop):
     assert w.routes.graph is None
     w.tabs.setCurrentWidget(w.routes)  # in view, with no routes yet: they are computed at once
     run_until(loop, lambda: w.routes.graph is not None and not w.controller.is_busy)
-    expected = routes(_loaded(w), trace.token_ids)
-    _same_routes(w.routes.graph.routes, expected)
+    shown = w.routes.graph.routes
+    assert shown.token_ids.tolist() == trace.token_ids
+    assert_bounded_form(shown, reference_routes(_loaded(w).model, trace.token_ids))
     kept = stored_routes(trace)
     assert kept is not None and w.keeper.modified
-    _same_routes(kept, expected, rtol=1e-3, atol=1e-7)  # kept in float16
+    _same_routes(kept, shown, rtol=1e-3, atol=1e-7)  # kept in float16
 
     plot = w.routes.plot
     drawn = sum(0 if item.getData()[0] is None else len(item.getData()[0]) for item in (plot.within, *plot.edges))
