@@ -7,10 +7,12 @@ whatever the implementation. The floor printed beside each time is that count at
 for the cheapest pass that reads a float once (the sum of an in-cache buffer, on all threads): no
 implementation can beat it; and at the rate of the three torch passes the routes take per block
 (a multiply-subtract, an absolute value, a sum), measured alone: what this implementation can reach.
-The baseline is one plain forward over the same tokens in the same process. Each is the median of
---repeats runs; CPU time (this process's) says what the work costs when other programs share the cores.
-Peak memory is the process's resident high-water mark above what it held before (the model and
-one plain forward): the result's own arrays and the working memory.
+The baseline, in the same process: bare `model.generate` (SDPA attention, greedy, no hooks) writing the
+same run, the first half of its tokens as the prompt and the second half generated; beside it one
+plain forward over the same tokens. Each is the median of --repeats runs; CPU time (this process's)
+says what the work costs when other programs share the cores, and the load average is printed beside
+each length's figures. Peak memory is the process's resident high-water mark above what it held
+before (the model, a plain forward and the generate): the result's own arrays and the working memory.
 
 --memory measures the bound of issue 26 (at most 512 MiB above the model, the result included) where
 it is largest: opt-350m's shapes (random weights) at its whole context of 2,048 tokens. Its 24 layers
@@ -113,6 +115,15 @@ def memory(layer_counts: list[int], T: int) -> None:
     print(f"  the full [L][T][T][H] float32 array would be {4 * L_full * T * T * H / 2**30:.1f} GiB")
 
 
+def bare_generate(model, ids: list[int]) -> None:
+    """Plain `model.generate` of the same run: the first half of `ids` as the prompt, the rest generated."""
+    prompt = torch.tensor([ids[:len(ids) // 2]])
+    n = len(ids) - prompt.shape[1]
+    with torch.inference_mode():
+        model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=1,
+                       eos_token_id=None)
+
+
 def pass_rate(repeats: int = 20) -> float:
     """Floats per second of one pass summing an in-cache buffer (all threads): reading each float once."""
     buf = torch.randn(1 << 20)
@@ -200,6 +211,9 @@ def main() -> None:
         ids_t = torch.tensor([ids])
         with torch.inference_mode():
             forward = median_time(lambda: loaded.model(ids_t, use_cache=False), args.repeats)
+        loaded.model.set_attn_implementation("sdpa")  # bare: transformers' own attention
+        generate = median_time(lambda: bare_generate(loaded.model, ids), args.repeats)
+        loaded.model.set_attn_implementation(register_attention())
         reset_peak()
         before = peak_rss()
         sizes = []
@@ -210,8 +224,11 @@ def main() -> None:
         kept = sizes[-1]
         target = TARGETS.get(T)
         verdict = "" if target is None else f"  target ≤ {target:g} s: {'met' if took[0] <= target else 'MISSED'}"
-        print(f"\n{T} tokens: routes {took[0]:6.2f} s wall, {took[1]:6.2f} s CPU "
-              f"(= {took[0] / forward[0]:.0f} plain forwards of {forward[0] * 1000:.0f} ms){verdict}")
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"\n{T} tokens (load average {load:.1f}): routes {took[0]:6.2f} s wall, {took[1]:6.2f} s CPU{verdict}")
+        print(f"  = {took[0] / generate[0]:.1f}× bare model.generate of the same run ({T // 2} prompt + {T - T // 2} "
+              f"generated tokens: {generate[0]:.2f} s wall, {generate[1]:.2f} s CPU; {took[1] / generate[1]:.1f}× "
+              f"in CPU time); = {took[0] / forward[0]:.0f} plain forwards of {forward[0] * 1000:.0f} ms")
         print(f"  floor: {n / 1e9:.2f} G differences (T(T+1)/2·H·d per layer × {config.num_hidden_layers} layers): "
               f"{n / rate:.2f} s at one fused pass's {rate / 1e9:.1f} G/s; {n / kernel:.2f} s at the "
               f"{kernel / 1e9:.2f} G/s of the three torch passes the routes take, measured alone")
@@ -219,7 +236,7 @@ def main() -> None:
               f"CPU time ({took[1] / took[0]:.2f} cores busy on average)")
         if before is not None and after is not None:
             extra = after - before - kept
-            print(f"  peak memory above the model and a plain forward: {(after - before) / 2**20:.0f} MiB, "
+            print(f"  peak memory above the model, a plain forward and the generate: {(after - before) / 2**20:.0f} MiB, "
                   f"of which the result {kept / 2**20:.1f} MiB and working memory {extra / 2**20:.0f} MiB")
 
 
