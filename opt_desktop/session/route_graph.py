@@ -69,6 +69,12 @@ class Traced:
     flow: np.ndarray  # (L + 1, T): the share of the top node's information that passes through each node
     edges: np.ndarray  # (n, 4): layer, source, target, renormalised weight, of the edges on some route
 
+    def inputs(self, k: int) -> list[tuple[int, float]]:
+        """The (at most) k input tokens that give the top node the most of its information: (position,
+        share), largest first."""
+        flow = self.flow[0]
+        return [(int(i), float(flow[i])) for i in np.argsort(-flow, kind="stable")[:k] if flow[i] > 0]
+
 
 class Kept:
     """The edges of every layer at or above a threshold, renormalised so each node's add up to 1 (a node

@@ -53,8 +53,6 @@ def strongest_table(result: Routes, pieces: Sequence[str], position: int | None 
              f"{'weight':>7}  route (input token ─layer (heads)→ position …)"]
     for route in graph.strongest(position, threshold, k):
         lines.append(f"{route.weight:>7.3f}  {route_text(route, pieces)}")
-    flow = graph.trace(position, threshold).flow[0]
-    order = [int(i) for i in flow.argsort()[::-1] if flow[i] > 0][:k]
     lines.append("input tokens by the share of its information that comes from them: "
-                 + ", ".join(f"{i} {pieces[i]!r} {flow[i]:.0%}" for i in order))
+                 + ", ".join(f"{i} {pieces[i]!r} {share:.0%}" for i, share in graph.trace(position, threshold).inputs(k)))
     return lines

@@ -47,6 +47,8 @@ def test_routes_are_computed_live_kept_and_traced(make_window, loop):
     plot.column_clicked.emit(last)  # a click on the last token's column
     assert w.routes.position == last and str(last) in w.routes.target.text()
     traced = w.routes.graph.trace(last, w.routes.threshold.value())
+    first, share = traced.inputs(1)[0]  # where most of its information came from, said in words
+    assert f"Most of it comes from {first} {trace.pieces[first]!r} {share:.0%}" in w.routes.target.text()
     assert {tuple(e) for e in plot._segments[:, :3].astype(int).tolist()} == \
         {tuple(e) for e in traced.edges[:, :3].astype(int).tolist()}
     assert plot._segments[:, 2].max() <= last
@@ -177,3 +179,25 @@ def test_long_tokens_under_the_columns_are_cut_and_spaced_so_they_never_touch(qt
     for lo, hi in zip(values, values[1:]):
         assert (hi - lo) * per_index >= (axis._extent(labels[lo]) + axis._extent(labels[hi])) / 2
     assert plot.token_text(1) == "position 1 'currentwindow': click its column to trace the routes into it."
+    # zoomed in on the last ten columns, the view ending just past the last: its label would be cut by
+    # the plot's edge, so it is left out; the one before it fits
+    lo, hi = T - 11, T - 0.95
+    (step, values), = axis.tickValues(lo, hi, size)
+    per_index = size / (hi - lo)
+    assert step == 1 and T - 2 in values and T - 1 not in values
+    assert all((v - lo) * per_index + axis._extent(labels[v]) / 2 <= size for v in values)
+
+
+def test_before_any_routes_the_tab_says_what_will_be_drawn_and_why_not_yet(make_window, loop):
+    """No empty plot and no empty progress bar: a sentence on what the tab will show, and the reason
+    they are not there yet; once computed, the plot and its explanation."""
+    w = make_window()
+    w.tabs.setCurrentWidget(w.routes)
+    view = w.routes
+    assert view.pages.currentWidget() is view.placeholder and "one column per token" in view.placeholder.text()
+    assert not view.progress.isVisible() and not view.readout.isVisible()
+    assert view.status.text() == "Generate or open a run first."
+    generate(w, loop, settings=GenerationSettings(max_new_tokens=3))  # in view: computed once it ends
+    run_until(loop, lambda: view.graph is not None and not w.controller.is_busy)
+    assert view.pages.currentWidget() is view.plot and view.readout.isVisible() and view.progress.isVisible()
+    assert "grey upright line" in view.readout.text()

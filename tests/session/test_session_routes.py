@@ -134,6 +134,10 @@ def test_the_graph_renormalises_above_the_threshold_and_traces_back():
     assert traced.active[1, 2]  # the favourite edge leads back to position 2 before layer 1
     assert traced.flow[0].sum() == pytest.approx(1.0)
     assert traced.flow[1, 2] > 0.99 * traced.flow[2, 7]  # nearly all that reached (2, 7) came from there
+    inputs = traced.inputs(len(ids))  # every input token that gives it something, the largest first
+    assert [s for _, s in inputs] == sorted((s for _, s in inputs), reverse=True)
+    assert sum(s for _, s in inputs) == pytest.approx(1.0) and {i for i, _ in inputs} == set(np.flatnonzero(traced.flow[0]))
+    assert traced.inputs(2) == inputs[:2]
     best = graph.strongest(7, 0.05)[0]
     assert best.positions[1] == 2 and best.hops[-1].layer == 1 and best.hops[-1].heads[0][0] == 1
     assert [r.weight for r in graph.strongest(7, 0.05)] == sorted((r.weight for r in graph.strongest(7, 0.05)),

@@ -13,7 +13,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 
-from ...session.route_graph import RouteGraph
+from ...session.route_graph import RouteGraph, Traced
 from .heatmap import IndexAxis, style_plot
 
 # (lowest renormalised weight, pen width, opacity 0-255) of each class of edges between two positions;
@@ -43,6 +43,16 @@ class TokenAxis(IndexAxis):
     def forget_widths(self) -> None:
         self._widest = None
         self.picture = None
+
+    def tickValues(self, minVal, maxVal, size):  # noqa: N802 (pyqtgraph's name)
+        """IndexAxis's ticks, less a label that would run past the axis's right end: the plot ends there,
+        and the label would be cut ("resu" for "result"); the whole token is on hover."""
+        ticks = super().tickValues(minVal, maxVal, size)
+        if not ticks:
+            return ticks
+        lo, per_index = min(minVal, maxVal), size / abs(maxVal - minVal)
+        return [(step, [v for v in values if (v - lo) * per_index + self._extent(self.label_fn(v)) / 2 <= size])
+                for step, values in ticks]
 
     def _room(self, first: int, last: int) -> float:
         if self._widest is None:
@@ -74,7 +84,7 @@ class RoutesPlot(pg.PlotWidget):
         self.graph: RouteGraph | None = None
         self.pieces: list[str] = []
         self._segments = np.zeros((0, 4))  # layer, source, target, weight of the edges drawn
-        self._flow: np.ndarray | None = None
+        self.traced: Traced | None = None  # the routes into the chosen token, when one is chosen
         self.scene().sigMouseMoved.connect(self._on_moved)
         self.scene().sigMouseClicked.connect(self._on_clicked)
         style_plot(self, self.palette())
@@ -86,7 +96,7 @@ class RoutesPlot(pg.PlotWidget):
         if graph is None:
             for it in (self.within, *self.edges, self.nodes, self.mlp, self.active):
                 it.setData([], [])
-            self._segments, self._flow = np.zeros((0, 4)), None
+            self._segments, self.traced = np.zeros((0, 4)), None
             self._x_axis.count = self._y_axis.count = 0
             return
         L, T = graph.n_layers, graph.n_positions
@@ -108,11 +118,11 @@ class RoutesPlot(pg.PlotWidget):
             return
         if position is None:
             segments = graph.kept(threshold).segments()
-            self._flow = None
+            self.traced = None
             self.active.setData([], [])
         else:
-            traced = graph.trace(position, threshold)
-            segments, self._flow = traced.edges, traced.flow
+            traced = self.traced = graph.trace(position, threshold)
+            segments = traced.edges
             rows, cols = np.nonzero(traced.active)
             self.active.setData(cols, rows)
         self._segments = segments
@@ -185,8 +195,8 @@ class RoutesPlot(pg.PlotWidget):
             text = (f"{where}, output of layer {row - 1}. Attention block: residual {share['residual']:.0%}, "
                     f"heads {share['attention']:.0%}. MLP block: MLP {share['mlp']:.0%}, residual "
                     f"{share['mlp_residual']:.0%}.")
-        if self._flow is not None and self._flow[row, t] > 0:
-            text += f" {self._flow[row, t]:.0%} of the chosen token's information passes here."
+        if self.traced is not None and self.traced.flow[row, t] > 0:
+            text += f" {self.traced.flow[row, t]:.0%} of the chosen token's information passes here."
         return text
 
     def edge_text(self, layer: int, s: int, t: int, weight: float) -> str:
