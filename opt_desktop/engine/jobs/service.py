@@ -153,21 +153,9 @@ class EngineService(LocalEngine):
     # --- state readable from any thread ------------------------------------------------------
 
     @property
-    def info(self) -> ModelInfo | None:
-        return self._info
-
-    @property
     def tokenizer(self):
         """The current model's (fast, thread-safe) tokenizer, for token counts on the caller's thread."""
         return self._tokenizer
-
-    @property
-    def running(self) -> Job | None:
-        return self._running
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     @property
     def threads(self) -> tuple[threading.Thread, ...]:
