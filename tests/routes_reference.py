@@ -47,7 +47,7 @@ def reference_routes(model, ids, scales=None, hidden=()) -> dict[str, np.ndarray
     ref = copy.deepcopy(model).double()
     ref.set_attn_implementation("eager")
     config = ref.config
-    L, H, D = config.num_hidden_layers, config.num_attention_heads, config.hidden_size
+    H, D = config.num_attention_heads, config.hidden_size
     d, T = D // H, len(ids)
     seen: dict[tuple[str, int], torch.Tensor] = {}
     handles = []

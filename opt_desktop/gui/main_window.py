@@ -23,6 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..engine.messages.threads import ThreadSetting
+from ..engine.running.cpu_load import core_count
 from ..folders import log_dir
 from ..presets import PresetStore
 from ..session.autosave import Autosave
@@ -51,6 +53,7 @@ from .widgets.run_details import RunDetails
 from .widgets.run_list import RunList
 from .widgets.run_status import RunStatus
 from .widgets.settings_panel import SettingsPanel
+from .widgets.threads_menu import ThreadsMenu
 
 APP_NAME = "OPT Desktop"
 STATUS_MS = 6000  # a passing status-bar line; anything that needs the person stays in the banner
@@ -158,7 +161,7 @@ class MainWindow(QMainWindow):
             "model_bar", "banner", "prompt", "output", "inspector", "compare", "importance", "attribution",
             "patching", "routes", "settings_panel",
             "run_list", "run_details", "run_status", "tabs")})
-        self.presenter = RunPresenter(k, views, lambda: c.engine.tokenizer, parent=self)
+        self.presenter = RunPresenter(k, views, c.tokenizer, parent=self)
         self.models = ModelCommands(c, self.state, views, parent=self)
         self.runs = RunCommands(c, k, self.presenter, self.interventions, views, self.say, self.models.load,
                                 parent=self)
@@ -182,9 +185,12 @@ class MainWindow(QMainWindow):
             "open_log_folder": lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(log_dir()))),
         })
         a = self.actions_
-        a.keep_rows.setChecked(self.state.keep_attention_rows)
         views.keep_rows_action, views.show_prompt_action = a.keep_rows, a.show_prompt
-        self.recent_menu = views.recent_menu = a.build_menus(self, self.layout_.toggles())
+        self.threads_menu = ThreadsMenu(core_count(), self)
+        self.threads_menu.set_setting(self.state.threads)
+        self.threads_menu.chosen.connect(self.set_threads)
+        self._send_threads(self.state.threads)  # a fresh engine starts at "auto"
+        self.recent_menu = views.recent_menu = a.build_menus(self, self.layout_.toggles(), self.threads_menu)
         self.sessions.fill_recent_menu()
         for button, command in ((self.generate_button, self.runs.generate), (self.stop_button, self.runs.stop),
                                 (self.regenerate_button, self.runs.regenerate),
@@ -245,9 +251,27 @@ class MainWindow(QMainWindow):
             self.inspector.set_head_mask(self.interventions.head_mask)
         self.update_title()
 
-    def _keep_rows(self, on: bool) -> None:
-        self.state.keep_attention_rows = bool(on)
+    def set_threads(self, setting: ThreadSetting) -> None:
+        """The engine's CPU threads (Run > CPU threads), remembered for the next start."""
+        self.state.threads = setting
         self.state.save()
+        self.threads_menu.set_setting(setting)
+        self._send_threads(setting)
+
+    def _send_threads(self, setting: ThreadSetting) -> None:
+        job = self.controller.set_threads(setting)
+        if job is not None:
+            self.controller.spawn(self._threads_sent(job))
+
+    async def _threads_sent(self, job) -> None:
+        end = await self.controller.wait(job)
+        if end.reason == "error":
+            self.banner.show_error(end.message, end.details)
+
+    def _keep_rows(self, on: bool) -> None:
+        """Off at every start (its memory grows with the square of the run's length): said when set."""
+        self.say("The next runs keep every head's full attention rows (memory grows with T²), until this is "
+                 "turned off or OPT Desktop restarts." if on else "Full attention rows are no longer kept.")
 
     def update_title(self) -> None:
         info = self.controller.model

@@ -13,6 +13,7 @@ from opt_desktop.engine.loading.folder_check import check_folder, missing_parts
 from opt_desktop.engine.loading.hub_cache import cached_models, cached_snapshot, delete_cached
 from opt_desktop.engine.loading.hub_probe import hub_reachable
 from opt_desktop.engine.messages.errors import HubUnreachableError
+from opt_desktop.engine.messages.job_context import JobContext
 
 REPO = "facebook/opt-125m"
 OFFLINE = ("Cannot load facebook/opt-125m: offline mode is on (HF_HUB_OFFLINE=1) "
@@ -60,7 +61,7 @@ def test_loads_by_hub_id_from_the_cache_with_its_revision(hub, checkpoint, famil
 
     build_hub_cache(hub, REPO, checkpoint)
     seen = []
-    loaded = load_model(LoadRequest(source=REPO, device="cpu"), progress=seen.append)
+    loaded = load_model(LoadRequest(source=REPO, device="cpu"), JobContext(on_event=seen.append))
     assert loaded.info.source == REPO and loaded.info.revision == COMMIT
     assert loaded.info.pre_layer_norm == (family == "pre")
     assert any("cache" in p.message for p in seen)

@@ -10,6 +10,7 @@ from opt_desktop.engine import EngineService
 from opt_desktop.engine.jobs.job import JobProgress
 from opt_desktop.engine.loading import hub_download
 from opt_desktop.engine.messages.errors import DownloadError, JobCancelled
+from opt_desktop.engine.messages.job_context import JobContext
 from opt_desktop.engine.messages.requests import DownloadRequest
 from opt_desktop.engine.messages.results import Downloaded
 
@@ -97,12 +98,12 @@ def test_a_download_needs_no_model_and_leaves_the_loaded_one_alone(engine, tmp_p
 
 
 def test_the_progress_bar_raises_job_cancelled_on_stop():
-    stop = threading.Event()
+    job = JobContext()
     seen = []
-    bar = hub_download.byte_tqdm(seen.append, stop)(total=100, unit="B")
+    bar = hub_download.byte_tqdm(seen.append, job)(total=100, unit="B")
     bar.update(10)
     assert seen and seen[-1].n == 10
-    stop.set()
+    job.stop()
     with pytest.raises(JobCancelled):
         bar.update(10)
     bar.close()

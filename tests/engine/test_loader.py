@@ -11,6 +11,7 @@ import pytest
 from opt_desktop.engine import EngineService, LoadRequest, ModelLoadError
 from opt_desktop.engine.running.attention import ATTN_IMPLEMENTATION
 from opt_desktop.engine.loading.loader import load_model
+from opt_desktop.engine.messages.job_context import JobContext
 
 CLI = [sys.executable, "-m", "opt_desktop.cli"]
 
@@ -47,7 +48,7 @@ def test_folder_loads_with_dtype(checkpoint, dtype):
 
 def test_progress_is_reported(checkpoint):
     seen = []
-    load_model(LoadRequest(source=str(checkpoint), device="cpu"), progress=seen.append)
+    load_model(LoadRequest(source=str(checkpoint), device="cpu"), JobContext(on_event=seen.append))
     assert seen and seen[-1].fraction == 1.0
 
 
@@ -153,7 +154,7 @@ def test_download_progress_reports_bytes_and_honours_stop():
     from opt_desktop.engine.messages.errors import JobCancelled
 
     seen, stop = [], threading.Event()
-    bars = _progress_tqdm(seen.append, stop, "facebook/opt-125m")
+    bars = _progress_tqdm(JobContext(on_event=seen.append, stop=stop), "facebook/opt-125m")
     bar = bars(desc="Downloading bytes", total=4 * 2**20, unit="B")
     rebuilt = bars(desc="Reconstructing (incomplete total...)", total=4 * 2**20, unit="B")  # the same bytes again
     bar.update(2**20)

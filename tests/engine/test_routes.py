@@ -4,11 +4,8 @@ the bounded form (edge sums, the head parts kept); the invariants; the memory bo
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
-import torch
 
 from models import loaded_of
 from routes_reference import assert_bounded_form, reference_routes, save_biased_opt
@@ -16,6 +13,7 @@ from opt_desktop.engine import EngineService, HeadScale, LoadRequest
 from opt_desktop.engine.analyses import routes as routes_module
 from opt_desktop.engine.analyses.routes import check_dense, routes
 from opt_desktop.engine.messages.errors import JobCancelled, SettingsError
+from opt_desktop.engine.messages.job_context import JobContext
 from opt_desktop.engine.messages.requests import RoutesRequest
 from opt_desktop.engine.messages.results import Routes
 from opt_desktop.engine.messages.routes_result import EPSILON, select_heads
@@ -144,16 +142,16 @@ def test_routes_job_reports_progress_and_stops_within_a_layer(engine, tokenizer)
     L, H = end.result.n_layers, end.result.n_heads
     assert [(p.done, p.total) for p in seen] == [(i, L * H) for i in range(1, L * H + 1)]
 
-    stop = threading.Event()
     calls = []
 
-    def progress(done, total):
-        calls.append(done)
-        if done == 1:  # the first head of the first layer is done: stop before the layer ends
-            stop.set()
+    def progress(p):
+        calls.append(p.done)
+        if p.done == 1:  # the first head of the first layer is done: stop before the layer ends
+            context.stop()
 
+    context = JobContext(on_event=progress)
     with pytest.raises(JobCancelled):
-        engine.call(lambda lm: routes(lm, ids, progress=progress, stop=stop)).result()
+        engine.call(lambda lm: routes(lm, ids, job=context)).result()
     assert calls == [1]
 
 

@@ -79,7 +79,7 @@ def test_a_stopped_start_up_load_ends_stopped_and_never_falls_back(qtbot, loop, 
 def test_an_unreachable_hub_id_names_the_demo_and_loads_it_in_one_click(qtbot, loop, tmp_path, monkeypatch):
     """With the engine in its own process, as the app runs it: the kind of error crosses too."""
     monkeypatch.setenv("OPT_DESKTOP_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name: "discard")
+    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name, running=False: "discard")
     w = MainWindow(controller=Controller(EngineProcess()), state=AppState(), presets=PresetStore(tmp_path / "p"))
     qtbot.addWidget(w)
     w.show()

@@ -7,13 +7,13 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from opt_desktop.engine import GenerationSettings
 from opt_desktop.engine.analyses import routes as routes_module
-from opt_desktop.engine.messages.errors import JobCancelled
 from opt_desktop.session.route_graph import RouteGraph, stored_routes
 from routes_reference import assert_bounded_form, reference_routes
-from window_driver import generate, run_until
+from window_driver import ENGINES, generate, run_until
 
 
 def _same_routes(got, want, rtol=1e-6, atol=1e-6) -> None:
@@ -23,11 +23,8 @@ def _same_routes(got, want, rtol=1e-6, atol=1e-6) -> None:
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
 
 
-def _loaded(w):
-    return w.controller.engine.call(lambda loaded: loaded).result()
-
-
-def test_routes_are_computed_live_kept_and_traced(make_window, loop):
+@pytest.mark.parametrize("make_window", ENGINES, indirect=True)
+def test_routes_are_computed_live_kept_and_traced(make_window, loop, reference):
     w = make_window()
     trace = generate(w, loop, prompt="The cat sat on the mat", settings=GenerationSettings(max_new_tokens=5))
     assert w.routes.graph is None
@@ -35,7 +32,9 @@ def test_routes_are_computed_live_kept_and_traced(make_window, loop):
     run_until(loop, lambda: w.routes.graph is not None and not w.controller.is_busy)
     shown = w.routes.graph.routes
     assert shown.token_ids.tolist() == trace.token_ids
-    assert_bounded_form(shown, reference_routes(_loaded(w).model, trace.token_ids))
+    # the demo's weights as the reference engine loaded them (the window's engine may be another process)
+    demo = reference.call(lambda loaded: loaded.model).result()
+    assert_bounded_form(shown, reference_routes(demo, trace.token_ids))
     kept = stored_routes(trace)
     assert kept is not None and w.keeper.modified
     _same_routes(kept, shown, rtol=1e-3, atol=1e-7)  # kept in float16
@@ -98,8 +97,7 @@ def _gated(monkeypatch, slow_ids):
         if list(token_ids) == list(slow_ids):
             started.set()
             while not release.is_set():
-                if kwargs["stop"].is_set():
-                    raise JobCancelled("The routes were stopped.")
+                kwargs["job"].check()  # the job contract: a stop raises JobCancelled here
                 time.sleep(0.01)
         return real(loaded, token_ids, **kwargs)
 

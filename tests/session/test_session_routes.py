@@ -120,7 +120,7 @@ def test_damaged_routes_are_refused(tmp_path, damage):
 
 def test_the_graph_renormalises_above_the_threshold_and_traces_back():
     ids = list(range(2, 10))
-    L, H, T = 3, 2, len(ids)
+    L, H = 3, 2
     # layer 1 moves position 2 into position 7 through head 1, almost alone
     graph = RouteGraph(fake_routes(ids, L, H, favourite=(1, 7, 2, 1)))
     for l in range(L):

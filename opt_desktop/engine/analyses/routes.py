@@ -34,16 +34,16 @@ JSON) and only up to DENSE_BYTES. benchmarks/routes_speed.py measures the peak.
 from __future__ import annotations
 
 import math
-import threading
 from contextlib import ExitStack
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from ...formatting import format_bytes
-from ..messages.errors import JobCancelled, SettingsError
+from ..messages.errors import SettingsError
 from ..messages.interventions_spec import check_hidden_positions
+from ..messages.job_context import JobContext
 from ..messages.routes_result import EPSILON, MAX_HEAD_PARTS, Routes, pack_rows, packed_size, select_heads
 from ..running.interventions import attention_inputs
 from ..running.loaded import LoadedModel
@@ -55,8 +55,6 @@ FLOOR = 1e-5  # the least proximity a part can have (a zero part, a masked head)
 BLOCK_ELEMENTS = 1 << 20  # floats in one block of differences y_t − part (4 MiB: it stays in the cache)
 MEMORY_BOUND = 512 << 20  # bytes the routes may take above the model, their result included (issue 26)
 DENSE_BYTES = 256 << 20  # the full per-head array's part of it, when asked for (the rest: working memory)
-
-ProgressFn = Callable[[int, int], None]
 
 
 class _Grabbed(Exception):
@@ -184,16 +182,16 @@ def check_dense(n_layers: int, n_positions: int, n_heads: int) -> None:
 
 
 def routes(loaded: LoadedModel, token_ids: Sequence[int], *, hidden_positions: Sequence[int] = (),
-           mask_schedule: MaskSchedule = ((0, ()),), dense: bool = False, progress: ProgressFn | None = None,
-           stop: threading.Event | None = None) -> Routes:
+           mask_schedule: MaskSchedule = ((0, ()),), dense: bool = False, job: JobContext | None = None) -> Routes:
     """The contributions of every part to every sum of every layer, for every position of `token_ids`,
     in the bounded form (routes_result.py); with `dense`, the full (L, T, T, H) array too, refused
     (SettingsError) when it would not fit in DENSE_BYTES.
 
     `hidden_positions` and `mask_schedule` ((first position, head mask) pairs) are the run's
-    interventions. `progress(done, total)` counts heads (L·H in all); `stop` is checked between blocks
+    interventions. The job's progress counts heads (L·H in all); the job is checked between blocks
     of queries, so a stop lands within a layer, and raises JobCancelled (nothing partial is returned).
     """
+    job = job if job is not None else JobContext()
     model, info = loaded.model, loaded.info
     ids = _token_tensor(loaded, token_ids)
     T, L, H = ids.shape[1], info.n_layers, info.n_heads
@@ -202,10 +200,6 @@ def routes(loaded: LoadedModel, token_ids: Sequence[int], *, hidden_positions: S
     if dense:
         check_dense(L, T, H)
 
-    def check_stop() -> None:
-        if stop is not None and stop.is_set():
-            raise JobCancelled("The routes were stopped.")
-
     attn = np.zeros((L, T, T, H), np.float32) if dense else None
     edges = np.zeros((L, packed_size(T)), np.float32)  # pages are taken as layers fill them
     attn_residual = np.zeros((L, T), np.float32)
@@ -213,7 +207,7 @@ def routes(loaded: LoadedModel, token_ids: Sequence[int], *, hidden_positions: S
     mlp_residual = np.zeros((L, T), np.float32)
     heads = []  # each layer's kept head parts
     compute_dtype = model.model.decoder.embed_tokens.weight.dtype
-    check_stop()
+    job.check()
     with torch.inference_mode():
         x = _first_layer_input(model, ids, hidden).float()
         for l, layer in enumerate(model.model.decoder.layers):
@@ -228,8 +222,7 @@ def routes(loaded: LoadedModel, token_ids: Sequence[int], *, hidden_positions: S
                 y_norm = torch.linalg.vector_norm(y, 1, dim=-1)  # (T,)
                 res = (y_norm - torch.linalg.vector_norm(y - x, 1, dim=-1)).clamp_(min=FLOOR)
                 layer_parts = _LayerParts(T, H, res, None if attn is None else torch.from_numpy(attn[l]))
-                _head_proximities(parts, y, y_norm, layer_parts, check_stop,
-                                  lambda h: progress(l * H + h, L * H) if progress is not None else None)
+                _head_proximities(parts, y, y_norm, layer_parts, job, lambda h: job.progress(l * H + h, L * H))
                 total = layer_parts.edges.sum(dim=1, dtype=torch.float64) + res  # (T,): Σ of every part
                 if attn is not None:
                     attn[l] /= total.cpu().numpy()[:, None, None].astype(np.float32)
@@ -293,7 +286,7 @@ class _LayerParts:
                             len(total), EPSILON, MAX_HEAD_PARTS)
 
 
-def _head_proximities(parts: _Layer, y: torch.Tensor, y_norm: torch.Tensor, out: _LayerParts, check_stop,
+def _head_proximities(parts: _Layer, y: torch.Tensor, y_norm: torch.Tensor, out: _LayerParts, job: JobContext,
                       head_done) -> None:
     """Hand `out` each head's (T, T) proximities of the attention parts, [query][key]; 0 where the key is
     after the query (no part)."""
@@ -305,7 +298,7 @@ def _head_proximities(parts: _Layer, y: torch.Tensor, y_norm: torch.Tensor, out:
     for h in range(parts.H):
         a, projected = parts.weights(h), parts.projected(h)
         for q0 in range(0, T, block):
-            check_stop()
+            job.check()
             q1 = min(T, q0 + block)
             d = diff[:(q1 - q0) * q1 * D].view(q1 - q0, q1, D)
             # ‖y_t − A[t, s] · projected[s]‖₁ for the block's queries t and every key s < q1

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..messages.errors import DownloadError, JobCancelled
+from ..messages.job_context import STOPPED, JobContext
 from ..messages.requests import DownloadRequest
 from ..messages.results import Downloaded
 from .hub_cache import repo_folder
@@ -45,9 +46,9 @@ def fetch_snapshot(repo_id: str, *, tqdm_class=None, cache: str | Path | None = 
     return folder
 
 
-def byte_tqdm(on_update: Callable[[object], None], stop: threading.Event):
+def byte_tqdm(on_update: Callable[[object], None], job: JobContext):
     """A tqdm stand-in for huggingface_hub: reports every byte bar's position and raises
-    JobCancelled inside the download loop once `stop` is set."""
+    JobCancelled inside the download loop once `job` is stopped (its `check()`)."""
     from tqdm.auto import tqdm
 
     class _Bytes(tqdm):
@@ -57,8 +58,7 @@ def byte_tqdm(on_update: Callable[[object], None], stop: threading.Event):
             super().__init__(*args, **kwargs)
 
         def update(self, n=1):
-            if stop.is_set():
-                raise JobCancelled("Stopped.")
+            job.check()
             out = super().update(n)
             if self.unit == "B":
                 on_update(self)
@@ -97,15 +97,15 @@ class BytePosition:
             self._report(done, total)  # under the lock: reports from several threads stay in order
 
 
-def download(request: DownloadRequest, job) -> Downloaded:
-    """Fetch `request.repo_id` into the cache as the engine job `job` (its stop_event, progress(done,
+def download(request: DownloadRequest, job: JobContext) -> Downloaded:
+    """Fetch `request.repo_id` into the cache as the engine job `job` (its stop, its progress(done,
     total) in bytes). Ends with Downloaded, JobCancelled (stopped) or DownloadError (one line; the
     original error is its __cause__, for the log)."""
     repo_id = request.repo_id
     position = BytePosition(job.progress)
     try:
-        with stoppable(repo_id, job.stop_event, request.cache):
-            folder = fetch_snapshot(repo_id, tqdm_class=byte_tqdm(position.update, job.stop_event),
+        with stoppable(repo_id, job, request.cache):
+            folder = fetch_snapshot(repo_id, tqdm_class=byte_tqdm(position.update, job),
                                     cache=request.cache, revision=request.revision)
     except JobCancelled:
         raise JobCancelled(f"Download of {repo_id} stopped; its partial files were removed.") from None
@@ -115,11 +115,12 @@ def download(request: DownloadRequest, job) -> Downloaded:
 
 
 @contextmanager
-def stoppable(repo_id: str, stop: threading.Event, cache: str | Path | None = None):
-    """Around a fetch of `repo_id` whose progress bars raise on `stop` (byte_tqdm): Xet transfers,
-    which run in Rust and never see the bar raise, are aborted when `stop` is set; and whatever ends
+def stoppable(repo_id: str, job: JobContext, cache: str | Path | None = None):
+    """Around a fetch of `repo_id` whose progress bars raise on the job's stop (byte_tqdm): Xet
+    transfers, which run in Rust and never see the bar raise, are aborted when `job` is stopped; and whatever ends
     the fetch early, the partial files it left are removed (another tool's download is left alone).
     A stop that ends the fetch surfaces as JobCancelled, whatever huggingface_hub wrapped it in."""
+    stop = job.stop_event
     blobs = repo_folder(repo_id, cache) / "blobs"
     before = set(blobs.glob("*.incomplete"))
     ended = threading.Event()
@@ -141,7 +142,7 @@ def stoppable(repo_id: str, stop: threading.Event, cache: str | Path | None = No
             except OSError:
                 pass
         if stop.is_set():
-            raise JobCancelled("Stopped.") from None
+            raise JobCancelled(STOPPED) from None
         raise
     finally:
         ended.set()

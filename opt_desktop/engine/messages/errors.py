@@ -36,6 +36,12 @@ class JobCancelled(EngineError):
     """A job saw its stop event between two chunks of work and ended early; its job ends "cancelled"."""
 
 
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its class name when it has none)."""
+    text = str(exc).strip().splitlines()
+    return text[0][:limit] if text else type(exc).__name__
+
+
 def describe_error(exc: BaseException, doing: str) -> tuple[str, str]:
     """(one calm line, traceback text) for an exception that ended `doing` ("Generation", "Loading").
 
