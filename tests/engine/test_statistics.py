@@ -9,7 +9,7 @@ from opt_desktop.engine.running import attention
 from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSettings
 from opt_desktop.session import RunTrace
 
-PROMPT = "Hello, my dog is cute and"
+PROMPT = "Hello, my dog is cute and my dog is"  # repeats: queries with an earlier copy (induction)
 
 
 def _loaded(engine):
@@ -113,6 +113,28 @@ def test_attention_statistics(traced):
     np.testing.assert_allclose(trace.attention("sink")[..., :fed], w[..., 0], atol=1e-5)
     np.testing.assert_allclose(trace.attention("distance")[..., :fed], dist, atol=2e-3)
     assert np.isnan(trace.attention("entropy")[..., -1]).all()
+
+
+def test_previous_token_and_induction_statistics(traced):
+    """A[t, t-1], and Σ A[t, j+1] over the earlier copies j < t-1 of token t (NaN without one), for the
+    prompt's queries and the generated ones, from transformers' own eager weights."""
+    trace, _, _, attn, _, _ = traced
+    ids = trace.token_ids
+    fed = trace.length - 1
+    previous = np.full(attn.shape[:2] + (fed,), np.nan)
+    induction = np.full(attn.shape[:2] + (fed,), np.nan)
+    for t in range(fed):
+        if t >= 1:
+            previous[..., t] = attn[:, :, t, t - 1]
+        copies = [j for j in range(t - 1) if ids[j] == ids[t]]
+        if copies:
+            induction[..., t] = sum(attn[:, :, t, j + 1] for j in copies)
+    has_copy = ~np.isnan(induction[0, 0])
+    assert has_copy[:trace.n_prompt].any() and has_copy[trace.n_prompt:].any()  # both kinds of query are checked
+    assert not has_copy.all()
+    np.testing.assert_allclose(trace.attention("previous")[..., :fed], previous, atol=1e-5)
+    np.testing.assert_allclose(trace.attention("induction")[..., :fed], induction, atol=1e-5)
+    assert np.isnan(trace.attention("previous")[..., -1]).all()  # the last token was never fed
 
 
 def test_full_attention_rows(traced):

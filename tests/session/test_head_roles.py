@@ -1,0 +1,186 @@
+"""The heads a run names as previous-token, induction and sink heads: on a model built to have them
+(tests/induction_model.py), against the scores' definitions over transformers' eager weights, and
+from a saved file with no model, including a file written before the statistics existed."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load as load_arrays, save as save_arrays
+
+from induction_model import INDUCTION, PREVIOUS, SINK, save_induction_opt
+from mutants import make_zip, members_of
+from models import loaded_of
+from opt_desktop.engine import EngineService, GenerationRequest, GenerationSettings, InspectSettings, LoadRequest
+from opt_desktop.engine.loading.demo import build_demo_tokenizer
+from opt_desktop.session import Session
+from opt_desktop.session.file import load_session, save_session
+from opt_desktop.session.head_roles import MARGIN, THRESHOLD, earlier_copies, per_query, role_scores
+from fakes import fake_events
+from session_helpers import generate, trace_from
+
+REPEATED = "The cat sat on the mat. The cat sat on the mat."
+
+
+@pytest.fixture(scope="module")
+def induction_engine(tmp_path_factory):
+    folder = save_induction_opt(tmp_path_factory.mktemp("induction-opt"), build_demo_tokenizer())
+    svc = EngineService()
+    svc.load(LoadRequest(source=str(folder), device="cpu")).result()
+    yield svc
+    svc.shutdown()
+    assert svc.join(5.0)
+
+
+def _run(engine, prompt, n=6, rows=False):
+    return generate(engine, GenerationRequest(prompt=prompt, settings=GenerationSettings(max_new_tokens=n),
+                                              inspect=InspectSettings(keep_attention_rows=rows)))
+
+
+@pytest.fixture(scope="module")
+def repeated(induction_engine):
+    return _run(induction_engine, REPEATED, rows=True)
+
+
+def _heads(marks):
+    return [(m.layer, m.head) for m in marks]
+
+
+def test_the_built_heads_are_named_and_no_other(repeated):
+    scores = role_scores(repeated)
+    marked = scores.marked()
+    assert _heads(marked["previous"]) == [PREVIOUS]
+    assert _heads(marked["induction"]) == [INDUCTION]
+    assert _heads(marked["sink"]) == [SINK]
+    assert scores.scores["induction"][INDUCTION] > 0.9 and scores.baseline["induction"][INDUCTION] < 0.2
+    assert [m.role for m in scores.roles_of(*INDUCTION)] == ["induction"]
+    assert scores.roles_of(0, 3) == []
+    # The greedy text goes on copying the sentence: generated queries count too.
+    assert repeated.text.startswith(" The cat")
+    assert scores.n_copies > len([t for t in earlier_copies(repeated.token_ids[:repeated.n_prompt]) if t])
+
+
+def test_scores_are_the_definitions_over_eager_weights(induction_engine, repeated):
+    model = loaded_of(induction_engine).model
+    implementation = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = model(torch.tensor([repeated.token_ids]), output_attentions=True, use_cache=False)
+    finally:
+        model.set_attn_implementation(implementation)
+    A = torch.stack([a[0] for a in out.attentions]).double().numpy()  # (L, H, T, T)
+    ids = repeated.token_ids
+    queries = range(1, repeated.length - 1)  # the last token is never fed
+    previous = np.mean([A[:, :, t, t - 1] for t in queries], axis=0)
+    sink = np.mean([A[:, :, t, 0] for t in queries], axis=0)
+    induction, chance = [], []
+    for t in queries:
+        targets = [j + 1 for j in range(t - 1) if ids[j] == ids[t]]
+        if targets:
+            induction.append(A[:, :, t, targets].sum(-1))
+            chance.append((1 - A[:, :, t, 0]) * len(targets) / t)
+    scores = role_scores(repeated)
+    assert scores.n_queries == len(queries) and scores.n_copies == len(induction)
+    np.testing.assert_allclose(scores.scores["previous"], previous, atol=1e-5)
+    np.testing.assert_allclose(scores.scores["sink"], sink, atol=1e-5)
+    np.testing.assert_allclose(scores.scores["induction"], np.mean(induction, axis=0), atol=1e-5)
+    np.testing.assert_allclose(scores.baseline["induction"], np.mean(chance, axis=0), atol=1e-5)
+    even = np.mean([1 / (t + 1) for t in queries])
+    np.testing.assert_allclose(scores.baseline["previous"], even)
+    np.testing.assert_allclose(scores.baseline["sink"], even)
+
+
+def test_a_run_without_a_repeated_token_has_no_induction_score(induction_engine):
+    trace = _run(induction_engine, "A quick brown fox jumps over my lazy dog", n=1)
+    assert not earlier_copies(trace.token_ids)[:-1].any()  # the last token is never fed
+    scores = role_scores(trace)
+    assert scores.scores["induction"] is None and scores.n_copies == 0
+    assert "occurs twice" in scores.why_not["induction"]
+    assert scores.marked()["induction"] == []
+    assert _heads(scores.marked()["previous"]) == [PREVIOUS]
+
+
+def test_attending_evenly_where_most_keys_follow_a_copy_is_not_induction():
+    """One token repeated: nearly every key follows a copy, so a head attending evenly over keys 0..t
+    scores high on induction, and its baseline is exactly as high: it is not marked."""
+    T = 30
+    events = fake_events(n_prompt=T, n_gen=1)
+    events[0] = dataclasses.replace(events[0], prompt_ids=(2,) + (7,) * (T - 1))
+    trace = trace_from(events)
+    copies = earlier_copies(trace.token_ids)
+    t = np.arange(trace.length)
+    fed = t < trace.length - 1
+    trace.attention("sink")[...] = np.where(fed, 1.0 / (t + 1), np.nan)
+    trace.attention("previous")[...] = np.where(fed & (t > 0), 1.0 / (t + 1), np.nan)
+    trace.attention("induction")[...] = np.where(fed & (copies > 0), copies / (t + 1), np.nan)
+    scores = role_scores(trace)
+    assert (scores.scores["induction"] >= THRESHOLD).all()
+    np.testing.assert_allclose(scores.baseline["induction"], scores.scores["induction"], rtol=1e-6)
+    assert scores.marked()["induction"] == []
+
+
+def test_earlier_copies_counts_the_targets():
+    ids = [2, 5, 6, 5, 5, 6, 2, 9]
+    expected = [sum(ids[j] == ids[t] for j in range(t - 1)) for t in range(len(ids))]
+    assert earlier_copies(ids).tolist() == expected == [0, 0, 0, 1, 1, 1, 1, 0]
+
+
+def _saved(trace, path):
+    save_session(Session([trace]), path)
+    return path
+
+
+def _without_new_statistics(path):
+    """The file as an OPT Desktop from before the previous-token and induction statistics wrote it."""
+    members = members_of(path.read_bytes())
+    arrays = load_arrays(members["arrays.safetensors"])
+    members["arrays.safetensors"] = save_arrays({k: v for k, v in arrays.items()
+                                                 if not k.endswith(("attn_previous", "attn_induction"))})
+    path.write_bytes(make_zip(members))
+    return path
+
+
+def test_a_reopened_session_names_the_heads_without_a_model(repeated, tmp_path):
+    reopened = load_session(_saved(repeated, tmp_path / "run.optsession")).runs[0]
+    assert reopened.missing_attention == frozenset()
+    a, b = role_scores(repeated), role_scores(reopened)
+    for role in ("previous", "induction", "sink"):
+        np.testing.assert_array_equal(a.scores[role], b.scores[role])
+    assert a.marked() == b.marked()
+
+
+def test_an_older_file_with_rows_computes_the_scores_from_them(repeated, tmp_path):
+    old = load_session(_without_new_statistics(_saved(repeated, tmp_path / "old.optsession"))).runs[0]
+    assert old.missing_attention == {"previous", "induction"}
+    assert np.isnan(old.attention("induction")).all()
+    scores = role_scores(old)
+    assert scores.from_rows
+    exact = role_scores(repeated)
+    for role in ("previous", "induction", "sink"):
+        np.testing.assert_allclose(scores.scores[role], exact.scores[role], atol=2e-3)  # float16 rows
+    assert scores.marked().keys() == exact.marked().keys()
+    assert {r: _heads(m) for r, m in scores.marked().items()} == {r: _heads(m) for r, m in exact.marked().items()}
+    np.testing.assert_allclose(per_query(old, "previous"), repeated.attention("previous"), atol=2e-3, equal_nan=True)
+    # Saved again, the statistics stay missing rather than becoming NaN arrays as if captured.
+    again = load_session(_saved(old, tmp_path / "again.optsession")).runs[0]
+    assert again.missing_attention == {"previous", "induction"}
+
+
+def test_an_older_file_without_rows_says_what_is_missing(induction_engine, tmp_path):
+    trace = _run(induction_engine, REPEATED, n=3)
+    old = load_session(_without_new_statistics(_saved(trace, tmp_path / "old.optsession"))).runs[0]
+    scores = role_scores(old)
+    assert scores.scores["previous"] is None and scores.scores["induction"] is None
+    assert "earlier OPT Desktop" in scores.why_not["induction"]
+    assert _heads(scores.marked()["sink"]) == [SINK]  # the sink weight was always recorded
+
+
+def test_a_run_without_attention_statistics_has_no_scores(induction_engine):
+    trace = generate(induction_engine, GenerationRequest(
+        prompt=REPEATED, settings=GenerationSettings(max_new_tokens=2),
+        inspect=InspectSettings(attention_stats=False)))
+    assert role_scores(trace) is None
