@@ -326,8 +326,8 @@ def _html_attention(t: RunTrace) -> list[str]:
     for role in ROLES:
         values = None if scores is None else scores.scores[role]
         if values is None:
-            why = "" if scores is None else f": {scores.why_not.get(role, '')}"
-            parts.append(f"<p class=\"legend\">No {ROLE_NAMES[role]} score{html.escape(why)}.</p>")
+            why = "none (no attention statistics)" if scores is None else scores.why_not.get(role, "none")
+            parts.append(f"<p class=\"legend\">{ROLE_NAMES[role].capitalize()} score: {html.escape(why)}.</p>")
         else:
             caption = f"{ROLE_NAMES[role].capitalize()} score, {ROLE_DEFINITIONS[role]}: {grid}"
             parts.append(_figure(values, caption, cell=(24, 24), vmin=0.0, vmax=1.0))

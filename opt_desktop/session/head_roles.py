@@ -165,7 +165,7 @@ def role_scores(trace: RunTrace) -> RoleScores | None:
     with_copy = fed & (copies > 0)
     why_not: dict[str, str] = {}
     if not fed.any():  # only query 0 was fed: nothing to average
-        why = "only the first token has been read so far"
+        why = "not yet: only the first token has been read"
         return RoleScores(scores=dict.fromkeys(ROLES), baseline=dict.fromkeys(ROLES), n_queries=0, n_copies=0,
                           why_not=dict.fromkeys(ROLES, why))
     t = np.arange(T)
@@ -174,8 +174,7 @@ def role_scores(trace: RunTrace) -> RoleScores | None:
     baseline: dict[str, np.ndarray | None] = {"sink": _mean(even, fed), "previous": None, "induction": None}
     previous, induction = per_query(trace, "previous"), per_query(trace, "induction")
     from_rows = bool(trace.missing_attention & {"previous", "induction"}) and previous is not None
-    missing = ("saved by an earlier OPT Desktop that did not record it, without the full attention rows to "
-               "compute it from: run the prompt again to score it")
+    missing = "not in this file (saved by an earlier OPT Desktop, without full attention rows): run the prompt again"
     scores["previous"] = None if previous is None else _mean(previous, fed)
     if previous is None:
         why_not["previous"] = missing
@@ -186,8 +185,7 @@ def role_scores(trace: RunTrace) -> RoleScores | None:
         why_not["induction"] = missing
     elif not with_copy.any():
         scores["induction"] = None
-        why_not["induction"] = ("no token of this run occurs twice (apart from back to back), so no query has a "
-                                "copy to look behind")
+        why_not["induction"] = "none yet: no token has occurred before (repeat some text to see induction)"
     else:
         scores["induction"] = _mean(induction, with_copy)
         chance = (1.0 - sink) * (copies / np.maximum(t, 1))  # (L, H, T)

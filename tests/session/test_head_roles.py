@@ -11,11 +11,10 @@ import pytest
 import torch
 from safetensors.numpy import load as load_arrays, save as save_arrays
 
-from induction_model import INDUCTION, PREVIOUS, SINK, save_induction_opt
+from induction_model import INDUCTION, PREVIOUS, SINK
 from mutants import make_zip, members_of
 from models import loaded_of
-from opt_desktop.engine import EngineService, GenerationRequest, GenerationSettings, InspectSettings, LoadRequest
-from opt_desktop.engine.loading.demo import build_demo_tokenizer
+from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSettings
 from opt_desktop.session import Session
 from opt_desktop.session.file import load_session, save_session
 from opt_desktop.session.head_roles import MARGIN, THRESHOLD, earlier_copies, per_query, role_scores
@@ -23,16 +22,6 @@ from fakes import fake_events
 from session_helpers import generate, trace_from
 
 REPEATED = "The cat sat on the mat. The cat sat on the mat."
-
-
-@pytest.fixture(scope="module")
-def induction_engine(tmp_path_factory):
-    folder = save_induction_opt(tmp_path_factory.mktemp("induction-opt"), build_demo_tokenizer())
-    svc = EngineService()
-    svc.load(LoadRequest(source=str(folder), device="cpu")).result()
-    yield svc
-    svc.shutdown()
-    assert svc.join(5.0)
 
 
 def _run(engine, prompt, n=6, rows=False):
@@ -99,7 +88,7 @@ def test_a_run_without_a_repeated_token_has_no_induction_score(induction_engine)
     assert not earlier_copies(trace.token_ids)[:-1].any()  # the last token is never fed
     scores = role_scores(trace)
     assert scores.scores["induction"] is None and scores.n_copies == 0
-    assert "occurs twice" in scores.why_not["induction"]
+    assert "no token has occurred before" in scores.why_not["induction"]
     assert scores.marked()["induction"] == []
     assert _heads(scores.marked()["previous"]) == [PREVIOUS]
 
@@ -175,7 +164,7 @@ def test_an_older_file_without_rows_says_what_is_missing(induction_engine, tmp_p
     old = load_session(_without_new_statistics(_saved(trace, tmp_path / "old.optsession"))).runs[0]
     scores = role_scores(old)
     assert scores.scores["previous"] is None and scores.scores["induction"] is None
-    assert "earlier OPT Desktop" in scores.why_not["induction"]
+    assert "not in this file" in scores.why_not["induction"]
     assert _heads(scores.marked()["sink"]) == [SINK]  # the sink weight was always recorded
 
 
