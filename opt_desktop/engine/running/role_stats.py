@@ -30,24 +30,46 @@ def induction_pairs(ids: torch.Tensor, first: int, last: int) -> tuple[torch.Ten
     return rows, j + 1
 
 
-def role_stats(w: torch.Tensor, offset: int, ids: torch.Tensor | None) -> torch.Tensor:
+class InductionTargets:
+    """The induction targets of every query of a prompt, found once (not for each layer and block of
+    queries): (query, key) pairs sorted by query. Found a chunk of queries at a time, so a long prompt
+    never holds a T x T comparison."""
+
+    CHUNK = 256
+
+    def __init__(self, ids: torch.Tensor):
+        rows, keys = [], []
+        for first in range(0, ids.shape[0], self.CHUNK):
+            r, k = induction_pairs(ids, first, min(ids.shape[0], first + self.CHUNK))
+            rows.append(r + first)
+            keys.append(k)
+        self.queries = torch.cat(rows) if rows else ids.new_zeros(0)
+        self.keys = torch.cat(keys) if keys else ids.new_zeros(0)
+
+    def block(self, first: int, last: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pairs of queries first..last-1, rows counted from `first`, on `device`."""
+        lo, hi = torch.searchsorted(self.queries, torch.tensor([first, last], device=self.queries.device)).tolist()
+        return (self.queries[lo:hi] - first).to(device), self.keys[lo:hi].to(device)
+
+
+def role_stats(w: torch.Tensor, offset: int, targets: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
     """(..., q, k) float32 weights of queries offset..offset+q-1 -> (2, ..., q): previous, induction.
 
-    `ids`: the token ids of positions 0..offset+q-1 on w's device, or None when they are unknown
-    (induction is then NaN)."""
+    `targets`: the (row, key) induction targets of these queries (induction_pairs, InductionTargets),
+    or None when the run's token ids are unknown (induction is then NaN)."""
     q = w.shape[-2]
     queries = torch.arange(offset, offset + q, device=w.device)
     index = (queries - 1).clamp_min(0).view(q, 1).expand(*w.shape[:-2], q, 1)
     previous = w.gather(-1, index).squeeze(-1)
     previous[..., queries == 0] = float("nan")
     induction = torch.full_like(previous, float("nan"))
-    if ids is not None:
-        rows, keys = induction_pairs(ids.to(w.device), offset, offset + q)
-        if rows.numel():
-            # Only the targets are read: a few per query in ordinary text (every key only when one
-            # token repeats throughout), so this costs far less than a pass over the block.
-            sums = torch.zeros_like(previous).index_add_(-1, rows, w[..., rows, keys])
-            has_copy = torch.zeros(q, dtype=torch.bool, device=w.device)
-            has_copy[rows] = True
-            induction = torch.where(has_copy, sums, induction)
+    if targets is not None and targets[0].numel():
+        rows, keys = targets
+        # Only the targets are read: a few per query in ordinary text (every key only when one
+        # token repeats throughout), so this costs far less than a pass over the block.
+        picked = w.reshape(*w.shape[:-2], -1).index_select(-1, rows * w.shape[-1] + keys)  # w[..., rows, keys]
+        sums = torch.zeros_like(previous).index_add_(-1, rows, picked)
+        has_copy = torch.zeros(q, dtype=torch.bool, device=w.device)
+        has_copy[rows] = True
+        induction = torch.where(has_copy, sums, induction)
     return torch.stack([previous, induction])
