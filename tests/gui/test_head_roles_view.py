@@ -66,7 +66,7 @@ def test_clicking_a_named_head_selects_it_and_shows_its_stripe(view, repeated_ev
     view.roles_bar.list_label.linkActivated.emit("induction:1:0")
     assert view.matrix_layer_head() == INDUCTION
     assert view.stats.stat == "induction"  # the grid shows the weight the head was named for
-    assert "induction head" in view.matrix.plot.getPlotItem().titleLabel.text
+    assert view.matrix_title.text.startswith("L1H0, induction head (")
     shown = view.matrix.data()
     # Where the sentence repeats, each query's strongest key is the token after its earlier copy: the
     # stripe one key right of the diagonal the copy's positions make.

@@ -31,7 +31,7 @@ from .head_mask_editor import (
     Cell, HeadMaskBar, HeadMaskOverlay, MaskDict, head_cell_name, head_label, head_scales, mask_dict,
 )
 from .head_roles_bar import HeadRoleMarks, HeadRolesBar
-from .heatmap import Axis, Heatmap
+from .heatmap import Axis, FittedTitle, Heatmap
 from .hidden_view import token_name
 from .splitter import splitter
 from .stat_box import StatBox
@@ -123,6 +123,7 @@ class AttentionView(QWidget):
         self.matrix = Heatmap(Axis("query"), Axis("key"),
                               hint="Rows: query tokens, columns: the keys they attend to. Click a row to select it.")
         self.matrix.set_colorbar_label("weight")
+        self.matrix_title = FittedTitle(self.matrix.plot)  # names the head's roles: cut short, not past the edge
         self.matrix.cell_clicked.connect(lambda row, _col: self.position_selected.emit(row))
         matrix_panel = QWidget()
         ml = QVBoxLayout(matrix_panel)
@@ -404,7 +405,7 @@ class AttentionView(QWidget):
             self.no_rows_label.setText(NO_ROWS)
             self.no_rows_label.setVisible(t is not None)
             self.matrix.clear()
-            self.matrix.plot.setTitle("")
+            self.matrix_title.set("")
             self.grid.set_highlight(*(self._picked or (None, None)))  # the head clicked last
             self._matrix_key = None
             return
@@ -415,7 +416,7 @@ class AttentionView(QWidget):
         self.grid.set_highlight(row=layer, col=head)  # which head the matrix shows
         roles = self._roles.roles_of(layer, head) if self._roles is not None else []
         named = "".join(f", {ROLE_NAMES[m.role]} head ({m.score:.2f})" for m in roles)
-        self.matrix.plot.setTitle(f"{head_label(layer, head)}: attention weights{named}")
+        self.matrix_title.set(f"{head_label(layer, head)}{named}: attention weights")
         key = (layer, head, t.length)
         if key == self._matrix_key:
             return

@@ -16,8 +16,8 @@ from ...session.head_roles import (
     MARGIN, MOST_PER_ROLE, ROLE_DEFINITIONS, ROLE_LETTERS, ROLE_NAMES, ROLES, THRESHOLD, RoleScores, candidates,
 )
 
-LEGEND = (f"Marked: {' · '.join(f'{ROLE_LETTERS[r]} {ROLE_NAMES[r]}' for r in ROLES)}: score ≥ {THRESHOLD:g} "
-          f"and ≥ {MARGIN:g} above chance, at most {MOST_PER_ROLE} a role. Hover for the definitions.")
+LEGEND = (f"{', '.join(ROLE_LETTERS[r] for r in ROLES)} on the grid: score ≥ {THRESHOLD:g} and ≥ {MARGIN:g} above "
+          f"chance, at most {MOST_PER_ROLE} a role. Hover for the definitions.")
 DEFINITIONS = (
     "<p>Scores of each head over this run so far (queries t ≥ 1: every token but the last, which is never "
     "fed to the model; A[t, s] is the head's weight from query t on key s, x<sub>t</sub> the token at t):</p><ul>"
