@@ -75,19 +75,34 @@ class RoleScores:
     def roles_of(self, layer: int, head: int) -> list[MarkedHead]:
         return [m for marks in self.marked().values() for m in marks if (m.layer, m.head) == (layer, head)]
 
+    def strongest(self, role: str) -> MarkedHead | None:
+        """The head with the role's highest score, marked or not (None when the role has no score):
+        where no head is marked, how close the best one came."""
+        values = self.scores.get(role)
+        if values is None or not np.isfinite(values).any():
+            return None
+        layer, head = np.unravel_index(int(np.nanargmax(values)), values.shape)  # the first of equals
+        return MarkedHead(role, int(layer), int(head), float(values[layer, head]), float(self.baseline[role][layer, head]))
+
 
 def marks_text(scores: RoleScores) -> str:
-    """One plain line: 'previous-token L0H1 (0.93); induction L1H2 (0.71); sink none'."""
+    """One plain line: 'previous-token L0H1 (0.93); induction L1H2 (0.71); sink none (strongest L2H0, 0.21)'."""
     parts = []
     for role in ROLES:
         if scores.scores.get(role) is None:
             parts.append(f"{ROLE_NAMES[role]} not scored")
             continue
         heads = candidates(scores, role)
-        shown = ", ".join(f"{m.label} ({m.score:.2f})" for m in heads[:MOST_PER_ROLE]) or "none"
+        shown = ", ".join(f"{m.label} ({m.score:.2f})" for m in heads[:MOST_PER_ROLE]) or none_text(scores, role)
         more = f" and {len(heads) - MOST_PER_ROLE} more" if len(heads) > MOST_PER_ROLE else ""
         parts.append(f"{ROLE_NAMES[role]} {shown}{more}")
     return "; ".join(parts)
+
+
+def none_text(scores: RoleScores, role: str) -> str:
+    """What a role that marks no head says: 'none (strongest L2H0, 0.21)'."""
+    best = scores.strongest(role)
+    return "none" if best is None else f"none (strongest {best.label}, {best.score:.2f})"
 
 
 def candidates(scores: RoleScores, role: str) -> list[MarkedHead]:

@@ -13,11 +13,12 @@ from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QTextDocument
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ...session.head_roles import (
-    MARGIN, MOST_PER_ROLE, ROLE_DEFINITIONS, ROLE_LETTERS, ROLE_NAMES, ROLES, THRESHOLD, RoleScores, candidates,
+    MARGIN, MOST_PER_ROLE, ROLE_DEFINITIONS, ROLE_LETTERS, ROLE_NAMES, ROLES, THRESHOLD, MarkedHead, RoleScores,
+    candidates,
 )
 
 LEGEND = (f"{', '.join(ROLE_LETTERS[r] for r in ROLES)} on the grid: score ≥ {THRESHOLD:g} and ≥ {MARGIN:g} above "
-          f"chance, at most {MOST_PER_ROLE} a role. Hover for the definitions.")
+          f"chance, at most {MOST_PER_ROLE} per role. Hover for the definitions.")
 DEFINITIONS = (
     "<p>Scores of each head over this run so far (queries t ≥ 1: every token but the last, which is never "
     "fed to the model; A[t, s] is the head's weight from query t on key s, x<sub>t</sub> the token at t):</p><ul>"
@@ -25,7 +26,7 @@ DEFINITIONS = (
     + f"</ul><p>A head is marked when its score is at least {THRESHOLD:g} and at least {MARGIN:g} above chance: "
     "for previous-token and sink the weight of one key under even attention, 1/(t+1); for induction the weight "
     "the head does not put on key 0 spread evenly over keys 1..t, so that text in which most tokens repeat "
-    f"marks nothing. At most {MOST_PER_ROLE} heads a role, the strongest. Layers and heads count from 0.</p>"
+    f"marks nothing. At most {MOST_PER_ROLE} heads per role, the strongest. Layers and heads count from 0.</p>"
     "<p>Click a head to select it: the grid shows that role's weight at the selected token, and with full "
     "attention rows kept, the matrix shows the head (an induction head's stripe runs one key right of the "
     "diagonal where the text repeats). See docs/attention-heads.md.</p>")
@@ -67,8 +68,10 @@ class HeadRolesBar(QWidget):
                 parts.append(f"{name}: <i>{html.escape(scores.why_not.get(role, 'not scored'))}</i>")
                 continue
             heads = candidates(scores, role)
-            links = ", ".join(f'<a href="{role}:{m.layer}:{m.head}">{m.label}</a> ({m.score:.2f})'
-                              for m in heads[:MOST_PER_ROLE]) or "none"
+            links = ", ".join(f"{_link(m)} ({m.score:.2f})" for m in heads[:MOST_PER_ROLE])
+            if not heads:  # how close the best head came, itself a link: no hunting for it either
+                best = scores.strongest(role)
+                links = "none" if best is None else f"none (strongest {_link(best)}, {best.score:.2f})"
             if len(heads) > MOST_PER_ROLE:
                 links += f" and {len(heads) - MOST_PER_ROLE} more"
             parts.append(f"{name}: {links}")
@@ -84,6 +87,10 @@ class HeadRolesBar(QWidget):
     def _on_link(self, href: str) -> None:
         role, layer, head = href.split(":")
         self.head_clicked.emit(role, int(layer), int(head))
+
+
+def _link(m: MarkedHead) -> str:
+    return f'<a href="{m.role}:{m.layer}:{m.head}">{m.label}</a>'
 
 
 class HeadRoleMarks(pg.GraphicsObject):
