@@ -8,12 +8,10 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
-from safetensors.numpy import load as load_arrays, save as save_arrays
 
 from induction_model import INDUCTION, PREVIOUS, SINK
-from mutants import make_zip, members_of
 from models import loaded_of
+from role_reference import eager_attentions, hand_scores, targets, without_role_statistics
 from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSettings
 from opt_desktop.session import Session
 from opt_desktop.session.file import load_session, save_session
@@ -53,34 +51,14 @@ def test_the_built_heads_are_named_and_no_other(repeated):
 
 
 def test_scores_are_the_definitions_over_eager_weights(induction_engine, repeated):
-    model = loaded_of(induction_engine).model
-    implementation = model.config._attn_implementation
-    model.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            out = model(torch.tensor([repeated.token_ids]), output_attentions=True, use_cache=False)
-    finally:
-        model.set_attn_implementation(implementation)
-    A = torch.stack([a[0] for a in out.attentions]).double().numpy()  # (L, H, T, T)
-    ids = repeated.token_ids
-    queries = range(1, repeated.length - 1)  # the last token is never fed
-    previous = np.mean([A[:, :, t, t - 1] for t in queries], axis=0)
-    sink = np.mean([A[:, :, t, 0] for t in queries], axis=0)
-    induction, chance = [], []
-    for t in queries:
-        targets = [j + 1 for j in range(t - 1) if ids[j] == ids[t]]
-        if targets:
-            induction.append(A[:, :, t, targets].sum(-1))
-            chance.append((1 - A[:, :, t, 0]) * len(targets) / t)
+    A = eager_attentions(loaded_of(induction_engine).model, repeated.token_ids)
+    ref = hand_scores(A, repeated.token_ids, repeated.length - 1)  # the last token is never fed
     scores = role_scores(repeated)
-    assert scores.n_queries == len(queries) and scores.n_copies == len(induction)
-    np.testing.assert_allclose(scores.scores["previous"], previous, atol=1e-5)
-    np.testing.assert_allclose(scores.scores["sink"], sink, atol=1e-5)
-    np.testing.assert_allclose(scores.scores["induction"], np.mean(induction, axis=0), atol=1e-5)
-    np.testing.assert_allclose(scores.baseline["induction"], np.mean(chance, axis=0), atol=1e-5)
-    even = np.mean([1 / (t + 1) for t in queries])
-    np.testing.assert_allclose(scores.baseline["previous"], even)
-    np.testing.assert_allclose(scores.baseline["sink"], even)
+    assert scores.n_queries == repeated.length - 2
+    assert scores.n_copies == sum(bool(targets(repeated.token_ids, t)) for t in range(1, repeated.length - 1))
+    for role in ("previous", "induction", "sink"):
+        np.testing.assert_allclose(scores.scores[role], ref[role][0], atol=1e-5)
+        np.testing.assert_allclose(scores.baseline[role], ref[role][1], atol=1e-5)
 
 
 def test_a_run_without_a_repeated_token_has_no_induction_score(induction_engine):
@@ -123,16 +101,6 @@ def _saved(trace, path):
     return path
 
 
-def _without_new_statistics(path):
-    """The file as an OPT Desktop from before the previous-token and induction statistics wrote it."""
-    members = members_of(path.read_bytes())
-    arrays = load_arrays(members["arrays.safetensors"])
-    members["arrays.safetensors"] = save_arrays({k: v for k, v in arrays.items()
-                                                 if not k.endswith(("attn_previous", "attn_induction"))})
-    path.write_bytes(make_zip(members))
-    return path
-
-
 def test_a_reopened_session_names_the_heads_without_a_model(repeated, tmp_path):
     reopened = load_session(_saved(repeated, tmp_path / "run.optsession")).runs[0]
     assert reopened.missing_attention == frozenset()
@@ -143,7 +111,7 @@ def test_a_reopened_session_names_the_heads_without_a_model(repeated, tmp_path):
 
 
 def test_an_older_file_with_rows_computes_the_scores_from_them(repeated, tmp_path):
-    old = load_session(_without_new_statistics(_saved(repeated, tmp_path / "old.optsession"))).runs[0]
+    old = load_session(without_role_statistics(_saved(repeated, tmp_path / "old.optsession"))).runs[0]
     assert old.missing_attention == {"previous", "induction"}
     assert np.isnan(old.attention("induction")).all()
     scores = role_scores(old)
@@ -161,7 +129,7 @@ def test_an_older_file_with_rows_computes_the_scores_from_them(repeated, tmp_pat
 
 def test_an_older_file_without_rows_says_what_is_missing(induction_engine, tmp_path):
     trace = _run(induction_engine, REPEATED, n=3)
-    old = load_session(_without_new_statistics(_saved(trace, tmp_path / "old.optsession"))).runs[0]
+    old = load_session(without_role_statistics(_saved(trace, tmp_path / "old.optsession"))).runs[0]
     scores = role_scores(old)
     assert scores.scores["previous"] is None and scores.scores["induction"] is None
     assert "not in this file" in scores.why_not["induction"]
