@@ -54,20 +54,27 @@ def hand_scores(A: np.ndarray, ids, fed: int) -> dict[str, tuple[np.ndarray, np.
     return out
 
 
+def hand_marks(scores: dict) -> dict[str, list[tuple[float, int, int]]]:
+    """{role: [(score, layer, head)]} of every head passing the rule, strongest first."""
+    out = {}
+    for role, pair in scores.items():
+        if pair is not None:
+            score, baseline = pair
+            heads = [(float(score[la, h]), la, h) for la in range(score.shape[0]) for h in range(score.shape[1])
+                     if score[la, h] >= THRESHOLD and score[la, h] - baseline[la, h] >= MARGIN]
+            out[role] = sorted(heads, key=lambda x: (-x[0], x[1], x[2]))
+    return out
+
+
 def hand_names(scores: dict) -> dict[str, str]:
     """{role: what the view lists for it}: 'L0H1 (0.93), L2H0 (0.71)', or 'none (strongest L1H2, 0.31)'."""
     out = {}
-    for role, pair in scores.items():
-        if pair is None:
-            continue
-        score, baseline = pair
-        heads = [(float(score[la, h]), la, h) for la in range(score.shape[0]) for h in range(score.shape[1])
-                 if score[la, h] >= THRESHOLD and score[la, h] - baseline[la, h] >= MARGIN]
-        heads.sort(key=lambda x: (-x[0], x[1], x[2]))
+    for role, heads in hand_marks(scores).items():
         names = ", ".join(f"L{la}H{h} ({s:.2f})" for s, la, h in heads[:MOST])
         if len(heads) > MOST:
             names += f" and {len(heads) - MOST} more"
         if not heads:
+            score = scores[role][0]
             la, h = np.unravel_index(int(np.argmax(score)), score.shape)
             names = f"none (strongest L{la}H{h}, {score[la, h]:.2f})"
         out[role] = names
