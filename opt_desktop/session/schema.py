@@ -316,7 +316,6 @@ class CheckedRun:
             "entropy": (np.float32, (T,), True), "rank": (np.int64, (T,), True),
             "top_ids": (np.int64, (T, K), True), "top_probs": (np.float32, (T, K), True),
             **{f"hidden_{n}": (np.int64 if n == "argmax" else np.float32, (L + 1, T), True) for n in HIDDEN_STATS},
-            # Files written before the later statistics lack them (trace.LATER_ATTENTION_STATS).
             **{f"attn_{n}": (np.float32, (L, H, T), n not in LATER_ATTENTION_STATS) for n in ATTENTION_STATS},
             "residual": (np.float16, (L + 1, T, D), False), "residual_mask": (np.bool_, (T,), False),
             "attention_rows": (np.float16, (L, H, T, T), False),
