@@ -4,7 +4,7 @@
 Random-weight models with the real configs (bench_models.py) read a prompt of natural text that
 repeats (first_token.TEXT over and over: every token has many earlier copies, so many more
 induction targets per query than ordinary text has). Four ways of running the same greedy tokens,
-interleaved so that drift in the machine's load hits them alike:
+interleaved, each repeat in another order, so that drift in the machine's load hits them alike:
 
 * bare: `model.generate` with transformers' SDPA attention, no hooks, no events;
 * engine, nothing captured: run_generation with every statistic off;
@@ -96,8 +96,8 @@ def main() -> None:
         first: dict[str, list[float]] = {m: [] for m in MODES}
         step: dict[str, list[float]] = {m: [] for m in MODES}
         short = set()
-        for _ in range(args.repeats):
-            for mode in MODES:
+        for r in range(args.repeats):
+            for mode in MODES[r % 4:] + MODES[:r % 4]:  # each repeat in another order: no mode always follows another
                 t1, _ = _timed(loaded, ids, 1, mode)
                 tn, made = _timed(loaded, ids, 1 + args.tokens, mode)
                 if made != 1 + args.tokens:
