@@ -14,7 +14,7 @@ interleaved, each repeat in another order, so that drift in the machine's load h
 Each is timed for one token (the prefill; for the engine also the prompt's statistics, computed
 after the first token) and for 1 + n tokens; the difference over n is the time a decode step takes.
 
-    python benchmarks/role_stats_cost.py [--models opt-125m] [--prompt 512] [--tokens 16] [--repeats 3]
+    python benchmarks/role_stats_cost.py [--models opt-125m] [--prompt 512] [--tokens 16] [--repeats 4]
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["opt-125m"])
     ap.add_argument("--prompt", type=int, default=512, help="prompt tokens")
     ap.add_argument("--tokens", type=int, default=16, help="decode steps timed")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=4)
     args = ap.parse_args()
     tok = tokenizer()
     ids = prompt_of(tok, args.prompt)
