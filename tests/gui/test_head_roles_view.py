@@ -84,7 +84,9 @@ def test_clicking_a_named_head_selects_it_and_shows_its_stripe(view, repeated_ev
     view.set_position(trace.length - 2)
     view.roles_bar.list_label.linkActivated.emit("induction:1:0")
     assert view.matrix_layer_head() == INDUCTION
-    assert view.stats.stat == "induction"  # the grid shows the weight the head was named for
+    assert view.stats.stat == "score:induction"  # the grid shows the score the head was named by
+    np.testing.assert_array_equal(view.grid.data(), view.roles().scores["induction"])
+    assert view.grid_caption.text().startswith(f"induction score of each head over this run ({view.roles().n_copies} ")
     assert view.matrix_title.text.startswith("L1H0, induction head (")
     shown = view.matrix.data()
     # Where the sentence repeats, each query's strongest key is the token after its earlier copy: the
@@ -96,6 +98,8 @@ def test_clicking_a_named_head_selects_it_and_shows_its_stripe(view, repeated_ev
             assert int(np.nanargmax(shown[t])) == earlier[0] + 1
     grid = view.grid.data()
     assert grid[INDUCTION] > 0.9 and grid[PREVIOUS] < 0.5
+    view.stats.set_stat("induction")  # the weight at the selected token: the head copies there too
+    assert view.grid.data()[INDUCTION] > 0.9
 
 
 def test_without_full_rows_a_click_outlines_the_head(view, induction_engine):
@@ -104,7 +108,8 @@ def test_without_full_rows_a_click_outlines_the_head(view, induction_engine):
     view.roles_bar.list_label.linkActivated.emit("previous:0:0")
     assert not view.showing_matrix
     assert view.grid._highlight == PREVIOUS
-    assert view.stats.stat == "previous"
+    assert view.stats.stat == "score:previous"
+    np.testing.assert_array_equal(view.grid.data(), view.roles().scores["previous"])
 
 
 def test_the_scores_grow_live_with_the_run(view, repeated_events):
@@ -132,6 +137,12 @@ def test_a_run_without_a_repeat_says_there_is_no_induction_score(view, induction
     view.stats.set_stat("induction")
     assert np.isnan(view.grid.data()).all()
     assert "has not occurred before" in view.grid_caption.text()
+    view.stats.set_stat("score:induction")
+    assert np.isnan(view.grid.data()).all()
+    assert view.grid_caption.text() == ("Induction score: none yet: no token has occurred before (repeat some text "
+                                        "to see induction).")
+    view.stats.set_stat("score:sink")
+    np.testing.assert_array_equal(view.grid.data(), view.roles().scores["sink"])
 
 
 def test_a_run_without_attention_statistics_names_no_head(view, induction_engine):
@@ -188,10 +199,10 @@ def test_a_mouse_click_on_a_named_head_selects_it_in_the_grid(qtbot, view, repea
     qtbot.mouseClick(view.roles_bar.list_label, Qt.MouseButton.LeftButton,
                      pos=_link_at(qtbot, view.roles_bar.list_label, "induction:1:0"))
     assert view.matrix_layer_head() == INDUCTION and view.grid._highlight == INDUCTION
-    assert view.stats.stat == "induction"
+    assert view.stats.stat == "score:induction"
     qtbot.mouseClick(view.roles_bar.list_label, Qt.MouseButton.LeftButton,
                      pos=_link_at(qtbot, view.roles_bar.list_label, "sink:1:1"))
-    assert view.matrix_layer_head() == SINK and view.stats.stat == "sink"
+    assert view.matrix_layer_head() == SINK and view.stats.stat == "score:sink"
 
 
 HOSTILE = ("<b>", "</s>", "&amp;", "<a href='x'>x</a>")
@@ -232,6 +243,8 @@ def test_an_older_file_without_rows_says_in_words_what_is_missing(view, inductio
     assert shown_label(view.grid_caption) == ("This run's file has no induction weight (saved by an earlier OPT "
                                               "Desktop without full attention rows).")
     assert np.isnan(view.grid.data()).all()
+    view.stats.set_stat("score:previous")
+    assert shown_label(view.grid_caption) == f"Previous-token score: {missing}."
 
 
 def test_an_older_file_with_rows_names_the_heads_from_them(view, repeated_events, tmp_path):

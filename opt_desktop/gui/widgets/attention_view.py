@@ -24,20 +24,21 @@ from PySide6.QtWidgets import (
 )
 
 from ...engine.messages.settings import HeadScale
-from ...session.head_roles import ROLE_NAMES, RoleScores, per_query, role_scores
+from ...session.head_roles import ROLE_DEFINITIONS, ROLE_NAMES, ROLES, RoleScores, per_query, role_scores
 from ...session.trace import RunTrace
 from ..colors import follow_palette
 from .head_mask_editor import (
     Cell, HeadMaskBar, HeadMaskOverlay, MaskDict, head_cell_name, head_label, head_scales, mask_dict,
 )
-from .head_roles_bar import HeadRoleMarks, HeadRolesBar
+from .head_roles_bar import HeadRoleMarks, HeadRolesBar, score_grid
 from .heatmap import Axis, FittedTitle, Heatmap
 from .hidden_view import token_name
 from .splitter import splitter
 from .stat_box import StatBox
 
 STATS = (("entropy", "entropy (nats)"), ("sink", "sink weight (key 0)"), ("distance", "mean distance (tokens)"),
-         ("previous", "previous-token weight"), ("induction", "induction weight"))
+         ("previous", "previous-token weight"), ("induction", "induction weight"),
+         *((f"score:{r}", f"{ROLE_NAMES[r]} score (whole run)") for r in ROLES))
 STAT_TIPS = {
     "entropy": "Entropy of the head's weights over keys 0..t, in nats: low = focused, high = spread out",
     "sink": "Weight the head puts on key 0 (the leading </s>), the 'attention sink'",
@@ -45,9 +46,11 @@ STAT_TIPS = {
     "previous": "Weight the head puts on the previous token, key t − 1",
     "induction": "Weight the head puts on the tokens that followed earlier copies of this token: Σ w_(j+1) over "
                  "the earlier positions j < t − 1 holding the same token (none when it has not occurred before)",
+    **{f"score:{r}": f"The run's {ROLE_NAMES[r]} score of each head, the one heads are named by: the "
+                     f"{ROLE_DEFINITIONS[r]}" for r in ROLES},
 }
-WEIGHTS = ("sink", "previous", "induction")  # fractions of the attention: shown on a fixed 0..1 scale
-ROLE_STAT = {"previous": "previous", "induction": "induction", "sink": "sink"}  # the statistic a role is scored on
+# Fractions of the attention (and their means): shown on a fixed 0..1 scale.
+WEIGHTS = ("sink", "previous", "induction", *(f"score:{r}" for r in ROLES))
 NO_ROWS = ("To see a head's full attention matrix beside the grid, turn on “keep full attention rows” "
            "before generating.")
 GRID_HINT = "Click a head: its matrix. Right-click: mask it."
@@ -130,8 +133,7 @@ class AttentionView(QWidget):
         ml.setContentsMargins(0, 0, 0, 0)
         ml.addLayout(pick)
         ml.addWidget(self.matrix, 1)
-        self.right = matrix_panel
-        self._matrix_panel = matrix_panel
+        self.right = self._matrix_panel = matrix_panel
         # Without full rows the grid takes the whole width and one line says how to get the matrix,
         # instead of a large panel holding only that sentence beside a small grid.
         self.no_rows_label = QLabel(NO_ROWS)
@@ -192,13 +194,18 @@ class AttentionView(QWidget):
         self._update_grid()
 
     def _update_grid(self) -> None:
-        t, pos = self._trace, self._pos
+        t, pos, stat = self._trace, self._pos, self.stats.stat
+        if t is not None and stat.startswith("score:"):  # the whole run's, at no one token
+            values, caption = score_grid(self._roles, stat.removeprefix("score:"), (t.n_layers, t.n_heads))
+            self.grid.set_data(values)
+            self._place_overlay()
+            self.grid_caption.setText(caption)
+            return
         if t is None or pos is None or not (0 <= pos < t.length):
             self.grid.clear()
             self._place_overlay()
             self.grid_caption.setText("Select a token to see its attention heads.")
             return
-        stat = self.stats.stat
         per_query_values = per_query(t, stat)
         values = (np.full((t.n_layers, t.n_heads), np.nan, np.float32) if per_query_values is None
                   else per_query_values[:, :, pos])
@@ -246,8 +253,8 @@ class AttentionView(QWidget):
         return head_cell_name(layer, head) + marks
 
     def _on_role_clicked(self, role: str, layer: int, head: int) -> None:
-        """A head in the roles list: show the weight it is named for, and select it."""
-        self.stats.set_stat(ROLE_STAT[role])
+        """A head in the roles list: show the score it is named by, and select it."""
+        self.stats.set_stat(f"score:{role}")
         self.show_head(layer, head)
 
     def _on_grid_clicked(self, row: int, col: int) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPoint, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QTextDocument
@@ -27,7 +28,7 @@ DEFINITIONS = (
     "for previous-token and sink the weight of one key under even attention, 1/(t+1); for induction the weight "
     "the head does not put on key 0 spread evenly over keys 1..t, so that text in which most tokens repeat "
     f"marks nothing. At most {MOST_PER_ROLE} heads per role, the strongest. Layers and heads count from 0.</p>"
-    "<p>Click a head to select it: the grid shows that role's weight at the selected token, and with full "
+    "<p>Click a head to select it: the grid shows that role's score of every head, and with full "
     "attention rows kept, the matrix shows the head (an induction head's stripe runs one key right of the "
     "diagonal where the text repeats). See docs/attention-heads.md.</p>")
 
@@ -87,6 +88,18 @@ class HeadRolesBar(QWidget):
     def _on_link(self, href: str) -> None:
         role, layer, head = href.split(":")
         self.head_clicked.emit(role, int(layer), int(head))
+
+
+def score_grid(scores: RoleScores | None, role: str, shape: tuple[int, int]) -> tuple[np.ndarray, str]:
+    """(L, H) scores of `role` over the run, for the layers × heads grid, and the caption saying so."""
+    values = None if scores is None else scores.scores.get(role)
+    name = ROLE_NAMES[role]
+    if values is not None:
+        queries = scores.n_copies if role == "induction" else scores.n_queries
+        return values, (f"{name} score of each head over this run ({queries} queries; "
+                        "P, I, S mark the heads it names)")
+    why = "no attention statistics yet" if scores is None else scores.why_not.get(role, "not scored")
+    return np.full(shape, np.nan, np.float32), f"{name.capitalize()} score: {why}."
 
 
 def _link(m: MarkedHead) -> str:
