@@ -87,7 +87,8 @@ def test_clicking_a_named_head_selects_it_and_shows_its_stripe(view, repeated_ev
     assert view.stats.stat == "score:induction"  # the grid shows the score the head was named by
     np.testing.assert_array_equal(view.grid.data(), view.roles().scores["induction"])
     assert view.grid_caption.text().startswith(f"induction score of each head over this run ({view.roles().n_copies} ")
-    assert view.matrix_title.text.startswith("L1H0, induction head (")
+    score = view.roles().scores["induction"][INDUCTION]
+    assert view.matrix_title.shown() == f"L1H0, induction head ({score:.2f})"  # shown whole
     shown = view.matrix.data()
     # Where the sentence repeats, each query's strongest key is the token after its earlier copy: the
     # stripe one key right of the diagonal the copy's positions make.

@@ -423,7 +423,8 @@ class AttentionView(QWidget):
         self.grid.set_highlight(row=layer, col=head)  # which head the matrix shows
         roles = self._roles.roles_of(layer, head) if self._roles is not None else []
         named = "".join(f", {ROLE_NAMES[m.role]} head ({m.score:.2f})" for m in roles)
-        self.matrix_title.set(f"{head_label(layer, head)}{named}: attention weights")
+        # "Attention weights of" beside the spin boxes says the rest: a role is what may not fit.
+        self.matrix_title.set(f"{head_label(layer, head)}{named}")
         key = (layer, head, t.length)
         if key == self._matrix_key:
             return
