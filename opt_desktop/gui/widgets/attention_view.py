@@ -248,9 +248,12 @@ class AttentionView(QWidget):
 
     def _cell_name(self, layer: int, head: int) -> str:
         """The grid's read-out names a marked head's roles: "L1H0 (layer 1, head 0), induction head (0.97)"."""
+        return head_cell_name(layer, head) + self._roles_text(layer, head)
+
+    def _roles_text(self, layer: int, head: int) -> str:
+        """", induction head (0.97)" for each role the head is marked for; "" for none."""
         roles = self._roles.roles_of(layer, head) if self._roles is not None else []
-        marks = "".join(f", {ROLE_NAMES[m.role]} head ({m.score:.2f})" for m in roles)
-        return head_cell_name(layer, head) + marks
+        return "".join(f", {ROLE_NAMES[m.role]} head ({m.score:.2f})" for m in roles)
 
     def _on_role_clicked(self, role: str, layer: int, head: int) -> None:
         """A head in the roles list: show the score it is named by, and select it."""
@@ -421,10 +424,8 @@ class AttentionView(QWidget):
         self.no_rows_label.hide()
         layer, head = self.matrix_layer_head()
         self.grid.set_highlight(row=layer, col=head)  # which head the matrix shows
-        roles = self._roles.roles_of(layer, head) if self._roles is not None else []
-        named = "".join(f", {ROLE_NAMES[m.role]} head ({m.score:.2f})" for m in roles)
         # "Attention weights of" beside the spin boxes says the rest: a role is what may not fit.
-        self.matrix_title.set(f"{head_label(layer, head)}{named}")
+        self.matrix_title.set(head_label(layer, head) + self._roles_text(layer, head))
         key = (layer, head, t.length)
         if key == self._matrix_key:
             return
