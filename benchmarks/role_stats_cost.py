@@ -70,6 +70,30 @@ def _engine(loaded, ids, n: int, mode: str) -> int:
         capture.role_stats = REAL
 
 
+def _role_work(config, ids, repeats: int) -> tuple[float, float]:
+    """Seconds the two weights' own work takes, alone (median of `repeats`): for the prompt, its targets
+    and every layer's (H, P, P) weights; for a decode step, its targets and the (L, H, 1, P + 1) weights.
+    Far below the machine's noise in the runs above, so measured here as well."""
+    from opt_desktop.engine.running.role_stats import InductionTargets, induction_pairs
+
+    L, H, P = config.num_hidden_layers, config.num_attention_heads, len(ids)
+    weights = torch.softmax(torch.randn(H, P, P), -1)
+    step = torch.softmax(torch.randn(L, H, 1, P + 1), -1)
+    ids = torch.tensor(ids + ids[1:2])
+    prompt, decode = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        targets = InductionTargets(ids[:P])
+        for _ in range(L):
+            REAL(weights, 0, targets.block(0, P, weights.device))
+        t1 = time.perf_counter()
+        REAL(step, P, induction_pairs(ids, P, P + 1))
+        t2 = time.perf_counter()
+        prompt.append(t1 - t0)
+        decode.append(t2 - t1)
+    return statistics.median(prompt), statistics.median(decode)
+
+
 def _timed(loaded, ids, n: int, mode: str) -> tuple[float, int]:
     t0 = time.perf_counter()
     made = _bare(loaded.model, ids, n) if mode == MODES[0] else _engine(loaded, ids, n, mode)
@@ -111,8 +135,12 @@ def main() -> None:
             print(f"  {mode:38} {f[mode]:7.2f} s  {f[mode] / f['bare']:5.2f}x bare   "
                   f"{s[mode] * 1e3:7.1f} ms  {s[mode] / s['bare']:5.2f}x bare")
         with_roles, without = MODES[3], MODES[2]
-        print(f"  the two weights alone: {(f[with_roles] - f[without]) / f['bare']:+.1%} of bare's first token, "
-              f"{(s[with_roles] - s[without]) / s['bare']:+.1%} of bare's decode step")
+        print(f"  the two weights, everything minus without: {(f[with_roles] - f[without]) / f['bare']:+.1%} of bare's "
+              f"first token, {(s[with_roles] - s[without]) / s['bare']:+.1%} of bare's decode step")
+        p_work, d_work = _role_work(model.config, ids, 5 * args.repeats)
+        print(f"  the two weights' own work, timed alone: {p_work * 1e3:.1f} ms for the prompt "
+              f"({p_work / f['bare']:.1%} of bare's first token), {d_work * 1e3:.2f} ms a decode step "
+              f"({d_work / s['bare']:.1%} of bare's)")
         if short:
             print(f"  note: {', '.join(sorted(short))} stopped early at </s> in some runs (times per step made)")
 
