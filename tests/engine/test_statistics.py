@@ -12,8 +12,8 @@ from opt_desktop.session.file import load_session, save_session
 from opt_desktop.session.head_roles import ROLE_NAMES, ROLES, marks_text, role_scores
 from role_reference import hand_names, hand_scores
 
-# Repeats: queries with an earlier copy (induction), one right after it (" cute cute": not a target).
-PROMPT = "Hello, my dog is cute cute and my dog is"
+# Repeats: queries with an earlier copy (induction), one right after it (" my my": not a target).
+PROMPT = "Hello, my my dog is cute and my dog is"
 
 
 def _loaded(engine):
@@ -134,7 +134,7 @@ def test_previous_token_and_induction_statistics(traced):
         copies = [j for j in range(t - 1) if ids[j] == ids[t]]
         if copies:
             induction[..., t] = sum(attn[:, :, t, j + 1] for j in copies)
-    assert any(ids[t] == ids[t - 1] for t in range(1, fed))  # " cute cute": its own key is no target
+    assert any(ids[t] == ids[t - 1] for t in range(1, fed))  # " my my": its own key is no target
     has_copy = ~np.isnan(induction[0, 0])
     assert has_copy[:trace.n_prompt].any() and has_copy[trace.n_prompt:].any()  # both kinds of query are checked
     assert not has_copy.all()
