@@ -16,7 +16,6 @@ import gc
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from transformers import GPT2TokenizerFast, OPTConfig, OPTForCausalLM
 
 from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSettings
 from opt_desktop.engine.running.attention import register as register_attention
+from opt_desktop.engine.messages.job_context import JobContext
 from opt_desktop.engine.running.generate import run_generation
 from opt_desktop.engine.running.loaded import LoadedModel
 from opt_desktop.engine.loading.loader import _model_info
@@ -64,7 +64,7 @@ def engine_decode_rate(loaded, prompt_ids, n: int, inspect: InspectSettings) -> 
     loaded.model.set_attn_implementation(register_attention())
     request = GenerationRequest(prompt_ids=tuple(prompt_ids), settings=GenerationSettings(max_new_tokens=n + 1),
                                 inspect=inspect)
-    finished = run_generation(loaded, request, lambda e: None, threading.Event())
+    finished = run_generation(loaded, request, JobContext())
     return finished.tokens_per_s, finished.n_tokens
 
 
@@ -80,7 +80,7 @@ def prefill_peak(loaded, length: int, with_stats: bool) -> float:
     model.set_attn_implementation(register_attention())
     request = GenerationRequest(prompt_ids=tuple(ids), settings=GenerationSettings(max_new_tokens=1))
     with PeakRSS(trim=True) as peak:
-        run_generation(loaded, request, lambda e: None, threading.Event())
+        run_generation(loaded, request, JobContext())
     return peak.peak / 2**20
 
 

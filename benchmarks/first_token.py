@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -75,6 +74,7 @@ class Engine:
     def run(self, ids):
         from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSettings
         from opt_desktop.engine.messages.events import PromptScored, TokenGenerated
+        from opt_desktop.engine.messages.job_context import JobContext
         from opt_desktop.engine.running.generate import run_generation
 
         inspect = InspectSettings() if self.inspect else InspectSettings(
@@ -88,7 +88,7 @@ class Engine:
         request = GenerationRequest(prompt_ids=tuple(ids), settings=GenerationSettings(max_new_tokens=1),
                                     inspect=inspect)
         t0 = time.perf_counter()
-        run_generation(self.loaded, request, on_event, threading.Event())
+        run_generation(self.loaded, request, JobContext(on_event=on_event))
         return stamps[TokenGenerated] - t0, stamps[PromptScored] - t0
 
 

@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -92,7 +91,7 @@ class BareGenerate:
         return (*rates(t0, stamps), len(stamps))
 
     def logprobs(self, ids):
-        from opt_desktop.engine.loading.precision import next_token_logprobs
+        from opt_desktop.engine.loading.accuracy import next_token_logprobs
 
         import torch
 
@@ -112,17 +111,18 @@ class Engine:
 
     def run(self, ids, n):
         from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSettings
+        from opt_desktop.engine.messages.job_context import JobContext
         from opt_desktop.engine.running.generate import run_generation
 
         request = GenerationRequest(prompt_ids=tuple(ids), settings=GenerationSettings(max_new_tokens=n),
                                     inspect=InspectSettings())  # the default inspection
-        finished = run_generation(self.loaded, request, lambda event: None, threading.Event())
+        finished = run_generation(self.loaded, request, JobContext())
         return finished.time_to_first_token_s, finished.tokens_per_s, finished.n_tokens
 
     def logprobs(self, ids):
         import torch
 
-        from opt_desktop.engine.loading.precision import next_token_logprobs
+        from opt_desktop.engine.loading.accuracy import next_token_logprobs
 
         return next_token_logprobs(self.loaded.model, torch.tensor([ids]))
 
@@ -286,7 +286,7 @@ def memory_of(runner_name: str, folder: Path, args) -> tuple[float, float]:
 def bench_model(name: str, folder: Path, args) -> None:
     import torch
 
-    from opt_desktop.engine.loading import precision
+    from opt_desktop.engine.loading.accuracy import compare
     from opt_desktop.engine.running.memory import return_freed_memory_promptly
 
     return_freed_memory_promptly()  # as the app's engine does; every runner here runs under it
@@ -309,7 +309,7 @@ def bench_model(name: str, folder: Path, args) -> None:
     reference = runners[0].logprobs(ids)
     accuracy = {}
     for r in runners[1:]:
-        acc = precision.compare(reference, r.logprobs(ids))
+        acc = compare(reference, r.logprobs(ids))
         accuracy[r.name] = (acc.mean_kl, acc.top1_agreement)
     for r in runners:
         if isinstance(r, Remote):

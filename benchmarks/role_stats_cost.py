@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from bench_models import random_model, tokenizer  # noqa: E402
 from first_token import prompt_of  # noqa: E402
 from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSettings  # noqa: E402
 from opt_desktop.engine.loading.loader import _model_info  # noqa: E402
+from opt_desktop.engine.messages.job_context import JobContext  # noqa: E402
 from opt_desktop.engine.running import capture  # noqa: E402
 from opt_desktop.engine.running.attention import register  # noqa: E402
 from opt_desktop.engine.running.generate import run_generation  # noqa: E402
@@ -65,7 +65,7 @@ def _engine(loaded, ids, n: int, mode: str) -> int:
     try:
         request = GenerationRequest(prompt_ids=tuple(ids), settings=GenerationSettings(max_new_tokens=n),
                                     inspect=inspect)
-        return run_generation(loaded, request, lambda e: None, threading.Event()).n_tokens
+        return run_generation(loaded, request, JobContext()).n_tokens
     finally:
         capture.role_stats = REAL
 

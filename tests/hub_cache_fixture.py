@@ -46,8 +46,12 @@ class SlowFetch:
         self.chunk, self.total = chunk, total
         self.written = 0
 
-    def __call__(self, repo_id, *, tqdm_class, cache):
-        blobs = repo_folder(cache, repo_id) / "blobs"
+    def __call__(self, repo_id, *, tqdm_class, cache=None, revision=None):
+        if cache is None:  # the loader fetches into the shared cache
+            from huggingface_hub import constants
+
+            cache = constants.HF_HUB_CACHE
+        blobs = repo_folder(Path(cache), repo_id) / "blobs"
         blobs.mkdir(parents=True, exist_ok=True)
         bar = tqdm_class(total=self.total, unit="B", desc="Downloading bytes")
         with open(blobs / "deadbeef.1234.incomplete", "wb") as f:

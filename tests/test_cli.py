@@ -1,6 +1,7 @@
 """The headless front end, run as a user would run it."""
 
 import csv
+import io
 import json
 import os
 import signal
@@ -22,6 +23,62 @@ def test_generate_streams_text_and_summary():
     assert summary.startswith("12 tokens, ") and "tokens/s" in summary and summary.endswith("finished: length")
     again = cli("generate", "--model", "demo", "--prompt", "Hello", "--max-new-tokens", "12", "--sample", "--seed", "5")
     assert again.stdout == out.stdout and out.stdout.strip()
+
+
+class _OneScreen:
+    """stdout and stderr shown in one place, stdout held back until it is flushed (as it is when it
+    is a pipe or a file): what a person sees of both, in the order it reaches them."""
+
+    def __init__(self):
+        self.shown, self._held = [], []
+        screen = self
+
+        class Out(io.StringIO):
+            def write(self, text):
+                screen._held.append(text)
+                return len(text)
+
+            def flush(self):
+                screen.shown += screen._held
+                screen._held.clear()
+
+        class Err(io.StringIO):
+            def write(self, text):
+                screen.shown.append(text)
+                return len(text)
+
+        self.out, self.err = Out(), Err()
+
+    def text(self) -> str:
+        return "".join(self.shown + self._held)
+
+
+def test_the_summary_starts_on_a_line_of_its_own(monkeypatch):
+    """Issue 23 (13): the text's last newline was still held back when the summary was written, so
+    the two ran together: "Return the64 tokens, 30.9 tokens/s"."""
+    from opt_desktop import cli as cli_module
+
+    screen = _OneScreen()
+    monkeypatch.setattr(sys, "stdout", screen.out)
+    monkeypatch.setattr(sys, "stderr", screen.err)
+    assert cli_module.main(["generate", "--model", "demo", "--prompt", "Return the", "--max-new-tokens", "12"]) == 0
+    assert any(line.startswith("12 tokens, ") for line in screen.text().splitlines()), screen.text()
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """Issue 23 (7): `generate ... | head -c 20` printed "error: ... Broken pipe", returned 1 and
+    logged a traceback; a Unix tool ends quietly (and a shell reports 141, killed by SIGPIPE)."""
+    from opt_desktop.logs import log_file
+
+    proc = subprocess.Popen(CLI + ["generate", "--model", "demo", "--prompt", "The", "--max-new-tokens", "200"],
+                            env={**ENV, "OPT_DESKTOP_HOME": os.environ["OPT_DESKTOP_HOME"]},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert len(proc.stdout.read(20)) == 20
+    proc.stdout.close()  # what `head -c 20` does once it has its 20 bytes
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == ""
+    logged = log_file().read_text(encoding="utf-8") if log_file().is_file() else ""
+    assert "Traceback" not in logged and "Broken pipe" not in logged
 
 
 def test_json_events():

@@ -74,7 +74,8 @@ def test_the_wheel_holds_every_module_and_every_shipped_file(dists):
     assert names - info == code | shipped
     with tarfile.open(sdist) as tar:
         in_sdist = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    assert {"setup.py", "pyproject.toml", "resources/opt-desktop.desktop", "tests/conftest.py"} <= in_sdist
+    assert {"setup.py", "pyproject.toml", "constraints.txt", "resources/opt-desktop.desktop",
+            "tests/conftest.py"} <= in_sdist
 
 
 def test_installed_wheel_runs_from_its_own_files(installed, tmp_path):

@@ -35,10 +35,11 @@ ACTIONS: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
     ("tab_importance", "&Head importance", ("Ctrl+4",), False),
     ("tab_attribution", "&Why this token? (attribution)", ("Ctrl+5",), False),
     ("tab_patching", "&Patching", ("Ctrl+6",), False),
+    ("tab_routes", "&Routes (information flow)", ("Ctrl+7",), False),
     ("views_only", "&Views only (hide the side panels)", ("Ctrl+Shift+F",), True),
     ("reset_layout", "&Reset the layout", (), False),
     ("show_prompt", "Show &prompt tokens (shaded by surprisal)", (), True),
-    ("keep_rows", "Keep full &attention rows (memory grows with T²)", (), True),
+    ("keep_rows", "Keep full &attention rows (memory grows with T²; off at each start)", (), True),
     ("open_log_folder", "Open the &log folder", (), False),
 )
 
@@ -64,7 +65,8 @@ class Actions:
     def export_actions(self) -> dict[str, QAction]:
         return {fmt: self.all[f"export_{fmt}"] for fmt in EXPORT_FORMATS}
 
-    def build_menus(self, window: QMainWindow, panel_toggles: list[QAction]) -> QMenu:
+    def build_menus(self, window: QMainWindow, panel_toggles: list[QAction],
+                    threads_menu: QMenu | None = None) -> QMenu:
         """The menu bar; returns the (empty) Open recent menu, which the session commands fill."""
         bar = window.menuBar()
 
@@ -84,9 +86,13 @@ class Actions:
         export_menu = file_menu.addMenu("&Export")
         fill(export_menu, (*(f"export_{f}" for f in EXPORT_FORMATS), None, "export_png"))
         fill(file_menu, (None, "manager", "open_folder", "demo", None, "quit"))
-        fill(bar.addMenu("&Run"), ("generate", "stop", "regenerate", "continue_run", None, "rerun"))
+        run_menu = bar.addMenu("&Run")
+        fill(run_menu, ("generate", "stop", "regenerate", "continue_run", None, "rerun"))
+        if threads_menu is not None:
+            run_menu.addSeparator()
+            run_menu.addMenu(threads_menu)
         fill(bar.addMenu("&View"), ("tab_output", "tab_inspector", "tab_compare", "tab_importance", "tab_attribution",
-                                     "tab_patching", None,
+                                     "tab_patching", "tab_routes", None,
                                      *panel_toggles, "views_only", "reset_layout", None, "show_prompt", "keep_rows"))
         fill(bar.addMenu("&Help"), ("open_log_folder",))
         return recent

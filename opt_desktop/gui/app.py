@@ -131,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.install_desktop_entry or args.uninstall_desktop_entry:
         return desktop_entry(args)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from ..engine.running.threads import prepare_environment
     from ..logs import setup_logging
 
+    prepare_environment()  # for an engine on a thread here (--engine thread): before torch loads
     setup_logging(args.verbose)
     from PySide6.QtWidgets import QApplication
     import qasync
@@ -164,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     start(window, args, state)
     with loop:
         loop.run_until_complete(closed.wait())
+    window.keeper.wait_for_files(60)  # the window is gone: its last file jobs (the autosave's removal) end first
     if not window.controller.engine.join(0.5):
         os._exit(0)  # a load that can't be interrupted (reading weights) must not hold the exit
     return 0

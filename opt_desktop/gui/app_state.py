@@ -13,7 +13,9 @@ from pathlib import Path
 from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from .. import folders
+from ..engine.messages.errors import SettingsError
 from ..engine.messages.settings import LoadRequest
+from ..engine.messages.threads import AUTO, ThreadSetting, parse_threads
 from ..atomic import write_text_atomic
 from ..session.damaged import move_aside
 
@@ -51,7 +53,7 @@ class AppState(BaseModel):
     last_model: LoadRequest | None = None
     recent_sources: list[str] = []
     recent_sessions: list[str] = []
-    keep_attention_rows: bool = False
+    threads: ThreadSetting = AUTO  # the engine's CPU threads: "auto" follows the machine's load
     # The window's size and panel arrangement (Qt's saveGeometry / saveState, base64).
     window_geometry: str | None = None
     window_layout: str | None = None
@@ -99,11 +101,11 @@ class AppState(BaseModel):
         for key in ("recent_sources", "recent_sessions"):
             if key in data:
                 values[key] = _recent(data[key], key.replace("_", " "), problems)
-        if "keep_attention_rows" in data:
-            if isinstance(data["keep_attention_rows"], bool):
-                values["keep_attention_rows"] = data["keep_attention_rows"]
-            else:
-                problems.append("keep_attention_rows is not true or false")
+        if "threads" in data:
+            try:
+                values["threads"] = parse_threads(data["threads"])
+            except SettingsError:
+                problems.append("its threads setting is not 'auto' or a number of threads")
         for key in ("window_geometry", "window_layout"):  # Qt's own bytes, base64: checked by Qt when applied
             value = data.get(key)
             if isinstance(value, str) and len(value) <= _MAX_LAYOUT_CHARS:

@@ -18,7 +18,9 @@ from typing import Any, Callable, Coroutine, Sequence
 from PySide6.QtCore import QObject, Signal
 
 from ..engine import EngineService, LoadRequest
+from ..engine.jobs.engine import Engine, LocalEngine
 from ..engine.jobs.job import Job, JobEnd
+from ..engine.messages.threads import AUTO, ThreadSetting, ThreadsRequest
 from .tasks import Tasks
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ EventsFn = Callable[[list], None]  # called on the GUI thread with the events th
 # Kinds of job that hold the worker for long: while one is queued or running the window is busy.
 _LOAD, _GENERATE = "load", "generate"
 _BACKGROUND = "lens_table"  # computed while the window is idle, stopped for anything the person starts
-_QUIET = {"lens", _BACKGROUND, "probe"}  # small or background jobs that never make the window busy
+_QUIET = {"lens", _BACKGROUND, "probe", "threads"}  # small or background jobs that never make the window busy
 
 
 class EventPump:
@@ -92,17 +94,18 @@ class Controller(QObject):
     model_changed = Signal(object)  # ModelInfo | None: after every load that ended
     engine_died = Signal(str)  # the engine process ended unexpectedly: one line saying so
 
-    def __init__(self, engine: EngineService | None = None, parent: QObject | None = None):
+    def __init__(self, engine: Engine | None = None, parent: QObject | None = None):
         super().__init__(parent)
-        self.engine = engine or EngineService()
-        if hasattr(self.engine, "on_died"):  # an engine in its own process
-            loop = asyncio.get_event_loop()
-            self.engine.on_died = lambda line: loop.call_soon_threadsafe(self._on_engine_died, line)
+        self.engine: Engine = engine or EngineService()
+        self._local = isinstance(self.engine, LocalEngine)  # its tokenizer is at hand
+        loop = asyncio.get_event_loop()
+        self.engine.on_died = lambda line: loop.call_soon_threadsafe(self._on_engine_died, line)
         self._active: dict[int, Job] = {}  # submitted and not yet ended
         self._ends: dict[int, asyncio.Task] = {}  # per job, the task that resolves to its JobEnd
         self._pumps: dict[int, EventPump] = {}
         self._tasks = Tasks("the window")
         self._closed = False
+        self._threads: ThreadSetting = AUTO  # what the engine was told (a fresh engine starts at "auto")
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -132,6 +135,11 @@ class Controller(QObject):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def tokenizer(self):
+        """The model's tokenizer when the engine runs in this process; None for an engine elsewhere
+        (the window then names tokens from what the runs recorded, or by id)."""
+        return self.engine.tokenizer if self._local else None
 
     def jobs(self, kind: str | None = None) -> list[Job]:
         """The jobs submitted and not yet ended (of one kind), oldest first."""
@@ -204,6 +212,13 @@ class Controller(QObject):
             if kinds is None or job.kind in kinds:
                 job.stop()
 
+    def set_threads(self, setting: ThreadSetting) -> Job | None:
+        """The engine's CPU threads from its next job or decode step on; None if nothing changes."""
+        if setting == self._threads:
+            return None
+        self._threads = setting
+        return self.submit(ThreadsRequest(setting))
+
     def set_head_mask(self, mask) -> None:
         """During a run, the new mask applies from the next token; otherwise the next request carries it."""
         if self.is_running:
@@ -223,6 +238,8 @@ class Controller(QObject):
     def restart_engine(self) -> None:
         """A fresh engine process after the last one died (the model must be loaded again)."""
         self.engine.restart()
+        setting, self._threads = self._threads, AUTO
+        self.set_threads(setting)  # the fresh process starts at "auto"
 
     # --- closing ---------------------------------------------------------------------------------
 

@@ -23,6 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..engine.messages.threads import ThreadSetting
+from ..engine.running.cpu_load import core_count
 from ..folders import log_dir
 from ..presets import PresetStore
 from ..session.autosave import Autosave
@@ -34,6 +36,7 @@ from .controller import Controller
 from .dock_layout import DockLayout
 from .model_commands import ModelCommands
 from .run_commands import RunCommands
+from .route_commands import RouteCommands
 from .run_presenter import RunPresenter
 from .session_commands import SessionCommands
 from .session_keeper import SessionKeeper
@@ -46,10 +49,12 @@ from .widgets.model_bar import ModelBar
 from .widgets.output_view import OutputView
 from .widgets.patching_view import PatchingView
 from .widgets.prompt_editor import PromptEditor
+from .widgets.routes_view import RoutesView
 from .widgets.run_details import RunDetails
 from .widgets.run_list import RunList
 from .widgets.run_status import RunStatus
 from .widgets.settings_panel import SettingsPanel
+from .widgets.threads_menu import ThreadsMenu
 
 APP_NAME = "OPT Desktop"
 STATUS_MS = 6000  # a passing status-bar line; anything that needs the person stays in the banner
@@ -91,6 +96,7 @@ class MainWindow(QMainWindow):
         self.importance = HeadImportanceView()
         self.attribution = AttributionView()
         self.patching = PatchingView()
+        self.routes = RoutesView()
         self.settings_panel = SettingsPanel(presets)
         self.run_list = RunList()
         self.run_list.set_session(self.keeper.session)
@@ -101,7 +107,7 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         for view, name in ((self.output, "Output"), (self.inspector, "Inspector"), (self.compare, "Compare"),
                            (self.importance, "Head importance"), (self.attribution, "Why this token?"),
-                           (self.patching, "Patching")):
+                           (self.patching, "Patching"), (self.routes, "Routes")):
             self.tabs.addTab(view, name)
         central = QWidget()
         layout = QVBoxLayout(central)
@@ -154,14 +160,15 @@ class MainWindow(QMainWindow):
         c, k = self.controller, self.keeper
         views = SimpleNamespace(window=self, **{n: getattr(self, n) for n in (
             "model_bar", "banner", "prompt", "output", "inspector", "compare", "importance", "attribution",
-            "patching", "settings_panel",
+            "patching", "routes", "settings_panel",
             "run_list", "run_details", "run_status", "tabs")})
-        self.presenter = RunPresenter(k, views, lambda: c.engine.tokenizer, parent=self)
+        self.presenter = RunPresenter(k, views, c.tokenizer, parent=self)
         self.models = ModelCommands(c, self.state, views, parent=self)
         self.runs = RunCommands(c, k, self.presenter, self.interventions, views, self.say, self.models.load,
                                 parent=self)
         self.sessions = SessionCommands(c, k, self.presenter, views, self.say, parent=self)
         self.analysis = Analysis(c, k, self.presenter, views, parent=self)
+        self.route_commands = RouteCommands(c, k, self.presenter, views, parent=self)
         tab = self.tabs.setCurrentIndex
         self.actions_ = Actions(self, {
             "new": self.sessions.new, "open_session": self.sessions.open,
@@ -174,14 +181,18 @@ class MainWindow(QMainWindow):
             "continue_run": self.runs.continue_run, "rerun": self.runs.rerun,
             "tab_output": lambda: tab(0), "tab_inspector": lambda: tab(1), "tab_compare": lambda: tab(2),
             "tab_importance": lambda: tab(3), "tab_attribution": lambda: tab(4), "tab_patching": lambda: tab(5),
+            "tab_routes": lambda: tab(6),
             "views_only": self.layout_.set_views_only, "reset_layout": self.layout_.reset,
             "show_prompt": self.output.set_show_prompt, "keep_rows": self._keep_rows,
             "open_log_folder": lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(log_dir()))),
         })
         a = self.actions_
-        a.keep_rows.setChecked(self.state.keep_attention_rows)
         views.keep_rows_action, views.show_prompt_action = a.keep_rows, a.show_prompt
-        self.recent_menu = views.recent_menu = a.build_menus(self, self.layout_.toggles())
+        self.threads_menu = ThreadsMenu(core_count(), self)
+        self.threads_menu.set_setting(self.state.threads)
+        self.threads_menu.chosen.connect(self.set_threads)
+        self._send_threads(self.state.threads)  # a fresh engine starts at "auto"
+        self.recent_menu = views.recent_menu = a.build_menus(self, self.layout_.toggles(), self.threads_menu)
         self.sessions.fill_recent_menu()
         for button, command in ((self.generate_button, self.runs.generate), (self.stop_button, self.runs.stop),
                                 (self.regenerate_button, self.runs.regenerate),
@@ -199,6 +210,7 @@ class MainWindow(QMainWindow):
         k.recent_changed.connect(self.sessions.fill_recent_menu)
         k.error.connect(self.banner.show_error)
         self.model_bar.load_requested.connect(self.models.load)
+        self.model_bar.manager_requested.connect(self.models.open_model_manager)
         self.settings_panel.error.connect(self.banner.show_error)
         self.output.token_clicked.connect(self._on_token_clicked)
         self.output.fork_requested.connect(self.runs.fork)
@@ -241,9 +253,27 @@ class MainWindow(QMainWindow):
             self.inspector.set_head_mask(self.interventions.head_mask)
         self.update_title()
 
-    def _keep_rows(self, on: bool) -> None:
-        self.state.keep_attention_rows = bool(on)
+    def set_threads(self, setting: ThreadSetting) -> None:
+        """The engine's CPU threads (Run > CPU threads), remembered for the next start."""
+        self.state.threads = setting
         self.state.save()
+        self.threads_menu.set_setting(setting)
+        self._send_threads(setting)
+
+    def _send_threads(self, setting: ThreadSetting) -> None:
+        job = self.controller.set_threads(setting)
+        if job is not None:
+            self.controller.spawn(self._threads_sent(job))
+
+    async def _threads_sent(self, job) -> None:
+        end = await self.controller.wait(job)
+        if end.reason == "error":
+            self.banner.show_error(end.message, end.details)
+
+    def _keep_rows(self, on: bool) -> None:
+        """Off at every start (its memory grows with the square of the run's length): said when set."""
+        self.say("The next runs keep every head's full attention rows (memory grows with T²), until this is "
+                 "turned off or OPT Desktop restarts." if on else "Full attention rows are no longer kept.")
 
     def update_title(self) -> None:
         info = self.controller.model

@@ -55,6 +55,8 @@ class _Follower:
                 self.c.presenter.run_started(index)
                 for notice in self.trace.notices:
                     self.c.banner.show_notice(notice)
+                asked = event.settings.get("max_new_tokens", event.max_new_tokens)
+                self.c.v.settings_panel.show_max_new_tokens_in_force(asked, event.max_new_tokens)
             elif self.trace is not None:
                 self.trace.apply(event)
         if self.trace is not None:

@@ -2,28 +2,41 @@
 
 Qt only for signals and the autosave timer; the file format and the autosave store are the
 session layer's. Every failure becomes one line on `error` (and its traceback in the log), and
-leaves the open session as it was. Autosaves run on a worker thread, awaited on the event loop.
+leaves the open session as it was.
+
+Every file this window reads or writes (open, save, add runs, restore, autosave, export, the list
+of autosaves to recover) goes through one executor, one file at a time, off the window's thread:
+the window awaits the result on its event loop and never blocks on a file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable, Literal
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from ..engine.messages.errors import describe_error
 from ..session import RunTrace
 from ..session.autosave import Autosave, RecoveredSession
 from ..session.file import SESSION_SUFFIX, SessionFileError, load_session, save_session
+from ..session.file_stamp import FileStamp
 from ..session.session import Session
-from ..engine.messages.errors import describe_error
 from .app_state import AppState
 
 log = logging.getLogger(__name__)
 
 AUTOSAVE_INTERVAL_MS = 60_000  # every minute while there are unsaved changes
+
+SaveOutcome = Literal["saved", "failed", "changed_on_disk"]
+
+
+class ChangedOnDisk(Exception):
+    """The file was changed by someone else since this window last opened or saved it."""
 
 
 class SessionKeeper(QObject):
@@ -39,15 +52,19 @@ class SessionKeeper(QObject):
         self.autosave = autosave if autosave is not None else Autosave()
         self.session = Session()
         self.path: Path | None = None
+        # What `path` was on disk when this window last read or wrote it: a save first checks that
+        # nobody (another window, another OPT Desktop) has changed it since. Kept by the files thread.
+        self._disk = _DiskRecord()
         self.modified = False
+        self._edits = 0  # counts changes, so a save that raced with one leaves the session unsaved
         self._timer = QTimer(self)
         self._timer.setInterval(AUTOSAVE_INTERVAL_MS)
         self._timer.timeout.connect(self.autosave_now)
-        # Autosaves compress megabytes of arrays: off the GUI thread, one at a time, so the window never stalls.
-        self._autosaver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opt-autosave")
-        # Saving and opening files the person asked for, one at a time, off the GUI thread.
+        # The one executor for files: one at a time, in the order asked (an autosave's discard runs
+        # after the autosave in flight, never before it).
         self._files = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opt-files")
-        self._pending: Future | None = None
+        self._last: Future | None = None
+        self._closed = False
 
     # --- changes ---------------------------------------------------------------------------------
 
@@ -57,9 +74,11 @@ class SessionKeeper(QObject):
         return index
 
     def set_modified(self, modified: bool = True) -> None:
-        if modified and not self._timer.isActive():
-            self._timer.start()
-        if not modified:
+        if modified:
+            self._edits += 1
+            if not self._timer.isActive():
+                self._timer.start()
+        else:
             self._timer.stop()
         if modified != self.modified:
             self.modified = modified
@@ -68,95 +87,95 @@ class SessionKeeper(QObject):
     def display_name(self) -> str:
         return self.path.name if self.path is not None else "Untitled session"
 
+    # --- the files thread --------------------------------------------------------------------------
+
+    def submit(self, fn: Callable, *args, **kwargs) -> Future:
+        """Queue `fn` on the files thread, after every file job asked before it."""
+        self._last = self._files.submit(fn, *args, **kwargs)
+        return self._last
+
+    async def in_files_thread(self, fn: Callable, *args, **kwargs):
+        """`fn(*args)` on the files thread, awaited on the event loop: its result, or its exception."""
+        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
+
+    def wait_for_files(self, timeout: float | None = None) -> bool:
+        """Block until every file job asked so far has ended; False if `timeout` passed first. Never
+        called on the window's thread while it runs: for tests, and for the process's exit once the
+        window is gone."""
+        last = self._last
+        return last is None or concurrent.futures.wait([last], timeout).not_done == set()
+
     # --- files -----------------------------------------------------------------------------------
 
     def new(self) -> None:
+        self.submit(self._disk.forget)
         self._replace(Session(), None)
 
-    def open(self, path: str | Path) -> bool:
-        """Open a session file; on any problem say why and keep the open session untouched."""
-        return self._opened(Path(path), self._read(Path(path)))
-
     async def open_async(self, path: str | Path) -> bool:
-        """open(), reading the file on the files thread so the window goes on drawing."""
-        return self._opened(Path(path), await self._in_thread(self._read, Path(path)))
+        """Open a session file, read on the files thread; on any problem say why and keep the open
+        session untouched."""
+        path = Path(path)
+        try:
+            session = await self.in_files_thread(self._disk.read, path)
+        except SessionFileError as exc:
+            self._report(exc, "Opening the session")
+            return False
+        self._replace(session, path)
+        self._remember(path)
+        return True
 
-    def add_from(self, path: str | Path) -> list[int]:
+    async def add_from_async(self, path: str | Path) -> list[int]:
         """Append the runs of another session file to the open one (to compare across files)."""
         path = Path(path)
-        other = self._read(path)
-        if isinstance(other, SessionFileError):
-            self._report(other, "Adding the runs")
+        try:
+            other = await self.in_files_thread(load_session, path)
+        except SessionFileError as exc:
+            self._report(exc, "Adding the runs")
             return []
         added = self.session.merge(other, label=path.stem)
         if added:
             self.set_modified(True)
         return added
 
-    def save(self, path: str | Path | None = None) -> bool:
-        target = self._target(path)
-        return self._saved(target, self._write(Session(list(self.session.runs)), target))
-
-    async def save_async(self, path: str | Path | None = None) -> bool:
-        """save(), writing on the files thread so the window goes on drawing."""
-        target = self._target(path)
+    async def save_async(self, path: str | Path | None = None, *, overwrite: bool = False) -> SaveOutcome:
+        """Write the session on the files thread. "changed_on_disk" (and nothing written) when the
+        file is this window's and someone else changed it since this window opened or saved it,
+        unless `overwrite`; the caller asks the person what to do."""
+        target = self.target(path)
+        edits = self._edits
         # A snapshot: runs added while the file is written belong to the next save.
-        return self._saved(target, await self._in_thread(self._write, Session(list(self.session.runs)), target))
-
-    def _target(self, path: str | Path | None) -> Path:
-        target = Path(path) if path is not None else self.path
-        if target is None:
-            raise ValueError("save() needs a path for a session that has never been saved")
-        return target if target.suffix == SESSION_SUFFIX else target.with_name(target.name + SESSION_SUFFIX)
-
-    @staticmethod
-    def _read(path: Path) -> Session | SessionFileError:
+        snapshot = Session(list(self.session.runs))
         try:
-            return load_session(path)
+            await self.in_files_thread(self._disk.write, snapshot, target, check=not overwrite)
+        except ChangedOnDisk:
+            return "changed_on_disk"
         except SessionFileError as exc:
-            return exc
-
-    @staticmethod
-    def _write(session: Session, target: Path) -> SessionFileError | None:
-        try:
-            save_session(session, target)
-        except SessionFileError as exc:
-            return exc
-        return None
-
-    async def _in_thread(self, fn, *args):
-        return await asyncio.wrap_future(self._files.submit(fn, *args))
-
-    def _opened(self, path: Path, result: Session | SessionFileError) -> bool:
-        if isinstance(result, SessionFileError):
-            self._report(result, "Opening the session")
-            return False
-        self._replace(result, path)
-        self._remember(path)
-        return True
-
-    def _saved(self, target: Path, error: SessionFileError | None) -> bool:
-        if error is not None:
-            self._report(error, "Saving")
-            return False
+            self._report(exc, "Saving")
+            return "failed"
         if target != self.path:
             self.path = target
             self.path_changed.emit(target)
         self._remember(target)
-        self.set_modified(False)
-        self.wait_for_autosave()
-        self.autosave.discard()  # the file itself now holds everything
-        return True
+        if edits == self._edits:  # nothing changed while it was written
+            self.set_modified(False)
+            self.submit(self.autosave.discard)  # the file itself now holds everything
+        return "saved"
 
-    def restore(self, recovered: RecoveredSession) -> bool:
+    def target(self, path: str | Path | None) -> Path:
+        target = Path(path) if path is not None else self.path
+        if target is None:
+            raise ValueError("save_async() needs a path for a session that has never been saved")
+        return target if target.suffix == SESSION_SUFFIX else target.with_name(target.name + SESSION_SUFFIX)
+
+    async def restore_async(self, recovered: RecoveredSession) -> bool:
         """Open an autosave left by a session that crashed; it stays unsaved until the person saves."""
         try:
-            session = load_session(recovered.path)
+            session = await self.in_files_thread(self._disk.restore, recovered)
         except SessionFileError as exc:
             self._report(exc, "Restoring")
             return False
         self._replace(session, recovered.source)
-        self.autosave.forget(recovered)
+        self.submit(self.autosave.forget, recovered)
         self.set_modified(True)
         self.autosave_now()  # it is this instance's to protect now
         return True
@@ -165,23 +184,21 @@ class SessionKeeper(QObject):
         self.session = session
         self.path = path
         self.set_modified(False)
-        self.wait_for_autosave()
-        self.autosave.discard()
+        self.submit(self.autosave.discard)  # after an autosave in flight, which would otherwise recreate it
         self.path_changed.emit(path)
         self.replaced.emit()
 
     # --- autosave --------------------------------------------------------------------------------
 
     def autosave_now(self) -> asyncio.Future | None:
-        """Start writing the autosave on the autosave thread; the future to await, None if nothing to do."""
-        if not self.modified or not self.session.runs:
+        """Start writing the autosave on the files thread; the future to await, None if nothing to do."""
+        if self._closed or not self.modified or not self.session.runs:
             return None
         if any(run.finished is None for run in self.session.runs):
             return None  # a run is still streaming: the autosave after it finishes catches it
         # A snapshot of the finished runs: the worker reads them while new runs may be added here.
         snapshot, path = Session(list(self.session.runs)), self.path
-        self._pending = self._autosaver.submit(self.autosave.save, snapshot, path)
-        future = asyncio.wrap_future(self._pending)
+        future = asyncio.wrap_future(self.submit(self.autosave.save, snapshot, path))
         future.add_done_callback(self._autosaved)  # runs on the event loop's thread
         return future
 
@@ -204,25 +221,30 @@ class SessionKeeper(QObject):
         log.warning("%s\n%s", message, details)
         self.error.emit(message, details)
 
-    def wait_for_autosave(self, timeout: float | None = None) -> None:
-        """Until the autosave in flight (if any) is written."""
-        if self._pending is not None:
-            self._pending.exception(timeout)
-
-    def recoverable(self) -> list[RecoveredSession]:
-        """Autosaves of instances that died; never raises (a start-up must always succeed)."""
+    async def recoverable_async(self) -> list[RecoveredSession]:
+        """Autosaves of instances that died, listed on the files thread; never raises (a start-up
+        must always succeed)."""
         try:
-            return self.autosave.recoverable()
+            return await self.in_files_thread(self.autosave.recoverable)
         except Exception:  # noqa: BLE001 - logged; recovery is an offer, not a duty
             log.exception("Could not list the autosaves left by earlier sessions")
             return []
 
+    def forget_recovered(self, found: list[RecoveredSession]) -> None:
+        """The person declined to restore these autosaves: delete them (on the files thread)."""
+        for recovered in found:
+            self.submit(self.autosave.forget, recovered)
+
     def close_cleanly(self) -> None:
-        """The person closed the window having saved or discarded: nothing is left to recover."""
+        """The person closed the window having saved or discarded: nothing is left to recover. The
+        autosave is deleted after any file job in flight (which would otherwise recreate it); the
+        window does not wait for that (the process's exit does: wait_for_files)."""
         self._timer.stop()
-        self._files.shutdown(wait=True)
-        self._autosaver.shutdown(wait=True)  # a save in flight must not recreate the file after discard
-        self.autosave.discard()
+        if self._closed:
+            return
+        self._closed = True
+        self.submit(self.autosave.discard)
+        self._files.shutdown(wait=False)
 
     # --- recent files ----------------------------------------------------------------------------
 
@@ -233,3 +255,52 @@ class SessionKeeper(QObject):
         self.state.remember_session(str(path.resolve()))
         self.state.save()
         self.recent_changed.emit()
+
+
+# --- what runs on the files thread -------------------------------------------------------------------
+
+
+class _DiskRecord:
+    """The file this window works on and its stamp when this window last read or wrote it. Used only
+    on the files thread, so two saves asked in a row see each other's stamp, never a stale one."""
+
+    def __init__(self):
+        self.path: Path | None = None
+        self.stamp: FileStamp | None = None
+
+    def forget(self) -> None:
+        self.path = self.stamp = None
+
+    def _stamp(self, path: Path) -> FileStamp | None:
+        try:
+            return FileStamp.of(path)
+        except OSError:
+            return None  # unreadable: the next save writes without asking
+
+    def read(self, path: Path) -> Session:
+        """The session in `path`. The stamp is taken first: a change made while the file is read shows
+        as a change at the next save (asked about), never the other way round."""
+        stamp = self._stamp(path)
+        session = load_session(path)
+        self.path, self.stamp = path, stamp
+        return session
+
+    def restore(self, recovered: RecoveredSession) -> Session:
+        """A crashed session's autosave; the file it was working on is recorded as that file is now."""
+        session = load_session(recovered.path)
+        source = recovered.source
+        self.path, self.stamp = source, (self._stamp(source) if source is not None else None)
+        return session
+
+    def write(self, session: Session, target: Path, check: bool = True) -> None:
+        """Write `session` to `target`; with `check`, raise ChangedOnDisk instead when `target` is this
+        window's file and is no longer what this window last read or wrote."""
+        if check and target == self.path and self.stamp is not None:
+            try:
+                changed = self.stamp.changed(target)
+            except OSError as exc:
+                raise SessionFileError(f"Could not save {target}: {exc.strerror or exc}") from None
+            if changed:
+                raise ChangedOnDisk(str(target))
+        save_session(session, target)
+        self.path, self.stamp = target, self._stamp(target)

@@ -1,9 +1,10 @@
 """Analyses kept with a run: results computed on it after it was made.
 
 Each is a kind, plain JSON parameters, named numpy arrays and the text of the token ids it lists
-(docs/session-format.md, "Analyses"). Four kinds are read here: the logit lens of every position
+(docs/session-format.md, "Analyses"). Five kinds are read here: the logit lens of every position
 (`logit_lens`), head importance (`head_importance`), the attribution of one generated token
-(`attribution`) and activation patching from this run into a corrupted one (`patching`). Any other
+(`attribution`), activation patching from this run into a corrupted one (`patching`) and the
+information-flow routes of every position (`routes`, stored as routes_format.py says). Any other
 kind is kept as it was read and saved back unchanged, so a file gains kinds without a new schema and
 an older reader never loses what a newer one wrote.
 """
@@ -16,14 +17,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..engine.messages.results import Attribution, HeadImportance, LensTable, Patching
-from . import limits
+from ..engine.messages.results import Attribution, HeadImportance, LensTable, Patching, Routes
+from . import limits, routes_format
 from .jsondoc import depth
 
 LENS = "logit_lens"
 HEAD_IMPORTANCE = "head_importance"
 ATTRIBUTION = "attribution"
 PATCHING = "patching"
+ROUTES = routes_format.ROUTES
 
 KIND_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 ARRAY_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -136,6 +138,15 @@ def patching_from(analysis: Analysis, clean_ids) -> Patching:
                     corrupt_prob=float(p["corrupt_prob"]), prob=a["prob"], head_prob=a["head_prob"])
 
 
+def routes_analysis(result: Routes) -> Analysis:
+    return Analysis(kind=ROUTES, arrays=routes_format.routes_arrays(result))
+
+
+def routes_from(analysis: Analysis, token_ids) -> Routes:
+    """Stored routes of a run whose whole sequence is `token_ids`."""
+    return routes_format.routes_of(analysis.arrays, token_ids)
+
+
 # --- what session.json declares, checked before any array is read --------------------------------
 
 
@@ -184,6 +195,8 @@ def expected_arrays(kind: str, params: dict, shape: RunShape) -> dict[str, tuple
         heads = params.get("heads", True)
         return {"corrupt_ids": (np.int64, (P,)), "prob": (np.float32, (L + 1, P)),
                 "head_prob": (np.float32, (L, H) if heads else (0, 0))}
+    if kind == ROUTES:
+        return routes_format.expected(L, H, T)
     return None
 
 
@@ -258,6 +271,8 @@ def check_values(kind: str, arrays: dict[str, np.ndarray], shape: RunShape, piec
         for name in ("prob", "head_prob"):
             if np.any((arrays[name] < 0) | (arrays[name] > 1.0001)):
                 raise ValueError(f"its {name} holds values outside 0 to 1")
+    elif kind == ROUTES:
+        routes_format.check(arrays)
     for tid in pieces:
         if not 0 <= tid < shape.vocab_size:
             raise ValueError(f"its pieces name the token id {tid}, outside the vocabulary of {shape.vocab_size}")

@@ -33,6 +33,7 @@ from .describe import (
 )
 from .file import SessionFileError, session_document
 from .head_roles import MARGIN, ROLE_DEFINITIONS, ROLE_NAMES, ROLES, THRESHOLD, marks_text, role_scores
+from .routes_svg import routes_section
 from .session import Session
 from .trace import RunTrace
 
@@ -217,6 +218,7 @@ table.meta { border-collapse: collapse; } table.meta td, table.meta th { padding
 figure { margin: 1em 0; } figure img { image-rendering: pixelated; display: block; border: 1px solid #ddd; }
 figcaption, .legend { color: #555; font-size: 90%; }
 .legend img { vertical-align: middle; margin: 0 0.4em; }
+.routes { overflow-x: auto; }
 """
 
 
@@ -396,7 +398,7 @@ def _html_analyses(t: RunTrace) -> list[str]:
             parts.append(_figure(maps[1], f"Each head's output patched at all positions: rows layers 0 to "
                                           f"{t.n_layers - 1}, columns heads", cell=(24, 24), vmin=levels[0],
                                  vmax=levels[1]))
-    return parts
+    return parts + routes_section(t)
 
 
 def export_html(session: Session, run: int | None = None) -> str:

@@ -12,6 +12,7 @@ from opt_desktop.engine import HeadScale, LoadRequest, SettingsError
 from opt_desktop.engine.analyses import attribution
 from opt_desktop.engine.analyses.attribution import attribute, gauss_legendre
 from opt_desktop.engine.messages.errors import JobCancelled
+from opt_desktop.engine.messages.job_context import JobContext
 from opt_desktop.engine.loading.loader import load_model
 
 PROMPT = "The weather today is sunny and the"
@@ -156,10 +157,10 @@ def test_modes_without_cpu_gradients_use_a_float32_copy(checkpoint, ids, dtype, 
 
 
 def test_packed_bfloat16_weights_are_read_back_exactly(checkpoint):
-    from opt_desktop.engine.loading import precision
+    from opt_desktop.engine.loading import conversion
     from opt_desktop.engine.analyses.grad_model import float32_copy
 
-    if not precision.onednn_bf16():
+    if not conversion.onednn_bf16():
         pytest.skip("this CPU has no oneDNN bfloat16 kernels, so the app never packs bfloat16 weights here")
     loaded = load_model(LoadRequest(source=str(checkpoint), device="cpu", dtype="bfloat16"))
     plain = load_model(LoadRequest(source=str(checkpoint), device="cpu")).model.to(torch.bfloat16)
@@ -177,20 +178,20 @@ def test_stop_ends_the_job_between_chunks(engine, ids, monkeypatch, method):
     stop = threading.Event()
     calls = []
 
-    def progress(done, total):
-        calls.append((done, total))
+    def progress(p):
+        calls.append((p.done, p.total))
         stop.set()
 
     try:
         if method == "ig":
             with pytest.raises(JobCancelled):
-                engine.call(lambda lm: attribute(lm, ids, steps=32, progress=progress, stop=stop)).result()
+                engine.call(lambda lm: attribute(lm, ids, steps=32, job=JobContext(stop=stop, on_event=progress))).result()
             # the model's own forward, f(input) and f(baseline) in one batch, then a single chunk
             assert calls == [(1, 32)] and len(forwards) == 3
         stop.set()
         forwards.clear()
         with pytest.raises(JobCancelled):
-            engine.call(lambda lm: attribute(lm, ids, method=method, stop=stop)).result()
+            engine.call(lambda lm: attribute(lm, ids, method=method, job=JobContext(stop=stop))).result()
         assert forwards == []  # a job stopped before it starts runs no forward at all
     finally:
         handle.remove()

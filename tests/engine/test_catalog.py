@@ -101,15 +101,15 @@ def test_int8_memory_matches_the_int8_mode(pre):
     """Against a model really converted by the engine's int8 mode (per-row scales on x86)."""
     from transformers import OPTConfig, OPTForCausalLM
 
-    from opt_desktop.engine.loading import precision
+    from opt_desktop.engine.loading import conversion, precision
 
     if precision.int8_engine() != "x86":
         pytest.skip("per-row int8 scales are what the x86 engine uses")
     cfg = OPTConfig(vocab_size=1000, hidden_size=256, num_hidden_layers=2, ffn_dim=1024, num_attention_heads=4,
                     max_position_embeddings=128, word_embed_proj_dim=256 if pre else 128, do_layer_norm_before=pre)
     torch.manual_seed(0)
-    model = precision.convert(OPTForCausalLM(cfg).eval(), "int8")
-    assert from_config(cfg.to_dict(), "tiny").weights_bytes("int8") == precision.footprint(model)
+    model = conversion.convert(OPTForCausalLM(cfg).eval(), "int8")
+    assert from_config(cfg.to_dict(), "tiny").weights_bytes("int8") == conversion.footprint(model)
 
 
 @pytest.mark.parametrize("name", ["opt-125m", "opt-350m"])

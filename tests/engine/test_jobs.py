@@ -1,16 +1,19 @@
 """One job object per engine job: Stop reaches the running job, a queued job can be cancelled on its
 own, a long prefill stops within a layer, analyses are cancellable, and every job ends once."""
 
+import threading
 import time
 
 import numpy as np
 import pytest
 
 from models import save_tiny_opt
+from worker_patches import endless_download
 from opt_desktop.engine import (EngineService, Finished, GenerationRequest, GenerationSettings, LoadRequest,
                                 PromptScored, Started)
 from opt_desktop.engine.running import attention
 from opt_desktop.engine.messages.errors import JobCancelled
+from opt_desktop.engine.messages.events import LoadProgress
 from opt_desktop.engine.jobs.job import JobProgress
 from opt_desktop.engine.messages.requests import DivergenceRequest, HeadImportanceRequest
 
@@ -183,6 +186,63 @@ def test_shutdown_ends_queued_jobs_and_the_worker(tokenizer, tmp_path):
     assert any(job.end.reason == "cancelled" for job in queued)
     with pytest.raises(RuntimeError):
         svc.submit(GenerationRequest(prompt="x"))
+
+
+def test_calls_queued_at_shutdown_end_too():
+    """Issue 23 (4): a `call` still queued when the engine shut down stayed pending for ever."""
+    svc = EngineService()
+    started, gate = threading.Event(), threading.Event()
+    first = svc.call(lambda loaded: started.set() or gate.wait(10))
+    queued = svc.call(lambda loaded: "never run")
+    assert started.wait(10)
+    svc.shutdown(wait=False)
+    gate.set()
+    assert svc.join(10.0) and first.result(timeout=1) is True
+    with pytest.raises(JobCancelled):
+        queued.result(timeout=1)
+
+
+def test_stopping_a_load_that_is_running_ends_it_cancelled(tokenizer, tmp_path):
+    """Issue 23 (1): a stopped load ended as an error ("Loading X was cancelled."), so the window's
+    start-up load fell back to the demo instead."""
+    folder = save_tiny_opt(tmp_path / "m", "pre", tokenizer)
+    svc = EngineService()
+    try:
+        stop = threading.Event()
+        seen = []
+
+        def on_event(event):
+            seen.append(event.message)
+            if event.message.startswith("Loading the weights"):
+                stop.set()  # the person presses Stop while the weights load
+
+        job = svc.submit(LoadRequest(source=str(folder), device="cpu"), on_event=on_event, stop=stop)
+        with pytest.raises(JobCancelled):
+            job.future.result(timeout=60)
+        assert job.end.reason == "cancelled" and job.end.message == f"Loading {folder} was stopped."
+        assert "Ready" not in seen and svc.info is None
+        assert svc.load(LoadRequest(source=str(folder), device="cpu")).result(timeout=60).n_layers == 3
+    finally:
+        svc.shutdown()
+
+
+def test_stopping_a_download_ends_the_load_cancelled(monkeypatch):
+    """The same for a load that is downloading its model: the stop raises inside the download."""
+    endless_download(monkeypatch.setattr)
+    svc = EngineService()
+    try:
+        box = []
+
+        def on_event(event):
+            if isinstance(event, LoadProgress) and event.message.startswith("Downloading"):
+                box[0].stop()
+
+        box.append(svc.submit(LoadRequest(source="facebook/opt-never", device="cpu"), on_event=on_event))
+        with pytest.raises(JobCancelled):
+            box[0].future.result(timeout=60)
+        assert box[0].end.reason == "cancelled"
+    finally:
+        svc.shutdown()
 
 
 def test_stop_while_the_prompt_is_scored_ends_between_chunks(long_engine, monkeypatch):

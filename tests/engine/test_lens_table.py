@@ -17,6 +17,7 @@ import torch
 from models import head_scaled_copy, loaded_of
 from opt_desktop.engine import GenerationRequest, GenerationSettings, HeadScale
 from opt_desktop.engine.messages.errors import JobCancelled, SettingsError
+from opt_desktop.engine.messages.job_context import JobContext
 from opt_desktop.engine.running.generate import run_generation
 from opt_desktop.engine.running.lens import logit_lens
 from opt_desktop.engine.analyses.lens_table import lens_table
@@ -94,8 +95,8 @@ def sequence(tokenizer):
 def test_every_row_and_position_equals_a_plain_forward(engine, sequence):
     loaded = loaded_of(engine)
     seen = []
-    table = engine.call(lambda ld: lens_table(ld, sequence, top_k=4, chunk=3,
-                                              progress=lambda d, t: seen.append((d, t)))).result()
+    job = JobContext(on_event=lambda p: seen.append((p.done, p.total)))
+    table = engine.call(lambda ld: lens_table(ld, sequence, top_k=4, chunk=3, job=job)).result()
     ref = head_scaled_copy(loaded.model)
     logp = _read(ref, _rows(ref, sequence))
     _assert_table(table, logp, sequence, 4)
@@ -144,7 +145,7 @@ def test_it_reads_a_run_as_it_was_made(engine):
     events = []
     request = GenerationRequest(prompt="Once upon a time there", settings=GenerationSettings(max_new_tokens=8),
                                 hidden_positions=(2,))
-    engine.call(lambda ld: run_generation(ld, request, events.append, threading.Event(),
+    engine.call(lambda ld: run_generation(ld, request, JobContext(on_event=events.append),
                                           mask_change=mask_change)).result()
     trace = RunTrace(events[0])
     for e in events[1:]:
@@ -169,12 +170,12 @@ def test_stop_between_chunks_raises_and_keeps_nothing(engine, sequence):
     stop = threading.Event()
     done = []
 
-    def progress(d, t):
-        done.append(d)
+    def progress(p):
+        done.append(p.done)
         stop.set()
 
     with pytest.raises(JobCancelled):
-        engine.call(lambda ld: lens_table(ld, sequence, chunk=2, progress=progress, stop=stop)).result()
+        engine.call(lambda ld: lens_table(ld, sequence, chunk=2, job=JobContext(stop=stop, on_event=progress))).result()
     assert done == [2]  # one chunk ran, then the stop was seen
 
 

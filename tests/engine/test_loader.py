@@ -11,6 +11,7 @@ import pytest
 from opt_desktop.engine import EngineService, LoadRequest, ModelLoadError
 from opt_desktop.engine.running.attention import ATTN_IMPLEMENTATION
 from opt_desktop.engine.loading.loader import load_model
+from opt_desktop.engine.messages.job_context import JobContext
 
 CLI = [sys.executable, "-m", "opt_desktop.cli"]
 
@@ -47,7 +48,7 @@ def test_folder_loads_with_dtype(checkpoint, dtype):
 
 def test_progress_is_reported(checkpoint):
     seen = []
-    load_model(LoadRequest(source=str(checkpoint), device="cpu"), progress=seen.append)
+    load_model(LoadRequest(source=str(checkpoint), device="cpu"), JobContext(on_event=seen.append))
     assert seen and seen[-1].fraction == 1.0
 
 
@@ -149,13 +150,19 @@ def test_download_progress_reports_bytes_and_honours_stop():
     """huggingface_hub drives the tqdm class it is given; ours turns bytes into LoadProgress."""
     import threading
 
-    from opt_desktop.engine.loading.loader import _Cancelled, _progress_tqdm
+    from opt_desktop.engine.loading.loader import _progress_tqdm
+    from opt_desktop.engine.messages.errors import JobCancelled
 
     seen, stop = [], threading.Event()
-    bar = _progress_tqdm(seen.append, stop)(desc="Downloading bytes", total=4 * 2**20, unit="B")
+    bars = _progress_tqdm(JobContext(on_event=seen.append, stop=stop), "facebook/opt-125m")
+    bar = bars(desc="Downloading bytes", total=4 * 2**20, unit="B")
+    rebuilt = bars(desc="Reconstructing (incomplete total...)", total=4 * 2**20, unit="B")  # the same bytes again
     bar.update(2**20)
-    assert seen[-1].fraction == pytest.approx(0.25) and seen[-1].message == "Downloading bytes: 1.0 MiB / 4.0 MiB"
+    rebuilt.update(2**20)
+    assert seen[-1].fraction == pytest.approx(0.25)
+    assert seen[-1].message == "Downloading facebook/opt-125m: 1.0 MiB / 4.0 MiB"
+    rebuilt.close()
     stop.set()
-    with pytest.raises(_Cancelled):
+    with pytest.raises(JobCancelled):
         bar.update(2**20)
     bar.close()

@@ -10,6 +10,7 @@ import torch
 from opt_desktop.engine import HeadScale, LoadRequest, PromptError
 from opt_desktop.engine.analyses import patching
 from opt_desktop.engine.messages.errors import JobCancelled
+from opt_desktop.engine.messages.job_context import JobContext
 from opt_desktop.engine.loading.loader import load_model
 from opt_desktop.engine.analyses.patching import patch
 from opt_desktop.engine.messages.results import Patching
@@ -171,20 +172,20 @@ def test_stop_ends_the_job_between_batches(engine, prompts, monkeypatch):
     stop = threading.Event()
     calls = []
 
-    def progress(done, total):
-        calls.append((done, total))
-        if done == 3:
+    def progress(p):
+        calls.append((p.done, p.total))
+        if p.done == 3:
             stop.set()
 
     L, H, T = model.config.num_hidden_layers, model.config.num_attention_heads, len(clean)
     try:
         with pytest.raises(JobCancelled):
-            engine.call(lambda lm: patch(lm, clean, corrupt, 5, progress=progress, stop=stop)).result()
+            engine.call(lambda lm: patch(lm, clean, corrupt, 5, job=JobContext(stop=stop, on_event=progress))).result()
         assert calls == [(1, (L + 1) * T + L * H), (2, (L + 1) * T + L * H), (3, (L + 1) * T + L * H)]
         assert len(forwards) == 2 + 3  # the clean and corrupted runs, then three patches
         forwards.clear()
         with pytest.raises(JobCancelled):
-            engine.call(lambda lm: patch(lm, clean, corrupt, 5, stop=stop)).result()
+            engine.call(lambda lm: patch(lm, clean, corrupt, 5, job=JobContext(stop=stop))).result()
         assert forwards == []
     finally:
         handle.remove()

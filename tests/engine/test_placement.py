@@ -2,7 +2,6 @@
 offloaded to RAM and disk generates exactly what the one-device model does, statistics included."""
 
 import json
-import threading
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from models import OPT_CONFIGS
 from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSettings, LoadRequest, SettingsError
 from opt_desktop.engine.loading.catalog import find
 from opt_desktop.engine.messages.events import PromptScored, TokenGenerated
+from opt_desktop.engine.messages.job_context import JobContext
 from opt_desktop.engine.loading.placement import (
     accelerate_max_memory,
     condense,
@@ -175,7 +175,7 @@ def _events(loaded, request):
     from opt_desktop.engine.running.generate import run_generation
 
     events = []
-    finished = run_generation(loaded, request, events.append, threading.Event())
+    finished = run_generation(loaded, request, JobContext(on_event=events.append))
     return events, finished
 
 

@@ -2,7 +2,6 @@
 float32 stays the exact reference, int8 keeps hooks and the lens working, unrunnable modes fail in one
 line, and the accuracy measured at load time is what it claims."""
 
-import threading
 
 import numpy as np
 import pytest
@@ -11,9 +10,10 @@ from transformers import OPTForCausalLM
 
 from opt_desktop.engine import EngineService, GenerationRequest, GenerationSettings, HeadScale, LoadRequest
 from opt_desktop.engine.running import attention
-from opt_desktop.engine.loading import precision
+from opt_desktop.engine.loading import accuracy, conversion, precision
 from opt_desktop.engine.messages.errors import ModelLoadError
 from opt_desktop.engine.messages.events import PromptScored, TokenGenerated
+from opt_desktop.engine.messages.job_context import JobContext
 from opt_desktop.engine.running.generate import run_generation
 from opt_desktop.engine.running.lens import logit_lens
 from opt_desktop.engine.loading.loader import load_model
@@ -39,7 +39,7 @@ def loads(checkpoint):
 def generate(loaded, **request):
     events = []
     request = GenerationRequest(prompt=PROMPT, settings=GenerationSettings(max_new_tokens=N_NEW), **request)
-    finished = run_generation(loaded, request, events.append, threading.Event())
+    finished = run_generation(loaded, request, JobContext(on_event=events.append))
     return events, finished
 
 
@@ -134,7 +134,7 @@ def test_int8_quantizes_linear_layers_and_keeps_the_float_head(loads):
 def test_bfloat16_linear_layers_use_packed_weights_where_the_cpu_has_bfloat16(loads):
     model = loads("bfloat16").model
     packed = hasattr(model.model.decoder.layers[0].fc1, "packed")
-    assert packed == precision.onednn_bf16()
+    assert packed == conversion.onednn_bf16()
     assert model.lm_head.weight.dtype == torch.bfloat16  # the lens still reads the plain, tied weight
     assert model.lm_head.weight.data_ptr() == model.model.decoder.embed_tokens.weight.data_ptr()
 
@@ -181,7 +181,7 @@ def test_accuracy_is_measured_against_float32(loads, checkpoint, mode):
     acc = loaded.info.accuracy
     assert acc is not None and acc.mean_kl >= 0 and 0 <= acc.top1_agreement <= 1
     # An independent reference: the plain float32 model and the loaded one on the same text.
-    ids = precision.reference_ids(loaded.tokenizer, loaded.info.bos_token_id)[:, : loaded.info.context_length]
+    ids = accuracy.reference_ids(loaded.tokenizer, loaded.info.bos_token_id)[:, : loaded.info.context_length]
     assert acc.n_positions == ids.shape[1]
     with torch.inference_mode():
         p = torch.log_softmax(plain_model(checkpoint)(ids).logits[0].double(), -1)
@@ -195,7 +195,7 @@ def test_accuracy_is_measured_against_float32(loads, checkpoint, mode):
 
 def test_float32_against_itself_is_exact():
     logp = torch.log_softmax(torch.randn(7, 50), -1)
-    acc = precision.compare(logp, logp)
+    acc = accuracy.compare(logp, logp)
     assert acc.mean_kl == 0 and acc.top1_agreement == 1 and acc.n_positions == 7
 
 

@@ -25,6 +25,7 @@ class FakeWindow(QObject):
         self.calls = []
         self.close_when_shown = close_when_shown
         self.controller = type("C", (), {"engine": type("E", (), {"join": staticmethod(lambda timeout: True)})()})()
+        self.keeper = type("K", (), {"wait_for_files": staticmethod(lambda timeout=None: True)})()
 
     def show(self):
         self.calls.append(("show",))
@@ -118,7 +119,7 @@ def test_first_run_offline_with_an_empty_cache_falls_back_to_the_demo_at_once(qt
     from opt_desktop.presets import PresetStore
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
-    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name: "discard")
+    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name, running=False: "discard")
     loop = qasync.QEventLoop(qapp)
     asyncio.set_event_loop(loop)
     try:

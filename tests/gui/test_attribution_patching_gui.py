@@ -2,19 +2,17 @@
 against the engine's own functions on the same model, kept with the run."""
 
 import numpy as np
+import pytest
 
 from opt_desktop.engine import GenerationRequest, GenerationSettings
 from opt_desktop.engine.analyses.attribution import attribute
 from opt_desktop.engine.analyses.patching import patch
-from window_driver import finished, generate, run_until
+from window_driver import ENGINES, finished, generate, run_until
 from shown import shown_tip
 
 
-def _loaded(w):
-    return w.controller.engine.call(lambda loaded: loaded).result()
-
-
-def test_why_this_token_computes_the_attribution(make_window, loop):
+@pytest.mark.parametrize("make_window", ENGINES, indirect=True)
+def test_why_this_token_computes_the_attribution(make_window, loop, reference):
     w = make_window()
     trace = generate(w, loop, prompt="The cat sat on", settings=GenerationSettings(max_new_tokens=4))
     pos = trace.n_prompt + 1
@@ -22,8 +20,9 @@ def test_why_this_token_computes_the_attribution(make_window, loop):
     w.attribution.steps.setValue(8)
     w.output.explain_requested.emit(pos)  # "Why this token?" in the Output view's menu: no button to press
     assert w.tabs.currentWidget() is w.attribution and str(pos) in w.attribution.target.text()
-    run_until(loop, lambda: w.attribution.result is not None and not w.controller.is_busy, timeout=30)
-    expected = attribute(_loaded(w), trace.token_ids[:pos], trace.token_ids[pos], method="ig", steps=8)
+    run_until(loop, lambda: w.attribution.result is not None and not w.controller.is_busy)
+    expected = reference.call(lambda loaded: attribute(loaded, trace.token_ids[:pos], trace.token_ids[pos],
+                                                       method="ig", steps=8)).result()
     np.testing.assert_allclose(w.attribution.result.scores, expected.scores, atol=1e-5)
     (kept_pos, kept), = trace.attributions()
     assert kept_pos == pos and kept.method == "ig"
@@ -35,7 +34,8 @@ def test_why_this_token_computes_the_attribution(make_window, loop):
     assert not w.controller.is_busy and len(trace.attributions()) == 1
 
 
-def test_patching_two_runs_of_the_same_length(make_window, loop):
+@pytest.mark.parametrize("make_window", ENGINES, indirect=True)
+def test_patching_two_runs_of_the_same_length(make_window, loop, reference):
     w = make_window()
     _runs(w, loop, (2, 40, 41, 42, 43), (2, 40, 50, 42, 43), max_new_tokens=2)
     clean, corrupt = w.keeper.session.runs
@@ -46,7 +46,7 @@ def test_patching_two_runs_of_the_same_length(make_window, loop):
     w.patching.run_button.click()
     run_until(loop, lambda: w.patching.result is not None and not w.controller.is_busy)
     target = clean.token_ids[clean.n_prompt]
-    expected = patch(_loaded(w), clean.token_ids[:5], corrupt.token_ids[:5], target)
+    expected = reference.call(lambda loaded: patch(loaded, clean.token_ids[:5], corrupt.token_ids[:5], target)).result()
     np.testing.assert_allclose(w.patching.result.prob, expected.prob, atol=1e-6)
     np.testing.assert_allclose(w.patching.result.head_prob, expected.head_prob, atol=1e-6)
     assert len(clean.patchings()) == 1

@@ -15,7 +15,7 @@ from window_driver import finished, run_until
 
 
 def test_a_dead_engine_process_leaves_the_session_and_offers_a_restart(qtbot, loop, tmp_path, monkeypatch):
-    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name: "discard")
+    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name, running=False: "discard")
     w = MainWindow(controller=Controller(EngineProcess()), state=AppState(), presets=PresetStore(tmp_path / "p"))
     qtbot.addWidget(w)
     w.show()

@@ -72,7 +72,7 @@ def test_compare_needs_the_runs_model_loaded(make_window, loop, tmp_path):
     generate(w, loop, settings=GenerationSettings(max_new_tokens=4))
     generate(w, loop, prompt="Another", settings=GenerationSettings(max_new_tokens=4))
     path = tmp_path / "two.optsession"
-    assert w.keeper.save(path)
+    assert loop.run_until_complete(w.keeper.save_async(path)) == "saved"
     w2 = make_window(load=False)
     loop.run_until_complete(w2.sessions.open_file(path))
     w2.analysis.compare.compare_runs(0, 1)

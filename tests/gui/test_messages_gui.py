@@ -32,6 +32,7 @@ def test_the_recovery_offer_outlives_the_model_load_and_restores(qtbot, loop, tm
     run_until(loop, lambda: False if w.controller.is_busy else True)
     assert any("did not close properly" in t for t in w.banner.texts())  # still there after the load
     next(b for b in w.banner.buttons if b.text() == "Restore").click()
+    run_until(loop, lambda: w.presenter.trace is not None)  # read off the GUI thread
     assert w.presenter.trace.token_ids == trace.token_ids
     assert not any("did not close properly" in t for t in w.banner.texts())  # dealt with: gone
     w.close()

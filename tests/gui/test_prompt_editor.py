@@ -5,10 +5,11 @@ from __future__ import annotations
 from PySide6.QtWidgets import QApplication
 
 from opt_desktop.gui.widgets.prompt_editor import PLACEHOLDER, PromptEditor
+from shown import shown_tip
 
 
 class Counter:
-    """A stand-in tokenizer: one token per word plus the leading </s>; records its calls."""
+    """A stand-in tokenizer: one token per word plus the leading </s>, as the engine counts; records its calls."""
 
     def __init__(self):
         self.calls = 0
@@ -45,24 +46,40 @@ def test_count_shows_after_the_debounce(qtbot):
     editor = make(qtbot)
     count = Counter()
     editor.set_counter(count, 2048)
-    assert editor.counter.text() == "1 / 2048 tokens"  # counted at once for the new model
+    assert editor.counter.text() == "0 / 2048 tokens"  # counted at once for the new model
     calls = count.calls
     qtbot.keyClicks(editor.edit, "one two three")
     assert count.calls == calls  # typing alone does not tokenise on every key
-    qtbot.waitUntil(lambda: editor.counter.text() == "4 / 2048 tokens", timeout=2000)
+    qtbot.waitUntil(lambda: editor.counter.text() == "3 / 2048 tokens", timeout=2000)
     assert count.calls == calls + 1  # one count for the whole burst of typing
+
+
+def test_the_count_is_of_what_was_typed_and_says_that_a_start_token_is_added(qtbot):
+    editor = make(qtbot)
+    editor.set_counter(Counter(), 256)  # the model reads </s> + the prompt
+    assert editor.counter.text() == "0 / 256 tokens" and editor.token_count() == 0  # nothing typed
+    assert "start-of-text token </s> before the prompt" in shown_tip(editor.counter.toolTip())  # not read as markup
+    editor.set_text("two words")
+    qtbot.waitUntil(lambda: editor.token_count() == 2, timeout=2000)
+    assert editor.counter.text() == "2 / 256 tokens" and "</s>" in editor.counter.toolTip()
+    editor.set_counter(Counter(), None)
+    assert editor.counter.text() == "2 tokens" and "</s>" in editor.counter.toolTip()
 
 
 def test_over_context_warns(qtbot):
     editor = make(qtbot)
-    editor.set_counter(Counter(), 3)
+    editor.set_counter(Counter(), 4)  # </s> and three more tokens; the engine refuses a prompt that fills it
     editor.set_text("a b")
-    qtbot.waitUntil(lambda: editor.token_count() == 3, timeout=2000)
+    qtbot.waitUntil(lambda: editor.token_count() == 2, timeout=2000)
     assert not editor.is_over_context() and not editor.counter.font().bold()
+    assert editor.counter.text() == "2 / 4 tokens"
+    editor.set_text("a b c")  # </s> a b c: no room left for one new token
+    qtbot.waitUntil(lambda: editor.token_count() == 3, timeout=2000)
+    assert editor.is_over_context() and editor.counter.text() == "3 / 4 tokens ⚠ no room left for an answer"
     editor.set_text("a b c d e")
-    qtbot.waitUntil(lambda: editor.token_count() == 6, timeout=2000)
+    qtbot.waitUntil(lambda: editor.token_count() == 5, timeout=2000)
     assert editor.is_over_context()
-    assert editor.counter.text().startswith("6 / 3 tokens") and "over" in editor.counter.text()
+    assert editor.counter.text() == "5 / 4 tokens ⚠ 2 over the model's context"
     assert editor.counter.font().bold()
     editor.set_text("a")
     qtbot.waitUntil(lambda: not editor.is_over_context(), timeout=2000)
@@ -73,7 +90,7 @@ def test_unknown_context_and_unloading(qtbot):
     editor = make(qtbot)
     editor.set_text("a b")
     editor.set_counter(Counter(), None)
-    assert editor.counter.text() == "3 tokens"
+    assert editor.counter.text() == "2 tokens"
     editor.set_counter(None, None)  # model unloaded
     assert editor.counter.text() == "– tokens"
 

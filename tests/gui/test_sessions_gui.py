@@ -38,6 +38,9 @@ def table_values(w):
 def test_save_close_reopen_shows_the_same_inspector(make_window, loop, tmp_path, monkeypatch):
     w = make_window()
     trace = generate(w, loop)
+    # The logit lens is computed in the background once a run ends; what arrives during a save is
+    # left unsaved (the title says so), so this waits for it.
+    run_until(loop, lambda: trace.lens_table() is not None and not w.controller.is_busy)
     assert w.isWindowModified()
     path = tmp_path / "work.optsession"
     monkeypatch.setattr(session_dialogs, "choose_save_path", lambda parent, suggested: path)
@@ -62,11 +65,12 @@ def test_closing_with_unsaved_runs_asks(make_window, loop, monkeypatch):
     w = make_window()
     generate(w, loop)
     answers = []
-    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name: answers.append(name) or "cancel")
+    monkeypatch.setattr(session_dialogs, "ask_unsaved",
+                        lambda parent, name, running=False: answers.append(name) or "cancel")
     w.close()
     assert answers == ["Untitled session"] and w.isVisible()  # cancelled: still open, run still there
     assert len(w.keeper.session.runs) == 1
-    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name: "discard")
+    monkeypatch.setattr(session_dialogs, "ask_unsaved", lambda parent, name, running=False: "discard")
     w.close()
     assert not w.isVisible()
 
@@ -88,7 +92,7 @@ def test_dropping_a_session_file_opens_it(make_window, loop, tmp_path, monkeypat
     w = make_window()
     trace = generate(w, loop)
     path = tmp_path / "dropped.optsession"
-    assert w.keeper.save(path)
+    assert loop.run_until_complete(w.keeper.save_async(path)) == "saved"
     w.keeper.new()
     assert w.keeper.session.runs == []
 
@@ -105,16 +109,17 @@ def test_autosave_after_a_run_is_offered_after_a_crash(make_window, loop, tmp_pa
     folder = tmp_path / "autosave"
     crashed = make_window(autosave=Autosave(folder, pid=_dead_pid()))
     trace = generate(crashed, loop)
-    crashed.keeper.wait_for_autosave(10)  # written off the GUI thread when the run finished
+    crashed.keeper.wait_for_files(10)  # written off the GUI thread when the run finished
     assert crashed.keeper.autosave.path.is_file()
     crashed.keeper.close_cleanly = lambda: None  # the process "dies": no clean exit
     crashed.close()
 
     w = make_window(autosave=Autosave(folder), load=False)
-    w.sessions.check_recovery()
+    loop.run_until_complete(w.sessions.check_recovery())  # the autosaves are listed off the GUI thread
     assert "can be restored" in w.banner.text()
     restore = next(b for b in w.banner.buttons if b.text() == "Restore")
     restore.click()
+    run_until(loop, lambda: w.presenter.trace is not None)  # read off the GUI thread
     assert w.presenter.trace.token_ids == trace.token_ids
     assert w.isWindowModified()  # restored work is unsaved until the person saves it
     assert Autosave(folder).recoverable() == [] or all(r.path != crashed.keeper.autosave.path
@@ -152,10 +157,10 @@ def test_runs_of_two_files_can_be_compared(make_window, loop, tmp_path):
     w = make_window()
     first = generate(w, loop, prompt="One file", settings=GenerationSettings(max_new_tokens=5))
     a = tmp_path / "a.optsession"
-    assert w.keeper.save(a)
+    assert loop.run_until_complete(w.keeper.save_async(a)) == "saved"
     w.keeper.new()
     second = generate(w, loop, prompt="Other file", settings=GenerationSettings(max_new_tokens=5))
-    assert w.sessions.add_runs_from_file(a)
+    assert loop.run_until_complete(w.sessions.add_runs_from_file(a))
     runs = w.keeper.session.runs
     assert [r.token_ids for r in runs] == [second.token_ids, first.token_ids]
     assert runs[1].label == "a" and w.isWindowModified()
@@ -164,7 +169,7 @@ def test_runs_of_two_files_can_be_compared(make_window, loop, tmp_path):
     assert w.compare.comparison.first_diff is not None
     bad = tmp_path / "bad.optsession"
     bad.write_bytes(b"junk")
-    assert not w.sessions.add_runs_from_file(bad) and len(w.keeper.session.runs) == 2
+    assert not loop.run_until_complete(w.sessions.add_runs_from_file(bad)) and len(w.keeper.session.runs) == 2
     assert "bad.optsession" in w.banner.text()
 
 

@@ -97,10 +97,10 @@ def test_a_damaged_state_file_is_moved_aside(content):
 def test_damaged_recent_entries_are_dropped_and_the_rest_kept():
     state_path().parent.mkdir(parents=True, exist_ok=True)
     good = {"last_model": {"source": "demo"}, "recent_sessions": ["/a/b.optsession", 7, None, "x" * 10_000],
-            "recent_sources": "not a list", "keep_attention_rows": True}
+            "recent_sources": "not a list", "window_layout": "AAAA"}
     state_path().write_text(json.dumps(good), encoding="utf-8")
     state = AppState.load()
-    assert state.last_model == LoadRequest(source="demo") and state.keep_attention_rows
+    assert state.last_model == LoadRequest(source="demo") and state.window_layout == "AAAA"
     assert state.recent_sessions == ["/a/b.optsession"] and state.recent_sources == []
     assert len(state.notes) == 1 and "What could be read of it is kept" in state.notes[0]
     # The original is kept in the damaged folder; the state file now holds what was kept.

@@ -13,13 +13,13 @@ through the model as one batch, one forward and one backward per chunk.
 
 from __future__ import annotations
 
-import threading
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..messages.errors import JobCancelled, SettingsError
+from ..messages.errors import SettingsError
+from ..messages.job_context import JobContext
 from .grad_model import grad_model
 from ..running.interventions import HeadMask, attention_inputs
 from ..messages.interventions_spec import check_head_mask, check_hidden_positions, normalize_head_mask
@@ -32,8 +32,6 @@ METHODS = ("ixg", "ig")
 MAX_STEPS = 512
 # Activation memory one chunk of alphas may keep for its backward pass.
 _CHUNK_BYTES = 512 * 2**20
-
-ProgressFn = Callable[[int, int], None]
 
 
 def gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,16 +57,16 @@ def _check_token(loaded: LoadedModel, token_id: int, what: str) -> int:
 
 def attribute(loaded: LoadedModel, token_ids: Sequence[int], target_id: int | None = None, *, method: str = "ig",
               steps: int = 32, alternative_id: int | None = None, head_mask: Sequence = (),
-              hidden: Sequence[int] = (), progress: ProgressFn | None = None,
-              stop: threading.Event | None = None) -> Attribution:
+              hidden: Sequence[int] = (), job: JobContext | None = None) -> Attribution:
     """Attribute the prediction of `target_id` after `token_ids` to each of those tokens.
 
     `token_ids` is the whole input, the leading `</s>` included; the target is predicted from its
     last position. `target_id` None takes the model's greedy next token. With `alternative_id` the
     function is logit(target) - logit(alternative) instead of log p(target). `head_mask` and
     `hidden` (positions hidden from attention) are the run's interventions, applied throughout.
-    `progress(done, total)` counts alphas; `stop` is checked between chunks and raises JobCancelled.
+    `job` hears JobProgress in alphas and is checked between chunks and decoder layers.
     """
+    job = job if job is not None else JobContext()
     if method not in METHODS:
         raise SettingsError(f"Unknown attribution method {method!r}: choose ixg (input × gradient) or ig "
                             "(integrated gradients).")
@@ -88,13 +86,9 @@ def attribute(loaded: LoadedModel, token_ids: Sequence[int], target_id: int | No
             raise SettingsError("The alternative token must differ from the target token.")
     attn_mask, position_ids = attention_inputs(T, hidden, ids.device)
 
-    def check_stop() -> None:
-        if stop is not None and stop.is_set():
-            raise JobCancelled("Attribution was stopped.")
-
-    check_stop()
+    job.check()
     # The model's own view of the target, in its own precision (what the Output view shows).
-    with torch.inference_mode(), HeadMask(model, mask), StopBetweenLayers(model, stop):
+    with torch.inference_mode(), HeadMask(model, mask), StopBetweenLayers(model, job):
         state = model.model(input_ids=ids, attention_mask=attn_mask, position_ids=position_ids,
                             use_cache=False).last_hidden_state[:, -1]
         logp = torch.log_softmax(model.lm_head(state).float(), dim=-1)[0]
@@ -106,9 +100,9 @@ def attribute(loaded: LoadedModel, token_ids: Sequence[int], target_id: int | No
     del logp
 
     total = 1 if method == "ixg" else steps
-    check_stop()
+    job.check()
     # Stop is also honoured before every decoder layer: a chunk of alphas can take seconds.
-    with grad_model(model, info.n_params) as gm, HeadMask(gm.model, mask), StopBetweenLayers(gm.model, stop):
+    with grad_model(model, info.n_params) as gm, HeadMask(gm.model, mask), StopBetweenLayers(gm.model, job):
         net = gm.model
         embeds = net.model.decoder.embed_tokens(ids).detach()  # (1, T, D)
 
@@ -134,22 +128,20 @@ def attribute(loaded: LoadedModel, token_ids: Sequence[int], target_id: int | No
         value, baseline_value = float(ends[0]), float(ends[1])
         if method == "ixg":
             grad_sum = gradients(embeds.clone()).double()[0]
-            if progress is not None:
-                progress(1, 1)
+            job.progress(1, 1)
         else:
             alphas, weights = gauss_legendre(steps)
             chunk = _alphas_per_chunk(net.config, T, embeds.element_size(), steps)
             grad_sum = torch.zeros(embeds.shape[1:], dtype=torch.float64, device=embeds.device)
             for i0 in range(0, steps, chunk):
-                check_stop()
+                job.check()
                 a = torch.as_tensor(alphas[i0:i0 + chunk], dtype=torch.float32, device=embeds.device)
                 w = torch.as_tensor(weights[i0:i0 + chunk], dtype=torch.float64, device=embeds.device)
                 # The baseline is zero: baseline + a (x - baseline) = a x, scaled in float32 (a half-precision
                 # model gets the point rounded once, not its alpha too).
                 grad = gradients((a[:, None, None] * embeds.float()).to(embeds.dtype))
                 grad_sum += torch.einsum("k,ktd->td", w, grad.double())
-                if progress is not None:
-                    progress(min(steps, i0 + chunk), total)
+                job.progress(min(steps, i0 + chunk), total)
         scores = (grad_sum * embeds[0].double()).sum(-1)
     return Attribution(
         token_ids=np.asarray(ids[0].cpu().numpy(), dtype=np.int64),

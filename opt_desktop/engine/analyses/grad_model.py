@@ -22,7 +22,7 @@ import torch
 
 from ..running.attention import register as register_attention
 from ..messages.errors import EngineError
-from ..loading.precision import available_memory
+from ..running.memory import available_memory
 from ...formatting import format_bytes
 
 
@@ -43,7 +43,7 @@ def _is_quantized(module) -> bool:
 
 
 def _is_packed(module) -> bool:
-    """precision.pack_bf16's PackedLinear: its weight exists only in oneDNN's blocked layout."""
+    """conversion.pack_bf16's PackedLinear: its weight exists only in oneDNN's blocked layout."""
     return isinstance(getattr(module, "packed", None), torch.Tensor)
 
 

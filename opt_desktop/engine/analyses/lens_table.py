@@ -12,21 +12,21 @@ The pass respects the run's own interventions, as engine/running/scoring.py does
 (zeros in the attention mask, explicit position ids) and its head masks, including a mask changed
 mid-run (`mask_schedule`: each position is fed under the mask it ran under when it was made).
 
-`progress(done, total)` is called after each chunk (done and total in positions); `stop` is
-checked between chunks, and a stopped job raises JobCancelled: a partial table is never returned,
-so a stored table always covers the whole run.
+The job hears JobProgress after each chunk (done and total in positions) and is checked between
+chunks; a stopped job raises JobCancelled and leaves no partial table, so a stored table always
+covers the whole run.
 """
 
 from __future__ import annotations
 
-import threading
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..running.attention import new_cache
-from ..messages.errors import JobCancelled, SettingsError
+from ..messages.errors import SettingsError
+from ..messages.job_context import JobContext
 from ..running.interventions import HeadMask
 from ..messages.interventions_spec import check_head_mask, check_hidden_positions, normalize_head_mask
 from ..running.lens import head_device, read_through_head
@@ -38,7 +38,6 @@ from ..running.text import token_piece
 DEFAULT_TOP_K = 5
 CHUNK = 64  # positions fed per forward; also the rows read through the head at a time
 
-ProgressFn = Callable[[int, int], None]
 MaskSchedule = Sequence[tuple[int, Sequence]]  # (first position, head mask) pairs, positions increasing
 
 
@@ -101,12 +100,13 @@ def _schedule(mask_schedule: MaskSchedule, n_layers: int, n_heads: int, label: s
 
 def lens_table(loaded: LoadedModel, token_ids: Sequence[int], *, hidden_positions: Sequence[int] = (),
                mask_schedule: MaskSchedule = ((0, ()),), top_k: int = DEFAULT_TOP_K, chunk: int = CHUNK,
-               progress: ProgressFn | None = None, stop: threading.Event | None = None) -> LensTable:
+               job: JobContext | None = None) -> LensTable:
     """The logit lens of every row and position of `token_ids` (a run's prompt and generated tokens).
 
-    Raises JobCancelled when `stop` is set (checked between chunks), PromptError for tokens the
+    Raises JobCancelled when `job` is stopped (checked between chunks), PromptError for tokens the
     model cannot read, SettingsError for interventions it does not have.
     """
+    job = job if job is not None else JobContext()
     model, info = loaded.model, loaded.info
     ids = _token_tensor(loaded, token_ids)
     T = ids.shape[1]
@@ -129,11 +129,9 @@ def lens_table(loaded: LoadedModel, token_ids: Sequence[int], *, hidden_position
     cache = new_cache(model.config)
     out_device = head_device(model)
     compute_dtype = model.model.decoder.embed_tokens.weight.dtype
-    done = 0
     with torch.inference_mode(), HeadMask(model, schedule[0][1]) as head_mask, _Rows(model) as rows:
         for a, b, mask in pieces:
-            if stop is not None and stop.is_set():
-                raise JobCancelled("The logit lens was stopped.")
+            job.check()
             if mask != head_mask.mask:
                 head_mask.set(mask)
             position_ids = torch.arange(a, b, device=device).unsqueeze(0)
@@ -154,9 +152,7 @@ def lens_table(loaded: LoadedModel, token_ids: Sequence[int], *, hidden_position
                     target_rank[r, a:a + n_targets] = ((logp[:n_targets] > tgt.unsqueeze(-1)).sum(-1) + 1).cpu().numpy()
                 del logp
             rows.rows = [None] * (L + 1)
-            done = b
-            if progress is not None:
-                progress(done, T)
+            job.progress(b, T)
     tokenizer = loaded.tokenizer
     known = {int(i): token_piece(tokenizer, int(i)) for i in np.unique(top_ids)} if tokenizer is not None else {}
     return LensTable(top_ids=top_ids, top_probs=top_probs, target_logprob=target_logprob, target_rank=target_rank,

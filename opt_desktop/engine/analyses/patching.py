@@ -15,14 +15,14 @@ they go one at a time and each comes out as its own full forward would.
 
 from __future__ import annotations
 
-import threading
 from contextlib import contextmanager
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..messages.errors import JobCancelled, PromptError, SettingsError
+from ..messages.errors import PromptError, SettingsError
+from ..messages.job_context import JobContext
 from .grad_model import has_int8_layers
 from ..running.interventions import HeadMask, attention_inputs
 from ..messages.interventions_spec import check_head_mask, check_hidden_positions, normalize_head_mask
@@ -32,8 +32,6 @@ from ..messages.results import Patching
 from ..running.scoring import _token_tensor
 
 _BATCH_TOKENS = 2048  # tokens per patched forward (patches x sequence length)
-
-ProgressFn = Callable[[int, int], None]
 
 
 def _output(out) -> torch.Tensor:
@@ -116,14 +114,15 @@ def _swap_heads(out_proj, clean: torch.Tensor, select: torch.Tensor):
 
 def patch(loaded: LoadedModel, clean_ids: Sequence[int], corrupt_ids: Sequence[int], target_id: int, *,
           heads: bool = True, head_mask: Sequence = (), hidden: Sequence[int] = (),
-          progress: ProgressFn | None = None, stop: threading.Event | None = None) -> Patching:
+          job: JobContext | None = None) -> Patching:
     """Patch every (row, position) of the clean run, and every head when `heads`, into the corrupted run.
 
     Both id lists are whole inputs with their leading `</s>`, of the same length; the target is the
     token predicted from the last position. `head_mask` and `hidden` (positions hidden from
-    attention) apply to both runs. `progress(done, total)` counts patches; `stop` is checked between
-    batches and raises JobCancelled.
+    attention) apply to both runs. `job` hears JobProgress in patches and is checked between batches
+    and decoder layers.
     """
+    job = job if job is not None else JobContext()
     model, info = loaded.model, loaded.info
     clean = _token_tensor(loaded, clean_ids)
     corrupt = _token_tensor(loaded, corrupt_ids)
@@ -151,23 +150,18 @@ def patch(loaded: LoadedModel, clean_ids: Sequence[int], corrupt_ids: Sequence[i
     def advance(n: int) -> None:
         nonlocal done
         done += n
-        if progress is not None:
-            progress(done, total)
+        job.progress(done, total)
 
-    def check_stop() -> None:
-        if stop is not None and stop.is_set():
-            raise JobCancelled("Patching was stopped.")
-
-    check_stop()
+    job.check()
     # Stop is also honoured before every decoder layer: a batch of patched forwards can take seconds.
-    with torch.inference_mode(), HeadMask(model, mask), StopBetweenLayers(model, stop):
+    with torch.inference_mode(), HeadMask(model, mask), StopBetweenLayers(model, job):
         clean_run = _Run(model, clean, attn_mask, position_ids, target_id, heads)
         corrupt_run = _Run(model, corrupt, attn_mask, position_ids, target_id, heads)
         kwargs = corrupt_run.layer_kwargs
         for row in range(L + 1):
             base, source = corrupt_run.rows[row], clean_run.rows[row]
             for t0 in range(0, T, per_batch):
-                check_stop()
+                job.check()
                 ts = torch.arange(t0, min(T, t0 + per_batch), device=base.device)
                 states = base.unsqueeze(0).repeat(len(ts), 1, 1)
                 states[torch.arange(len(ts), device=base.device), ts] = source[ts]
@@ -179,7 +173,7 @@ def patch(loaded: LoadedModel, clean_ids: Sequence[int], corrupt_ids: Sequence[i
                 out_proj = model.model.decoder.layers[layer].self_attn.out_proj
                 base = corrupt_run.rows[layer]
                 for h0 in range(0, H, per_batch):
-                    check_stop()
+                    job.check()
                     hs = range(h0, min(H, h0 + per_batch))
                     select = torch.zeros(len(hs), 1, info.hidden_size, dtype=torch.bool, device=base.device)
                     for j, h in enumerate(hs):

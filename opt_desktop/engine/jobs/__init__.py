@@ -1,1 +1,1 @@
-"""Jobs and the in-process engine: one worker thread owns the model and runs one job at a time."""
+"""The one Engine interface, jobs, and the engine in this process: one worker thread owns the model."""

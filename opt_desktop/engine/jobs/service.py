@@ -1,13 +1,15 @@
-"""The engine's front door: one worker thread owns the model; callers hand it jobs.
+"""The engine in this process: one worker thread owns the model; callers hand it jobs.
 
 No torch at import time: the heavy modules are imported on the worker, so a window can appear
-before torch has loaded. The CLI, the tests and the GUI all drive the engine through this class.
+before torch has loaded. It is an `Engine` (engine.py), as the engine in another process is; the
+CLI and the tests use it directly; the window uses it only with `--engine thread`.
 
-Every piece of work is a `Job` (jobs.py) made from a plain request: `submit(request)` queues it
-and returns it at once. Jobs run one at a time in the order they came, except small ones (the
-logit lens of one position), which run between two decode steps of a generation so a token's
-lens is live rather than queued behind the whole run. `stop()` stops the job that is running;
-`job.stop()` stops one job, queued or running.
+Every piece of work is a `Job` (job.py) made from a plain request: `submit(request)` queues it
+and returns it at once; the work receives the job itself (its stop, progress, events and partial
+result). Jobs run one at a time in the order they came, except small ones (the logit lens of one
+position), which run between two decode steps of a generation so a token's lens is live rather
+than queued behind the whole run. `stop()` stops the job that is running; `job.stop()` stops one
+job, queued or running.
 """
 
 from __future__ import annotations
@@ -16,32 +18,36 @@ import logging
 import queue
 import threading
 from concurrent.futures import Future
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from ..messages.errors import NoModelError
-from ..messages.events import Event, Finished, LensResult, LoadProgress, ModelInfo
-from ..messages.interventions_spec import check_head_mask, normalize_head_mask
-from .dispatch import ANALYSES, job_kind, register_analysis
-from .job import Job
-from ..running.memory import return_freed_memory_promptly
+from ..messages.events import Finished, LensResult, ModelInfo
 from ..messages.requests import (
     AttributionRequest,
     DivergenceRequest,
+    DownloadRequest,
     HeadImportanceRequest,
     LensRequest,
     LensTableRequest,
     PatchingRequest,
     ProbeRequest,
+    RoutesRequest,
 )
-from ..messages.results import Attribution, Divergence, HeadImportance, LensTable, Patching
+from ..messages.results import Attribution, Divergence, Downloaded, HeadImportance, LensTable, Patching, Routes
 from ..messages.settings import GenerationRequest, HeadScale, LoadRequest
+from ..messages.threads import ThreadsRequest, ThreadsState
+from ..running.memory import return_freed_memory_promptly
+from ..running.threads import ThreadTuner, worker_tuner
+from .dispatch import ANALYSES, job_kind, register_analysis
+from .engine import LocalEngine
+from .job import Job
 
 log = logging.getLogger(__name__)
 
-EmitFn = Callable[[Event], None]
-ProgressFn = Callable[[LoadProgress], None]
-
 THREAD_NAME = "opt-engine-worker"
+IDLE_TICK_S = 0.5  # while no job waits, the worker wakes this often to keep its reading of the CPU load recent
+_CALL = "call"  # the kind of a job made by `call`: a function of the loaded model, in this process only
+
 
 def _lens(loaded, request: LensRequest, job: Job) -> LensResult:
     from ..running.lens import logit_lens
@@ -53,22 +59,20 @@ def _lens(loaded, request: LensRequest, job: Job) -> LensResult:
 def _divergence(loaded, r: DivergenceRequest, job: Job) -> Divergence:
     from ..running.scoring import divergence
 
-    return divergence(loaded, r.token_ids, r.base_mask, r.other_mask, r.base_hidden, r.other_hidden, stop=job.stop_event)
+    return divergence(loaded, r.token_ids, r.base_mask, r.other_mask, r.base_hidden, r.other_hidden, job=job)
 
 
 def _head_importance(loaded, r: HeadImportanceRequest, job: Job) -> HeadImportance:
     from ..running.scoring import head_importance
 
-    return head_importance(loaded, r.token_ids, r.n_prompt, r.scale, progress=job.progress, stop=job.stop_event,
-                           base_mask=r.base_mask, hidden=r.hidden)
+    return head_importance(loaded, r.token_ids, r.n_prompt, r.scale, base_mask=r.base_mask, hidden=r.hidden, job=job)
 
 
 def _attribution(loaded, r: AttributionRequest, job: Job) -> Attribution:
     from ..analyses.attribution import attribute
 
     return attribute(loaded, r.token_ids, r.target_id, method=r.method, steps=r.steps,
-                     alternative_id=r.alternative_id, head_mask=r.head_mask, hidden=r.hidden,
-                     progress=job.progress, stop=job.stop_event)
+                     alternative_id=r.alternative_id, head_mask=r.head_mask, hidden=r.hidden, job=job)
 
 
 def _patching(loaded, r: PatchingRequest, job: Job) -> Patching:
@@ -77,14 +81,20 @@ def _patching(loaded, r: PatchingRequest, job: Job) -> Patching:
 
     target = r.target_id if r.target_id is not None else one_token(loaded.tokenizer, r.target_text or "", "target")
     return patch(loaded, r.clean_ids, r.corrupt_ids, target, heads=r.heads, head_mask=r.head_mask,
-                 hidden=r.hidden, progress=job.progress, stop=job.stop_event)
+                 hidden=r.hidden, job=job)
 
 
 def _lens_table(loaded, r: LensTableRequest, job: Job) -> LensTable:
     from ..analyses.lens_table import lens_table
 
     return lens_table(loaded, r.token_ids, hidden_positions=r.hidden_positions, mask_schedule=r.mask_schedule,
-                      progress=job.progress, stop=job.stop_event)
+                      job=job)
+
+
+def _routes(loaded, r: RoutesRequest, job: Job) -> Routes:
+    from ..analyses.routes import routes
+
+    return routes(loaded, r.token_ids, hidden_positions=r.hidden_positions, mask_schedule=r.mask_schedule, job=job)
 
 
 def _probe(loaded, request: ProbeRequest, job: Job):
@@ -93,6 +103,18 @@ def _probe(loaded, request: ProbeRequest, job: Job):
     return capabilities(probe=True)
 
 
+def _threads(loaded, request: ThreadsRequest, job: Job) -> ThreadsState:
+    return worker_tuner().configure(request.threads)
+
+
+def _download(loaded, request: DownloadRequest, job: Job) -> Downloaded:
+    from ..loading.hub_download import download
+
+    return download(request, job)
+
+
+register_analysis(ThreadsRequest, "threads", "Setting the engine's threads", _threads, needs_model=False,
+                  result_types=(ThreadsState,))
 register_analysis(LensRequest, "lens", "The logit lens", _lens)
 register_analysis(DivergenceRequest, "divergence", "The comparison", _divergence)
 register_analysis(HeadImportanceRequest, "head_importance", "Head importance", _head_importance)
@@ -100,13 +122,20 @@ register_analysis(ProbeRequest, "probe", "Probing this machine", _probe, needs_m
 register_analysis(AttributionRequest, "attribution", "Attribution", _attribution, result_types=(Attribution,))
 register_analysis(PatchingRequest, "patching", "Activation patching", _patching, result_types=(Patching,))
 register_analysis(LensTableRequest, "lens_table", "The logit lens of the run", _lens_table, result_types=(LensTable,))
+register_analysis(RoutesRequest, "routes", "Computing the information-flow routes", _routes, result_types=(Routes,))
+# Downloads run where the engine runs (its machine's Hub cache), with the same stop and progress as any job.
+register_analysis(DownloadRequest, "download", "The download", _download, needs_model=False,
+                  result_types=(Downloaded,))
 
-_BETWEEN_STEPS = {LensRequest}  # small enough to run between two decode steps of a generation
+_BETWEEN_STEPS = {LensRequest, ThreadsRequest}  # small enough to run between two decode steps of a generation
 
 
-class EngineService:
-    def __init__(self) -> None:
+class EngineService(LocalEngine):
+    def __init__(self, threads: ThreadTuner | None = None) -> None:
+        """`threads`: what chooses torch's thread count on the worker (default: "auto", ThreadsRequest changes it)."""
         return_freed_memory_promptly()
+        self._threads = threads or ThreadTuner()
+        self.on_died = None  # never called: this engine ends only with the window's own process
         self._loaded = None  # engine.running.loaded.LoadedModel, touched only on the worker
         self._info: ModelInfo | None = None
         self._tokenizer = None
@@ -124,22 +153,13 @@ class EngineService:
     # --- state readable from any thread ------------------------------------------------------
 
     @property
-    def info(self) -> ModelInfo | None:
-        return self._info
-
-    @property
     def tokenizer(self):
         """The current model's (fast, thread-safe) tokenizer, for token counts on the caller's thread."""
         return self._tokenizer
 
     @property
-    def running(self) -> Job | None:
-        """The job the worker is running now, if any."""
-        return self._running
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
+    def threads(self) -> tuple[threading.Thread, ...]:
+        return (self._thread,)
 
     def count_tokens(self, text: str) -> int | None:
         """Prompt length in tokens, the leading `</s>` included; None before a model is loaded."""
@@ -147,7 +167,6 @@ class EngineService:
         return None if tok is None else len(tok(text)["input_ids"])
 
     def count_tokens_later(self, text: str) -> Future:
-        """count_tokens as a future, as an engine in another process answers it."""
         future: Future = Future()
         try:
             future.set_result(self.count_tokens(text))
@@ -163,12 +182,22 @@ class EngineService:
 
         `on_event` gets the job's events on the worker thread: LoadProgress for a load; Started,
         TokenGenerated, PromptScored, TokenGenerated, ... and always a final Finished for a generation
-        (events.py has the order); JobProgress
-        for the analyses that report it.
+        (events.py has the order); JobProgress for the analyses that report it.
         """
         job = Job(job_kind(request), request, origin=origin, on_event=on_event, stop=stop,
                   between_steps=type(request) in _BETWEEN_STEPS)
         job.on_start = on_start
+        self._queue_job(job)
+        return job
+
+    def call(self, fn: Callable, *args) -> Future:
+        """Run `fn(loaded_model, *args)` on the worker as a job of its own (tests, benchmarks): it
+        queues, stops and ends like any other job, shutdown included."""
+        job = Job(_CALL, (fn, args))
+        self._queue_job(job)
+        return job.future
+
+    def _queue_job(self, job: Job) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the engine has been shut down")
@@ -176,85 +205,33 @@ class EngineService:
                 self._between.put(job)
             else:
                 self._queue.put(job)
-        return job
 
     def stop(self) -> None:
-        """Stop the job that is running now (queued jobs stay queued: stop those with `job.stop()`)."""
         job = self._running
         if job is not None:
             job.stop()
 
-    def set_head_mask(self, mask: Sequence[HeadScale]) -> None:
-        """Change the head mask of the running generation, from its next token on (any thread).
-
-        The run reports the change as HeadMaskChanged. With no run going this does nothing: the
-        next request carries its own mask. A head the model lacks raises SettingsError here.
-        """
-        mask = normalize_head_mask(mask)
-        info = self._info
-        if info is not None:
-            check_head_mask(mask, info.n_layers, info.n_heads, info.label)
+    def _change_head_mask(self, mask: tuple[HeadScale, ...]) -> None:
         with self._lock:
             if self._generating:
                 self._mask_change = mask
 
-    # --- the same jobs as futures, for the CLI, tests and benchmarks ----------------------------
-
-    def load(self, request: LoadRequest, progress: ProgressFn | None = None) -> Future[ModelInfo]:
-        """Load a model. Fails with ModelLoadError; a source that cannot be found or is not OPT fails
-        before the current model is released, so the current model stays usable."""
-        return self.submit(request, on_event=progress).future
-
-    def generate(self, request: GenerationRequest, emit: EmitFn,
-                 stop: threading.Event | None = None) -> Future[Finished]:
-        """Run one generation, calling `emit` (on the worker thread) for each event; `stop` (or
-        `self.stop()`) ends it before the next forward step, or the next decoder layer, as "cancelled"."""
-        return self.submit(request, on_event=emit, stop=stop).future
-
-    def divergence(self, token_ids: Sequence[int], base_mask: Sequence[HeadScale] = (),
-                   other_mask: Sequence[HeadScale] = (), base_hidden: Sequence[int] = (),
-                   other_hidden: Sequence[int] = ()) -> Future[Divergence]:
-        return self.submit(DivergenceRequest(tuple(token_ids), tuple(base_mask), tuple(other_mask),
-                                             tuple(base_hidden), tuple(other_hidden))).future
-
-    def head_importance(self, token_ids: Sequence[int], n_prompt: int, scale: float = 0.0,
-                        progress: Callable[[int, int], None] | None = None,
-                        stop: threading.Event | None = None, base_mask: Sequence[HeadScale] = (),
-                        hidden: Sequence[int] = ()) -> Future[HeadImportance]:
-        """`progress(done, total)` is called on the worker after each head; a stop ends the job
-        between heads with `completed` False."""
-        on_event = None if progress is None else (lambda p: progress(p.done, p.total))
-        request = HeadImportanceRequest(tuple(token_ids), n_prompt, scale, tuple(base_mask), tuple(hidden))
-        return self.submit(request, on_event=on_event, stop=stop).future
-
-    def logit_lens(self, residual_rows, target_id: int | None, position: int = -1,
-                   top_k: int = 5) -> Future[LensResult]:
-        return self.submit(LensRequest(residual_rows, target_id, position, top_k)).future
-
-    def call(self, fn: Callable, *args) -> Future:
-        """Run `fn(loaded_model, *args)` on the worker (tests, benchmarks, the CLI's `info`)."""
-        future: Future = Future()
-
-        def run() -> None:
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn(self._loaded, *args))
-                except BaseException as exc:
-                    future.set_exception(exc)
-
-        self._queue.put(run)
-        return future
+    def restart(self) -> None:
+        raise RuntimeError("the engine in this process is still running (it ends only with the process)")
 
     # --- the worker ------------------------------------------------------------------------------
 
     def _work(self) -> None:
+        self._threads.bind()
         while True:
-            job = self._queue.get()
+            try:
+                job = self._queue.get(timeout=IDLE_TICK_S)
+            except queue.Empty:
+                self._threads.idle()
+                continue
             if job is None:
                 return
-            if callable(job) and not isinstance(job, Job):
-                job()
-                continue
+            self._threads.start_job(new_model=job.kind == "load")
             self._running = job
             try:
                 self._run(job)
@@ -267,6 +244,9 @@ class EngineService:
             job.run(lambda j: self._load(request, j), "Loading the model")
         elif job.kind == "generate":
             job.run(lambda j: self._generate(request, j), "Generation")
+        elif job.kind == _CALL:
+            fn, args = request
+            job.run(lambda j: fn(self._loaded, *args), "The engine call")
         else:
             a = ANALYSES[type(request)]
             job.run(lambda j: a.fn(self._require_model() if a.needs_model else self._loaded, request, j), a.doing)
@@ -280,11 +260,12 @@ class EngineService:
         from ..loading.loader import load_model, locate, resolve_device
 
         resolve_device(request.device)
-        folder = locate(request, job.emit, job.stop_event)  # a bad source fails here, keeping the current model
+        folder = locate(request, job)  # a bad source fails here, keeping the current model
+        job.check()
         self._loaded = None  # let the old weights go before the new ones arrive
         self._info = None
         self._tokenizer = None
-        loaded = load_model(request, progress=job.emit, stop=job.stop_event, folder=folder)
+        loaded = load_model(request, job, folder=folder)
         self._loaded = loaded
         self._tokenizer = loaded.tokenizer
         self._info = loaded.info
@@ -298,11 +279,12 @@ class EngineService:
             self._generating = True
             self._mask_change = None
         try:
-            return run_generation(loaded, request, job.emit, job.stop_event, between_steps=self._run_between_steps,
+            return run_generation(loaded, request, job, between_steps=self._between_steps,
                                   mask_change=self._take_mask_change)
         finally:
             with self._lock:
                 self._generating = False
+            log.info("Decoded with %s", self._threads.summary())
             self._run_between_steps()  # anything queued as the run ended
 
     def _take_mask_change(self) -> tuple[HeadScale, ...] | None:
@@ -310,19 +292,27 @@ class EngineService:
             mask, self._mask_change = self._mask_change, None
         return mask
 
-    def _run_between_steps(self) -> None:
-        """On the worker, between decode steps: run the small jobs that arrived during the run."""
+    def _between_steps(self) -> None:
+        """On the worker, after each token: time the decode step for the thread tuner, then run the small
+        jobs that arrived during the run (not timed)."""
+        self._threads.step()
+        if self._run_between_steps():
+            self._threads.restart_clock()
+
+    def _run_between_steps(self) -> bool:
+        """On the worker, between decode steps: run the small jobs that arrived during the run; True if any did."""
+        ran = False
         while True:
             try:
                 job = self._between.get_nowait()
             except queue.Empty:
-                return
+                return ran
             self._run(job)
+            ran = True
 
     # --- closing -----------------------------------------------------------------------------------
 
     def shutdown(self, wait: bool = True) -> None:
-        """Stop the running job, end the queued ones and (optionally) wait for the worker to end."""
         with self._lock:
             if self._closed:
                 return
@@ -334,18 +324,11 @@ class EngineService:
                     job = q.get_nowait()
                 except queue.Empty:
                     break
-                if isinstance(job, Job):
-                    job.abandon()
+                job.abandon()
         self._queue.put(None)
         if wait:
             self._thread.join()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait up to `timeout` s for the worker thread to end (after shutdown); True if it has."""
         self._thread.join(timeout)
         return not self._thread.is_alive()
-
-    @property
-    def threads(self) -> tuple[threading.Thread, ...]:
-        """The engine's worker thread(s), for tests that check nothing is left running."""
-        return (self._thread,)

@@ -3,31 +3,26 @@
 from __future__ import annotations
 
 import json
-import re
-import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from ...formatting import format_bytes
-from . import precision
+from . import accuracy, conversion, precision
 from ..running.attention import register as register_attention
 from ..running.loaded import LoadedModel
 from .demo import DEMO_LABEL, DEMO_RANDOM_LABEL, build_demo_model, build_demo_tokenizer, demo_folder
-from ..messages.errors import ModelLoadError
+from ..messages.errors import HubUnreachableError, JobCancelled, ModelLoadError
+from ..messages.errors import one_line as _one_line
+from ..messages.job_context import JobContext
 from ..messages.events import LoadProgress, ModelInfo
-from .hub_cache import DownloadCancelled, byte_tqdm
+from .folder_check import check_opt_config, check_tokenizer_files, local_folder
+from .hub_download import BytePosition, byte_tqdm
 from ..messages.settings import DEMO_RANDOM_SOURCE, DEMO_SOURCE, LoadRequest
 
 # The dtype the weights load in; int8 is quantised from float32 weights once they are loaded.
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.float32}
-
-
-
-
-_Cancelled = DownloadCancelled  # a stop during a download, or between the steps of a load
 
 
 def resolve_device(name: str) -> str:
@@ -44,61 +39,42 @@ def resolve_device(name: str) -> str:
     return name
 
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-def looks_like_path(source: str) -> bool:
-    """A source that cannot be a Hub id ('org/name') is taken as a folder path."""
-    return source.startswith((".", "/", "~", "\\")) or "\\" in source or not _HUB_ID.match(source)
-
-
-def locate(request: LoadRequest, progress: Callable[[LoadProgress], None] | None = None,
-           stop: threading.Event | None = None) -> Path | None:
+def locate(request: LoadRequest, job: JobContext | None = None) -> Path | None:
     """Find (or download) the checkpoint folder and check it is OPT; None for demo-random, made in code.
 
     Cheap failures (a precision mode this machine cannot run, no such folder, not OPT, Hub
-    unreachable) surface here, before the caller lets go of the model it already has.
+    unreachable) surface here, before the caller lets go of the model it already has. `job` hears
+    LoadProgress; a stop during a download raises JobCancelled.
     """
-    report = progress or (lambda p: None)
+    job = job if job is not None else JobContext()
     precision.check_mode(request.dtype, resolve_device(request.device), request.placement)
     if request.source == DEMO_RANDOM_SOURCE:
         return None
     try:
         # The trained demo ships with the app: the same checks and loading code as any folder.
         folder = demo_folder() if request.source == DEMO_SOURCE else _local_folder(
-            request.source, report, stop, request.revision)
-    except _Cancelled:
-        raise ModelLoadError(f"Loading {request.source} was cancelled.") from None
-    _check_opt_config(request.source, folder)
-    _check_tokenizer_files(request.source, folder)
+            request.source, job, request.revision)
+    except JobCancelled:
+        raise JobCancelled(f"Loading {request.source} was stopped.") from None  # the one exception a stop raises
+    check_opt_config(request.source, folder)
+    check_tokenizer_files(request.source, folder)
     return folder
 
 
-def check_folder(path: str | Path) -> str | None:
-    """None when `path` is an OPT checkpoint this app can load, else one line saying what is missing.
-
-    The same checks as a load (folder, config.json, model_type 'opt', weights, tokenizer files).
-    Imports torch (with this module): call it off the GUI thread.
-    """
-    try:
-        locate(LoadRequest(source=str(path)))
-    except ModelLoadError as exc:
-        return str(exc)
-    return None
-
-
-def load_model(request: LoadRequest, progress: Callable[[LoadProgress], None] | None = None,
-               stop: threading.Event | None = None, folder: Path | None = None) -> LoadedModel:
-    report = progress or (lambda p: None)
+def load_model(request: LoadRequest, job: JobContext | None = None, folder: Path | None = None) -> LoadedModel:
+    """Load the model `request` names. `job` hears LoadProgress and is checked between the steps
+    of the load (a stop raises JobCancelled); `folder` is what `locate` found, if it was called first."""
+    job = job if job is not None else JobContext()
+    report = job.emit
     source = request.source
     device = resolve_device(request.device)
     precision.check_mode(request.dtype, device, request.placement)
     if folder is None:
-        folder = locate(request, progress, stop)  # None for demo-random
+        folder = locate(request, job)  # None for demo-random
     # On the CPU an approximate mode starts from float32 weights (int8 is quantised from them), and
     # while they are in hand the mode is measured against them, where a float32 copy fits in memory.
     measure = (device == "cpu" and precision.is_approximate(request.dtype) and request.placement == "one-device"
-               and (request.dtype == "int8" or precision.float32_copy_fits(folder)))
+               and (request.dtype == "int8" or accuracy.float32_copy_fits(folder)))
     dtype = torch.float32 if measure else _DTYPES[request.dtype]
     try:
         if source == DEMO_RANDOM_SOURCE:
@@ -108,23 +84,24 @@ def load_model(request: LoadRequest, progress: Callable[[LoadProgress], None] | 
         else:
             report(LoadProgress("Loading the tokenizer…"))
             tokenizer = _load_tokenizer(source, folder)
+            job.check()
             report(LoadProgress("Loading the weights…"))
             model = _load_weights(source, folder, dtype, device, request)
-        if stop is not None and stop.is_set():
-            raise _Cancelled
+        job.check()
         if not getattr(model, "hf_device_map", None):  # accelerate already placed a spread model
             model.to(device)
         model.eval()
         # SDPA returns no attention weights; the engine's chunked eager attention hands them to the capture.
         model.set_attn_implementation(register_attention())
         n_params = sum(p.numel() for p in model.parameters())  # before int8 takes weights out of parameters()
-        accuracy = None
+        drift = None  # the mode against float32, when it was measured
         if measure:
-            accuracy = _convert_measured(model, tokenizer, request.dtype, device, report)
+            drift = _convert_measured(model, tokenizer, request.dtype, device, report)
         elif not getattr(model, "hf_device_map", None):  # loaded in its dtype: lay weights out for the device
-            precision.convert(model, request.dtype, device)
-    except _Cancelled:
-        raise ModelLoadError(f"Loading {source} was cancelled.") from None
+            conversion.convert(model, request.dtype, device)
+        job.check()
+    except JobCancelled:
+        raise JobCancelled(f"Loading {source} was stopped.") from None
     except ModelLoadError:
         raise
     except (torch.OutOfMemoryError, MemoryError):
@@ -141,39 +118,28 @@ def load_model(request: LoadRequest, progress: Callable[[LoadProgress], None] | 
 
     report(LoadProgress("Ready", 1.0))
     info = replace(_model_info(source, model, request.dtype, device), n_params=n_params,
-                   memory_bytes=precision.footprint(model), accuracy=accuracy)
+                   memory_bytes=conversion.footprint(model), accuracy=drift)
     return LoadedModel(model=model, tokenizer=tokenizer, info=info, device=torch.device(device))
 
 
 def _convert_measured(model, tokenizer, dtype_name: str, device: str, report):
     """Turn a loaded float32 model into `dtype_name` in place; returns its ModeAccuracy against float32."""
     bos = model.config.bos_token_id if model.config.bos_token_id is not None else 2
-    ids = precision.reference_ids(tokenizer, bos)[:, : model.config.max_position_embeddings]  # fits the context
+    ids = accuracy.reference_ids(tokenizer, bos)[:, : model.config.max_position_embeddings]  # fits the context
     report(LoadProgress(f"Measuring {dtype_name} against float32…"))
-    reference = precision.next_token_logprobs(model, ids)
+    reference = accuracy.next_token_logprobs(model, ids)
     report(LoadProgress(f"Converting the weights to {dtype_name}…"))
-    precision.convert(model, dtype_name, device)
-    return precision.compare(reference, precision.next_token_logprobs(model, ids))
+    conversion.convert(model, dtype_name, device)
+    return accuracy.compare(reference, accuracy.next_token_logprobs(model, ids))
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def _local_folder(source: str, report, stop, revision: str | None = None) -> Path:
+def _local_folder(source: str, job: JobContext, revision: str | None = None) -> Path:
     """A folder holding the checkpoint: the source itself, or the Hub snapshot (downloaded or cached)."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise ModelLoadError(f"{source} is a file, not a model folder: choose the folder that holds config.json.")
-    if looks_like_path(source):
-        raise ModelLoadError(f"No such folder: {source}")
-    return _hub_snapshot(source, report, stop, revision)
+    folder = local_folder(source)
+    return folder if folder is not None else _hub_snapshot(source, job, revision)
 
 
-def _hub_snapshot(repo_id: str, report, stop, revision: str | None = None) -> Path:
+def _hub_snapshot(repo_id: str, job: JobContext, revision: str | None = None) -> Path:
     """The checkpoint's folder in the shared Hugging Face cache, downloading what is missing.
 
     A complete cached snapshot is used without touching the network (instant, and no timeout when
@@ -188,19 +154,21 @@ def _hub_snapshot(repo_id: str, report, stop, revision: str | None = None) -> Pa
         RevisionNotFoundError,
     )
 
-    from . import hub_cache
+    from . import hub_cache, hub_download, hub_probe
 
+    report = job.emit
     cached = hub_cache.cached_snapshot(repo_id, revision=revision)
     if cached is not None:
         report(LoadProgress(f"Found {repo_id} in the Hugging Face cache"))
         return cached
-    unreachable = f"Cannot load {repo_id}: {hub_cache.unreachable_reason()} and the model is not in the local cache."
-    if not hub_cache.hub_reachable():
-        raise ModelLoadError(unreachable)
+    unreachable = f"Cannot load {repo_id}: {hub_probe.unreachable_reason()} and the model is not in the local cache."
+    if not hub_probe.hub_reachable():
+        raise HubUnreachableError(unreachable)
     try:
         report(LoadProgress(f"Fetching {repo_id}…", 0.0))
-        return hub_cache.fetch_snapshot(repo_id, tqdm_class=_progress_tqdm(report, stop), revision=revision)
-    except _Cancelled:
+        with hub_download.stoppable(repo_id, job):  # a stop leaves no partial files behind
+            return hub_download.fetch_snapshot(repo_id, tqdm_class=_progress_tqdm(job, repo_id), revision=revision)
+    except JobCancelled:
         raise
     except GatedRepoError:  # a subclass of RepositoryNotFoundError: test it first
         raise ModelLoadError(f"{repo_id} is gated on the Hub: log in with `hf auth login` and accept its licence.") from None
@@ -209,44 +177,21 @@ def _hub_snapshot(repo_id: str, report, stop, revision: str | None = None) -> Pa
     except RevisionNotFoundError:
         raise ModelLoadError(f"{repo_id}: the requested revision does not exist on the Hub.") from None
     except LocalEntryNotFoundError:
-        raise ModelLoadError(unreachable) from None
+        raise HubUnreachableError(unreachable) from None
     except OSError as exc:
         raise ModelLoadError(f"Cannot download {repo_id}: {_one_line(exc)}") from None
 
 
-def _progress_tqdm(report, stop):
+def _progress_tqdm(job: JobContext, repo_id: str):
     """huggingface_hub's byte counts as LoadProgress; a stop raises inside the download."""
+    report = job.emit
 
-    def on_update(bar) -> None:
-        if bar.total:
-            what = bar.desc or "weights"  # huggingface_hub's own bars already say "Downloading ..."
-            what = what if what.lower().startswith("download") else f"Downloading {what}"
-            report(LoadProgress(f"{what}: {format_bytes(bar.n)} / {format_bytes(bar.total)}",
-                                min(1.0, bar.n / bar.total)))
+    def on_bytes(done: int, total: int) -> None:
+        if total:
+            report(LoadProgress(f"Downloading {repo_id}: {format_bytes(done)} / {format_bytes(total)}",
+                                min(1.0, done / total)))
 
-    return byte_tqdm(on_update, stop if stop is not None else threading.Event())
-
-
-def _check_opt_config(source: str, folder: Path) -> None:
-    cfg_path = folder / "config.json"
-    if not cfg_path.is_file():
-        raise ModelLoadError(f"{source} is not an OPT checkpoint: it has no config.json.")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise ModelLoadError(f"{source} is not an OPT checkpoint: its config.json is not valid JSON.") from None
-    model_type = cfg.get("model_type") if isinstance(cfg, dict) else None
-    if model_type != "opt":
-        raise ModelLoadError(f"{source} is not an OPT checkpoint (its model_type is {model_type!r}, not 'opt').")
-    if not any(folder.glob("*.safetensors")) and not any(folder.glob("pytorch_model*.bin")):
-        raise ModelLoadError(f"{source} has no weights (no *.safetensors or pytorch_model.bin).")
-
-
-def _check_tokenizer_files(source: str, folder: Path) -> None:
-    """Fail before the current model is let go, rather than after the weights have loaded."""
-    if (folder / "tokenizer.json").is_file() or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
-        return
-    raise ModelLoadError(f"{source} has no tokenizer files (tokenizer.json, or vocab.json and merges.txt).")
+    return byte_tqdm(BytePosition(on_bytes).update, job)
 
 
 def _load_tokenizer(source: str, folder: Path):

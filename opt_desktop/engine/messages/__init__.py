@@ -1,1 +1,1 @@
-"""Plain data that crosses every boundary: settings, requests, events, results, errors."""
+"""Plain data that crosses every boundary (settings, requests, events, results, errors); the job context."""

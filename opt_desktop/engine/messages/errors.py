@@ -15,6 +15,15 @@ class ModelLoadError(EngineError):
     """A model source could not be loaded; the message names the source and the cause."""
 
 
+class HubUnreachableError(ModelLoadError):
+    """A Hub id is neither in the local cache nor reachable (offline mode, no network); front ends
+    can offer a model that needs no network."""
+
+
+class DownloadError(EngineError):
+    """A download into the Hub cache failed; the message says why in words a person can act on."""
+
+
 class PromptError(EngineError):
     """The prompt cannot be run (for example, it is longer than the model's context)."""
 
@@ -25,6 +34,12 @@ class NoModelError(EngineError):
 
 class JobCancelled(EngineError):
     """A job saw its stop event between two chunks of work and ended early; its job ends "cancelled"."""
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its class name when it has none)."""
+    text = str(exc).strip().splitlines()
+    return text[0][:limit] if text else type(exc).__name__
 
 
 def describe_error(exc: BaseException, doing: str) -> tuple[str, str]:

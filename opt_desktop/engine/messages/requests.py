@@ -85,3 +85,25 @@ class LensTableRequest:
     hidden_positions: tuple[int, ...] = ()
     # (first position, head mask as (layer, head, scale) triples): the mask each position ran under
     mask_schedule: tuple = ((0, ()),)
+
+
+@dataclass(frozen=True)
+class RoutesRequest:
+    """The information-flow routes of every position of a finished run (routes.py), teacher-forced."""
+
+    token_ids: tuple[int, ...]
+    hidden_positions: tuple[int, ...] = ()
+    # (first position, head mask as (layer, head, scale) triples): the mask each position ran under
+    mask_schedule: tuple = ((0, ()),)
+
+
+@dataclass(frozen=True)
+class DownloadRequest:
+    """Fetch what loading `repo_id` needs into the Hugging Face cache of the machine the engine runs on.
+
+    `cache`: another cache folder than the shared one (tests, a person's own HF_HUB_CACHE); None is
+    huggingface_hub's (HF_HUB_CACHE, else HF_HOME/hub)."""
+
+    repo_id: str
+    revision: str | None = None
+    cache: str | None = None

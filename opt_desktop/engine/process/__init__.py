@@ -1,1 +1,1 @@
-"""The engine in another process: the wire protocol, the child's main loop, the parent's proxy."""
+"""The engine elsewhere: the wire protocol, its transports, the child's main loop, the window's side of it."""

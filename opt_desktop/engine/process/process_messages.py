@@ -12,10 +12,11 @@ from typing import Any
 
 from ..jobs import job, service
 from ..loading import precision
-from ..messages import events, requests, results, settings
+from ..messages import events, job_context, requests, results, settings
+from . import protocol
 from .protocol import register
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = protocol.PROTOCOL_VERSION  # the messages' version is the frames': one number for both
 
 
 @dataclass(frozen=True)
@@ -77,12 +78,12 @@ class TokenCount:
 
 
 register(Submit, Stop, SetHeadMask, CountTokens, Shutdown, Hello, JobRunning, JobEvent, JobEnded, TokenCount,
-         job.JobEnd, job.JobProgress, precision.Capabilities, results.Divergence, results.HeadImportance,
+         job.JobEnd, job_context.JobProgress, precision.Capabilities, results.Divergence, results.HeadImportance,
          requests.LensRequest, requests.DivergenceRequest, requests.HeadImportanceRequest, requests.ProbeRequest,
          events.ModeAccuracy, events.ModelInfo, events.LoadProgress, events.StepStats, events.Started,
          events.PromptScored, events.TokenGenerated, events.HeadMaskChanged, events.Notice, events.Finished,
          events.LensResult, settings.LoadRequest, settings.GenerationRequest, settings.GenerationSettings,
          settings.InspectSettings, settings.HeadScale)
-# Every analysis the engine runs may cross, with its results (service.py registers them).
+# Every analysis the engine runs may cross, with its results (dispatch.py's table, which service.py fills).
 for _request_type, _analysis in service.ANALYSES.items():
     register(_request_type, *_analysis.result_types)

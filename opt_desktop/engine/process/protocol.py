@@ -1,8 +1,10 @@
 """The wire format between the window and its engine process: JSON plus raw array bytes, no pickle.
 
-A frame is a 12-byte header (magic b"OPTE", then the JSON length and the blob length as
-little-endian uint32), the JSON text (UTF-8), then the blob. In the JSON, values that JSON cannot
-hold are tagged objects:
+A frame is a 16-byte header (b"OPT" and the protocol version as one byte, then the JSON length as
+a little-endian uint32 and the blob length as a little-endian uint64), the JSON text (UTF-8), then
+the blob. Every frame names its version, so a peer of another version is recognised by its first
+frame (version 1 began its frames with b"OPTE" and had a uint32 blob length). In the JSON, values
+that JSON cannot hold are tagged objects:
 
     {"$t": "Started", ...fields}            a registered dataclass (only these types are ever built)
     {"$m": "GenerationRequest", "v": {...}} a registered pydantic model, as its model_dump(mode="json")
@@ -25,8 +27,10 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-MAGIC = b"OPTE"
-_HEADER = struct.Struct("<4sII")
+PROTOCOL_VERSION = 2  # of the frames and of the messages (process_messages.py): bump it when either changes
+MAGIC = b"OPT"
+_VERSION_1 = b"OPTE"  # how version 1's frames began (its header had no version field)
+_HEADER = struct.Struct("<3sBIQ")
 MAX_JSON = 64 * 2**20  # a frame's JSON: events are small; a session-sized frame would be a bug
 MAX_BLOB = 8 * 2**30  # arrays: full attention rows of a long prompt can be large, but not unbounded
 
@@ -35,7 +39,19 @@ _MODELS: dict[str, type] = {}
 
 
 class ProtocolError(Exception):
-    """A frame that is not what this protocol writes (a broken pipe, a process of another version)."""
+    """What arrived is not an engine frame of this protocol (a stray print, a garbled pipe)."""
+
+
+class VersionMismatch(ProtocolError):
+    """The other end speaks another version of the protocol."""
+
+    def __init__(self, version: int):
+        super().__init__(f"the other end speaks protocol version {version}, this one {PROTOCOL_VERSION}")
+        self.version = version
+
+
+class Unsendable(TypeError):
+    """A message that cannot be written as a frame: a type that is not registered, or too large."""
 
 
 def register(*types: type) -> None:
@@ -57,6 +73,8 @@ class _Writer:
     def encode(self, value: Any) -> Any:
         if value is None or isinstance(value, (bool, str)):
             return value
+        if isinstance(value, np.bool_):
+            return bool(value)
         if isinstance(value, (int, np.integer)):
             return int(value)
         if isinstance(value, (float, np.floating)):
@@ -84,14 +102,21 @@ class _Writer:
             return out
         if name in _MODELS and type(value) is _MODELS[name]:
             return {"$m": name, "v": value.model_dump(mode="json")}
-        raise TypeError(f"{name} cannot be sent to the engine process (not registered)")
+        raise Unsendable(f"{name} cannot be sent to the engine process (not registered)")
 
 
 def encode(message: Any) -> list:
-    """The frame for `message` as a list of buffers to write in order (the arrays are not copied)."""
+    """The frame for `message` as a list of buffers to write in order (the arrays are not copied).
+    Unsendable for a message that no frame can hold; nothing is written then."""
     w = _Writer()
-    text = json.dumps(w.encode(message), ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-    return [_HEADER.pack(MAGIC, len(text), w.size), text, *w.parts]
+    try:
+        text = json.dumps(w.encode(message), ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    except (ValueError, RecursionError) as exc:  # a circular structure; json's own refusals
+        raise Unsendable(f"{type(message).__name__} cannot be written as JSON ({exc})") from None
+    if len(text) > MAX_JSON or w.size > MAX_BLOB:
+        raise Unsendable(f"a frame of {len(text):,} bytes of JSON and {w.size:,} bytes of arrays is larger than "
+                         f"this protocol allows ({MAX_JSON:,} and {MAX_BLOB:,})")
+    return [_HEADER.pack(MAGIC, PROTOCOL_VERSION, len(text), w.size), text, *w.parts]
 
 
 def write(stream: BinaryIO, message: Any) -> None:
@@ -100,7 +125,7 @@ def write(stream: BinaryIO, message: Any) -> None:
     stream.flush()
 
 
-def _read_exactly(stream: BinaryIO, n: int) -> bytearray:
+def _read_exactly(stream: BinaryIO, n: int, check=None) -> bytearray:
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
@@ -109,15 +134,30 @@ def _read_exactly(stream: BinaryIO, n: int) -> bytearray:
         if not k:
             raise EOFError("the engine process closed the pipe")
         got += k
+        if check is not None:
+            check(bytes(buf[:got]))
     return buf
 
 
+def _check_start(start: bytes) -> None:
+    """Judge a frame by its first bytes, as they arrive: a stray line ("Hello\n") is refused at
+    once rather than waited on until 16 bytes have come."""
+    version = start[len(MAGIC)] if len(start) > len(MAGIC) else None
+    if start[:4] == _VERSION_1:
+        raise VersionMismatch(1)
+    # A version is a small number: "OPTIONS" on a line of its own is text, not a frame of version 73.
+    if not MAGIC.startswith(start[:len(MAGIC)]) or (version is not None and version >= 0x20):
+        shown = start[:len(MAGIC) + 1].decode("utf-8", "replace")
+        raise ProtocolError(f"it began with {shown!r}")
+    if version is not None and version != PROTOCOL_VERSION:
+        raise VersionMismatch(version)
+
+
 def read(stream: BinaryIO) -> Any:
-    """The next message; EOFError at the end of the stream, ProtocolError for anything malformed."""
-    header = _read_exactly(stream, _HEADER.size)
-    magic, n_json, n_blob = _HEADER.unpack(header)
-    if magic != MAGIC:
-        raise ProtocolError("not an engine frame")
+    """The next message; EOFError at the end of the stream, ProtocolError for anything malformed
+    (VersionMismatch for a frame of another version)."""
+    header = _read_exactly(stream, _HEADER.size, _check_start)
+    _magic, _version, n_json, n_blob = _HEADER.unpack(header)
     if n_json > MAX_JSON or n_blob > MAX_BLOB:
         raise ProtocolError(f"a frame of {n_json + n_blob:,} bytes is larger than this protocol allows")
     text = _read_exactly(stream, n_json)

@@ -14,6 +14,8 @@ import os
 import sys
 import threading
 
+from ..jobs.job import JobEnd
+from ..messages import errors
 from . import protocol
 from .process_messages import (
     PROTOCOL_VERSION,
@@ -32,24 +34,6 @@ from .process_messages import (
 log = logging.getLogger("opt_desktop.engine.process.worker")
 
 LOG_FILE = "opt-desktop-engine.log"
-NICENESS = 10  # CFS weight 110 against the window's 1024: the window gets ~90% of a core it asks for
-
-
-def yield_to_window() -> None:
-    """Run below normal priority. On 2 cores torch's threads otherwise take the cores the window needs
-    to paint, and every repaint takes two or three times as long while tokens stream; lowered, the engine
-    still gets every cycle the window leaves idle."""
-    try:
-        if sys.platform == "win32":
-            import ctypes
-
-            below_normal = 0x4000
-            kernel32 = ctypes.windll.kernel32
-            kernel32.SetPriorityClass(kernel32.GetCurrentProcess(), below_normal)
-        else:
-            os.nice(NICENESS)
-    except (OSError, AttributeError):  # a sandbox may forbid it: the engine only runs at normal priority
-        log.debug("Could not lower the engine's priority", exc_info=True)
 
 
 class _Channel:
@@ -62,18 +46,36 @@ class _Channel:
         self.broken = False
 
     def send(self, message) -> None:
+        """Write one frame; protocol.Unsendable (nothing written) for a message no frame can hold."""
+        parts = protocol.encode(message)  # before the lock: a message that cannot be sent writes nothing
         if self.broken:
             return
         with self.lock:
             try:
-                protocol.write(self.stream, message)
-            except (BrokenPipeError, OSError, ValueError):
+                for part in parts:
+                    self.stream.write(part)
+                self.stream.flush()
+            except (OSError, ValueError):
                 self.broken = True  # the window is gone; the read loop ends too
+
+    def send_end(self, number: int, end, error: str, model) -> None:
+        """A job's one end, whatever its result holds: if the result cannot cross, the end still
+        does, as an error that says why."""
+        try:
+            self.send(JobEnded(number, end, error, model))
+            return
+        except Exception as exc:  # noqa: BLE001 - Unsendable, or anything else the encoder met
+            line = (f"The job's result could not be sent to the window ({errors.one_line(exc)}); "
+                    "the engine's log has the details.")
+            log.exception("The end of job %d could not be sent to the window", number)
+        failed = JobEnd("error", line, details=end.details)
+        try:
+            self.send(JobEnded(number, failed, "", model))
+        except Exception:  # noqa: BLE001 - even the model's info would not go: the bare end does
+            self.send(JobEnded(number, failed))
 
 
 def _error_name(exc: BaseException | None) -> str:
-    from ..messages import errors
-
     if exc is None:
         return ""
     name = type(exc).__name__
@@ -94,17 +96,15 @@ def serve(stdin, stdout) -> None:
             job = engine.submit(msg.request, on_event=lambda e: channel.send(JobEvent(number, e)),
                                 on_start=lambda: channel.send(JobRunning(number)))
         except Exception as exc:  # noqa: BLE001 - a request the engine refuses ends its job at once
-            from ..jobs.job import JobEnd, describe_error
-
-            message, details = describe_error(exc, "The engine")
-            channel.send(JobEnded(number, JobEnd("error", message, details), _error_name(exc), engine.info))
+            message, details = errors.describe_error(exc, "The engine")
+            channel.send_end(number, JobEnd("error", message, details), _error_name(exc), engine.info)
             return
         jobs[number] = job
 
         def ended(future) -> None:
             jobs.pop(number, None)
             exc = None if future.cancelled() else future.exception()
-            channel.send(JobEnded(number, job.end, _error_name(exc), engine.info))
+            channel.send_end(number, job.end, _error_name(exc), engine.info)
 
         job.future.add_done_callback(ended)
 
@@ -146,10 +146,15 @@ def main() -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from ..running.threads import prepare_environment
     from ...logs import setup_logging
 
+    # The engine runs at the window's own priority. Lowered (it was at nice 10) it got a tenth of a core
+    # beside any busy program and decoded 3-30x slower, while the window's timer was no more punctual.
+    # The window keeps a core by other means: its CPU time counts as taken when "auto" chooses the
+    # engine's threads, and OpenMP threads with nothing to do spin 0.3 ms before they sleep, not 3.
+    prepare_environment()  # before torch loads
     setup_logging(file_name=LOG_FILE)
-    yield_to_window()
     try:
         serve(sys.stdin.buffer, out)
     except protocol.ProtocolError:

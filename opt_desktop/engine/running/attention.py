@@ -19,7 +19,7 @@ import functools
 import torch
 
 from .scratch import Scratch
-from .stopping import raise_if_stopped
+from ..messages.job_context import JobContext
 
 ATTN_IMPLEMENTATION = "opt_desktop_capture"
 SINK_ATTRIBUTE = "_opt_desktop_attention_sink"
@@ -71,7 +71,8 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.where(mask, torch.zeros((), dtype=dtype, device=mask.device), torch.finfo(dtype).min)
 
 
-def weight_blocks(query, key, mask, first_query: int, scaling: float = 1.0, stop=None, causal_keys: bool = True,
+def weight_blocks(query, key, mask, first_query: int, scaling: float = 1.0, job: JobContext | None = None,
+                  causal_keys: bool = True,
                   scratch: Scratch | None = None):
     """A prompt's attention weights, recomputed a block of queries at a time.
 
@@ -82,7 +83,7 @@ def weight_blocks(query, key, mask, first_query: int, scaling: float = 1.0, stop
     float32 whatever the model's dtype. Both live in `scratch` buffers that the next block reuses:
     use them before asking for it. With `causal_keys`, a block of a causal prompt spans only the
     keys up to its last query (the others would get weight 0); otherwise every block spans all k
-    keys. `stop` is checked between blocks."""
+    keys. `job` (if any) is checked between blocks."""
     q_len, k_len = query.shape[-2], key.shape[-2]
     heads, device = query.shape[1], query.device
     scratch = scratch if scratch is not None else Scratch()
@@ -93,7 +94,8 @@ def weight_blocks(query, key, mask, first_query: int, scaling: float = 1.0, stop
     future = torch.ones(step, step, dtype=torch.bool, device=device).triu(1) if mask is None else None
     lowest = torch.finfo(torch.float32).min
     for start in range(0, q_len, step):
-        raise_if_stopped(stop)
+        if job is not None:
+            job.check()
         end = min(q_len, start + step)
         q0, q1 = first_query + start, first_query + end  # positions of the block's queries
         keys = q1 if causal_keys and mask is None else k_len

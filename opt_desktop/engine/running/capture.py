@@ -26,7 +26,7 @@ from ..messages.events import ATTENTION_STATS, HIDDEN_STATS, StepStats
 from .role_stats import InductionTargets, induction_pairs, role_stats
 from .scratch import Scratch
 from ..messages.settings import InspectSettings
-from .stopping import raise_if_stopped
+from ..messages.job_context import JobContext
 
 _PROMPT_CHUNK = 128  # prompt rows per vocabulary projection: 128 x 50k float32 logits, 26 MB
 
@@ -144,7 +144,7 @@ class Capture:
     """Hooks on one OPT model for one run. Use as a context manager; after the first forward (the
     prefill) call `finish_prompt()`, then `take_step(0)`; after each later forward, `take_step(start)`."""
 
-    def __init__(self, model, inspect: InspectSettings, prompt_ids: torch.Tensor, stop=None):
+    def __init__(self, model, inspect: InspectSettings, prompt_ids: torch.Tensor, job: JobContext | None = None):
         self.model = model
         self.decoder = model.model.decoder
         self.layers = list(self.decoder.layers)
@@ -154,7 +154,7 @@ class Capture:
         # input: the induction statistic's targets. None when a forward was fed embeddings instead.
         self._ids: torch.Tensor | None = prompt_ids[:0]
         self._prompt_targets: InductionTargets | None = None  # the prompt's, found at its first block
-        self.stop = stop  # threading.Event: the prompt's statistics are seconds of blocks, each a place to stop
+        self.job = job if job is not None else JobContext()  # the prompt's statistics are seconds of blocks, each a place to stop
         self.n_layers = len(self.layers)
         self.residual_dtype = residual_dtype(model.config)
         # The prompt is reduced after the first token, its queries recomputed from each layer's input,
@@ -284,7 +284,7 @@ class Capture:
         Layer by layer, so each row is reduced (and kept, see residual_dtype) and let go as soon as
         its layer's attention is done with it; then the vocabulary at every position."""
         for layer in range(self.n_layers):
-            raise_if_stopped(self.stop)
+            self.job.check()
             pending = self._prompt_keys[layer]
             if pending is not None:
                 key, mask, first_query, scaling = pending
@@ -310,7 +310,7 @@ class Capture:
     def _reduce_prompt_attention(self, layer: int, query, key, mask, first_query: int, scaling: float) -> None:
         keep_rows = self.inspect.keep_attention_rows
         # Kept rows have every key (one (H, q, k) array per layer); statistics need only the causal part.
-        for weights, scores, q0 in weight_blocks(query, key, mask, first_query, scaling, self.stop,
+        for weights, scores, q0 in weight_blocks(query, key, mask, first_query, scaling, self.job,
                                                  causal_keys=not keep_rows, scratch=self._scratch):
             if keep_rows:
                 self._rows[layer].append(weights.to(torch.float16).cpu().numpy())
@@ -338,7 +338,7 @@ class Capture:
         top_probs = torch.full((P, K), float("nan"))
         head = self.model.lm_head
         for i0 in range(0, P - 1, _PROMPT_CHUNK):
-            raise_if_stopped(self.stop)
+            self.job.check()
             i1 = min(P - 1, i0 + _PROMPT_CHUNK)
             logits = head_logits(head, final_hidden[i0:i1], self._scratch)
             targets = self.prompt_ids[i0 + 1:i1 + 1].to(logits.device)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import threading
 import time
 from typing import Callable
 
@@ -14,7 +13,8 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from .attention import new_cache
 from .capture import Capture, distribution_stats
 from ..messages.errors import EngineError, JobCancelled, PromptError
-from ..messages.events import Event, Finished, HeadMaskChanged, Notice, PromptScored, Started, TokenGenerated
+from ..messages.job_context import JobContext
+from ..messages.events import Finished, HeadMaskChanged, Notice, PromptScored, Started, TokenGenerated
 from .interventions import HeadMask, attention_inputs
 from ..messages.interventions_spec import check_head_mask, check_hidden_positions, mask_triples, normalize_head_mask
 from .loaded import LoadedModel
@@ -41,20 +41,20 @@ class _StepObserver(StoppingCriteria):
         self.run.on_token(int(input_ids[0, -1]))
         self.run.between_steps()
         self.run.apply_mask_change()
-        stop = self.run.stop.is_set()
+        stop = self.run.job.stopped
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
 class _Run:
-    def __init__(self, loaded: LoadedModel, request: GenerationRequest, emit: Callable[[Event], None],
-                 stop: threading.Event, between_steps: Callable[[], None] = lambda: None,
+    def __init__(self, loaded: LoadedModel, request: GenerationRequest, job: JobContext,
+                 between_steps: Callable[[], None] = lambda: None,
                  mask_change: MaskSource = lambda: None):
         self.between_steps = between_steps
         self.mask_change = mask_change
         self.loaded = loaded
         self.request = request
-        self.emit = emit
-        self.stop = stop
+        self.job = job
+        self.emit = job.emit
         self.tokenizer = loaded.tokenizer
         self.info = loaded.info
         self.generated: list[int] = []
@@ -138,15 +138,15 @@ class _Run:
         if settings.stop_strings:
             kwargs["tokenizer"] = self.tokenizer
         model = self.loaded.model
-        with torch.inference_mode(), HeadMask(model, mask) as head_mask, StopBetweenLayers(model, self.stop), \
-                Capture(model, self.request.inspect, input_ids[0], self.stop) as capture:
+        with torch.inference_mode(), HeadMask(model, mask) as head_mask, StopBetweenLayers(model, self.job), \
+                Capture(model, self.request.inspect, input_ids[0], self.job) as capture:
             self.capture = capture
             self.head_mask = head_mask
             try:
                 model.generate(input_ids, **kwargs)
             except JobCancelled:
                 cancelled = True
-        cancelled = cancelled or self.stop.is_set()
+        cancelled = cancelled or self.job.stopped
         return self.finish("cancelled" if cancelled else None)
 
     # --- per token ----------------------------------------------------------------------------
@@ -196,7 +196,7 @@ class _Run:
             return
         new = normalize_head_mask(new)
         index = len(self.generated)
-        ending = (self.stop.is_set() or index >= self.max_new
+        ending = (self.job.stopped or index >= self.max_new
                   or (index and self.generated[-1] == self.info.eos_token_id))
         if ending or new == self.head_mask.mask:
             return  # no token will be produced under it, or nothing changes
@@ -223,10 +223,11 @@ class _Run:
                         memory_bytes=memory_in_use(self.loaded.device), message=message)
 
 
-def run_generation(loaded: LoadedModel, request: GenerationRequest, emit: Callable[[Event], None],
-                   stop: threading.Event, between_steps: Callable[[], None] = lambda: None,
+def run_generation(loaded: LoadedModel, request: GenerationRequest, job: JobContext,
+                   between_steps: Callable[[], None] = lambda: None,
                    mask_change: MaskSource = lambda: None) -> Finished:
-    """Generate on the calling thread (the engine's worker), emitting events; returns the summary.
+    """Generate on the calling thread (the engine's worker), emitting events to `job`; returns the
+    summary. A stop of `job` ends the run before its next step, or its next decoder layer, as "cancelled".
 
     `between_steps` is called after each token, before the next forward step (small side jobs).
     `mask_change` is polled there too: it returns (and forgets) a head mask set during the run, or
@@ -234,7 +235,7 @@ def run_generation(loaded: LoadedModel, request: GenerationRequest, emit: Callab
 
     Once Started has been emitted the run always ends with a Finished event, "error" (with the
     message) included, so what it produced up to the failure is kept and labelled as such."""
-    run = _Run(loaded, request, emit, stop, between_steps, mask_change)
+    run = _Run(loaded, request, job, between_steps, mask_change)
     try:
         finished = run.run()
     except BaseException as exc:
@@ -244,9 +245,9 @@ def run_generation(loaded: LoadedModel, request: GenerationRequest, emit: Callab
         else:
             error = exc
         if run.started:
-            emit(run.finish("error", describe_error(error, "Generation")[0]))
+            job.emit(run.finish("error", describe_error(error, "Generation")[0]))
         if error is exc:
             raise
         raise error from None
-    emit(finished)
+    job.emit(finished)
     return finished

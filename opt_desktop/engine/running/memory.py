@@ -1,4 +1,4 @@
-"""Memory in use, for status bars and run summaries."""
+"""Memory in use, for status bars and run summaries, and memory still free."""
 
 from __future__ import annotations
 
@@ -12,6 +12,21 @@ def process_rss() -> int | None:
         with open("/proc/self/statm", "rb") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
+        return None
+
+
+def available_memory() -> int | None:
+    """Memory the system can give this process now, in bytes (Linux MemAvailable; sysconf elsewhere)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
         return None
 
 

@@ -7,23 +7,21 @@ sequence never holds a 2,048 x 50k logit matrix.
 
 from __future__ import annotations
 
-import threading
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..messages.errors import JobCancelled, PromptError
+from ..messages.job_context import JobContext
 from .interventions import HeadMask, attention_inputs
 from ..messages.interventions_spec import check_head_mask, check_hidden_positions, normalize_head_mask
 from .loaded import LoadedModel
 from ..messages.results import Divergence, HeadImportance
 from ..messages.settings import HeadScale
-from .stopping import StopBetweenLayers, raise_if_stopped
+from .stopping import StopBetweenLayers
 
 _ROWS = 64  # positions per vocabulary projection: 64 x 50k float32 logits is about 13 MB
-
-ProgressFn = Callable[[int, int], None]
 
 
 def _token_tensor(loaded: LoadedModel, token_ids: Sequence[int]) -> torch.Tensor:
@@ -40,12 +38,11 @@ def _token_tensor(loaded: LoadedModel, token_ids: Sequence[int]) -> torch.Tensor
     return torch.tensor([ids], device=loaded.device)
 
 
-def _final_states(model, ids: torch.Tensor, hidden: Sequence[int],
-                  stop: threading.Event | None = None) -> torch.Tensor:
+def _final_states(model, ids: torch.Tensor, hidden: Sequence[int], job: JobContext) -> torch.Tensor:
     """(T, D) decoder output (after final_layer_norm / project_out) of one teacher-forced forward;
-    a set `stop` ends it at the next decoder layer with JobCancelled."""
+    a stop of `job` ends it at the next decoder layer with JobCancelled."""
     attention_mask, position_ids = attention_inputs(ids.shape[1], hidden, ids.device)
-    with StopBetweenLayers(model, stop):
+    with StopBetweenLayers(model, job):
         out = model.model(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     return out.last_hidden_state[0]
 
@@ -67,9 +64,10 @@ def _target_logprobs(model, states: torch.Tensor, targets: torch.Tensor) -> torc
 
 def divergence(loaded: LoadedModel, token_ids: Sequence[int], base_mask: Sequence[HeadScale] = (),
                other_mask: Sequence[HeadScale] = (), base_hidden: Sequence[int] = (),
-               other_hidden: Sequence[int] = (), stop: threading.Event | None = None) -> Divergence:
+               other_hidden: Sequence[int] = (), job: JobContext | None = None) -> Divergence:
     """Teacher-force `token_ids` under two interventions; per position log-probs and KL(base || other).
-    A set `stop` ends it with JobCancelled (between layers, and between chunks of positions)."""
+    A stop of `job` ends it with JobCancelled (between layers, and between chunks of positions)."""
+    job = job if job is not None else JobContext()
     model, info = loaded.model, loaded.info
     ids = _token_tensor(loaded, token_ids)
     T = ids.shape[1]
@@ -84,11 +82,11 @@ def divergence(loaded: LoadedModel, token_ids: Sequence[int], base_mask: Sequenc
         states = []
         for mask, hid in zip(masks, hidden):
             with HeadMask(model, mask):
-                states.append(_final_states(model, ids, hid, stop)[:-1])  # row t-1 predicts token t
+                states.append(_final_states(model, ids, hid, job)[:-1])  # row t-1 predicts token t
         base, other = states
         targets = ids[0, 1:]
         for i0 in range(0, T - 1, _ROWS):
-            raise_if_stopped(stop)
+            job.check()
             i1 = min(T - 1, i0 + _ROWS)
             lb = _row_logprobs(model, base[i0:i1])
             lo = _row_logprobs(model, other[i0:i1]).to(lb.device)
@@ -101,14 +99,16 @@ def divergence(loaded: LoadedModel, token_ids: Sequence[int], base_mask: Sequenc
 
 
 def head_importance(loaded: LoadedModel, token_ids: Sequence[int], n_prompt: int, scale: float = 0.0,
-                    progress: ProgressFn | None = None, stop: threading.Event | None = None,
-                    base_mask: Sequence = (), hidden: Sequence[int] = ()) -> HeadImportance:
+                    base_mask: Sequence = (), hidden: Sequence[int] = (),
+                    job: JobContext | None = None) -> HeadImportance:
     """Scale each head in turn by `scale` and sum the change in log-probability of the generated tokens.
 
     The baseline is the run as it was made: `base_mask` and `hidden` positions applied; each head's
-    scale is set on top of that mask. `progress(done, total)` is called after each head; `stop`
-    ends the job between heads, leaving the heads not yet computed NaN and `completed` False.
+    scale is set on top of that mask. `job` hears JobProgress after each head; a stop ends the work
+    between heads with JobCancelled, its partial result (`job.partial`) keeping the heads measured so
+    far, the rest NaN and `completed` False.
     """
+    job = job if job is not None else JobContext()
     model, info = loaded.model, loaded.info
     ids = _token_tensor(loaded, token_ids)
     T = ids.shape[1]
@@ -126,25 +126,28 @@ def head_importance(loaded: LoadedModel, token_ids: Sequence[int], n_prompt: int
 
     def score(mask) -> torch.Tensor:
         with HeadMask(model, mask):
-            return _target_logprobs(model, _final_states(model, ids, hidden, stop)[n_prompt - 1:T - 1], targets)
+            return _target_logprobs(model, _final_states(model, ids, hidden, job)[n_prompt - 1:T - 1], targets)
 
     done = 0
     baseline = torch.tensor(float("nan"))
-    stopped = False
+
+    def result(completed: bool) -> HeadImportance:
+        return HeadImportance(delta=delta, baseline_logprob=float(baseline.double().sum()), completed=completed,
+                              scale=float(scale), n_prompt=int(n_prompt))
+
     try:
         with torch.inference_mode():
-            raise_if_stopped(stop)
+            job.check()
             baseline = score(base)
             for layer in range(L):
                 for head in range(H):
-                    raise_if_stopped(stop)
+                    job.check()
                     # A later entry for the same head wins: this head's scale replaces the base's.
                     scaled = score(normalize_head_mask(base + (HeadScale(layer=layer, head=head, scale=scale),)))
                     delta[layer, head] = (scaled.double() - baseline.double()).sum().item()
                     done += 1
-                    if progress is not None:
-                        progress(done, L * H)
+                    job.progress(done, L * H)
     except JobCancelled:
-        stopped = True  # the heads measured so far are kept; the rest stay NaN
-    return HeadImportance(delta=delta, baseline_logprob=float(baseline.double().sum()), completed=not stopped,
-                          scale=float(scale), n_prompt=int(n_prompt))
+        job.set_partial(result(completed=False))  # the heads measured so far are kept; the rest stay NaN
+        raise
+    return result(completed=True)

@@ -61,6 +61,7 @@ class ModelBar(QWidget):
     """A strip across the top of the window: source, dtype, device, Load; then loading state or the model."""
 
     load_requested = Signal(object)  # LoadRequest
+    manager_requested = Signal()  # the person wants the model manager
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -79,6 +80,10 @@ class ModelBar(QWidget):
         self.folder_button = QPushButton("Folder…", self)
         self.folder_button.setToolTip("Load a model saved in a local folder (config.json and weights).")
         self.folder_button.clicked.connect(self._choose_folder)
+        self.manager_button = QPushButton("Models…", self)
+        self.manager_button.setToolTip("The model manager (Ctrl+M): every OPT size, the memory each needs on this "
+                                       "machine, downloads and the Hugging Face cache.")
+        self.manager_button.clicked.connect(self.manager_requested)
         self.dtype_combo = QComboBox(self)
         for value, text in DTYPES:
             self.dtype_combo.addItem(text, value)
@@ -103,6 +108,7 @@ class ModelBar(QWidget):
         top.addWidget(QLabel("Model", self))
         top.addWidget(self.source_combo, 1)
         top.addWidget(self.folder_button)
+        top.addWidget(self.manager_button)
         top.addSpacing(8)
         top.addWidget(QLabel("dtype", self))
         top.addWidget(self.dtype_combo)

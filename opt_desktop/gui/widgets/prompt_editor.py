@@ -1,4 +1,8 @@
-"""The prompt box, with a live count of its tokens against the model's context."""
+"""The prompt box, with a live count of its tokens against the model's context.
+
+The count is of what the person typed. OPT reads a start-of-text token `</s>` before every prompt;
+the tooltip says so, and it is counted where it matters: against the context.
+"""
 
 from __future__ import annotations
 
@@ -59,18 +63,22 @@ class PromptEditor(QWidget):
 
     def set_counter(self, count_fn: Callable[[str], int | None | Future] | None, context_length: int | None) -> None:
         """How to count tokens (None before a model is loaded) and the model's context, in tokens.
-        `count_fn` may answer later, with a Future (an engine in another process counts there)."""
+        `count_fn` counts the prompt as the model reads it, the leading `</s>` included; it may answer
+        later, with a Future (an engine in another process counts there)."""
         self._count_fn = count_fn
         self._context = context_length
         self._timer.stop()
         self._recount()  # a new model: show its count at once, no need to wait for typing
 
     def token_count(self) -> int | None:
-        """The last count shown (None when there is nothing to count with)."""
-        return self._count
+        """The tokens typed, as last counted (None when there is nothing to count with); the model
+        reads one more, the `</s>` before them."""
+        return None if self._count is None else max(self._count - 1, 0)
 
     def is_over_context(self) -> bool:
-        return self._count is not None and self._context is not None and self._count > self._context
+        """No room is left for an answer: `</s>` and the prompt fill the model's context (the engine
+        refuses such a prompt)."""
+        return self._count is not None and self._context is not None and self._count >= self._context
 
     # --- counting -------------------------------------------------------------------------------
 
@@ -102,19 +110,22 @@ class PromptEditor(QWidget):
         self._show_count()
 
     def _show_count(self) -> None:
-        count, ctx = self._count, self._context
+        typed, ctx = self.token_count(), self._context
         over = self.is_over_context()
-        if count is None:
+        start = "OPT reads a start-of-text token </s> before the prompt: it takes one more place in the context."
+        if typed is None:
             text = "– tokens"
             tip = "Load a model to count the prompt's tokens." if self._count_fn is None else "Could not count tokens."
         elif ctx is None:
-            text = f"{count} tokens"
-            tip = "Tokens in the prompt."
+            text = f"{typed} tokens"
+            tip = f"Tokens in the prompt. {start}"
         else:
-            text = f"{count} / {ctx} tokens"
-            tip = f"Tokens in the prompt / the model's context ({ctx} tokens, prompt and generated text together)."
+            text = f"{typed} / {ctx} tokens"
+            tip = (f"Tokens in the prompt / the model's context ({ctx} tokens, prompt and generated text together). "
+                   f"{start}")
             if over:
-                text += f" ⚠ {count - ctx} over the model's context"
+                beyond = self._count - ctx
+                text += f" ⚠ {beyond} over the model's context" if beyond else " ⚠ no room left for an answer"
                 tip += " Shorten the prompt: the model cannot read more than its context."
         self.counter.setText(text)
         self.counter.setToolTip(tip)
@@ -122,5 +133,5 @@ class PromptEditor(QWidget):
         font.setBold(over)  # the warning is the bold text and its words; no colour the theme could clash with
         self.counter.setFont(font)
         # A dim "– tokens" reads as "not available yet".
-        self.counter.setForegroundRole(QPalette.ColorRole.PlaceholderText if count is None
+        self.counter.setForegroundRole(QPalette.ColorRole.PlaceholderText if typed is None
                                        else QPalette.ColorRole.WindowText)

@@ -138,6 +138,15 @@ class SettingsPanel(QWidget):
         self._update_enabled()
         self._sync_preset_combo()
 
+    def show_max_new_tokens_in_force(self, requested: int, in_force: int) -> None:
+        """A run started with fewer new tokens than asked (the prompt and the answer must fit in the
+        model's context): the control shows the value in force, which the next run asks for too.
+        Only when the control still shows what that run asked for (a re-run asks for its own)."""
+        slider = self._sliders["max_new_tokens"]
+        if in_force < requested == slider.value():
+            slider.set_value(in_force)
+            self._sync_preset_combo()
+
     def field(self, name: str) -> QWidget:
         """The editor for a `GenerationSettings` field ("do_sample" gives the Sampling button)."""
         if name == "do_sample":
