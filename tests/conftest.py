@@ -51,3 +51,19 @@ def pytest_sessionfinish(session, exitstatus):
     if leaked:
         print(f"\nengine worker threads left running: {leaked}")
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def induction_engine(tmp_path_factory):
+    """An engine holding the hand-built OPT whose heads are a previous-token, an induction and a sink
+    head (tests/induction_model.py), with the demo's small tokenizer."""
+    from induction_model import save_induction_opt
+    from opt_desktop.engine import EngineService, LoadRequest
+    from opt_desktop.engine.loading.demo import build_demo_tokenizer
+
+    folder = save_induction_opt(tmp_path_factory.mktemp("induction-opt"), build_demo_tokenizer())
+    svc = EngineService()
+    svc.load(LoadRequest(source=str(folder), device="cpu")).result()
+    yield svc
+    svc.shutdown()
+    assert svc.join(5.0)
