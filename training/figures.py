@@ -38,6 +38,25 @@ def sink_weights(model, ids: torch.Tensor) -> torch.Tensor:
     return torch.stack([a[0, :, 1:, 0].float().mean(-1) for a in out.attentions])
 
 
+@torch.no_grad()
+def held_out_sink_weights(model, token_ids: list[int], window: int) -> torch.Tensor:
+    """[layers, heads]: each head's mean attention weight on position 0 over all the held-out text.
+
+    The text is cut into the same non-overlapping windows as held_out_perplexity (each led by </s>,
+    as in training); every query after position 0 of every window counts once."""
+    step = window - 1
+    total, count = None, 0
+    for start in range(0, len(token_ids) - 1, step):
+        chunk = token_ids[start:start + step]
+        if len(chunk) < 2:
+            break
+        out = model(input_ids=torch.tensor([[BOS] + chunk]), output_attentions=True)
+        sums = torch.stack([a[0, :, 1:, 0].float().sum(-1) for a in out.attentions])
+        total = sums if total is None else total + sums
+        count += len(chunk)
+    return total / count
+
+
 def repeated_random_tokens(vocab_size: int, length: int = 20, seed: int = 0) -> torch.Tensor:
     """</s> then `length` random ordinary tokens (no special ones), twice: [1, 1 + 2 * length]."""
     g = torch.Generator().manual_seed(seed)

@@ -2,9 +2,13 @@
 
     python training/train_demo.py                   # the shipped model, into resources/demo-model
     python training/train_demo.py --steps 100 --out /tmp/demo   # a quick try
+    python training/train_demo.py --resume          # go on from the latest checkpoint
 
 Everything is fixed by the seed: the corpus (training/corpus.py), the tokenizer, the batches and
-the initial weights. It runs on 2 CPU threads. See training/README.md for what it does and why.
+the initial weights. Training checkpoints every few steps (model, optimizer, step, every random
+state) outside the repository, so a run can be spread over sittings: `--resume` continues with
+the same data order and, on the same thread count, the same weights as an uninterrupted run. See
+training/README.md for what it does and why.
 """
 
 from __future__ import annotations
@@ -13,9 +17,14 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import platform
+import random
+import re
+import socket
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -28,6 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # OPT's ids: <s>=0, <pad>=1, </s>=2 (BOS and EOS), <unk>=3
 BOS = 2
 PROMPT = "The return value of"
+# Checkpoints are big (model + optimizer, ~30 MB) and belong to one run: never in the repository.
+RUNS = Path(os.environ.get("OPT_DESKTOP_TRAIN_RUNS", Path.home() / ".cache" / "opt-desktop" / "train-runs"))
 
 
 def parse_args(argv=None):
@@ -50,9 +61,60 @@ def parse_args(argv=None):
     p.add_argument("--position-init", choices=["sinusoid", "random"], default="sinusoid",
                    help="how the learned position embeddings start (see _sinusoid_positions)")
     p.add_argument("--position-scale", type=float, default=0.05)
+    p.add_argument("--phase", action="append", metavar="SPEC",
+                   help="a curriculum phase, repeatable, in order: 'steps=N[,context=C][,batch=B][,copy=K]"
+                        "[,period=LO-HI]' (unset fields take --context, --batch, --induction-rows and 8-48); "
+                        "with phases, --steps is their sum")
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--measure-every", type=int, default=300, help="print the figures every this many steps")
-    return p.parse_args(argv)
+    p.add_argument("--checkpoint-dir", type=Path, default=None,
+                   help=f"checkpoints and the sittings log (default {RUNS}/<name of --out>-seed<seed>)")
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--keep-every", type=int, default=0,
+                   help="also keep the checkpoint of every this many steps (0: keep only the last two)")
+    p.add_argument("--resume", action="store_true", help="go on from the latest checkpoint in --checkpoint-dir")
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="end this sitting after this step (checkpointed there); --resume goes on")
+    args = p.parse_args(argv)
+    args.phases = phases(args)
+    args.steps = sum(ph.steps for ph in args.phases)
+    if args.checkpoint_dir is None:
+        args.checkpoint_dir = RUNS / f"{args.out.name}-seed{args.seed}"
+    return args
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of training with one kind of batch: rows of `context` tokens, `copy` of the `batch`
+    rows a repeated random sequence (period in `period`), the rest windows of the text."""
+    steps: int
+    context: int
+    batch: int
+    copy: int
+    period: tuple[int, int] = (8, 48)
+
+
+def phases(args) -> list[Phase]:
+    if not args.phase:
+        return [Phase(args.steps, args.context, args.batch, args.induction_rows)]
+    out = []
+    for spec in args.phase:
+        f = dict(item.split("=", 1) for item in spec.split(","))
+        lo, hi = (int(v) for v in f.get("period", "8-48").split("-"))
+        ph = Phase(int(f["steps"]), int(f.get("context", args.context)), int(f.get("batch", args.batch)),
+                   int(f.get("copy", args.induction_rows)), (lo, hi))
+        if not (ph.context <= args.context and 0 <= ph.copy <= ph.batch and 1 <= lo <= hi < ph.context - 1):
+            raise SystemExit(f"bad phase {spec!r}")
+        out.append(ph)
+    return out
+
+
+def phase_at(step: int, plan: list[Phase]) -> Phase:
+    for ph in plan:
+        if step < ph.steps:
+            return ph
+        step -= ph.steps
+    return plan[-1]
 
 
 # --- tokenizer ---------------------------------------------------------------------------------
@@ -111,29 +173,33 @@ def _sinusoid_positions(model, scale: float) -> None:
 
 
 class Batches:
-    """Rows of </s> + a window of the training stream at a random offset; `induction_rows` rows of
-    each batch are </s> + a random token sequence repeated, scored only after its first copy."""
+    """Rows of </s> + a window of the training stream at a random offset; the phase's `copy` rows of
+    each batch are </s> + a random token sequence repeated, scored only after its first copy.
 
-    def __init__(self, stream: torch.Tensor, args, vocab_size: int, generator: torch.Generator):
-        self.stream, self.args, self.vocab, self.g = stream, args, vocab_size, generator
+    Every draw comes from the one generator `g`, whose state the checkpoints keep: a resumed run
+    draws the same batches as an uninterrupted one."""
+
+    def __init__(self, stream: torch.Tensor, plan: list[Phase], vocab_size: int, generator: torch.Generator):
+        self.stream, self.plan, self.vocab, self.g = stream, plan, vocab_size, generator
 
     def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        a, n = self.args, self.args.context - 1
-        copies = a.induction_rows
-        starts = torch.randint(0, len(self.stream) - n, (a.batch - copies,), generator=self.g)
+        ph = phase_at(step, self.plan)
+        n, copies = ph.context - 1, ph.copy
+        starts = torch.randint(0, len(self.stream) - n, (ph.batch - copies,), generator=self.g)
         rows = [torch.cat([torch.tensor([BOS]), self.stream[s:s + n]]) for s in starts.tolist()]
         labels = [r.clone() for r in rows]
         if copies:
-            ids, copy_labels = self._copy_rows(copies, n)
+            ids, copy_labels = self._copy_rows(copies, n, ph.period)
             rows += list(ids)
             labels += list(copy_labels)
         return torch.stack(rows), torch.stack(labels)
 
-    def _copy_rows(self, count: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """`count` rows of </s> + a random sequence of 8-48 ordinary tokens repeated to length n."""
+    def _copy_rows(self, count: int, n: int, period_range: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`count` rows of </s> + a random sequence of ordinary tokens repeated to length n."""
         rows, labels = [], []
+        lo, hi = period_range
         for _ in range(count):
-            period = int(torch.randint(8, 49, (1,), generator=self.g))
+            period = int(torch.randint(lo, hi + 1, (1,), generator=self.g))
             seq = torch.randint(4, self.vocab, (period,), generator=self.g)
             row = torch.cat([torch.tensor([BOS]), seq.repeat(n // period + 1)[:n]])
             label = row.clone()
@@ -165,13 +231,15 @@ def measure(model, tokenizer, held_ids: list[int], context: int) -> dict:
     model.eval()
     model.set_attn_implementation("eager")
     sample = torch.tensor([[BOS] + held_ids[: context - 1]])
-    sinks = figures.sink_weights(model, sample)
+    sinks = figures.held_out_sink_weights(model, held_ids, context)
     gen = figures.greedy_ids(model, tokenizer, PROMPT)
     text = tokenizer.decode(gen)
     return {
         "held_out_perplexity": figures.held_out_perplexity(model, held_ids, context),
         "max_sink_weight_per_layer": [round(float(v), 4) for v in sinks.max(-1).values],
         "induction_median_rank": figures.induction_median_rank(model, model.config.vocab_size),
+        "induction_median_rank_seeds_0_1_2": [figures.induction_median_rank(model, model.config.vocab_size, seed=s)
+                                              for s in range(3)],
         "lens_top1_agreement": [round(v, 4) for v in figures.lens_agreement(model, sample)],
         "greedy_prompt": PROMPT,
         "greedy_tokens": len(gen),
@@ -180,19 +248,198 @@ def measure(model, tokenizer, held_ids: list[int], context: int) -> dict:
     }
 
 
-def progress(model, tokenizer, held_ids: list[int], context: int) -> None:
+def progress(model, tokenizer, held_ids: list[int], context: int) -> dict:
     """A few figures along the way (a slice of the held-out text only), to watch heads form."""
     r = measure(model, tokenizer, held_ids[: 8 * context], context)
     print(f"      held-out ppl (slice) {r['held_out_perplexity']:.1f}  sinks {r['max_sink_weight_per_layer']}  "
-          f"induction rank {r['induction_median_rank']}  lens {r['lens_top1_agreement']}\n"
+          f"induction rank {r['induction_median_rank_seeds_0_1_2']}  lens {r['lens_top1_agreement']}\n"
           f"      greedy: {r['greedy_text'][:120]!r}", flush=True)
+    return {k: r[k] for k in ("held_out_perplexity", "max_sink_weight_per_layer", "induction_median_rank_seeds_0_1_2",
+                              "lens_top1_agreement", "greedy_text")}
+
+
+# --- checkpoints and sittings -------------------------------------------------------------------
+
+# What must not change between sittings of one run: a resumed run under other settings would be a
+# different run under the same name.
+_RUN_KEYS = ("seed", "vocab", "hidden", "layers", "heads", "context", "batch", "steps", "lr", "warmup",
+             "weight_decay", "induction_rows", "position_init", "position_scale", "log_every", "phases")
+
+
+def run_settings(args) -> dict:
+    return {k: ([asdict(ph) for ph in v] if k == "phases" else v) for k, v in vars(args).items() if k in _RUN_KEYS}
+
+
+class Checkpoints:
+    """ckpt-<step>.pt files in one folder (written whole, then renamed, so a kill mid-write leaves
+    the previous one intact), and sittings.json: one entry per sitting, rewritten as it goes, so a
+    sitting that was killed still shows the time it spent."""
+
+    def __init__(self, folder: Path, keep_every: int = 0):
+        self.folder, self.keep_every = Path(folder), keep_every
+
+    def latest(self) -> Path | None:
+        found = sorted(self.folder.glob("ckpt-*.pt"))
+        return found[-1] if found else None
+
+    def save(self, state: dict) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"ckpt-{state['step']:06d}.pt"
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        for old in sorted(self.folder.glob("ckpt-*.pt"))[:-2]:  # the last two, and the milestones
+            step = int(re.findall(r"\d+", old.stem)[0])
+            if not (self.keep_every and step % self.keep_every == 0):
+                old.unlink()
+        return path
+
+    def load(self, path: Path) -> dict:
+        return torch.load(path, weights_only=True)
+
+    def sittings(self) -> list[dict]:
+        f = self.folder / "sittings.json"
+        return json.loads(f.read_text(encoding="utf-8")) if f.exists() else []
+
+    def write_sittings(self, sittings: list[dict]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / "sittings.json.tmp"
+        tmp.write_text(json.dumps(sittings, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, self.folder / "sittings.json")
+
+
+class Sitting:
+    """This process's share of the run: steps, wall and CPU seconds (all of it: corpus, tokenizer,
+    measuring), threads and host, kept up to date in sittings.json."""
+
+    def __init__(self, ckpt: Checkpoints, start_step: int, threads: int):
+        self.ckpt, self.wall0, self.cpu0 = ckpt, time.time(), time.process_time()
+        self.earlier = ckpt.sittings()
+        self.entry = {"start_step": start_step, "end_step": start_step, "checkpointed_step": start_step,
+                      "wall_seconds": 0, "cpu_seconds": 0, "threads": threads, "host": socket.gethostname(),
+                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ended": "running"}
+
+    def update(self, step: int, checkpointed: bool = False, ended: str | None = None) -> None:
+        self.entry["end_step"] = step
+        if checkpointed:
+            self.entry["checkpointed_step"] = step
+        self.entry["wall_seconds"] = round(time.time() - self.wall0, 1)
+        self.entry["cpu_seconds"] = round(time.process_time() - self.cpu0, 1)
+        if ended:
+            self.entry["ended"] = ended
+        self.ckpt.write_sittings(self.all())
+
+    def all(self) -> list[dict]:
+        return self.earlier + [self.entry]
+
+
+def rng_states(g: torch.Generator) -> dict:
+    # numpy's generator is never used by training; python's random neither, but costs nothing to keep.
+    return {"torch": torch.get_rng_state(), "batches": g.get_state(), "python": random.getstate()}
+
+
+def set_rng_states(states: dict, g: torch.Generator) -> None:
+    torch.set_rng_state(states["torch"])
+    g.set_state(states["batches"])
+    random.setstate(_as_tuple(states["python"]))
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def train(model, batches: Batches, args, ckpt: Checkpoints, g: torch.Generator, log=print,
+          on_measure=None) -> dict:
+    """The training loop, from scratch or from the latest checkpoint (`args.resume`), up to
+    `args.stop_at` or the end. Returns the run's state: step, curve, progress, sittings.
+
+    The learning rate is a pure function of the step (lr_at), so the step is the whole scheduler
+    state. Measuring along the way runs under saved random states, so it changes nothing."""
+    opt = optimizer(model, args)
+    state = {"step": 0, "curve": [], "window": [], "progress": []}
+    if args.resume and ckpt.latest() is not None:
+        path = ckpt.latest()
+        saved = ckpt.load(path)
+        if saved["settings"] != run_settings(args):
+            diff = {k: (saved["settings"].get(k), v) for k, v in run_settings(args).items()
+                    if saved["settings"].get(k) != v}
+            raise SystemExit(f"{path} was made with other settings (saved, now): {diff}")
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        set_rng_states(saved["rng"], g)
+        state = {k: saved[k] for k in ("step", "curve", "window", "progress")}
+        log(f"resumed from {path} at step {state['step']}")
+    elif args.resume:
+        log(f"nothing to resume in {ckpt.folder}: starting at step 0")
+    elif ckpt.latest() is not None:
+        raise SystemExit(f"{ckpt.folder} already holds checkpoints: pass --resume, or another --checkpoint-dir")
+
+    end = args.steps if args.stop_at is None else min(args.steps, args.stop_at)
+    sitting = Sitting(ckpt, state["step"], torch.get_num_threads())
+    sitting.update(state["step"])
+
+    def checkpoint(step: int) -> None:
+        ckpt.save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_states(g),
+                   "settings": run_settings(args), "curve": state["curve"], "window": state["window"],
+                   "progress": state["progress"]})
+        sitting.update(step, checkpointed=True)
+
+    model.config.use_cache = False  # no KV cache while training: nothing reads it
+    model.train()
+    t0 = time.time()
+    for step in range(state["step"], end):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args)
+        ids, labels = batches(step)
+        loss = model(input_ids=ids, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        state["window"].append(loss.item())
+        state["step"] = step + 1
+        if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
+            mean = sum(state["window"]) / len(state["window"])
+            state["window"] = []
+            state["curve"].append([step + 1, round(mean, 4)])
+            ph = phase_at(step, args.phases)
+            log(f"step {step + 1:5d}  loss {mean:.3f}  lr {lr_at(step, args):.2e}  context {ph.context} "
+                f"batch {ph.batch} copy {ph.copy}  {(time.time() - t0) / 60:5.1f} min")
+            sitting.update(step + 1)
+        if on_measure and args.measure_every and (step + 1) % args.measure_every == 0 and step + 1 < args.steps:
+            saved_rng = rng_states(g)
+            state["progress"].append({"step": step + 1, **on_measure(model)})
+            set_rng_states(saved_rng, g)
+            model.set_attn_implementation("sdpa")
+            model.train()
+        if (step + 1) % args.checkpoint_every == 0 or step + 1 == end:
+            checkpoint(step + 1)
+    if state["step"] == end and ckpt.latest() is None:
+        checkpoint(end)  # a sitting with no step to run still leaves a checkpoint to export from
+    sitting.update(state["step"], ended="finished" if state["step"] == args.steps else "stopped")
+    state["sittings"] = sitting.all()
+    return state
+
+
+def prepare_tokenizer(args, docs, ckpt: Checkpoints):
+    """The BPE tokenizer, trained once per run and kept with the checkpoints, so every sitting of a
+    run encodes the text with the very same ids."""
+    from transformers import PreTrainedTokenizerFast
+
+    folder = ckpt.folder / "tokenizer"
+    if args.resume and (folder / "tokenizer.json").exists():
+        return PreTrainedTokenizerFast.from_pretrained(folder)
+    tokenizer = train_tokenizer([d.text for d in docs if not d.held_out], args.vocab, args.context)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    started = time.time()
+    ckpt = Checkpoints(args.checkpoint_dir, args.keep_every)
+    print(f"checkpoints: {ckpt.folder}", flush=True)
 
     docs = corpus.documents()
     about = corpus.describe(docs)
@@ -202,7 +449,7 @@ def main(argv=None) -> int:
           f"sha256 {about['sha256'][:16]}…; held out {about['held_out_documents']} documents "
           f"({about['held_out_characters']:,} characters)", flush=True)
 
-    tokenizer = train_tokenizer([d.text for d in docs if not d.held_out], args.vocab, args.context)
+    tokenizer = prepare_tokenizer(args, docs, ckpt)
     vocab_size = len(tokenizer)
     stream = torch.tensor(encode(tokenizer, train_text))
     held_ids = encode(tokenizer, held_text)
@@ -211,44 +458,28 @@ def main(argv=None) -> int:
 
     model = build_model(args, vocab_size)
     n_params = sum(p.numel() for p in model.parameters())
-    tokens_per_step = args.batch * args.context
+    tokens = sum(ph.steps * ph.batch * ph.context for ph in args.phases)
     print(f"model: {args.layers} layers × {args.heads} heads, width {args.hidden}, {n_params:,} parameters; "
-          f"{args.steps} steps of {tokens_per_step:,} tokens ({args.steps * tokens_per_step / len(stream):.1f} "
-          f"passes over the stream)", flush=True)
+          f"{args.steps} steps, {tokens:,} tokens ({tokens / len(stream):.1f} passes over the stream)", flush=True)
+    for ph in args.phases:
+        print(f"  phase: {ph}", flush=True)
 
     g = torch.Generator().manual_seed(args.seed)
-    batches = Batches(stream, args, vocab_size, g)
-    opt = optimizer(model, args)
-    curve, window = [], []
-    train_started, cpu_started = time.time(), time.process_time()
-    model.train()
-    for step in range(args.steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, args)
-        ids, labels = batches(step)
-        loss = model(input_ids=ids, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        window.append(loss.item())
-        if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
-            mean = sum(window) / len(window)
-            window.clear()
-            curve.append([step + 1, round(mean, 4)])
-            elapsed = time.time() - train_started
-            print(f"step {step + 1:5d}  loss {mean:.3f}  lr {lr_at(step, args):.2e}  {elapsed / 60:5.1f} min",
-                  flush=True)
-        if args.measure_every and (step + 1) % args.measure_every == 0 and step + 1 < args.steps:
-            progress(model, tokenizer, held_ids, args.context)
-            model.set_attn_implementation("sdpa")
-            model.train()
-    train_seconds = time.time() - train_started
-    cpu_seconds = time.process_time() - cpu_started  # on a busy machine, CPU time / threads is the fair figure
+    batches = Batches(stream, args.phases, vocab_size, g)
+    state = train(model, batches, args, ckpt, g, log=lambda m: print(m, flush=True),
+                  on_measure=lambda m: progress(m, tokenizer, held_ids, args.context))
+    if state["step"] < args.steps:
+        print(f"stopped at step {state['step']} of {args.steps}: go on with --resume", flush=True)
+        return 0
+    export(model, tokenizer, args, docs, about, held_text, held_ids, len(stream), n_params, tokens, state)
+    return 0
 
+
+def export(model, tokenizer, args, docs, about, held_text, held_ids, stream_tokens, n_params, tokens, state):
     # What ships is float16; the figures are measured on those weights, loaded back as the app does.
     args.out.mkdir(parents=True, exist_ok=True)
     model.eval()
+    model.config.use_cache = True
     model.half().save_pretrained(args.out)
     tokenizer.save_pretrained(args.out)
     from transformers import AutoTokenizer, OPTForCausalLM
@@ -260,37 +491,38 @@ def main(argv=None) -> int:
     train_words = sorted({w for d in docs if not d.held_out for w in corpus.words(d.text)})
     (args.out / "corpus-words.txt").write_text("\n".join(train_words) + "\n", encoding="utf-8")
 
+    sittings = state["sittings"]
+    wall = sum(s["wall_seconds"] for s in sittings)
+    cpu = sum(s["cpu_seconds"] for s in sittings)
+    settings = run_settings(args) | {"threads": args.threads}
     record = {
         "what": "A tiny OPTForCausalLM trained on the documentation shipped with CPython (not OPT weights).",
         "script": "training/train_demo.py",
         "corpus": {**about, "held_out_sha256": hashlib.sha256(held_text.encode("utf-8")).hexdigest()},
-        "tokenizer": {"kind": "byte-level BPE (tokenizers)", "vocab_size": vocab_size,
-                      "training_tokens": len(stream), "held_out_tokens": len(held_ids)},
+        "tokenizer": {"kind": "byte-level BPE (tokenizers)", "vocab_size": len(tokenizer),
+                      "training_tokens": stream_tokens, "held_out_tokens": len(held_ids)},
         "model": {"parameters": n_params, "layers": args.layers, "heads": args.heads, "hidden": args.hidden,
                   "ffn": 4 * args.hidden, "context": args.context, "dtype": "float16"},
-        "training": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"}
-        | {"tokens_seen": args.steps * tokens_per_step, "seconds": round(train_seconds),
-           "cpu_seconds": round(cpu_seconds),
-           "final_loss": curve[-1][1], "loss_curve": curve, "torch": torch.__version__,
-           "machine": f"{platform.machine()}, {args.threads} threads"},
+        "training": settings
+        | {"tokens_seen": tokens, "seconds": round(wall), "cpu_seconds": round(cpu),
+           "final_loss": state["curve"][-1][1], "loss_curve": state["curve"], "progress": state["progress"],
+           "sittings": sittings, "torch": torch.__version__, "machine": platform.machine()},
         "results": results,
         "files": {"heldout.txt": "the held-out documents, never trained on",
                   "corpus-words.txt": "every word (run of ASCII letters) of the training documents"},
     }
     (args.out / "training.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
-    print(f"training took {train_seconds / 60:.1f} min ({cpu_seconds / 60:.1f} CPU minutes on {args.threads} threads; "
-          f"{(time.time() - started) / 60:.1f} min in all); "
-          f"final loss {curve[-1][1]:.3f}")
-    print(f"held-out perplexity {results['held_out_perplexity']:.1f} (vocabulary {vocab_size}; "
-          f"at most {vocab_size / 20:.0f} required)")
+    print(f"training took {wall / 60:.1f} min over {len(sittings)} sitting(s), {cpu / 60:.1f} CPU minutes; "
+          f"final loss {state['curve'][-1][1]:.3f}")
+    print(f"held-out perplexity {results['held_out_perplexity']:.1f} (vocabulary {len(tokenizer)}; "
+          f"at most {len(tokenizer) / 20:.0f} required)")
     print(f"largest sink weight per layer {results['max_sink_weight_per_layer']}")
     print(f"induction: median rank of the repeated copy {results['induction_median_rank']}")
     print(f"logit lens top-1 agreement per row {results['lens_top1_agreement']}")
     print(f"greedy from {PROMPT!r}: {results['greedy_text']!r}")
     size = sum(p.stat().st_size for p in args.out.iterdir())
     print(f"wrote {args.out} ({size / 2**20:.1f} MiB)")
-    return 0
 
 
 if __name__ == "__main__":
