@@ -38,6 +38,7 @@ SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # OPT's ids: <s>=0, <pad>=1, </s>=
 BOS = 2
 PROMPT = "The return value of"
 # Checkpoints are big (model + optimizer, ~30 MB) and belong to one run: never in the repository.
+_STARTED = (time.time(), time.process_time())  # a sitting's time includes reading the corpus and the tokenizer
 RUNS = Path(os.environ.get("OPT_DESKTOP_TRAIN_RUNS", Path.home() / ".cache" / "opt-desktop" / "train-runs"))
 
 
@@ -312,8 +313,9 @@ class Sitting:
     """This process's share of the run: steps, wall and CPU seconds (all of it: corpus, tokenizer,
     measuring), threads and host, kept up to date in sittings.json."""
 
-    def __init__(self, ckpt: Checkpoints, start_step: int, threads: int):
-        self.ckpt, self.wall0, self.cpu0 = ckpt, time.time(), time.process_time()
+    def __init__(self, ckpt: Checkpoints, start_step: int, threads: int, started: tuple[float, float] | None = None):
+        self.ckpt = ckpt
+        self.wall0, self.cpu0 = started or (time.time(), time.process_time())
         self.earlier = ckpt.sittings()
         self.entry = {"start_step": start_step, "end_step": start_step, "checkpointed_step": start_step,
                       "wall_seconds": 0, "cpu_seconds": 0, "threads": threads, "host": socket.gethostname(),
@@ -349,7 +351,7 @@ def _as_tuple(x):
 
 
 def train(model, batches: Batches, args, ckpt: Checkpoints, g: torch.Generator, log=print,
-          on_measure=None) -> dict:
+          on_measure=None, started: tuple[float, float] | None = None) -> dict:
     """The training loop, from scratch or from the latest checkpoint (`args.resume`), up to
     `args.stop_at` or the end. Returns the run's state: step, curve, progress, sittings.
 
@@ -375,7 +377,7 @@ def train(model, batches: Batches, args, ckpt: Checkpoints, g: torch.Generator, 
         raise SystemExit(f"{ckpt.folder} already holds checkpoints: pass --resume, or another --checkpoint-dir")
 
     end = args.steps if args.stop_at is None else min(args.steps, args.stop_at)
-    sitting = Sitting(ckpt, state["step"], torch.get_num_threads())
+    sitting = Sitting(ckpt, state["step"], torch.get_num_threads(), started)
     sitting.update(state["step"])
 
     def checkpoint(step: int) -> None:
@@ -467,7 +469,7 @@ def main(argv=None) -> int:
     g = torch.Generator().manual_seed(args.seed)
     batches = Batches(stream, args.phases, vocab_size, g)
     state = train(model, batches, args, ckpt, g, log=lambda m: print(m, flush=True),
-                  on_measure=lambda m: progress(m, tokenizer, held_ids, args.context))
+                  on_measure=lambda m: progress(m, tokenizer, held_ids, args.context), started=_STARTED)
     if state["step"] < args.steps:
         print(f"stopped at step {state['step']} of {args.steps}: go on with --resume", flush=True)
         return 0
