@@ -10,9 +10,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for training/
 from training import train_demo  # noqa: E402
 
-TINY = ["--vocab", "64", "--hidden", "32", "--layers", "2", "--heads", "2", "--context", "32", "--steps", "8",
-        "--warmup", "2", "--log-every", "2", "--checkpoint-every", "3", "--measure-every", "0",
-        "--phase", "steps=4,context=16,batch=4,copy=4,period=3-6", "--phase", "steps=4,batch=3,copy=1,period=4-8"]
+COMMON = ["--vocab", "64", "--hidden", "32", "--layers", "2", "--heads", "2", "--context", "32", "--warmup", "2",
+          "--log-every", "2", "--checkpoint-every", "3", "--measure-every", "0"]
+TINY = COMMON + ["--phase", "steps=4,context=16,batch=4,copy=4,period=3-6", "--phase", "steps=4,batch=3,copy=1,period=4-8"]
 
 
 def run(folder: Path, *extra: str):
@@ -69,3 +69,32 @@ def test_resume_refuses_other_settings_and_a_fresh_start_refuses_old_checkpoints
         run(tmp_path / "run", "--resume", "--lr", "1e-2")
     with pytest.raises(SystemExit, match="already holds checkpoints"):
         run(tmp_path / "run")
+
+
+def test_a_replanned_run_equals_the_final_plan_run_straight(tmp_path):
+    """--replan: a run cut short and given a new last phase is the same run as the final plan from the start."""
+    first = ["--phase", "steps=6,context=16,batch=4,copy=4,period=3-6,lr=3e-3,schedule=constant"]
+    final = ["--phase", "steps=4,context=16,batch=4,copy=4,period=3-6,lr=3e-3,schedule=constant",
+             "--phase", "steps=4,batch=3,copy=1,period=4-8,schedule=cosine"]
+
+    def go(folder, plan, *extra):
+        args = train_demo.parse_args(COMMON + plan + ["--checkpoint-dir", str(folder), *extra])
+        torch.manual_seed(args.seed)
+        model = train_demo.build_model(args, 64)
+        g = torch.Generator().manual_seed(args.seed)
+        stream = torch.randint(4, 64, (500,), generator=torch.Generator().manual_seed(1))
+        state = train_demo.train(model, train_demo.Batches(stream, args.phases, 64, g), args,
+                                 train_demo.Checkpoints(folder), g, log=lambda m: None)
+        return model, state
+
+    straight, s_state = go(tmp_path / "straight", final)
+    go(tmp_path / "replanned", first, "--stop-at", "4")
+    with pytest.raises(SystemExit, match="other settings"):
+        go(tmp_path / "replanned", final, "--resume")  # a new plan needs --replan
+    replanned, r_state = go(tmp_path / "replanned", final, "--resume", "--replan")
+    assert r_state["curve"] == s_state["curve"]
+    for a, b in zip(straight.state_dict().values(), replanned.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [p["from_step"] for p in r_state["plans"]] == [0, 4]
+    with pytest.raises(SystemExit, match="would change"):  # what already ran cannot be replanned
+        go(tmp_path / "replanned", ["--phase", "steps=9,context=16,batch=4,copy=2,period=3-6"], "--resume", "--replan")

@@ -57,6 +57,25 @@ def held_out_sink_weights(model, token_ids: list[int], window: int) -> torch.Ten
     return total / count
 
 
+@torch.no_grad()
+def previous_token_scores(model, ids: torch.Tensor) -> torch.Tensor:
+    """[layers, heads]: each head's mean attention weight from position t to t-1 (t = 2 … T-1)."""
+    out = model(input_ids=ids, output_attentions=True)
+    return torch.stack([a[0].float().diagonal(-1, dim1=-2, dim2=-1)[:, 1:].mean(-1) for a in out.attentions])
+
+
+@torch.no_grad()
+def induction_scores(model, vocab_size: int, length: int = 20, seed: int = 0) -> torch.Tensor:
+    """[layers, heads]: on </s> + a random sequence twice, each head's mean attention weight from a
+    token of the second copy to the token after its first occurrence (what an induction head does)."""
+    ids = repeated_random_tokens(vocab_size, length, seed)
+    out = model(input_ids=ids, output_attentions=True)
+    # the query at 1+length+i holds token i, whose next token sits at 2+i: length-1 back. diagonal(-k)[j]
+    # is the weight of query j+k on key j, so keys 2 … length+1 are the second copy's queries.
+    return torch.stack([a[0].float().diagonal(-(length - 1), dim1=-2, dim2=-1)[:, 2:].mean(-1)
+                        for a in out.attentions])
+
+
 def repeated_random_tokens(vocab_size: int, length: int = 20, seed: int = 0) -> torch.Tensor:
     """</s> then `length` random ordinary tokens (no special ones), twice: [1, 1 + 2 * length]."""
     g = torch.Generator().manual_seed(seed)

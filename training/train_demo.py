@@ -62,10 +62,13 @@ def parse_args(argv=None):
     p.add_argument("--position-init", choices=["sinusoid", "random"], default="sinusoid",
                    help="how the learned position embeddings start (see _sinusoid_positions)")
     p.add_argument("--position-scale", type=float, default=0.05)
+    p.add_argument("--init-std", type=float, default=0.02,
+                   help="std of the initial weights (OPT's init_std); see build_model")
     p.add_argument("--phase", action="append", metavar="SPEC",
                    help="a curriculum phase, repeatable, in order: 'steps=N[,context=C][,batch=B][,copy=K]"
-                        "[,period=LO-HI]' (unset fields take --context, --batch, --induction-rows and 8-48); "
-                        "with phases, --steps is their sum")
+                        "[,period=LO-HI][,lr=X][,schedule=run|constant|cosine]' (unset fields take --context, "
+                        "--batch, --induction-rows, 8-48, --lr and 'run': the whole run's cosine); with phases, "
+                        "--steps is their sum")
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--measure-every", type=int, default=300, help="print the figures every this many steps")
     p.add_argument("--checkpoint-dir", type=Path, default=None,
@@ -74,6 +77,9 @@ def parse_args(argv=None):
     p.add_argument("--keep-every", type=int, default=0,
                    help="also keep the checkpoint of every this many steps (0: keep only the last two)")
     p.add_argument("--resume", action="store_true", help="go on from the latest checkpoint in --checkpoint-dir")
+    p.add_argument("--replan", action="store_true",
+                   help="with --resume: accept other phases from the checkpoint's step on (the steps already "
+                        "run must be the same phases, at a constant or finished learning rate); recorded")
     p.add_argument("--stop-at", type=int, default=None,
                    help="end this sitting after this step (checkpointed there); --resume goes on")
     args = p.parse_args(argv)
@@ -87,35 +93,58 @@ def parse_args(argv=None):
 @dataclass(frozen=True)
 class Phase:
     """A stretch of training with one kind of batch: rows of `context` tokens, `copy` of the `batch`
-    rows a repeated random sequence (period in `period`), the rest windows of the text."""
+    rows a repeated random sequence (period in `period`), the rest windows of the text; and its
+    learning rate: `lr` on the whole run's cosine ('run'), held ('constant'), or decayed over this
+    phase alone ('cosine'). The last two depend on nothing after the phase, so a run can be given
+    more phases later (--replan) without changing the steps already taken."""
     steps: int
     context: int
     batch: int
     copy: int
     period: tuple[int, int] = (8, 48)
+    lr: float = 2e-3
+    schedule: str = "run"
 
 
 def phases(args) -> list[Phase]:
     if not args.phase:
-        return [Phase(args.steps, args.context, args.batch, args.induction_rows)]
+        return [Phase(args.steps, args.context, args.batch, args.induction_rows, lr=args.lr)]
     out = []
     for spec in args.phase:
         f = dict(item.split("=", 1) for item in spec.split(","))
         lo, hi = (int(v) for v in f.get("period", "8-48").split("-"))
         ph = Phase(int(f["steps"]), int(f.get("context", args.context)), int(f.get("batch", args.batch)),
-                   int(f.get("copy", args.induction_rows)), (lo, hi))
-        if not (ph.context <= args.context and 0 <= ph.copy <= ph.batch and 1 <= lo <= hi < ph.context - 1):
+                   int(f.get("copy", args.induction_rows)), (lo, hi), float(f.get("lr", args.lr)),
+                   f.get("schedule", "run"))
+        if not (ph.context <= args.context and 0 <= ph.copy <= ph.batch and 1 <= lo <= hi < ph.context - 1
+                and ph.schedule in ("run", "constant", "cosine") and set(f) <= set(Phase.__dataclass_fields__)):
             raise SystemExit(f"bad phase {spec!r}")
         out.append(ph)
     return out
 
 
-def phase_at(step: int, plan: list[Phase]) -> Phase:
+def locate(step: int, plan: list[Phase]) -> tuple[Phase, int]:
+    """The phase of `step` and how many of its steps came before."""
     for ph in plan:
         if step < ph.steps:
-            return ph
+            return ph, step
         step -= ph.steps
-    return plan[-1]
+    return plan[-1], plan[-1].steps
+
+
+def phase_at(step: int, plan: list[Phase]) -> Phase:
+    return locate(step, plan)[0]
+
+
+def done_part(plan: list[Phase], step: int) -> list[Phase]:
+    """The phases as far as `step` got: those finished, and the current one cut at `step`."""
+    out = []
+    for ph in plan:
+        if step <= 0:
+            break
+        out.append(ph if step >= ph.steps else Phase(**(asdict(ph) | {"steps": step})))
+        step -= ph.steps
+    return out
 
 
 # --- tokenizer ---------------------------------------------------------------------------------
@@ -150,6 +179,7 @@ def build_model(args, vocab_size: int):
         num_attention_heads=args.heads, max_position_embeddings=args.context, word_embed_proj_dim=args.hidden,
         do_layer_norm_before=True, pad_token_id=1, bos_token_id=BOS, eos_token_id=BOS,
         dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, tie_word_embeddings=True,
+        init_std=args.init_std,
     )
     model = OPTForCausalLM._from_config(config, attn_implementation="sdpa")
     if args.position_init == "sinusoid":
@@ -211,11 +241,18 @@ class Batches:
 
 
 def lr_at(step: int, args) -> float:
-    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    """Linear warm-up, then the phase's learning rate: by default a cosine decay over the whole run
+    to a tenth of the peak; or held; or a cosine over the phase alone."""
+    ph, k = locate(step, args.phases)
     if step < args.warmup:
-        return args.lr * (step + 1) / args.warmup
-    t = (step - args.warmup) / max(1, args.steps - args.warmup)
-    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+        return ph.lr * (step + 1) / args.warmup
+    if ph.schedule == "run":
+        t = (step - args.warmup) / max(1, args.steps - args.warmup)
+    elif ph.schedule == "cosine":
+        t = k / max(1, ph.steps - 1)
+    else:
+        t = 0.0
+    return ph.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def optimizer(model, args):
@@ -242,6 +279,10 @@ def measure(model, tokenizer, held_ids: list[int], context: int) -> dict:
         "induction_median_rank_seeds_0_1_2": [figures.induction_median_rank(model, model.config.vocab_size, seed=s)
                                               for s in range(3)],
         "lens_top1_agreement": [round(v, 4) for v in figures.lens_agreement(model, sample)],
+        "max_previous_token_score_per_layer":
+            [round(float(v), 4) for v in figures.previous_token_scores(model, sample).max(-1).values],
+        "max_induction_score_per_layer":
+            [round(float(v), 4) for v in figures.induction_scores(model, model.config.vocab_size).max(-1).values],
         "greedy_prompt": PROMPT,
         "greedy_tokens": len(gen),
         "greedy_longest_run": figures.longest_run(gen),
@@ -254,9 +295,12 @@ def progress(model, tokenizer, held_ids: list[int], context: int) -> dict:
     r = measure(model, tokenizer, held_ids[: 8 * context], context)
     print(f"      held-out ppl (slice) {r['held_out_perplexity']:.1f}  sinks {r['max_sink_weight_per_layer']}  "
           f"induction rank {r['induction_median_rank_seeds_0_1_2']}  lens {r['lens_top1_agreement']}\n"
+          f"      heads (max per layer): previous-token {r['max_previous_token_score_per_layer']}  "
+          f"induction {r['max_induction_score_per_layer']}\n"
           f"      greedy: {r['greedy_text'][:120]!r}", flush=True)
     return {k: r[k] for k in ("held_out_perplexity", "max_sink_weight_per_layer", "induction_median_rank_seeds_0_1_2",
-                              "lens_top1_agreement", "greedy_text")}
+                              "lens_top1_agreement", "max_previous_token_score_per_layer",
+                              "max_induction_score_per_layer", "greedy_text")}
 
 
 # --- checkpoints and sittings -------------------------------------------------------------------
@@ -264,7 +308,7 @@ def progress(model, tokenizer, held_ids: list[int], context: int) -> dict:
 # What must not change between sittings of one run: a resumed run under other settings would be a
 # different run under the same name.
 _RUN_KEYS = ("seed", "vocab", "hidden", "layers", "heads", "context", "batch", "steps", "lr", "warmup",
-             "weight_decay", "induction_rows", "position_init", "position_scale", "log_every", "phases")
+             "weight_decay", "induction_rows", "position_init", "position_scale", "init_std", "log_every", "phases")
 
 
 def run_settings(args) -> dict:
@@ -358,18 +402,26 @@ def train(model, batches: Batches, args, ckpt: Checkpoints, g: torch.Generator, 
     The learning rate is a pure function of the step (lr_at), so the step is the whole scheduler
     state. Measuring along the way runs under saved random states, so it changes nothing."""
     opt = optimizer(model, args)
-    state = {"step": 0, "curve": [], "window": [], "progress": []}
+    state = {"step": 0, "curve": [], "window": [], "progress": [],
+             "plans": [{"from_step": 0, "phases": run_settings(args)["phases"]}]}
     if args.resume and ckpt.latest() is not None:
         path = ckpt.latest()
         saved = ckpt.load(path)
-        if saved["settings"] != run_settings(args):
-            diff = {k: (saved["settings"].get(k), v) for k, v in run_settings(args).items()
-                    if saved["settings"].get(k) != v}
+        now = run_settings(args)
+        ignore = ("phases", "steps") if args.replan else ()
+        diff = {k: (saved["settings"].get(k), v) for k, v in now.items()
+                if k not in ignore and saved["settings"].get(k) != v}
+        if diff:
             raise SystemExit(f"{path} was made with other settings (saved, now): {diff}")
+        state = {k: saved[k] for k in ("step", "curve", "window", "progress", "plans")}
+        if saved["settings"]["phases"] != now["phases"]:
+            before = [Phase(**(ph | {"period": tuple(ph["period"])})) for ph in saved["settings"]["phases"]]
+            _check_replan(before, args.phases, state["step"], saved["settings"]["steps"] != args.steps)
+            state["plans"].append({"from_step": state["step"], "phases": now["phases"]})
+            log(f"replanned at step {state['step']}: {args.phases}")
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         set_rng_states(saved["rng"], g)
-        state = {k: saved[k] for k in ("step", "curve", "window", "progress")}
         log(f"resumed from {path} at step {state['step']}")
     elif args.resume:
         log(f"nothing to resume in {ckpt.folder}: starting at step 0")
@@ -383,7 +435,7 @@ def train(model, batches: Batches, args, ckpt: Checkpoints, g: torch.Generator, 
     def checkpoint(step: int) -> None:
         ckpt.save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_states(g),
                    "settings": run_settings(args), "curve": state["curve"], "window": state["window"],
-                   "progress": state["progress"]})
+                   "progress": state["progress"], "plans": state["plans"]})
         sitting.update(step, checkpointed=True)
 
     model.config.use_cache = False  # no KV cache while training: nothing reads it
@@ -421,6 +473,21 @@ def train(model, batches: Batches, args, ckpt: Checkpoints, g: torch.Generator, 
     sitting.update(state["step"], ended="finished" if state["step"] == args.steps else "stopped")
     state["sittings"] = sitting.all()
     return state
+
+
+def _check_replan(before: list[Phase], after: list[Phase], step: int, total_changed: bool) -> None:
+    """A new plan may only change what has not run yet: the same phases up to `step`, and no learning
+    rate already used that depended on the parts that change (the whole run's cosine, or the
+    cosine of the phase that is cut or extended)."""
+    done = done_part(before, step)
+    if done != done_part(after, step):
+        raise SystemExit(f"--replan: the first {step} steps would change: {done} vs {done_part(after, step)}")
+    cur_before, k = locate(step, before)
+    cur_after, _ = locate(step, after)
+    if total_changed and any(ph.schedule == "run" for ph in done):
+        raise SystemExit("--replan: the steps already run used the whole run's cosine, which depends on its length")
+    if 0 < k < cur_before.steps and cur_before.schedule == "cosine" and cur_before.steps != cur_after.steps:
+        raise SystemExit("--replan: the current phase's cosine depends on its length")
 
 
 def prepare_tokenizer(args, docs, ckpt: Checkpoints):
@@ -508,7 +575,8 @@ def export(model, tokenizer, args, docs, about, held_text, held_ids, stream_toke
         "training": settings
         | {"tokens_seen": tokens, "seconds": round(wall), "cpu_seconds": round(cpu),
            "final_loss": state["curve"][-1][1], "loss_curve": state["curve"], "progress": state["progress"],
-           "sittings": sittings, "torch": torch.__version__, "machine": platform.machine()},
+           "sittings": sittings, "plans": state["plans"], "torch": torch.__version__,
+           "machine": platform.machine()},
         "results": results,
         "files": {"heldout.txt": "the held-out documents, never trained on",
                   "corpus-words.txt": "every word (run of ASCII letters) of the training documents"},
