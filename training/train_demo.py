@@ -66,9 +66,9 @@ def parse_args(argv=None):
                    help="std of the initial weights (OPT's init_std); see build_model")
     p.add_argument("--phase", action="append", metavar="SPEC",
                    help="a curriculum phase, repeatable, in order: 'steps=N[,context=C][,batch=B][,copy=K]"
-                        "[,period=LO-HI][,lr=X][,schedule=run|constant|cosine]' (unset fields take --context, "
-                        "--batch, --induction-rows, 8-48, --lr and 'run': the whole run's cosine); with phases, "
-                        "--steps is their sum")
+                        "[,period=LO-HI][,lr=X][,schedule=run|constant|cosine][,style=fill|insert]' (unset fields "
+                        "take --context, --batch, --induction-rows, 8-48, --lr, 'run': the whole run's cosine, and "
+                        "'fill'; see Batches for the styles); with phases, --steps is their sum")
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--measure-every", type=int, default=300, help="print the figures every this many steps")
     p.add_argument("--checkpoint-dir", type=Path, default=None,
@@ -104,6 +104,7 @@ class Phase:
     period: tuple[int, int] = (8, 48)
     lr: float = 2e-3
     schedule: str = "run"
+    style: str = "fill"
 
 
 def phases(args) -> list[Phase]:
@@ -115,9 +116,10 @@ def phases(args) -> list[Phase]:
         lo, hi = (int(v) for v in f.get("period", "8-48").split("-"))
         ph = Phase(int(f["steps"]), int(f.get("context", args.context)), int(f.get("batch", args.batch)),
                    int(f.get("copy", args.induction_rows)), (lo, hi), float(f.get("lr", args.lr)),
-                   f.get("schedule", "run"))
+                   f.get("schedule", "run"), f.get("style", "fill"))
         if not (ph.context <= args.context and 0 <= ph.copy <= ph.batch and 1 <= lo <= hi < ph.context - 1
-                and ph.schedule in ("run", "constant", "cosine") and set(f) <= set(Phase.__dataclass_fields__)):
+                and ph.schedule in ("run", "constant", "cosine") and ph.style in ("fill", "insert")
+                and (ph.style == "fill" or 2 * hi < ph.context - 1) and set(f) <= set(Phase.__dataclass_fields__)):
             raise SystemExit(f"bad phase {spec!r}")
         out.append(ph)
     return out
@@ -205,7 +207,15 @@ def _sinusoid_positions(model, scale: float) -> None:
 
 class Batches:
     """Rows of </s> + a window of the training stream at a random offset; the phase's `copy` rows of
-    each batch are </s> + a random token sequence repeated, scored only after its first copy.
+    each batch also hold a random sequence of ordinary tokens (length in `period`) more than once:
+
+    - 'fill': the row is the sequence repeated back to back, scored after its first copy. The next
+      token always sits one period back, so a model can get far on a positional shortcut (attend
+      8-24 back, boost those tokens) and never form an induction head;
+    - 'insert': a text window with the sequence written over it twice, at random places, so the
+      distance between the copies varies over the whole row and only matching content (an
+      induction head) predicts the second copy. The text around is scored as usual; the first copy
+      and the second copy's first token (unpredictable) are not.
 
     Every draw comes from the one generator `g`, whose state the checkpoints keep: a resumed run
     draws the same batches as an uninterrupted one."""
@@ -219,11 +229,33 @@ class Batches:
         starts = torch.randint(0, len(self.stream) - n, (ph.batch - copies,), generator=self.g)
         rows = [torch.cat([torch.tensor([BOS]), self.stream[s:s + n]]) for s in starts.tolist()]
         labels = [r.clone() for r in rows]
-        if copies:
+        if copies and ph.style == "insert":
+            for _ in range(copies):
+                row, label = self._insert_row(n, ph.period)
+                rows.append(row)
+                labels.append(label)
+        elif copies:
             ids, copy_labels = self._copy_rows(copies, n, ph.period)
             rows += list(ids)
             labels += list(copy_labels)
         return torch.stack(rows), torch.stack(labels)
+
+    def _insert_row(self, n: int, period_range: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        lo, hi = period_range
+        length = int(torch.randint(lo, hi + 1, (1,), generator=self.g))
+        seq = torch.randint(4, self.vocab, (length,), generator=self.g)
+        s = int(torch.randint(0, len(self.stream) - n, (1,), generator=self.g))
+        row = torch.cat([torch.tensor([BOS]), self.stream[s:s + n]])
+        # first copy at a, second at b: 1 <= a, a + length <= b, b + length <= n + 1 (row index)
+        gap = int(torch.randint(0, n - 2 * length + 1, (1,), generator=self.g))
+        a = 1 + int(torch.randint(0, n - 2 * length - gap + 1, (1,), generator=self.g))
+        b = a + length + gap
+        row[a:a + length] = seq
+        row[b:b + length] = seq
+        label = row.clone()
+        label[a:a + length] = -100
+        label[b] = -100
+        return row, label
 
     def _copy_rows(self, count: int, n: int, period_range: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """`count` rows of </s> + a random sequence of ordinary tokens repeated to length n."""
