@@ -98,3 +98,27 @@ def test_a_replanned_run_equals_the_final_plan_run_straight(tmp_path):
     assert [p["from_step"] for p in r_state["plans"]] == [0, 4]
     with pytest.raises(SystemExit, match="would change"):  # what already ran cannot be replanned
         go(tmp_path / "replanned", ["--phase", "steps=9,context=16,batch=4,copy=2,period=3-6"], "--resume", "--replan")
+
+
+def test_init_from_starts_at_a_saved_models_weights_and_counts_its_record(tmp_path):
+    """--init-from: the run's first weights are the saved model's (not a fresh draw), and the export's
+    record carries that model's own training, so its time is counted too."""
+    import json
+
+    saved_args = train_demo.parse_args(COMMON + ["--seed", "7"])
+    torch.manual_seed(7)
+    saved = train_demo.build_model(saved_args, 64)
+    folder = tmp_path / "saved"
+    saved.save_pretrained(folder)
+    (folder / "training.json").write_text(json.dumps({"training": {"steps": 9, "cpu_seconds": 120, "sittings": []},
+                                                      "results": {"held_out_perplexity": 50.0}}), encoding="utf-8")
+    args = train_demo.parse_args(TINY + ["--checkpoint-dir", str(tmp_path / "run"), "--init-from", str(folder)])
+    torch.manual_seed(args.seed)
+    model = train_demo.build_model(args, 64)
+    assert not all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), model.state_dict().values()))
+    train_demo.init_weights(model, folder, train_demo.Checkpoints(args.checkpoint_dir))
+    for (name, a), b in zip(saved.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), name
+    record = train_demo.started_from(args)["started_from"]
+    assert record["training"] == {"steps": 9, "cpu_seconds": 120} and record["results"]["held_out_perplexity"] == 50.0
+    assert train_demo.run_settings(args)["init_from"] == str(folder)  # a resume under another start is refused

@@ -19,12 +19,9 @@ import json
 import math
 import os
 import platform
-import random
-import re
-import socket
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -32,10 +29,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from training import corpus, figures  # noqa: E402
+from training.checkpoints import Checkpoints, Sitting, rng_states, set_rng_states  # noqa: E402
+from training.curriculum import BOS, Batches, Phase, check_replan, lr_at, phase_at, phases  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # OPT's ids: <s>=0, <pad>=1, </s>=2 (BOS and EOS), <unk>=3
-BOS = 2
 PROMPT = "The return value of"
 # Checkpoints are big (model + optimizer, ~30 MB) and belong to one run: never in the repository.
 _STARTED = (time.time(), time.process_time())  # a sitting's time includes reading the corpus and the tokenizer
@@ -76,6 +74,10 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--keep-every", type=int, default=0,
                    help="also keep the checkpoint of every this many steps (0: keep only the last two)")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from the weights and tokenizer of a model folder written by this script (e.g. the "
+                        "shipped demo) instead of fresh ones; its training.json is kept with the checkpoints and "
+                        "its sittings counted in the record")
     p.add_argument("--resume", action="store_true", help="go on from the latest checkpoint in --checkpoint-dir")
     p.add_argument("--replan", action="store_true",
                    help="with --resume: accept other phases from the checkpoint's step on (the steps already "
@@ -88,65 +90,6 @@ def parse_args(argv=None):
     if args.checkpoint_dir is None:
         args.checkpoint_dir = RUNS / f"{args.out.name}-seed{args.seed}"
     return args
-
-
-@dataclass(frozen=True)
-class Phase:
-    """A stretch of training with one kind of batch: rows of `context` tokens, `copy` of the `batch`
-    rows a repeated random sequence (period in `period`), the rest windows of the text; and its
-    learning rate: `lr` on the whole run's cosine ('run'), held ('constant'), or decayed over this
-    phase alone ('cosine'). The last two depend on nothing after the phase, so a run can be given
-    more phases later (--replan) without changing the steps already taken."""
-    steps: int
-    context: int
-    batch: int
-    copy: int
-    period: tuple[int, int] = (8, 48)
-    lr: float = 2e-3
-    schedule: str = "run"
-    style: str = "fill"
-
-
-def phases(args) -> list[Phase]:
-    if not args.phase:
-        return [Phase(args.steps, args.context, args.batch, args.induction_rows, lr=args.lr)]
-    out = []
-    for spec in args.phase:
-        f = dict(item.split("=", 1) for item in spec.split(","))
-        lo, hi = (int(v) for v in f.get("period", "8-48").split("-"))
-        ph = Phase(int(f["steps"]), int(f.get("context", args.context)), int(f.get("batch", args.batch)),
-                   int(f.get("copy", args.induction_rows)), (lo, hi), float(f.get("lr", args.lr)),
-                   f.get("schedule", "run"), f.get("style", "fill"))
-        if not (ph.context <= args.context and 0 <= ph.copy <= ph.batch and 1 <= lo <= hi < ph.context - 1
-                and ph.schedule in ("run", "constant", "cosine") and ph.style in ("fill", "insert")
-                and (ph.style == "fill" or 2 * hi < ph.context - 1) and set(f) <= set(Phase.__dataclass_fields__)):
-            raise SystemExit(f"bad phase {spec!r}")
-        out.append(ph)
-    return out
-
-
-def locate(step: int, plan: list[Phase]) -> tuple[Phase, int]:
-    """The phase of `step` and how many of its steps came before."""
-    for ph in plan:
-        if step < ph.steps:
-            return ph, step
-        step -= ph.steps
-    return plan[-1], plan[-1].steps
-
-
-def phase_at(step: int, plan: list[Phase]) -> Phase:
-    return locate(step, plan)[0]
-
-
-def done_part(plan: list[Phase], step: int) -> list[Phase]:
-    """The phases as far as `step` got: those finished, and the current one cut at `step`."""
-    out = []
-    for ph in plan:
-        if step <= 0:
-            break
-        out.append(ph if step >= ph.steps else Phase(**(asdict(ph) | {"steps": step})))
-        step -= ph.steps
-    return out
 
 
 # --- tokenizer ---------------------------------------------------------------------------------
@@ -205,88 +148,6 @@ def _sinusoid_positions(model, scale: float) -> None:
     table[2:, 1::2] = torch.cos(pos * freq) * scale
 
 
-class Batches:
-    """Rows of </s> + a window of the training stream at a random offset; the phase's `copy` rows of
-    each batch also hold a random sequence of ordinary tokens (length in `period`) more than once:
-
-    - 'fill': the row is the sequence repeated back to back, scored after its first copy. The next
-      token always sits one period back, so a model can get far on a positional shortcut (attend
-      8-24 back, boost those tokens) and never form an induction head;
-    - 'insert': a text window with the sequence written over it twice, at random places, so the
-      distance between the copies varies over the whole row and only matching content (an
-      induction head) predicts the second copy. The text around is scored as usual; the first copy
-      and the second copy's first token (unpredictable) are not.
-
-    Every draw comes from the one generator `g`, whose state the checkpoints keep: a resumed run
-    draws the same batches as an uninterrupted one."""
-
-    def __init__(self, stream: torch.Tensor, plan: list[Phase], vocab_size: int, generator: torch.Generator):
-        self.stream, self.plan, self.vocab, self.g = stream, plan, vocab_size, generator
-
-    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        ph = phase_at(step, self.plan)
-        n, copies = ph.context - 1, ph.copy
-        starts = torch.randint(0, len(self.stream) - n, (ph.batch - copies,), generator=self.g)
-        rows = [torch.cat([torch.tensor([BOS]), self.stream[s:s + n]]) for s in starts.tolist()]
-        labels = [r.clone() for r in rows]
-        if copies and ph.style == "insert":
-            for _ in range(copies):
-                row, label = self._insert_row(n, ph.period)
-                rows.append(row)
-                labels.append(label)
-        elif copies:
-            ids, copy_labels = self._copy_rows(copies, n, ph.period)
-            rows += list(ids)
-            labels += list(copy_labels)
-        return torch.stack(rows), torch.stack(labels)
-
-    def _insert_row(self, n: int, period_range: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        lo, hi = period_range
-        length = int(torch.randint(lo, hi + 1, (1,), generator=self.g))
-        seq = torch.randint(4, self.vocab, (length,), generator=self.g)
-        s = int(torch.randint(0, len(self.stream) - n, (1,), generator=self.g))
-        row = torch.cat([torch.tensor([BOS]), self.stream[s:s + n]])
-        # first copy at a, second at b: 1 <= a, a + length <= b, b + length <= n + 1 (row index)
-        gap = int(torch.randint(0, n - 2 * length + 1, (1,), generator=self.g))
-        a = 1 + int(torch.randint(0, n - 2 * length - gap + 1, (1,), generator=self.g))
-        b = a + length + gap
-        row[a:a + length] = seq
-        row[b:b + length] = seq
-        label = row.clone()
-        label[a:a + length] = -100
-        label[b] = -100
-        return row, label
-
-    def _copy_rows(self, count: int, n: int, period_range: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """`count` rows of </s> + a random sequence of ordinary tokens repeated to length n."""
-        rows, labels = [], []
-        lo, hi = period_range
-        for _ in range(count):
-            period = int(torch.randint(lo, hi + 1, (1,), generator=self.g))
-            seq = torch.randint(4, self.vocab, (period,), generator=self.g)
-            row = torch.cat([torch.tensor([BOS]), seq.repeat(n // period + 1)[:n]])
-            label = row.clone()
-            label[: 1 + period] = -100  # the first copy is unpredictable noise: no loss there
-            rows.append(row)
-            labels.append(label)
-        return torch.stack(rows), torch.stack(labels)
-
-
-def lr_at(step: int, args) -> float:
-    """Linear warm-up, then the phase's learning rate: by default a cosine decay over the whole run
-    to a tenth of the peak; or held; or a cosine over the phase alone."""
-    ph, k = locate(step, args.phases)
-    if step < args.warmup:
-        return ph.lr * (step + 1) / args.warmup
-    if ph.schedule == "run":
-        t = (step - args.warmup) / max(1, args.steps - args.warmup)
-    elif ph.schedule == "cosine":
-        t = k / max(1, ph.steps - 1)
-    else:
-        t = 0.0
-    return ph.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
-
-
 def optimizer(model, args):
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed_positions" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed_positions" not in n)]
@@ -340,90 +201,13 @@ def progress(model, tokenizer, held_ids: list[int], context: int) -> dict:
 # What must not change between sittings of one run: a resumed run under other settings would be a
 # different run under the same name.
 _RUN_KEYS = ("seed", "vocab", "hidden", "layers", "heads", "context", "batch", "steps", "lr", "warmup",
-             "weight_decay", "induction_rows", "position_init", "position_scale", "init_std", "log_every", "phases")
+             "weight_decay", "induction_rows", "position_init", "position_scale", "init_std", "log_every", "phases", "init_from")
 
 
 def run_settings(args) -> dict:
-    return {k: ([asdict(ph) for ph in v] if k == "phases" else v) for k, v in vars(args).items() if k in _RUN_KEYS}
-
-
-class Checkpoints:
-    """ckpt-<step>.pt files in one folder (written whole, then renamed, so a kill mid-write leaves
-    the previous one intact), and sittings.json: one entry per sitting, rewritten as it goes, so a
-    sitting that was killed still shows the time it spent."""
-
-    def __init__(self, folder: Path, keep_every: int = 0):
-        self.folder, self.keep_every = Path(folder), keep_every
-
-    def latest(self) -> Path | None:
-        found = sorted(self.folder.glob("ckpt-*.pt"))
-        return found[-1] if found else None
-
-    def save(self, state: dict) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"ckpt-{state['step']:06d}.pt"
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-        for old in sorted(self.folder.glob("ckpt-*.pt"))[:-2]:  # the last two, and the milestones
-            step = int(re.findall(r"\d+", old.stem)[0])
-            if not (self.keep_every and step % self.keep_every == 0):
-                old.unlink()
-        return path
-
-    def load(self, path: Path) -> dict:
-        return torch.load(path, weights_only=True)
-
-    def sittings(self) -> list[dict]:
-        f = self.folder / "sittings.json"
-        return json.loads(f.read_text(encoding="utf-8")) if f.exists() else []
-
-    def write_sittings(self, sittings: list[dict]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / "sittings.json.tmp"
-        tmp.write_text(json.dumps(sittings, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, self.folder / "sittings.json")
-
-
-class Sitting:
-    """This process's share of the run: steps, wall and CPU seconds (all of it: corpus, tokenizer,
-    measuring), threads and host, kept up to date in sittings.json."""
-
-    def __init__(self, ckpt: Checkpoints, start_step: int, threads: int, started: tuple[float, float] | None = None):
-        self.ckpt = ckpt
-        self.wall0, self.cpu0 = started or (time.time(), time.process_time())
-        self.earlier = ckpt.sittings()
-        self.entry = {"start_step": start_step, "end_step": start_step, "checkpointed_step": start_step,
-                      "wall_seconds": 0, "cpu_seconds": 0, "threads": threads, "host": socket.gethostname(),
-                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ended": "running"}
-
-    def update(self, step: int, checkpointed: bool = False, ended: str | None = None) -> None:
-        self.entry["end_step"] = step
-        if checkpointed:
-            self.entry["checkpointed_step"] = step
-        self.entry["wall_seconds"] = round(time.time() - self.wall0, 1)
-        self.entry["cpu_seconds"] = round(time.process_time() - self.cpu0, 1)
-        if ended:
-            self.entry["ended"] = ended
-        self.ckpt.write_sittings(self.all())
-
-    def all(self) -> list[dict]:
-        return self.earlier + [self.entry]
-
-
-def rng_states(g: torch.Generator) -> dict:
-    # numpy's generator is never used by training; python's random neither, but costs nothing to keep.
-    return {"torch": torch.get_rng_state(), "batches": g.get_state(), "python": random.getstate()}
-
-
-def set_rng_states(states: dict, g: torch.Generator) -> None:
-    torch.set_rng_state(states["torch"])
-    g.set_state(states["batches"])
-    random.setstate(_as_tuple(states["python"]))
-
-
-def _as_tuple(x):
-    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+    def plain(k, v):
+        return [asdict(ph) for ph in v] if k == "phases" else str(v) if isinstance(v, Path) else v
+    return {k: plain(k, v) for k, v in vars(args).items() if k in _RUN_KEYS}
 
 
 def train(model, batches: Batches, args, ckpt: Checkpoints, g: torch.Generator, log=print,
@@ -448,7 +232,7 @@ def train(model, batches: Batches, args, ckpt: Checkpoints, g: torch.Generator, 
         state = {k: saved[k] for k in ("step", "curve", "window", "progress", "plans")}
         if saved["settings"]["phases"] != now["phases"]:
             before = [Phase(**(ph | {"period": tuple(ph["period"])})) for ph in saved["settings"]["phases"]]
-            _check_replan(before, args.phases, state["step"], saved["settings"]["steps"] != args.steps)
+            check_replan(before, args.phases, state["step"], saved["settings"]["steps"] != args.steps)
             state["plans"].append({"from_step": state["step"], "phases": now["phases"]})
             log(f"replanned at step {state['step']}: {args.phases}")
         model.load_state_dict(saved["model"])
@@ -507,21 +291,6 @@ def train(model, batches: Batches, args, ckpt: Checkpoints, g: torch.Generator, 
     return state
 
 
-def _check_replan(before: list[Phase], after: list[Phase], step: int, total_changed: bool) -> None:
-    """A new plan may only change what has not run yet: the same phases up to `step`, and no learning
-    rate already used that depended on the parts that change (the whole run's cosine, or the
-    cosine of the phase that is cut or extended)."""
-    done = done_part(before, step)
-    if done != done_part(after, step):
-        raise SystemExit(f"--replan: the first {step} steps would change: {done} vs {done_part(after, step)}")
-    cur_before, k = locate(step, before)
-    cur_after, _ = locate(step, after)
-    if total_changed and any(ph.schedule == "run" for ph in done):
-        raise SystemExit("--replan: the steps already run used the whole run's cosine, which depends on its length")
-    if 0 < k < cur_before.steps and cur_before.schedule == "cosine" and cur_before.steps != cur_after.steps:
-        raise SystemExit("--replan: the current phase's cosine depends on its length")
-
-
 def prepare_tokenizer(args, docs, ckpt: Checkpoints):
     """The BPE tokenizer, trained once per run and kept with the checkpoints, so every sitting of a
     run encodes the text with the very same ids."""
@@ -530,9 +299,28 @@ def prepare_tokenizer(args, docs, ckpt: Checkpoints):
     folder = ckpt.folder / "tokenizer"
     if args.resume and (folder / "tokenizer.json").exists():
         return PreTrainedTokenizerFast.from_pretrained(folder)
+    if args.init_from:  # the starting model's own ids
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(args.init_from)
+        tokenizer.save_pretrained(folder)
+        return tokenizer
     tokenizer = train_tokenizer([d.text for d in docs if not d.held_out], args.vocab, args.context)
     tokenizer.save_pretrained(folder)
     return tokenizer
+
+
+def init_weights(model, folder: Path, ckpt: Checkpoints) -> None:
+    """Load a saved model's weights (float16 as shipped, trained on in float32) into `model`, which must
+    have its shape; keep its training record with the checkpoints, for the export's record."""
+    from transformers import OPTForCausalLM
+
+    saved = OPTForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    model.load_state_dict(saved.state_dict())
+    record = Path(folder) / "training.json"
+    kept = ckpt.folder / "init-training.json"
+    if record.exists() and not kept.exists():
+        ckpt.folder.mkdir(parents=True, exist_ok=True)
+        kept.write_text(record.read_text(encoding="utf-8"), encoding="utf-8")
+    print(f"initial weights from {folder}", flush=True)
 
 
 def main(argv=None) -> int:
@@ -558,6 +346,8 @@ def main(argv=None) -> int:
           flush=True)
 
     model = build_model(args, vocab_size)
+    if args.init_from:
+        init_weights(model, args.init_from, ckpt)  # (a resumed run then loads its checkpoint over them)
     n_params = sum(p.numel() for p in model.parameters())
     tokens = sum(ph.steps * ph.batch * ph.context for ph in args.phases)
     print(f"model: {args.layers} layers × {args.heads} heads, width {args.hidden}, {n_params:,} parameters; "
@@ -574,6 +364,19 @@ def main(argv=None) -> int:
         return 0
     export(model, tokenizer, args, docs, about, held_text, held_ids, len(stream), n_params, tokens, state)
     return 0
+
+
+def started_from(args) -> dict:
+    """For a run that began from a saved model (--init-from): that model's own record in short, so
+    the time it took to get here counts both runs."""
+    kept = args.checkpoint_dir / "init-training.json"
+    if not args.init_from or not kept.exists():
+        return {}
+    earlier = json.loads(kept.read_text(encoding="utf-8"))
+    t = earlier["training"]
+    keep = ("steps", "batch", "context", "lr", "tokens_seen", "seconds", "cpu_seconds", "threads", "final_loss")
+    return {"started_from": {"folder": str(args.init_from), "training": {k: t[k] for k in keep if k in t},
+                             "sittings": t.get("sittings", []), "results": earlier.get("results", {})}}
 
 
 def export(model, tokenizer, args, docs, about, held_text, held_ids, stream_tokens, n_params, tokens, state):
@@ -610,11 +413,15 @@ def export(model, tokenizer, args, docs, about, held_text, held_ids, stream_toke
            "sittings": sittings, "plans": state["plans"], "torch": torch.__version__,
            "machine": platform.machine()},
         "results": results,
+        **started_from(args),
         "files": {"heldout.txt": "the held-out documents, never trained on",
                   "corpus-words.txt": "every word (run of ASCII letters) of the training documents"},
     }
     (args.out / "training.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
+    before = started_from(args).get("started_from", {}).get("training", {})
+    if before:
+        print(f"started from {args.init_from}: {before.get('cpu_seconds', 0) / 60:.1f} CPU minutes before this run")
     print(f"training took {wall / 60:.1f} min over {len(sittings)} sitting(s), {cpu / 60:.1f} CPU minutes; "
           f"final loss {state['curve'][-1][1]:.3f}")
     print(f"held-out perplexity {results['held_out_perplexity']:.1f} (vocabulary {len(tokenizer)}; "
