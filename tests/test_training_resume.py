@@ -105,7 +105,7 @@ def test_init_from_starts_at_a_saved_models_weights_and_counts_its_record(tmp_pa
     record carries that model's own training, so its time is counted too."""
     import json
 
-    saved_args = train_demo.parse_args(COMMON + ["--seed", "7"])
+    saved_args = train_demo.parse_args(TINY + ["--seed", "7"])
     torch.manual_seed(7)
     saved = train_demo.build_model(saved_args, 64)
     folder = tmp_path / "saved"
