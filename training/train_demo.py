@@ -34,7 +34,6 @@ from training.curriculum import BOS, Batches, Phase, check_replan, lr_at, phase_
 
 REPO = Path(__file__).resolve().parents[1]
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # OPT's ids: <s>=0, <pad>=1, </s>=2 (BOS and EOS), <unk>=3
-PROMPT = "The return value of"
 # Checkpoints are big (model + optimizer, ~30 MB) and belong to one run: never in the repository.
 _STARTED = (time.time(), time.process_time())  # a sitting's time includes reading the corpus and the tokenizer
 RUNS = Path(os.environ.get("OPT_DESKTOP_TRAIN_RUNS", Path.home() / ".cache" / "opt-desktop" / "train-runs"))
@@ -44,8 +43,9 @@ RUNS = Path(os.environ.get("OPT_DESKTOP_TRAIN_RUNS", Path.home() / ".cache" / "o
 # mostly repeated random sequences, at a held learning rate; then the text at full length with a few
 # such rows, the rate held and then decayed over the last phase.
 SHIPPED = ("steps=700,context=64,batch=16,copy=12,period=8-24,lr=2e-3,schedule=constant",
-           "steps=700,context=256,batch=12,copy=3,period=8-48,lr=2e-3,schedule=constant",
-           "steps=500,context=256,batch=12,copy=3,period=8-48,lr=2e-3,schedule=cosine")
+           "steps=200,context=256,batch=12,copy=3,period=8-48,lr=2e-3,schedule=constant",
+           "steps=700,context=256,batch=16,copy=6,period=8-24,lr=2e-3,schedule=constant",
+           "steps=550,context=256,batch=16,copy=6,period=8-24,lr=2e-3,schedule=cosine")
 
 
 def parse_args(argv=None):
@@ -164,47 +164,6 @@ def optimizer(model, args):
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed_positions" not in n)]
     return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                               {"params": rest, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
-
-
-# --- figures -------------------------------------------------------------------------------------
-
-def measure(model, tokenizer, held_ids: list[int], context: int) -> dict:
-    """The figures the tests assert, on the model as given (eager attention for the weights)."""
-    model.eval()
-    model.set_attn_implementation("eager")
-    sample = torch.tensor([[BOS] + held_ids[: context - 1]])
-    sinks = figures.held_out_sink_weights(model, held_ids, context)
-    gen = figures.greedy_ids(model, tokenizer, PROMPT)
-    text = tokenizer.decode(gen)
-    return {
-        "held_out_perplexity": figures.held_out_perplexity(model, held_ids, context),
-        "max_sink_weight_per_layer": [round(float(v), 4) for v in sinks.max(-1).values],
-        "induction_median_rank": figures.induction_median_rank(model, model.config.vocab_size),
-        "induction_median_rank_seeds_0_1_2": [figures.induction_median_rank(model, model.config.vocab_size, seed=s)
-                                              for s in range(3)],
-        "lens_top1_agreement": [round(v, 4) for v in figures.lens_agreement(model, sample)],
-        "max_previous_token_score_per_layer":
-            [round(float(v), 4) for v in figures.previous_token_scores(model, sample).max(-1).values],
-        "max_induction_score_per_layer":
-            [round(float(v), 4) for v in figures.induction_scores(model, model.config.vocab_size).max(-1).values],
-        "greedy_prompt": PROMPT,
-        "greedy_tokens": len(gen),
-        "greedy_longest_run": figures.longest_run(gen),
-        "greedy_text": text,
-    }
-
-
-def progress(model, tokenizer, held_ids: list[int], context: int) -> dict:
-    """A few figures along the way (a slice of the held-out text only), to watch heads form."""
-    r = measure(model, tokenizer, held_ids[: 8 * context], context)
-    print(f"      held-out ppl (slice) {r['held_out_perplexity']:.1f}  sinks {r['max_sink_weight_per_layer']}  "
-          f"induction rank {r['induction_median_rank_seeds_0_1_2']}  lens {r['lens_top1_agreement']}\n"
-          f"      heads (max per layer): previous-token {r['max_previous_token_score_per_layer']}  "
-          f"induction {r['max_induction_score_per_layer']}\n"
-          f"      greedy: {r['greedy_text'][:120]!r}", flush=True)
-    return {k: r[k] for k in ("held_out_perplexity", "max_sink_weight_per_layer", "induction_median_rank_seeds_0_1_2",
-                              "lens_top1_agreement", "max_previous_token_score_per_layer",
-                              "max_induction_score_per_layer", "greedy_text")}
 
 
 # --- checkpoints and sittings -------------------------------------------------------------------
@@ -369,7 +328,7 @@ def main(argv=None) -> int:
     g = torch.Generator().manual_seed(args.seed)
     batches = Batches(stream, args.phases, vocab_size, g)
     state = train(model, batches, args, ckpt, g, log=lambda m: print(m, flush=True),
-                  on_measure=lambda m: progress(m, tokenizer, held_ids, args.context), started=_STARTED)
+                  on_measure=lambda m: figures.progress(m, tokenizer, held_ids, args.context), started=_STARTED)
     if state["step"] < args.steps:
         print(f"stopped at step {state['step']} of {args.steps}: go on with --resume", flush=True)
         return 0
@@ -401,7 +360,7 @@ def export(model, tokenizer, args, docs, about, held_text, held_ids, stream_toke
 
     shipped = OPTForCausalLM.from_pretrained(args.out, dtype=torch.float32, attn_implementation="eager")
     shipped_tok = AutoTokenizer.from_pretrained(args.out)
-    results = measure(shipped, shipped_tok, held_ids, args.context)
+    results = figures.measure(shipped, shipped_tok, held_ids, args.context)
     (args.out / "heldout.txt").write_text(held_text, encoding="utf-8")
     train_words = sorted({w for d in docs if not d.held_out for w in corpus.words(d.text)})
     (args.out / "corpus-words.txt").write_text("\n".join(train_words) + "\n", encoding="utf-8")
@@ -440,7 +399,7 @@ def export(model, tokenizer, args, docs, about, held_text, held_ids, stream_toke
     print(f"largest sink weight per layer {results['max_sink_weight_per_layer']}")
     print(f"induction: median rank of the repeated copy {results['induction_median_rank']}")
     print(f"logit lens top-1 agreement per row {results['lens_top1_agreement']}")
-    print(f"greedy from {PROMPT!r}: {results['greedy_text']!r}")
+    print(f"greedy from {figures.PROMPT!r}: {results['greedy_text']!r}")
     size = sum(p.stat().st_size for p in args.out.iterdir())
     print(f"wrote {args.out} ({size / 2**20:.1f} MiB)")
 
