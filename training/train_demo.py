@@ -39,28 +39,18 @@ _STARTED = (time.time(), time.process_time())  # a sitting's time includes readi
 RUNS = Path(os.environ.get("OPT_DESKTOP_TRAIN_RUNS", Path.home() / ".cache" / "opt-desktop" / "train-runs"))
 
 
-# The shipped model's curriculum (training/README.md says why): copying first, on short rows that are
-# mostly repeated random sequences, at a held learning rate; then the text at full length with a few
-# such rows, the rate held and then decayed over the last phase.
-SHIPPED = ("steps=700,context=64,batch=16,copy=12,period=8-24,lr=2e-3,schedule=constant",
-           "steps=200,context=256,batch=12,copy=3,period=8-48,lr=2e-3,schedule=constant",
-           "steps=700,context=256,batch=16,copy=6,period=8-24,lr=2e-3,schedule=constant",
-           "steps=550,context=256,batch=16,copy=6,period=8-24,lr=2e-3,schedule=cosine")
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=REPO / "resources" / "demo-model")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (the shipped run used 1)")
+    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--vocab", type=int, default=4096)
     p.add_argument("--hidden", type=int, default=192)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=6)
     p.add_argument("--context", type=int, default=256, help="training window and the model's context length")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--steps", type=int, default=None,
-                   help="one phase of this many steps of the plain settings instead of the shipped plan (SHIPPED)")
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--weight-decay", type=float, default=0.1)
@@ -68,8 +58,8 @@ def parse_args(argv=None):
                    help="rows of each batch that are a random token sequence repeated (teaches copying)")
     p.add_argument("--position-init", choices=["sinusoid", "random"], default="sinusoid",
                    help="how the learned position embeddings start (see _sinusoid_positions)")
-    p.add_argument("--position-scale", type=float, default=0.1)
-    p.add_argument("--init-std", type=float, default=0.072,
+    p.add_argument("--position-scale", type=float, default=0.05)
+    p.add_argument("--init-std", type=float, default=0.02,
                    help="std of the initial weights (OPT's init_std); see build_model")
     p.add_argument("--phase", action="append", metavar="SPEC",
                    help="a curriculum phase, repeatable, in order: 'steps=N[,context=C][,batch=B][,copy=K]"
@@ -94,8 +84,6 @@ def parse_args(argv=None):
     p.add_argument("--stop-at", type=int, default=None,
                    help="end this sitting after this step (checkpointed there); --resume goes on")
     args = p.parse_args(argv)
-    if not args.phase and args.steps is None:
-        args.phase = list(SHIPPED)
     args.phases = phases(args)
     args.steps = sum(ph.steps for ph in args.phases)
     if args.checkpoint_dir is None:
