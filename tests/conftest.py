@@ -66,3 +66,19 @@ def ssh_server(tmp_path_factory):
     env = {"OPT_DESKTOP_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     with SshServer(tmp_path_factory.mktemp("sshd"), env=env) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def induction_engine(tmp_path_factory):
+    """An engine holding the hand-built OPT whose heads are a previous-token, an induction and a sink
+    head (tests/induction_model.py), with the demo's small tokenizer."""
+    from induction_model import save_induction_opt
+    from opt_desktop.engine import EngineService, LoadRequest
+    from opt_desktop.engine.loading.demo import build_demo_tokenizer
+
+    folder = save_induction_opt(tmp_path_factory.mktemp("induction-opt"), build_demo_tokenizer())
+    svc = EngineService()
+    svc.load(LoadRequest(source=str(folder), device="cpu")).result()
+    yield svc
+    svc.shutdown()
+    assert svc.join(5.0)

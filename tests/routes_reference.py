@@ -1,5 +1,5 @@
 """A plain implementation of the definition of information-flow routes, for the tests to check the
-engine's against (tests/engine/test_routes.py, tests/test_cli_routes.py).
+engine's against (tests/engine/test_routes.py, tests/test_cli_routes.py, tests/gui/test_routes_gui.py).
 
 A float64 copy of the model runs through transformers with eager attention and forward hooks on
 OPTForCausalLM's own modules; every part is built as a full (T, T, H, D) tensor from the attention
@@ -109,3 +109,27 @@ def _apply_definition(ref, seen, scales, T) -> dict[str, np.ndarray]:
         c = _contributions(residual + mlp, torch.stack([mlp, residual], dim=1))
         out["mlp"][l], out["mlp_residual"][l] = c[:, 0].numpy(), c[:, 1].numpy()
     return out
+
+
+def assert_bounded_form(result, expected: dict, rtol: float = 1e-3, atol: float = 2e-6) -> None:
+    """`result` (engine Routes in the bounded form) against the reference's every part: the edge sums are
+    the reference's sums over heads; the head parts kept are the reference's parts of at least epsilon
+    (all of them: these runs have fewer than MAX_HEAD_PARTS per node), with the same values; the residual
+    and MLP shares are the reference's."""
+    from opt_desktop.engine.messages.routes_result import EPSILON, unpack_rows
+
+    ref = expected["attn"]
+    L, T, _, H = ref.shape
+    assert result.n_heads == H and result.edges.shape == (L, T * (T + 1) // 2)
+    for l in range(L):
+        # an edge sums H parts, each within atol of the reference's: so is it within H·atol
+        np.testing.assert_allclose(unpack_rows(result.edges[l], T), ref[l].sum(-1), rtol=rtol, atol=H * atol)
+        for t in range(T):
+            s, h, share = result.node_heads(l, t)
+            np.testing.assert_allclose(share, ref[l, t, s, h], rtol=rtol, atol=atol)
+            assert np.all(share >= EPSILON)
+            clear = ref[l, t] >= EPSILON * (1 + rtol)  # not a rounding away from the cut
+            assert {(a, b) for a, b in zip(*np.nonzero(clear))} <= set(zip(s.tolist(), h.tolist()))
+    assert result.head_counts.sum() == len(result.head_keys) > 0
+    for name in ("attn_residual", "mlp", "mlp_residual"):
+        np.testing.assert_allclose(getattr(result, name), expected[name], rtol=rtol, atol=atol, err_msg=name)

@@ -60,3 +60,18 @@ def test_routes_table(capsys, model_dir, tokenizer):
     weights = [float(line.split()[0]) for line in lines[2:-1]]
     assert weights and weights == sorted(weights, reverse=True) and all(0 < w <= 1 for w in weights)
     assert lines[-1].startswith("input tokens by the share of its information")
+
+
+def test_routes_json_past_the_memory_bound_is_one_clear_line(capsys, model_dir, monkeypatch):
+    """Every part of a long prompt would not fit: the command says how large it would be and the
+    longest prompt that fits, on one line, and prints nothing on stdout (the table still works)."""
+    from opt_desktop.engine.analyses import routes as routes_module
+
+    monkeypatch.setattr(routes_module, "DENSE_BYTES", 4096)  # this tiny model's 3 × 4 heads: 9 positions fit
+    rc, out, err = run(capsys, "routes", "--model", model_dir, "--prompt", PROMPT, "--json")
+    assert rc == 1 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: Every part of the routes of")
+    assert "more than the 4.0 KiB they may" in lines[0] and "the longest sequence that fits is 9 tokens" in lines[0]
+    rc, out, err = run(capsys, "routes", "--model", model_dir, "--prompt", PROMPT)
+    assert rc == 0 and out.startswith("routes into position")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 
@@ -100,14 +101,14 @@ def cmd_patch(engine: Engine, args) -> int:
 
 
 def cmd_routes(engine: Engine, args) -> int:
-    from ..session.routes_text import routes_json, strongest_table
+    from ..session.routes_text import strongest_table, write_routes_json
 
     info = load(engine, args)
     tokens = tokenize(engine, args.prompt)  # by the engine's tokenizer, wherever it runs
     mask, hidden = _interventions(args, info)
-    result = run_job(engine, RoutesRequest(tuple(tokens.ids), tuple(hidden), ((0, tuple(mask)),)))
+    result = run_job(engine, RoutesRequest(tuple(tokens.ids), tuple(hidden), ((0, tuple(mask)),), dense=args.json))
     if args.json:
-        print(routes_json(result))
+        write_routes_json(result, sys.stdout)
     else:
         print("\n".join(strongest_table(result, list(tokens.pieces), threshold=args.threshold)))
     return 0

@@ -37,7 +37,6 @@ from .dock_layout import DockLayout
 from .engine_commands import EngineCommands, local_engine_like
 from .model_commands import ModelCommands
 from .run_commands import RunCommands
-from .route_commands import RouteCommands
 from .run_presenter import RunPresenter
 from .session_commands import SessionCommands
 from .session_keeper import SessionKeeper
@@ -173,7 +172,6 @@ class MainWindow(QMainWindow):
                                 parent=self)
         self.sessions = SessionCommands(c, k, self.presenter, views, self.say, parent=self)
         self.analysis = Analysis(c, k, self.presenter, views, parent=self)
-        self.route_commands = RouteCommands(c, k, self.presenter, views, parent=self)
         tab = self.tabs.setCurrentIndex
         self.actions_ = Actions(self, {
             "new": self.sessions.new, "open_session": self.sessions.open,

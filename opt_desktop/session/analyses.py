@@ -139,12 +139,12 @@ def patching_from(analysis: Analysis, clean_ids) -> Patching:
 
 
 def routes_analysis(result: Routes) -> Analysis:
-    return Analysis(kind=ROUTES, arrays=routes_format.routes_arrays(result))
+    return Analysis(kind=ROUTES, params=routes_format.routes_params(result), arrays=routes_format.routes_arrays(result))
 
 
-def routes_from(analysis: Analysis, token_ids) -> Routes:
-    """Stored routes of a run whose whole sequence is `token_ids`."""
-    return routes_format.routes_of(analysis.arrays, token_ids)
+def routes_from(analysis: Analysis, token_ids, n_heads: int) -> Routes:
+    """Stored routes of a run whose whole sequence is `token_ids`, of a model with `n_heads` heads a layer."""
+    return routes_format.routes_of(analysis.params, analysis.arrays, token_ids, n_heads)
 
 
 # --- what session.json declares, checked before any array is read --------------------------------
@@ -196,7 +196,7 @@ def expected_arrays(kind: str, params: dict, shape: RunShape) -> dict[str, tuple
         return {"corrupt_ids": (np.int64, (P,)), "prob": (np.float32, (L + 1, P)),
                 "head_prob": (np.float32, (L, H) if heads else (0, 0))}
     if kind == ROUTES:
-        return routes_format.expected(L, H, T)
+        return routes_format.expected(params, L, H, T)
     return None
 
 
@@ -210,7 +210,7 @@ def check_declared(name: str, declared) -> tuple[type, tuple[int, ...]]:
     if dtype not in DTYPES:
         raise ValueError(f"its array {name} has the dtype {_show(dtype)}, expected one of {', '.join(DTYPES)}")
     if (not isinstance(dims, list) or len(dims) > limits.MAX_ARRAY_DIMS
-            or not all(_int(d) and 0 <= d <= max(limits.MAX_POSITIONS, limits.MAX_VOCAB) for d in dims)):
+            or not all(_int(d) and 0 <= d < 1 << 40 for d in dims)):  # the size below bounds them
         raise ValueError(f"its array {name} has an impossible shape")
     size = math.prod(dims) * np.dtype(DTYPES[dtype]).itemsize
     if size > limits.MAX_ARRAYS_BYTES:
@@ -272,7 +272,7 @@ def check_values(kind: str, arrays: dict[str, np.ndarray], shape: RunShape, piec
             if np.any((arrays[name] < 0) | (arrays[name] > 1.0001)):
                 raise ValueError(f"its {name} holds values outside 0 to 1")
     elif kind == ROUTES:
-        routes_format.check(arrays)
+        routes_format.check(arrays, shape.n_heads)
     for tid in pieces:
         if not 0 <= tid < shape.vocab_size:
             raise ValueError(f"its pieces name the token id {tid}, outside the vocabulary of {shape.vocab_size}")

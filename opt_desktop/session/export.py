@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.messages.events import ATTENTION_STATS
 from ..atomic import write_atomic
 from ..formatting import FULL_SHADE_BITS, surprise_opacity
 from .describe import (
@@ -33,6 +32,7 @@ from .describe import (
     settings_text,
 )
 from .file import SessionFileError, session_document
+from .head_roles import MARGIN, ROLE_DEFINITIONS, ROLE_NAMES, ROLES, THRESHOLD, marks_text, role_scores
 from .routes_svg import routes_section
 from .session import Session
 from .trace import RunTrace
@@ -308,20 +308,35 @@ def _run_html(i: int, t: RunTrace) -> str:
         parts.append("<h3>Hidden states</h3>")
         parts.append(_figure(norm, f"Residual-stream norm: rows embed, then the output of layers 0 to "
                                    f"{t.n_layers - 1}; columns positions 0 to {T - 1}", cell=(wide, 16)))
-    entropy = t.attention("entropy")
-    if np.isfinite(entropy).any():
-        with np.errstate(all="ignore"):  # a head with no fed position at all stays NaN (grey)
-            by_head = np.nanmean(entropy, axis=2)
-        parts.append("<h3>Attention</h3>")
-        parts.append(_figure(by_head, f"Attention entropy averaged over positions, nats: rows layers 0 to "
-                                      f"{t.n_layers - 1}, columns heads 0 to {t.n_heads - 1}", cell=(24, 24)))
-        for name in ATTENTION_STATS[1:]:
-            with np.errstate(all="ignore"):
-                mean = np.nanmean(t.attention(name), axis=2)
-            parts.append(_figure(mean, f"Attention {name} averaged over positions (layers x heads)", cell=(24, 24)))
+    if np.isfinite(t.attention("entropy")).any():
+        parts += _html_attention(t)
     parts += _html_analyses(t)
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _html_attention(t: RunTrace) -> list[str]:
+    grid = f"rows layers 0 to {t.n_layers - 1}, columns heads 0 to {t.n_heads - 1}"
+    parts = ["<h3>Attention</h3>"]
+    for name, what in (("entropy", "Attention entropy averaged over positions, nats"),
+                       ("distance", "Mean distance attended, averaged over positions, tokens")):
+        values = t.attention(name)
+        count = np.isfinite(values).sum(2)  # a head with no fed position at all stays NaN (grey)
+        mean = np.where(count > 0, np.nansum(values, 2) / np.maximum(count, 1), np.nan)
+        parts.append(_figure(mean, f"{what}: {grid}", cell=(24, 24)))
+    scores = role_scores(t)
+    for role in ROLES:
+        values = None if scores is None else scores.scores[role]
+        if values is None:
+            why = "none (no attention statistics)" if scores is None else scores.why_not.get(role, "none")
+            parts.append(f"<p class=\"legend\">{ROLE_NAMES[role].capitalize()} score: {html.escape(why)}.</p>")
+        else:
+            caption = f"{ROLE_NAMES[role].capitalize()} score, {ROLE_DEFINITIONS[role]}: {grid}"
+            parts.append(_figure(values, caption, cell=(24, 24), vmin=0.0, vmax=1.0))
+    if scores is not None:
+        parts.append(f"<p class=\"legend\">Heads marked (score ≥ {THRESHOLD} and ≥ {MARGIN} above what even "
+                     f"attention would score): {html.escape(marks_text(scores))}.</p>")
+    return parts
 
 
 def _html_analyses(t: RunTrace) -> list[str]:

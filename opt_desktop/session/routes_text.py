@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import Sequence, TextIO
 
 from ..engine.messages.results import Routes
 from .route_graph import DEFAULT_THRESHOLD, Route, RouteGraph
 
 
-def routes_json(result: Routes) -> str:
+def write_routes_json(result: Routes, out: TextIO) -> None:
     """One JSON object: tokens (ids), attn [L][T][T][H] ([layer][query][key][head]), attn_residual,
-    mlp, mlp_residual [L][T]. Every value is a finite share, so the arrays go out as they are."""
-    return json.dumps({"tokens": result.token_ids.tolist(), "attn": result.attn.tolist(),
-                       "attn_residual": result.attn_residual.tolist(), "mlp": result.mlp.tolist(),
-                       "mlp_residual": result.mlp_residual.tolist()}, allow_nan=False)
+    mlp, mlp_residual [L][T], for routes computed with every part (`dense`). Every value is a finite
+    share, so the arrays go out as they are, a query's row at a time (the text is some 5 times the
+    array: it is never held whole)."""
+    if result.attn is None:
+        raise ValueError("these routes were computed without every part (ask for dense routes)")
+
+    def dump(value) -> str:
+        return json.dumps(value, allow_nan=False)
+
+    out.write(f'{{"tokens": {dump(result.token_ids.tolist())}, "attn": [')
+    for l, layer in enumerate(result.attn):
+        out.write(", [" if l else "[")
+        for t, row in enumerate(layer):
+            out.write((", " if t else "") + dump(row.tolist()))
+        out.write("]")
+    out.write(f'], "attn_residual": {dump(result.attn_residual.tolist())}, "mlp": {dump(result.mlp.tolist())}, '
+              f'"mlp_residual": {dump(result.mlp_residual.tolist())}}}\n')
 
 
 def route_text(route: Route, pieces: Sequence[str], top_heads: int = 2) -> str:
@@ -40,8 +53,6 @@ def strongest_table(result: Routes, pieces: Sequence[str], position: int | None 
              f"{'weight':>7}  route (input token ─layer (heads)→ position …)"]
     for route in graph.strongest(position, threshold, k):
         lines.append(f"{route.weight:>7.3f}  {route_text(route, pieces)}")
-    flow = graph.trace(position, threshold).flow[0]
-    order = [int(i) for i in flow.argsort()[::-1] if flow[i] > 0][:k]
     lines.append("input tokens by the share of its information that comes from them: "
-                 + ", ".join(f"{i} {pieces[i]!r} {flow[i]:.0%}" for i in order))
+                 + ", ".join(f"{i} {pieces[i]!r} {share:.0%}" for i, share in graph.trace(position, threshold).inputs(k)))
     return lines

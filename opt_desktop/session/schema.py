@@ -24,7 +24,7 @@ from ..engine.messages.interventions_spec import check_head_mask, check_hidden_p
 from ..engine.messages.settings import GenerationSettings, HeadScale, InspectSettings
 from . import limits
 from .analyses import Analysis, RunShape, check_declared, check_params, check_values, expected_arrays, KIND_PATTERN
-from .trace import RunTrace
+from .trace import LATER_ATTENTION_STATS, RunTrace
 
 FORMAT = "opt-desktop-session"
 SCHEMA_VERSION = 3
@@ -316,7 +316,7 @@ class CheckedRun:
             "entropy": (np.float32, (T,), True), "rank": (np.int64, (T,), True),
             "top_ids": (np.int64, (T, K), True), "top_probs": (np.float32, (T, K), True),
             **{f"hidden_{n}": (np.int64 if n == "argmax" else np.float32, (L + 1, T), True) for n in HIDDEN_STATS},
-            **{f"attn_{n}": (np.float32, (L, H, T), True) for n in ATTENTION_STATS},
+            **{f"attn_{n}": (np.float32, (L, H, T), n not in LATER_ATTENTION_STATS) for n in ATTENTION_STATS},
             "residual": (np.float16, (L + 1, T, D), False), "residual_mask": (np.bool_, (T,), False),
             "attention_rows": (np.float16, (L, H, T, T), False),
         }

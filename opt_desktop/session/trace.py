@@ -26,6 +26,10 @@ from ..engine.messages.events import (
 from .analyses import Analysis
 from .run_analyses import RunAnalyses
 
+# Attention statistics that files written before them lack (docs/session-format.md): such a run
+# opens with them listed in `RunTrace.missing_attention`, not as if they had been captured.
+LATER_ATTENTION_STATS = ("previous", "induction")
+
 
 class _UpToLength:
     """A per-position array of a trace (`_name` holds it at full capacity), up to the positions so far."""
@@ -76,6 +80,7 @@ class RunTrace(RunAnalyses):
         self._hidden = {name: np.full((L + 1, cap), nan, np.float32) for name in HIDDEN_STATS}
         self._hidden["argmax"] = np.full((L + 1, cap), -1, np.int64)
         self._attention = {name: np.full((L, H, cap), nan, np.float32) for name in ATTENTION_STATS}
+        self.missing_attention: frozenset[str] = frozenset()  # statistics its file did not have
         # (L+1, cap, D) in the dtype the engine sent (float32 rows are exact, see engine/running/capture.py),
         # allocated on first use; files hold float16.
         self._residual: np.ndarray | None = None
@@ -176,7 +181,7 @@ class RunTrace(RunAnalyses):
         return self._hidden[name][:, : self.length]
 
     def attention(self, name: str) -> np.ndarray:
-        """(L, H, T) statistic named in ATTENTION_STATS."""
+        """(L, H, T) statistic named in ATTENTION_STATS (all NaN when it is in `missing_attention`)."""
         return self._attention[name][:, :, : self.length]
 
     def residual_rows(self, position: int) -> np.ndarray | None:
@@ -262,7 +267,8 @@ class RunTrace(RunAnalyses):
         for name in HIDDEN_STATS:
             out[f"hidden_{name}"] = self.hidden(name)
         for name in ATTENTION_STATS:
-            out[f"attn_{name}"] = self.attention(name)
+            if name not in self.missing_attention:  # stays missing, not NaN as if captured and empty
+                out[f"attn_{name}"] = self.attention(name)
         if self._residual is not None:
             out["residual"] = self._residual[:, :T].astype(np.float16, copy=False)
             out["residual_mask"] = self._residual_mask[:T]
@@ -310,10 +316,11 @@ class RunTrace(RunAnalyses):
             "token_ids": ((T,), np.int64), "logprob": ((T,), np.float32), "entropy": ((T,), np.float32),
             "rank": ((T,), np.int64), "top_ids": ((T, K), np.int64), "top_probs": ((T, K), np.float32),
             **{f"hidden_{n}": ((L + 1, T), np.int64 if n == "argmax" else np.float32) for n in HIDDEN_STATS},
-            **{f"attn_{n}": ((L, H, T), np.float32) for n in ATTENTION_STATS},
+            **{f"attn_{n}": ((L, H, T), np.float32) for n in ATTENTION_STATS if n not in LATER_ATTENTION_STATS},
         }
         optional = {"residual": ((L + 1, T, D), np.float16), "residual_mask": ((T,), np.bool_),
-                    "attention_rows": ((L, H, T, T), np.float16)}
+                    "attention_rows": ((L, H, T, T), np.float16),
+                    **{f"attn_{n}": ((L, H, T), np.float32) for n in LATER_ATTENTION_STATS}}
         if ("residual" in arrays) != ("residual_mask" in arrays):
             raise ValueError("residual and residual_mask must be stored together")
         for name, (shape, dtype) in {**expected, **optional}.items():
@@ -343,7 +350,9 @@ class RunTrace(RunAnalyses):
         trace._logprob, trace._entropy, trace._rank = copy(arrays["logprob"]), copy(arrays["entropy"]), copy(arrays["rank"])
         trace._top_ids, trace._top_probs = copy(arrays["top_ids"]), copy(arrays["top_probs"])
         trace._hidden = {n: copy(arrays[f"hidden_{n}"]) for n in HIDDEN_STATS}
-        trace._attention = {n: copy(arrays[f"attn_{n}"]) for n in ATTENTION_STATS}
+        trace.missing_attention = frozenset(n for n in ATTENTION_STATS if f"attn_{n}" not in arrays)
+        trace._attention = {n: np.full((L, H, T), np.nan, np.float32) if n in trace.missing_attention
+                            else copy(arrays[f"attn_{n}"]) for n in ATTENTION_STATS}
         if "residual" in arrays:
             trace._residual = copy(arrays["residual"])
             trace._residual_mask = copy(arrays["residual_mask"])

@@ -61,9 +61,14 @@ def test_each_mode_generates_with_every_statistic(loads, mode):
     assert prompt.hidden["norm"].shape == (L + 1, P) and prompt.attention["entropy"].shape == (L, H, P)
     steps = [e.fed for e in events if isinstance(e, TokenGenerated) and e.fed is not None]
     assert len(steps) == N_NEW - 1
+    ids = list(events[0].prompt_ids) + [e.token_id for e in events if isinstance(e, TokenGenerated)]
     for fed in [prompt] + steps:
+        t = np.arange(fed.start, fed.start + fed.count)
+        # NaN only where a statistic has no value by definition: no previous token at 0, no earlier copy.
+        defined = {"previous": t > 0, "induction": np.array([ids[i] in ids[:max(i - 1, 0)] for i in t], bool)}
         for name, values in {**fed.hidden, **fed.attention}.items():
-            assert values.shape[-1] == fed.count and np.isfinite(values).all(), name
+            assert values.shape[-1] == fed.count, name
+            assert (np.isfinite(values) == defined.get(name, True)).all(), name
         assert fed.residual.shape == (L + 1, fed.count, D) and np.isfinite(fed.residual).all()
         # attention weights are a distribution over keys: entropy in [0, log k], sink in [0, 1]
         k = fed.start + fed.count

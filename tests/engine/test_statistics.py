@@ -5,11 +5,15 @@ import pytest
 import torch
 
 from models import run
-from opt_desktop.engine.running import attention
+from opt_desktop.engine.running import attention, role_stats
 from opt_desktop.engine import GenerationRequest, GenerationSettings, InspectSettings
-from opt_desktop.session import RunTrace
+from opt_desktop.session import RunTrace, Session
+from opt_desktop.session.file import load_session, save_session
+from opt_desktop.session.head_roles import ROLE_NAMES, ROLES, marks_text, role_scores
+from role_reference import hand_names, hand_scores
 
-PROMPT = "Hello, my dog is cute and"
+# Repeats: queries with an earlier copy (induction), one right after it (" my my": not a target).
+PROMPT = "Hello, my my dog is cute and my dog is"
 
 
 def _loaded(engine):
@@ -25,12 +29,13 @@ def traced(engine, request):
                                 inspect=InspectSettings(keep_attention_rows=request.param))
     # Small attention blocks (6 queries over ~8 keys x 4 heads), so the prompt's weights are
     # recomputed in several blocks of queries, as a long prompt's are.
-    saved = attention._CHUNK_ELEMENTS
-    attention._CHUNK_ELEMENTS = 4 * 3 * 16
+    # The prompt's induction targets are found a few queries at a time too.
+    saved = attention._CHUNK_ELEMENTS, role_stats.InductionTargets.CHUNK
+    attention._CHUNK_ELEMENTS, role_stats.InductionTargets.CHUNK = 4 * 3 * 16, 3
     try:
         events, finished = run(engine, request)
     finally:
-        attention._CHUNK_ELEMENTS = saved
+        attention._CHUNK_ELEMENTS, role_stats.InductionTargets.CHUNK = saved
     trace = RunTrace(events[0])
     for ev in events[1:]:
         trace.apply(ev)
@@ -113,6 +118,47 @@ def test_attention_statistics(traced):
     np.testing.assert_allclose(trace.attention("sink")[..., :fed], w[..., 0], atol=1e-5)
     np.testing.assert_allclose(trace.attention("distance")[..., :fed], dist, atol=2e-3)
     assert np.isnan(trace.attention("entropy")[..., -1]).all()
+
+
+def test_previous_token_and_induction_statistics(traced):
+    """A[t, t-1], and Σ A[t, j+1] over the earlier copies j < t-1 of token t (NaN without one), for the
+    prompt's queries and the generated ones, from transformers' own eager weights."""
+    trace, _, _, attn, _, _ = traced
+    ids = trace.token_ids
+    fed = trace.length - 1
+    previous = np.full(attn.shape[:2] + (fed,), np.nan)
+    induction = np.full(attn.shape[:2] + (fed,), np.nan)
+    for t in range(fed):
+        if t >= 1:
+            previous[..., t] = attn[:, :, t, t - 1]
+        copies = [j for j in range(t - 1) if ids[j] == ids[t]]
+        if copies:
+            induction[..., t] = sum(attn[:, :, t, j + 1] for j in copies)
+    assert any(ids[t] == ids[t - 1] for t in range(1, fed))  # " my my": its own key is no target
+    has_copy = ~np.isnan(induction[0, 0])
+    assert has_copy[:trace.n_prompt].any() and has_copy[trace.n_prompt:].any()  # both kinds of query are checked
+    assert not has_copy.all()
+    np.testing.assert_allclose(trace.attention("previous")[..., :fed], previous, atol=1e-5)
+    np.testing.assert_allclose(trace.attention("induction")[..., :fed], induction, atol=1e-5)
+    assert np.isnan(trace.attention("previous")[..., -1]).all()  # the last token was never fed
+
+
+def test_head_role_scores(traced, tmp_path):
+    """The previous-token, induction and sink scores of every head, and the heads they name, equal the
+    definitions computed by hand over the eager weights: live and from the saved file."""
+    trace, _, _, attn, _, _ = traced
+    ref = hand_scores(attn, trace.token_ids, trace.length - 1)
+    assert ref["induction"] is not None
+    names = hand_names(ref)
+    expected = "; ".join(f"{ROLE_NAMES[role]} {names[role]}" for role in ROLES)
+    path = tmp_path / "run.optsession"
+    save_session(Session([trace]), path)
+    for shown in (trace, load_session(path).runs[0]):
+        scores = role_scores(shown)
+        for role in ROLES:
+            np.testing.assert_allclose(scores.scores[role], ref[role][0], atol=1e-5)
+            np.testing.assert_allclose(scores.baseline[role], ref[role][1], atol=1e-6)
+        assert marks_text(scores) == expected
 
 
 def test_full_attention_rows(traced):

@@ -407,3 +407,13 @@ def test_table_right_click_and_double_click_open_the_fork_menu(qtbot, inspector,
     qtbot.mouseDClick(view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
     qtbot.waitUntil(lambda: bool(shown), timeout=2000)
     assert any(t.startswith("Fork here with") for t in shown[0])
+
+
+def test_alt_keys_pick_the_views(qtbot, inspector):
+    """Alt+A shows the attention view, Alt+L the logit lens, Alt+S the hidden states: no mouse needed."""
+    inspector.activateWindow()
+    qtbot.waitUntil(inspector.isActiveWindow)
+    for key, view in ((Qt.Key.Key_A, inspector.attention), (Qt.Key.Key_L, inspector.lens),
+                      (Qt.Key.Key_S, inspector.hidden)):
+        qtbot.keyClick(inspector.table, key, Qt.KeyboardModifier.AltModifier)
+        assert inspector.tabs.currentWidget() is view

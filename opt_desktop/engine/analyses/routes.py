@@ -22,21 +22,29 @@ The residual stream is carried in float32 from the input of layer 0 on: layer no
 weights, the per-head parts, the sums and the norms are float32 arithmetic; q/k/v and the MLP run
 through the model's own modules (for a float32 model, float32 too) and out_proj's weights are read
 in float32 in every precision mode. The L1 norms ‖y_t − part‖ are T²·H·d work per layer: they are
-taken a block of queries of one head at a time, in a buffer of at most BLOCK_ELEMENTS floats, so the
-working memory stays far below 512 MiB whatever the length; the arrays kept are the result.
+taken a block of queries of one head at a time, in a buffer of at most BLOCK_ELEMENTS floats.
+
+Memory stays within MEMORY_BOUND above the model, the result included, up to OPT's 2,048 positions:
+a layer's working arrays are a few (T, T) and (T, D) ones, and the result is the bounded form of
+routes_result.py (opt-350m at 2,048 tokens: 192 MiB of edge sums and, at most, 96 MiB of head parts),
+not the L·T²·H array of every part (6 GiB there), which is built only when asked for (`dense`, the CLI's
+JSON) and only up to DENSE_BYTES. benchmarks/routes_speed.py measures the peak.
 """
 
 from __future__ import annotations
 
+import math
 from contextlib import ExitStack
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from ...formatting import format_bytes
+from ..messages.errors import SettingsError
 from ..messages.interventions_spec import check_hidden_positions
 from ..messages.job_context import JobContext
-from ..messages.results import Routes
+from ..messages.routes_result import EPSILON, MAX_HEAD_PARTS, Routes, pack_rows, packed_size, select_heads
 from ..running.interventions import attention_inputs
 from ..running.loaded import LoadedModel
 from ..running.scoring import _token_tensor
@@ -45,6 +53,8 @@ from .lens_table import MaskSchedule, _schedule
 
 FLOOR = 1e-5  # the least proximity a part can have (a zero part, a masked head)
 BLOCK_ELEMENTS = 1 << 20  # floats in one block of differences y_t − part (4 MiB: it stays in the cache)
+MEMORY_BOUND = 512 << 20  # bytes the routes may take above the model, their result included (issue 26)
+DENSE_BYTES = 256 << 20  # the full per-head array's part of it, when asked for (the rest: working memory)
 
 
 class _Grabbed(Exception):
@@ -149,9 +159,33 @@ class _Layer:
         return y
 
 
+def dense_bytes(n_layers: int, n_positions: int, n_heads: int) -> int:
+    """Bytes of the full (L, T, T, H) float32 array of every part."""
+    return 4 * n_layers * n_positions * n_positions * n_heads
+
+
+def longest_dense(n_layers: int, n_heads: int) -> int:
+    """The most positions whose full array fits in DENSE_BYTES."""
+    return math.isqrt(DENSE_BYTES // (4 * n_layers * n_heads))
+
+
+def check_dense(n_layers: int, n_positions: int, n_heads: int) -> None:
+    """SettingsError when the full array of `n_positions` would not fit in the memory bound."""
+    size = dense_bytes(n_layers, n_positions, n_heads)
+    if size > DENSE_BYTES:
+        raise SettingsError(
+            f"Every part of the routes of {n_positions} positions would take {format_bytes(size)} "
+            f"({n_layers} layers × {n_positions}² × {n_heads} heads in float32), more than the "
+            f"{format_bytes(DENSE_BYTES)} they may; the longest sequence that fits is "
+            f"{longest_dense(n_layers, n_heads)} tokens, the leading </s> included (the table of the "
+            f"strongest routes has no such limit).")
+
+
 def routes(loaded: LoadedModel, token_ids: Sequence[int], *, hidden_positions: Sequence[int] = (),
-           mask_schedule: MaskSchedule = ((0, ()),), job: JobContext | None = None) -> Routes:
-    """The contributions of every part to every sum of every layer, for every position of `token_ids`.
+           mask_schedule: MaskSchedule = ((0, ()),), dense: bool = False, job: JobContext | None = None) -> Routes:
+    """The contributions of every part to every sum of every layer, for every position of `token_ids`,
+    in the bounded form (routes_result.py); with `dense`, the full (L, T, T, H) array too, refused
+    (SettingsError) when it would not fit in DENSE_BYTES.
 
     `hidden_positions` and `mask_schedule` ((first position, head mask) pairs) are the run's
     interventions. The job's progress counts heads (L·H in all); the job is checked between blocks
@@ -163,11 +197,15 @@ def routes(loaded: LoadedModel, token_ids: Sequence[int], *, hidden_positions: S
     T, L, H = ids.shape[1], info.n_layers, info.n_heads
     hidden = check_hidden_positions(hidden_positions, T, "sequence")
     scales_all = head_scales(_schedule(mask_schedule, L, H, info.label), T, L, H)
+    if dense:
+        check_dense(L, T, H)
 
-    attn = np.zeros((L, T, T, H), np.float32)
+    attn = np.zeros((L, T, T, H), np.float32) if dense else None
+    edges = np.zeros((L, packed_size(T)), np.float32)  # pages are taken as layers fill them
     attn_residual = np.zeros((L, T), np.float32)
     mlp = np.zeros((L, T), np.float32)
     mlp_residual = np.zeros((L, T), np.float32)
+    heads = []  # each layer's kept head parts
     compute_dtype = model.model.decoder.embed_tokens.weight.dtype
     job.check()
     with torch.inference_mode():
@@ -182,22 +220,76 @@ def routes(loaded: LoadedModel, token_ids: Sequence[int], *, hidden_positions: S
                 parts = _Layer(layer, x, compute_dtype, visible, torch.from_numpy(scales_all[l]).to(device))
                 y = parts.output()
                 y_norm = torch.linalg.vector_norm(y, 1, dim=-1)  # (T,)
-                prox = torch.from_numpy(attn[l])  # filled in place: no second (T, T, H) array
-                _head_proximities(parts, y, y_norm, prox, job, lambda h: job.progress(l * H + h, L * H))
-                res = (y_norm - torch.linalg.vector_norm(y - x, 1, dim=-1)).clamp_(min=FLOOR).cpu()
-                total = prox.sum(dim=(1, 2), dtype=torch.float64) + res  # (T,)
-                prox.div_(total[:, None, None].float())
-                attn_residual[l] = (res / total).numpy()
-                del parts
+                res = (y_norm - torch.linalg.vector_norm(y - x, 1, dim=-1)).clamp_(min=FLOOR)
+                layer_parts = _LayerParts(T, H, res, None if attn is None else torch.from_numpy(attn[l]))
+                _head_proximities(parts, y, y_norm, layer_parts, job, lambda h: job.progress(l * H + h, L * H))
+                total = layer_parts.edges.sum(dim=1, dtype=torch.float64) + res  # (T,): Σ of every part
+                if attn is not None:
+                    attn[l] /= total.cpu().numpy()[:, None, None].astype(np.float32)
+                pack_rows(layer_parts.edges.div_(total[:, None].float()).cpu().numpy(), edges[l])
+                attn_residual[l] = (res / total).float().cpu().numpy()
+                heads.append(layer_parts.kept(total))
+                del parts, layer_parts
                 x, mlp[l], mlp_residual[l] = _mlp_block(layer, y, compute_dtype)
-    return Routes(token_ids=np.asarray(ids[0].cpu().numpy(), np.int64), attn=attn, attn_residual=attn_residual,
-                  mlp=mlp, mlp_residual=mlp_residual)
+    return Routes.assemble(ids[0].cpu().numpy(), H, edges, attn_residual, mlp, mlp_residual, heads, attn=attn)
 
 
-def _head_proximities(parts: _Layer, y: torch.Tensor, y_norm: torch.Tensor, prox: torch.Tensor, job: JobContext,
+class _LayerParts:
+    """What one layer's head proximities leave behind, head by head, without an (T, T, H) array: their
+    sum over heads per (query, key), and the candidates for the parts kept one by one.
+
+    A part is kept when its share of the node's sum is at least EPSILON, the largest MAX_HEAD_PARTS of
+    the node. That sum is known only once every head is done, but it is at least the residual's
+    proximity plus the heads' so far, so a part under EPSILON times that lower bound can be dropped at
+    once; and a part that is not among its node's MAX_HEAD_PARTS largest now never will be (the node's
+    parts share one sum). What is left after each head is at most MAX_HEAD_PARTS per node."""
+
+    def __init__(self, T: int, H: int, res: torch.Tensor, dense: torch.Tensor | None):
+        self.T, self.H, self.dense = T, H, dense
+        self.edges = torch.zeros(T, T, device=res.device)  # Σ_h proximity, [query][key]
+        self.running = res.clone()  # the lower bound of each node's sum
+        self.node = torch.zeros(0, dtype=torch.int32, device=res.device)
+        self.key = torch.zeros(0, dtype=torch.int32, device=res.device)
+        self.prox = torch.zeros(0, device=res.device)
+
+    def add(self, h: int, p: torch.Tensor) -> None:
+        """Head h's proximities (T, T) [query][key] (0 after the query)."""
+        self.edges += p
+        if self.dense is not None:
+            self.dense[:, :, h] = p.cpu()
+        self.running += p.sum(dim=1)
+        floor = self.running * EPSILON
+        if self.T > MAX_HEAD_PARTS:  # of this head's parts, only a node's largest MAX_HEAD_PARTS can be kept
+            values, s = torch.topk(p, MAX_HEAD_PARTS, dim=1)
+            t = torch.arange(self.T, device=p.device)[:, None].expand_as(s)
+            on = values >= floor[:, None]
+            t, s, values = t[on], s[on], values[on]
+        else:
+            t, s = torch.nonzero(p >= floor[:, None], as_tuple=True)
+            values = p[t, s]
+        keep = self.prox >= floor[self.node]
+        self.node = torch.cat([self.node[keep], t.int()])
+        self.key = torch.cat([self.key[keep], (s * self.H + h).int()])
+        self.prox = torch.cat([self.prox[keep], values])
+        if len(self.node) and int(torch.bincount(self.node, minlength=self.T).max()) > MAX_HEAD_PARTS:
+            by_size = torch.argsort(self.prox, descending=True, stable=True)
+            by_size = by_size[torch.argsort(self.node[by_size], stable=True)]  # node by node, the largest first
+            grouped = self.node[by_size].contiguous()
+            rank = torch.arange(len(grouped), device=grouped.device) - torch.searchsorted(grouped, grouped)
+            chosen = by_size[rank < MAX_HEAD_PARTS]
+            self.node, self.key, self.prox = self.node[chosen], self.key[chosen], self.prox[chosen]
+
+    def kept(self, total: torch.Tensor):
+        """(counts (T,), keys, shares) of the parts of at least EPSILON of their node's `total`."""
+        shares = (self.prox / total[self.node]).float()
+        return select_heads(self.node.cpu().numpy(), self.key.cpu().numpy(), shares.cpu().numpy(),
+                            len(total), EPSILON, MAX_HEAD_PARTS)
+
+
+def _head_proximities(parts: _Layer, y: torch.Tensor, y_norm: torch.Tensor, out: _LayerParts, job: JobContext,
                       head_done) -> None:
-    """Fill `prox` (T, T, H) on the CPU with the proximities of the attention parts, [query][key][head];
-    0 where the key is after the query (no part)."""
+    """Hand `out` each head's (T, T) proximities of the attention parts, [query][key]; 0 where the key is
+    after the query (no part)."""
     T, D = y.shape
     block = max(1, min(T, BLOCK_ELEMENTS // (T * D)))
     diff = torch.empty(block * T * D, device=y.device)
@@ -214,8 +306,8 @@ def _head_proximities(parts: _Layer, y: torch.Tensor, y_norm: torch.Tensor, prox
             n = row[:(q1 - q0) * q1].view(q1 - q0, q1)
             torch.sum(d.abs_(), dim=-1, out=n)  # (abs and sum beat linalg.vector_norm's ord=1 threefold)
             norms[q0:q1, :q1] = n
-        p = torch.sub(y_norm[:, None], norms).clamp_(min=FLOOR).tril_()  # keys after the query are no parts
-        prox[:, :, h] = p.cpu()
+        del a, projected
+        out.add(h, torch.sub(y_norm[:, None], norms).clamp_(min=FLOOR).tril_())  # keys after the query are no parts
         head_done(h + 1)
 
 

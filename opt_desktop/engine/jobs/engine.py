@@ -29,20 +29,24 @@ class Engine(Protocol):
     """Runs jobs one at a time on one model; every job it accepts ends exactly once."""
 
     on_died: Callable[[str], None] | None  # called (on any thread) with one line if the engine ends by itself
+    # An engine keeps what the three properties below read in these fields; they are written once here.
+    _info: ModelInfo | None
+    _running: Job | None
+    _closed: bool
 
     @property
     def info(self) -> ModelInfo | None:
         """The model loaded now (None before the first load, after a failed one, or a death)."""
-        ...
+        return self._info
 
     @property
     def running(self) -> Job | None:
         """The job the engine is running now, if any."""
-        ...
+        return self._running
 
     @property
     def closed(self) -> bool:
-        ...
+        return self._closed
 
     @property
     def threads(self) -> tuple[threading.Thread, ...]:

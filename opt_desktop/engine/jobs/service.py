@@ -107,7 +107,8 @@ def _lens_table(loaded, r: LensTableRequest, job: Job) -> LensTable:
 def _routes(loaded, r: RoutesRequest, job: Job) -> Routes:
     from ..analyses.routes import routes
 
-    return routes(loaded, r.token_ids, hidden_positions=r.hidden_positions, mask_schedule=r.mask_schedule, job=job)
+    return routes(loaded, r.token_ids, hidden_positions=r.hidden_positions, mask_schedule=r.mask_schedule,
+                  dense=r.dense, job=job)
 
 
 def _probe(loaded, request: ProbeRequest, job: Job):
@@ -197,21 +198,9 @@ class EngineService(LocalEngine):
     # --- state readable from any thread ------------------------------------------------------
 
     @property
-    def info(self) -> ModelInfo | None:
-        return self._info
-
-    @property
     def tokenizer(self):
         """The current model's (fast, thread-safe) tokenizer, for token counts on the caller's thread."""
         return self._tokenizer
-
-    @property
-    def running(self) -> Job | None:
-        return self._running
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     @property
     def threads(self) -> tuple[threading.Thread, ...]:

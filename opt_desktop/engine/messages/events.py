@@ -19,7 +19,9 @@ import numpy as np
 FinishReason = Literal["length", "eos", "stop_string", "cancelled", "error"]
 
 HIDDEN_STATS = ("norm", "mean", "std", "maxabs", "argmax")
-ATTENTION_STATS = ("entropy", "sink", "distance")
+# Per query: entropy, weight on key 0, mean distance, weight on the previous token, weight on the tokens
+# after earlier copies of the query's token (engine/running/role_stats.py; NaN where there is none).
+ATTENTION_STATS = ("entropy", "sink", "distance", "previous", "induction")
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,7 @@ class RoutesRequest:
     hidden_positions: tuple[int, ...] = ()
     # (first position, head mask as (layer, head, scale) triples): the mask each position ran under
     mask_schedule: tuple = ((0, ()),)
+    dense: bool = False  # the full [L][T][T][H] array too (the CLI's JSON), where it fits in memory
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .routes_result import Routes  # noqa: F401 (a result like the others)
 from .rows import row_label
 
 # Recovery, (p - corrupted) / (clean - corrupted), divides by the gap between the two runs: when they
@@ -193,36 +194,6 @@ class LensTable:
     @property
     def top_k(self) -> int:
         return int(self.top_ids.shape[2])
-
-
-@dataclass(frozen=True)
-class Routes:
-    """Information-flow routes of one sequence (engine/analyses/routes.py has the definition).
-
-    token_ids: (T,) int64, the whole sequence, the leading `</s>` included. For layer l and position t,
-    contributions to one sum, each ≥ 0, adding up to 1:
-    attn: (L, T, T, H) float32, [layer][query][key][head]: what head h wrote into query t from key s
-    (0 where s > t); attn_residual: (L, T) float32, the residual entering the attention block.
-    mlp / mlp_residual: (L, T) float32, the MLP's output and the residual entering the MLP.
-    """
-
-    token_ids: np.ndarray
-    attn: np.ndarray
-    attn_residual: np.ndarray
-    mlp: np.ndarray
-    mlp_residual: np.ndarray
-
-    @property
-    def n_layers(self) -> int:
-        return int(self.attn.shape[0])
-
-    @property
-    def n_positions(self) -> int:
-        return int(self.attn.shape[1])
-
-    @property
-    def n_heads(self) -> int:
-        return int(self.attn.shape[3])
 
 
 @dataclass(frozen=True)

@@ -137,18 +137,6 @@ class RemoteEngine(Engine):
     # --- the Engine interface ---------------------------------------------------------------------
 
     @property
-    def info(self) -> ModelInfo | None:
-        return self._info
-
-    @property
-    def running(self) -> Job | None:
-        return self._running
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def threads(self) -> tuple[threading.Thread, ...]:
         return (self._reader,)
 

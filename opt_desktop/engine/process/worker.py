@@ -172,7 +172,7 @@ def main() -> int:
     # The engine runs at the window's own priority. Lowered (it was at nice 10) it got a tenth of a core
     # beside any busy program and decoded 3-30x slower, while the window's timer was no more punctual.
     # The window keeps a core by other means: its CPU time counts as taken when "auto" chooses the
-    # engine's threads, and OpenMP threads with nothing to do spin 0.3 ms before they sleep, not 3.
+    # engine's threads, and "auto" uses no more threads than the cores other programs leave free.
     prepare_environment()  # before torch loads
     setup_logging(file_name=LOG_FILE)
     try:

@@ -23,6 +23,7 @@ import torch
 
 from .attention import SINK_ATTRIBUTE, layer_queries, weight_blocks
 from ..messages.events import ATTENTION_STATS, HIDDEN_STATS, StepStats
+from .role_stats import InductionTargets, induction_pairs, role_stats
 from .scratch import Scratch
 from ..messages.settings import InspectSettings
 from ..messages.job_context import JobContext
@@ -149,6 +150,10 @@ class Capture:
         self.layers = list(self.decoder.layers)
         self.inspect = inspect
         self.prompt_ids = prompt_ids  # (P,) on the model's device
+        # Every id fed so far (the prompt, then each decode step's token), read off the decoder's
+        # input: the induction statistic's targets. None when a forward was fed embeddings instead.
+        self._ids: torch.Tensor | None = prompt_ids[:0]
+        self._prompt_targets: InductionTargets | None = None  # the prompt's, found at its first block
         self.job = job if job is not None else JobContext()  # the prompt's statistics are seconds of blocks, each a place to stop
         self.n_layers = len(self.layers)
         self.residual_dtype = residual_dtype(model.config)
@@ -191,6 +196,8 @@ class Capture:
         if self._wants_attention:
             for i, layer in enumerate(self.layers):
                 setattr(layer.self_attn, SINK_ATTRIBUTE, _AttentionSink(self, i))
+        if self._wants_attention:
+            self._handles.append(self.decoder.register_forward_pre_hook(self._on_decoder_input, with_kwargs=True))
         self._handles.append(self.decoder.register_forward_hook(self._on_decoder_output))
         self._handles.append(self.model.lm_head.register_forward_hook(self._on_logits))
         return self
@@ -205,6 +212,7 @@ class Capture:
         self._prompt_rows = [None] * (self.n_layers + 1)
         self._prompt_keys = [None] * self.n_layers
         self._final_hidden = None
+        self._prompt_targets = None
         self._scratch.clear()
 
     # --- hooks --------------------------------------------------------------------------------
@@ -253,6 +261,14 @@ class Capture:
             kept.copy_(h)
         return kept
 
+    def _on_decoder_input(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None or self._ids is None:
+            self._ids = None
+        else:
+            self._ids = torch.cat([self._ids, ids[0].to(self._ids.device)])
+        return None
+
     def _on_decoder_output(self, module, args, output):
         if self.prompt_scores is None and self._final_hidden is None:  # the first forward of a run is the prefill
             self._final_hidden = output.last_hidden_state[0]
@@ -278,6 +294,7 @@ class Capture:
                 del query, key, mask, pending
             self._finish_row(layer)
         self._finish_row(self.n_layers)
+        self._prompt_targets = None
         self._scratch.clear()  # the attention blocks' buffers, before the vocabulary's are made
         self._score_prompt()
         self._scratch.clear()
@@ -298,7 +315,16 @@ class Capture:
             if keep_rows:
                 self._rows[layer].append(weights.to(torch.float16).cpu().numpy())
             if self.inspect.attention_stats:
-                self._attn[layer].append(prompt_attention_stats(weights, scores, q0))
+                roles = role_stats(weights, q0, self._block_targets(q0, q0 + weights.shape[-2], weights.device))
+                self._attn[layer].append(torch.cat([prompt_attention_stats(weights, scores, q0), roles]))
+
+    def _block_targets(self, first: int, last: int, device):
+        """The induction targets of the prompt's queries first..last-1 (None when its ids are unknown)."""
+        if self._ids is None:
+            return None
+        if self._prompt_targets is None:
+            self._prompt_targets = InductionTargets(self._ids)
+        return self._prompt_targets.block(first, last, device)
 
     def _score_prompt(self) -> None:
         """Prompt surprisal: token t under the raw distribution at t-1, from the prefill's final states."""
@@ -342,9 +368,11 @@ class Capture:
         if self.inspect.attention_stats and self._attn[0]:
             if self._decode_step:  # raw (H, 1, k) weights, reduced together
                 raw = torch.stack([parts[0] for parts in self._attn])  # (L, H, 1, k)
-                stats = attention_stats(raw, raw.shape[-1] - 1)  # (3, L, H, 1)
+                query = raw.shape[-1] - 1
+                targets = None if self._ids is None else induction_pairs(self._ids.to(raw.device), query, query + 1)
+                stats = torch.cat([attention_stats(raw, query), role_stats(raw, query, targets)])  # (5, L, H, 1)
             else:
-                stats = torch.stack([torch.cat(parts, -1) for parts in self._attn], 1)  # (3, L, H, q)
+                stats = torch.stack([torch.cat(parts, -1) for parts in self._attn], 1)  # (5, L, H, q)
             arr = stats.cpu().numpy()
             for j, name in enumerate(ATTENTION_STATS):
                 attention[name] = arr[j]

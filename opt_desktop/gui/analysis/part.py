@@ -20,14 +20,17 @@ class AnalysisPart:
 class TabAnalysis(AnalysisPart):
     """An analysis with a tab of its own (`VIEW`, the name of the view). A subclass defines `start`, which
     the tab's run_requested calls with the tab's choices, and `_keep(result, origin)`, which gets what a
-    job gave; the tab's Stop stops the job (a partial result still arrives), an error goes to the tab and
-    the banner."""
+    job gave (and may define `_ended(end, origin)`, told of every end); the tab's Stop stops the job (a
+    partial result still arrives), an error goes to the tab and the banner."""
 
     VIEW = ""
 
     def __init__(self, *parts):
         super().__init__(*parts)
         self.view = getattr(self.v, self.VIEW)
-        self.runner = Runner(self.controller, self.view, on_done=self._keep, report=self.report)
+        self.runner = Runner(self.controller, self.view, on_done=self._keep, on_end=self._ended, report=self.report)
         self.view.run_requested.connect(self.start)
         self.view.stop_requested.connect(self.runner.stop)
+
+    def _ended(self, end, origin) -> None:
+        """Whatever way its job ended (after `_keep` when there was a result)."""

@@ -4,39 +4,53 @@ full attention rows, the whole attention matrix of one head.
 Layers and heads count from 0, as `model.model.decoder.layers[i]` does: the cell in row l, column h
 is head h of decoder layer l, named "L{l}H{h}" as in the CLI, the exports and the session files.
 
-The grid also edits the head mask for the next run: right-click a head, a layer number or a head
-number for the mask menu, or turn on "Edit head mask" and click. Masked heads are hatched.
+The grid also edits the head mask for the next run (attention_mask_editing.py): right-click a head,
+a layer number or a head number for the mask menu, or turn on "Edit head mask" and click. Masked
+heads are hatched.
+
+Above the grid, the heads this run marks as previous-token, induction and sink heads (P, I, S on the
+grid; session/head_roles.py): a click on one selects it.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Iterable
 
 import numpy as np
-from PySide6.QtCore import QPointF, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
-    QHBoxLayout, QInputDialog, QLabel, QMenu, QSpinBox, QVBoxLayout, QWidget,
+    QHBoxLayout, QLabel, QSpinBox, QVBoxLayout, QWidget,
 )
 
-from ...engine.messages.settings import HeadScale
+from ...session.head_roles import ROLE_DEFINITIONS, ROLE_NAMES, ROLES, RoleScores, per_query, role_scores
 from ...session.trace import RunTrace
 from ..colors import follow_palette
 from .head_mask_editor import (
-    Cell, HeadMaskBar, HeadMaskOverlay, MaskDict, head_cell_name, head_label, head_scales, mask_dict,
+    HeadMaskBar, HeadMaskOverlay, MaskDict, head_cell_name, head_label,
 )
-from .heatmap import Axis, Heatmap
+from .attention_mask_editing import HeadMaskEditing
+from .head_roles_bar import HeadRoleMarks, HeadRolesBar, score_grid
+from .heatmap import Axis, FittedTitle, Heatmap
 from .hidden_view import token_name
 from .splitter import splitter
 from .stat_box import StatBox
 
-STATS = (("entropy", "entropy (nats)"), ("sink", "sink weight (key 0)"), ("distance", "mean distance (tokens)"))
+STATS = (("entropy", "entropy (nats)"), ("sink", "sink weight (key 0)"), ("distance", "mean distance (tokens)"),
+         ("previous", "previous-token weight"), ("induction", "induction weight"),
+         *((f"score:{r}", f"{ROLE_NAMES[r]} score (whole run)") for r in ROLES))
 STAT_TIPS = {
     "entropy": "Entropy of the head's weights over keys 0..t, in nats: low = focused, high = spread out",
     "sink": "Weight the head puts on key 0 (the leading </s>), the 'attention sink'",
     "distance": "Average distance back to the attended keys: Σ w_k (t − k)",
+    "previous": "Weight the head puts on the previous token, key t − 1",
+    "induction": "Weight the head puts on the tokens that followed earlier copies of this token: Σ w_(j+1) over "
+                 "the earlier positions j < t − 1 holding the same token (none when it has not occurred before)",
+    **{f"score:{r}": f"The run's {ROLE_NAMES[r]} score of each head, the one heads are named by: the "
+                     f"{ROLE_DEFINITIONS[r]}" for r in ROLES},
 }
+# Fractions of the attention (and their means): shown on a fixed 0..1 scale.
+WEIGHTS = ("sink", "previous", "induction", *(f"score:{r}" for r in ROLES))
 NO_ROWS = ("To see a head's full attention matrix beside the grid, turn on “keep full attention rows” "
            "before generating.")
 GRID_HINT = "Click a head: its matrix. Right-click: mask it."
@@ -47,12 +61,8 @@ GRID_HINT_TIP = ("Hover a head to read its value. Click a head to show its full 
 MATRIX_MIN_INTERVAL_S = 0.25  # building a T × T matrix is O(T²): don't redo it on every token
 
 
-# What a click on the grid points at: a head (layer, head), a whole layer (row number) or one head
-# index in every layer (column number).
-Target = tuple[str, int, int]  # ("head", layer, head) | ("layer", layer, -1) | ("index", -1, head)
 
-
-class AttentionView(QWidget):
+class AttentionView(HeadMaskEditing, QWidget):
     position_selected = Signal(int)
     # (layer, head): a finished run whose full rows stayed with its engine (a server) wants that matrix
     matrix_requested = Signal(int, int)
@@ -68,6 +78,9 @@ class AttentionView(QWidget):
         self._matrix_time = 0.0
         self._matrix_timer = QTimer(self, singleShot=True)
         self._matrix_timer.timeout.connect(lambda: self._update_matrix(force=True))
+        self._roles: RoleScores | None = None
+        self._roles_key: tuple | None = None  # (trace, length, fed positions) the roles were scored at
+        self._picked: tuple[int, int] | None = None  # the head last clicked (outlined without full rows)
 
         self.stats = StatBox(STATS, STAT_TIPS)
         self.stats.changed.connect(self._on_stat_changed)
@@ -78,17 +91,21 @@ class AttentionView(QWidget):
         bar.addWidget(self.stats)
         bar.addSpacing(16)
         bar.addWidget(self.mask_bar, 1)
+        self.roles_bar = HeadRolesBar()
+        self.roles_bar.head_clicked.connect(self._on_role_clicked)
 
         # Left: every head at the selected token.
         self.grid_caption = QLabel()
         self.grid_caption.setWordWrap(True)
         self.grid_caption.setTextFormat(Qt.TextFormat.PlainText)  # it quotes a token
-        self.grid = Heatmap(Axis("layer"), Axis("head"), cell_name=head_cell_name, hint=GRID_HINT)
+        self.grid = Heatmap(Axis("layer"), Axis("head"), cell_name=self._cell_name, hint=GRID_HINT)
         self.grid.readout.setToolTip(GRID_HINT_TIP)
         self.grid.cell_clicked.connect(self._on_grid_clicked)
         self.grid.plot.scene().sigMouseClicked.connect(self._on_grid_scene_clicked)
         self.mask_overlay = HeadMaskOverlay()
         self.grid.plot.addItem(self.mask_overlay, ignoreBounds=True)
+        self.role_marks = HeadRoleMarks()
+        self.grid.plot.addItem(self.role_marks, ignoreBounds=True)
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 0, 0)
@@ -108,14 +125,14 @@ class AttentionView(QWidget):
         self.matrix = Heatmap(Axis("query"), Axis("key"),
                               hint="Rows: query tokens, columns: the keys they attend to. Click a row to select it.")
         self.matrix.set_colorbar_label("weight")
+        self.matrix_title = FittedTitle(self.matrix.plot)  # names the head's roles: cut short, not past the edge
         self.matrix.cell_clicked.connect(lambda row, _col: self.position_selected.emit(row))
         matrix_panel = QWidget()
         ml = QVBoxLayout(matrix_panel)
         ml.setContentsMargins(0, 0, 0, 0)
         ml.addLayout(pick)
         ml.addWidget(self.matrix, 1)
-        self.right = matrix_panel
-        self._matrix_panel = matrix_panel
+        self.right = self._matrix_panel = matrix_panel
         # Without full rows the grid takes the whole width and one line says how to get the matrix,
         # instead of a large panel holding only that sentence beside a small grid.
         self.no_rows_label = QLabel(NO_ROWS)
@@ -129,6 +146,7 @@ class AttentionView(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(bar)
+        layout.addWidget(self.roles_bar)
         layout.addWidget(split, 1)
         layout.addWidget(self.no_rows_label)
         self._on_stat_changed()
@@ -147,6 +165,7 @@ class AttentionView(QWidget):
         self._matrix_key = None
         self._fetched = None  # (layer, head, length, matrix) computed by the engine for this run
         self._asked = None  # the (layer, head, length) asked for
+        self._roles_key = None
         if trace is not None:
             self.layer_spin.setMaximum(trace.n_layers - 1)
             self.head_spin.setMaximum(trace.n_heads - 1)
@@ -163,6 +182,7 @@ class AttentionView(QWidget):
 
     def refresh(self, force: bool = False) -> None:
         """Re-read the trace; `force` redraws the matrix now even if it was drawn a moment ago."""
+        self._update_roles()
         self._update_grid()
         self._update_matrix(force)
 
@@ -170,25 +190,76 @@ class AttentionView(QWidget):
 
     def _on_stat_changed(self) -> None:
         self.grid.set_colorbar_label(self.stats.label())
-        # Sink weight is a fraction of the attention: a fixed 0..1 scale reads the same at every token.
-        self.grid.set_fixed_levels((0.0, 1.0) if self.stats.stat == "sink" else None)
+        # Weights are fractions of the attention: a fixed 0..1 scale reads the same at every token.
+        self.grid.set_fixed_levels((0.0, 1.0) if self.stats.stat in WEIGHTS else None)
         self._update_grid()
 
     def _update_grid(self) -> None:
-        t, pos = self._trace, self._pos
+        t, pos, stat = self._trace, self._pos, self.stats.stat
+        if t is not None and stat.startswith("score:"):  # the whole run's, at no one token
+            values, caption = score_grid(self._roles, stat.removeprefix("score:"), (t.n_layers, t.n_heads))
+            self.grid.set_data(values)
+            self._place_overlay()
+            self.grid_caption.setText(caption)
+            return
         if t is None or pos is None or not (0 <= pos < t.length):
             self.grid.clear()
             self._place_overlay()
             self.grid_caption.setText("Select a token to see its attention heads.")
             return
-        values = t.attention(self.stats.stat)[:, :, pos]
+        per_query_values = per_query(t, stat)
+        values = (np.full((t.n_layers, t.n_heads), np.nan, np.float32) if per_query_values is None
+                  else per_query_values[:, :, pos])
         self.grid.set_data(values)
         if self.mask_overlay.grid_shape != values.shape:
             self._place_overlay()  # the grid's shape changed (a new model): re-fit the marks
-        if np.isnan(values).all():
+        fed = np.isfinite(t.attention("sink")[:, :, pos]).any()
+        if per_query_values is None:
+            self.grid_caption.setText(f"This run's file has no {self.stats.label()} (saved by an earlier OPT Desktop "
+                                      "without full attention rows).")
+        elif not fed:
             self.grid_caption.setText(f"{token_name(t, pos)} was never fed to the model: no attention yet.")
+        elif np.isnan(values).all():
+            why = "is the first token" if stat == "previous" else "has not occurred before (or only just before)"
+            self.grid_caption.setText(f"No {self.stats.label()} at {token_name(t, pos)}: it {why}.")
         else:
             self.grid_caption.setText(f"{self.stats.label()} of each head at {token_name(t, pos)}")
+
+    # --- head roles ----------------------------------------------------------------------------
+
+    def _update_roles(self) -> None:
+        """Score the run's heads again when it has grown (a cheap key: its length and fed positions)."""
+        t = self._trace
+        if t is None:
+            self._roles, self._roles_key = None, None
+            self.roles_bar.hide()
+            self.role_marks.set_marks(None, (0, 0))
+            return
+        key = (id(t), t.length, int(np.isfinite(t.attention("sink")[0, 0]).sum()), t.missing_attention)
+        if key != self._roles_key:
+            self._roles_key = key
+            self._roles = role_scores(t)
+            self.roles_bar.show_scores(self._roles, captured=bool(t.started.inspect.get("attention_stats", True)))
+        self.roles_bar.show()
+        self.role_marks.set_marks(self._roles, (t.n_layers, t.n_heads))
+
+    def roles(self) -> RoleScores | None:
+        """The shown run's head-role scores (None before its attention statistics arrive)."""
+        return self._roles
+
+    def _cell_name(self, layer: int, head: int) -> str:
+        """The grid's read-out names a marked head's roles: "L1H0 (layer 1, head 0), induction head (0.97)"."""
+        return head_cell_name(layer, head) + self._roles_text(layer, head)
+
+    def _roles_text(self, layer: int, head: int) -> str:
+        """", induction head (0.97)" for each role the head is marked for; "" for none."""
+        roles = self._roles.roles_of(layer, head) if self._roles is not None else []
+        return "".join(f", {ROLE_NAMES[m.role]} head ({m.score:.2f})" for m in roles)
+
+    def _on_role_clicked(self, role: str, layer: int, head: int) -> None:
+        """A head in the roles list: show the score it is named by, and select it."""
+        self.stats.set_stat(f"score:{role}")
+        self.show_head(layer, head)
 
     def _on_grid_clicked(self, row: int, col: int) -> None:
         if self.mask_bar.editing:
@@ -198,139 +269,15 @@ class AttentionView(QWidget):
 
     def show_head(self, layer: int, head: int) -> None:
         """Pick the head whose full attention matrix is shown."""
+        self._picked = (layer, head)
         self.layer_spin.setValue(layer)
         self.head_spin.setValue(head)
-
-    # --- head mask -----------------------------------------------------------------------------
-
-    def head_mask(self) -> tuple[HeadScale, ...]:
-        """The mask being edited, sorted by (layer, head), 0-based."""
-        return head_scales(self._mask)
-
-    def set_head_mask(self, mask: Iterable) -> None:
-        """Show `mask` (HeadScale items or (layer, head, scale) tuples) as the one being edited; no signal."""
-        self._mask = mask_dict(mask)
-        self._show_mask()
-
-    def mask_heads(self, cells: Iterable[Cell], scale: float) -> None:
-        """Scale each (layer, head) by `scale` (1 unmasks)."""
-        new = dict(self._mask)
-        for cell in cells:
-            if scale == 1.0:
-                new.pop(cell, None)
-            else:
-                new[cell] = float(scale)
-        self._commit(new)
-
-    def unmask_heads(self, cells: Iterable[Cell]) -> None:
-        self.mask_heads(cells, 1.0)
-
-    def toggle_heads(self, cells: list[Cell]) -> None:
-        """The edit-mode click: unmask when every cell already has the bar's scale, else apply it."""
-        scale = self.mask_bar.scale
-        if cells and all(self._mask.get(c, 1.0) == scale for c in cells):
-            self.unmask_heads(cells)
-        else:
-            self.mask_heads(cells, scale)
-
-    def clear_head_mask(self) -> None:
-        self._commit({})
-
-    def _commit(self, new: MaskDict) -> None:
-        if new == self._mask:
-            return
-        self._mask = new
-        self._show_mask()
-        self.head_mask_changed.emit(self.head_mask())
-
-    def _show_mask(self) -> None:
-        self.mask_bar.show_mask(self._mask, *self._model_shape())
-        self._place_overlay()
-
-    def _place_overlay(self) -> None:
-        self.mask_overlay.set_cells(self._mask, self.grid.data().shape)
-
-    def _model_shape(self) -> tuple[int | None, int | None]:
-        t = self._trace
-        return (t.n_layers, t.n_heads) if t is not None else (None, None)
-
-    def _cells(self, target: Target) -> list[Cell]:
-        kind, layer, head = target
-        n_layers, n_heads = (n or 0 for n in self._model_shape())
-        if kind == "layer":
-            return [(layer, h) for h in range(n_heads)]
-        if kind == "index":
-            return [(la, head) for la in range(n_layers)]
-        return [(layer, head)]
-
-    def _describe(self, target: Target) -> str:
-        kind, layer, head = target
-        if kind == "layer":
-            return f"layer {layer}"
-        if kind == "index":
-            return f"head {head} in every layer"
-        return f"head {head_label(layer, head)}"
-
-    def target_at(self, scene_pos: QPointF) -> Target | None:
-        """The head under a scene point, or the layer / head index whose axis number is under it."""
-        cell = self.grid.cell_at(scene_pos)
-        if cell is not None:
-            return ("head", *cell)
-        n_layers, n_heads = self.grid.data().shape
-        item = self.grid.plot.getPlotItem()
-        p = self.grid.view.mapSceneToView(scene_pos)
-        row, col = int(np.floor(p.y() + 0.5)), int(np.floor(p.x() + 0.5))
-        if item.getAxis("left").sceneBoundingRect().contains(scene_pos) and 0 <= row < n_layers:
-            return ("layer", row, -1)
-        if item.getAxis("bottom").sceneBoundingRect().contains(scene_pos) and 0 <= col < n_heads:
-            return ("index", -1, col)
-        return None
-
-    def mask_menu(self, target: Target) -> QMenu:
-        """The right-click menu for a head, a layer or a head index."""
-        menu = QMenu(self)
-        kind, layer, head = target
-        targets = [target]
-        if kind == "head":
-            targets += [("layer", layer, -1), ("index", -1, head)]
-        for t in targets:
-            menu.addAction(f"Ablate {self._describe(t)}", lambda t=t: self.mask_heads(self._cells(t), 0.0))
-        menu.addSeparator()
-        for t in targets:
-            menu.addAction(f"Scale {self._describe(t)}…", lambda t=t: self._ask_scale(t))
-        menu.addSeparator()
-        for t in targets:
-            action = menu.addAction(f"Unmask {self._describe(t)}", lambda t=t: self.unmask_heads(self._cells(t)))
-            action.setEnabled(any(c in self._mask for c in self._cells(t)))
-        menu.addAction("Clear mask", self.clear_head_mask).setEnabled(bool(self._mask))
-        return menu
-
-    def _ask_scale(self, target: Target) -> None:
-        cells = self._cells(target)
-        current = self._mask.get(cells[0], self.mask_bar.scale) if len(cells) == 1 else self.mask_bar.scale
-        scale, ok = QInputDialog.getDouble(
-            self, "Scale heads", f"Scale the output of {self._describe(target)} by (0 removes it, 1 leaves it):",
-            current, 0.0, 2.0, 2)
-        if ok:
-            self.mask_heads(cells, scale)
-
-    def _on_grid_scene_clicked(self, event) -> None:
-        target = self.target_at(event.scenePos())
-        if target is None:
-            return
-        if event.button() == Qt.MouseButton.RightButton:
-            event.accept()
-            self.mask_menu(target).exec(event.screenPos().toPoint())
-        elif event.button() == Qt.MouseButton.LeftButton and self.mask_bar.editing and target[0] != "head":
-            self.toggle_heads(self._cells(target))  # head cells come through the heatmap's cell_clicked
-
-    def _on_edit_toggled(self, on: bool) -> None:
-        cursor = Qt.CursorShape.PointingHandCursor if on else Qt.CursorShape.ArrowCursor
-        self.grid.plot.viewport().setCursor(cursor)
+        self._update_matrix(force=True)
 
     def _apply_palette(self) -> None:
         palette = self.palette()
         self.mask_overlay.set_colors(palette.color(QPalette.ColorRole.Text), palette.color(QPalette.ColorRole.Base))
+        self.role_marks.set_colors(palette.color(QPalette.ColorRole.Text), palette.color(QPalette.ColorRole.Base))
 
     # --- full matrix ---------------------------------------------------------------------------
 
@@ -355,8 +302,8 @@ class AttentionView(QWidget):
             self.no_rows_label.setText(NO_ROWS)
             self.no_rows_label.setVisible(t is not None)
             self.matrix.clear()
-            self.matrix.plot.setTitle("")
-            self.grid.set_highlight()
+            self.matrix_title.set("")
+            self.grid.set_highlight(*(self._picked or (None, None)))  # the head clicked last
             self._matrix_key = None
             return
         self.grid.set_hint(GRID_HINT)
@@ -364,7 +311,8 @@ class AttentionView(QWidget):
         self.no_rows_label.hide()
         layer, head = self.matrix_layer_head()
         self.grid.set_highlight(row=layer, col=head)  # which head the matrix shows
-        self.matrix.plot.setTitle(f"{head_label(layer, head)}: attention weights")
+        # "Attention weights of" beside the spin boxes says the rest: a role is what may not fit.
+        self.matrix_title.set(head_label(layer, head) + self._roles_text(layer, head))
         key = (layer, head, t.length)
         if key == self._matrix_key:
             return

@@ -56,9 +56,10 @@ class Inspector(QWidget):
         self.attention = AttentionView()
         self.lens = LensView()
         self.tabs = QTabWidget()
-        self.tabs.addTab(self.hidden, "Hidden states")
-        self.tabs.addTab(self.attention, "Attention")
-        self.tabs.addTab(self.lens, "Logit lens")
+        # Alt+S, Alt+A, Alt+L pick a view from the keyboard (the menus use F, R, V, H).
+        self.tabs.addTab(self.hidden, "Hidden &states")
+        self.tabs.addTab(self.attention, "&Attention")
+        self.tabs.addTab(self.lens, "Logit &lens")
         self.tabs.setDocumentMode(True)
         self._stale: set[QWidget] = set()
 

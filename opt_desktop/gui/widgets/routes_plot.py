@@ -13,7 +13,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 
-from ...session.route_graph import RouteGraph
+from ...session.route_graph import RouteGraph, Traced
 from .heatmap import IndexAxis, style_plot
 
 # (lowest renormalised weight, pen width, opacity 0-255) of each class of edges between two positions;
@@ -24,9 +24,40 @@ NODE_PIXELS, EDGE_PIXELS = 7.0, 5.0  # how near the pointer must be to a node, a
 OVERVIEW_FADE = 0.45  # the routes into every token at once: light edges fainter still, so the strong ones show
 
 
-def _label(piece: str, width: int = 10) -> str:
+LABEL_CHARS = 8  # a token under its column is cut to this many characters (the hover has it whole)
+
+
+def _label(piece: str, width: int = LABEL_CHARS) -> str:
     text = repr(piece)[1:-1]
     return text if len(text) <= width else text[:width - 1] + "…"
+
+
+class TokenAxis(IndexAxis):
+    """The tokens under the columns: spaced by the widest label (tokens differ in width, unlike numbers,
+    so the first and last are no guide): every token where they all fit, else every 2nd, 5th, 10th …"""
+
+    def __init__(self, orientation: str = "bottom"):
+        super().__init__(orientation)
+        self._widest: float | None = None
+
+    def forget_widths(self) -> None:
+        self._widest = None
+        self.picture = None
+
+    def tickValues(self, minVal, maxVal, size):  # noqa: N802 (pyqtgraph's name)
+        """IndexAxis's ticks, less a label that would run past the axis's right end: the plot ends there,
+        and the label would be cut ("resu" for "result"); the whole token is on hover."""
+        ticks = super().tickValues(minVal, maxVal, size)
+        if not ticks:
+            return ticks
+        lo, per_index = min(minVal, maxVal), size / abs(maxVal - minVal)
+        return [(step, [v for v in values if (v - lo) * per_index + self._extent(self.label_fn(v)) / 2 <= size])
+                for step, values in ticks]
+
+    def _room(self, first: int, last: int) -> float:
+        if self._widest is None:
+            self._widest = max((self._extent(self.label_fn(i)) for i in range(self.count)), default=0.0)
+        return self._widest + self._extent("  ")
 
 
 class RoutesPlot(pg.PlotWidget):
@@ -34,7 +65,7 @@ class RoutesPlot(pg.PlotWidget):
     column_clicked = Signal(int)
 
     def __init__(self, parent=None):
-        self._x_axis, self._y_axis = IndexAxis("bottom"), IndexAxis("left")
+        self._x_axis, self._y_axis = TokenAxis("bottom"), IndexAxis("left")
         super().__init__(parent, axisItems={"bottom": self._x_axis, "left": self._y_axis})
         self._y_axis.first_apart = True
         self._y_axis.label_fn = lambda r: "embed" if r == 0 else f"L{r - 1}"
@@ -53,7 +84,7 @@ class RoutesPlot(pg.PlotWidget):
         self.graph: RouteGraph | None = None
         self.pieces: list[str] = []
         self._segments = np.zeros((0, 4))  # layer, source, target, weight of the edges drawn
-        self._flow: np.ndarray | None = None
+        self.traced: Traced | None = None  # the routes into the chosen token, when one is chosen
         self.scene().sigMouseMoved.connect(self._on_moved)
         self.scene().sigMouseClicked.connect(self._on_clicked)
         style_plot(self, self.palette())
@@ -65,14 +96,14 @@ class RoutesPlot(pg.PlotWidget):
         if graph is None:
             for it in (self.within, *self.edges, self.nodes, self.mlp, self.active):
                 it.setData([], [])
-            self._segments, self._flow = np.zeros((0, 4)), None
+            self._segments, self.traced = np.zeros((0, 4)), None
             self._x_axis.count = self._y_axis.count = 0
             return
         L, T = graph.n_layers, graph.n_positions
         self._x_axis.count, self._y_axis.count = T, L + 1
         self._x_axis.label_fn = lambda i: _label(self.pieces[i]) if 0 <= i < len(self.pieces) else ""
-        for axis in (self._x_axis, self._y_axis):
-            axis.picture = None
+        self._x_axis.forget_widths()
+        self._y_axis.picture = None
         rows, cols = np.meshgrid(np.arange(L + 1), np.arange(T), indexing="ij")
         self.nodes.setData(cols.ravel(), rows.ravel())
         shares = graph.routes.mlp.ravel()  # (L, T): the nodes of rows 1 … L
@@ -86,14 +117,12 @@ class RoutesPlot(pg.PlotWidget):
         if graph is None:
             return
         if position is None:
-            kept = graph.kept(threshold)
-            l, t, s = np.nonzero(kept)
-            segments = np.stack([l, s, t, kept[l, t, s]], axis=1).astype(np.float64)
-            self._flow = None
+            segments = graph.kept(threshold).segments()
+            self.traced = None
             self.active.setData([], [])
         else:
-            traced = graph.trace(position, threshold)
-            segments, self._flow = traced.edges, traced.flow
+            traced = self.traced = graph.trace(position, threshold)
+            segments = traced.edges
             rows, cols = np.nonzero(traced.active)
             self.active.setData(cols, rows)
         self._segments = segments
@@ -126,7 +155,15 @@ class RoutesPlot(pg.PlotWidget):
 
     def _on_moved(self, scene_pos) -> None:
         point = self._view_point(scene_pos)
+        if point is None and self.graph is not None and self._x_axis.sceneBoundingRect().contains(scene_pos):
+            # over the tokens under the columns: the whole token of the nearest one (its label may be cut)
+            t = int(round(self.getPlotItem().getViewBox().mapSceneToView(scene_pos).x()))
+            self.hovered.emit(self.token_text(t) if 0 <= t < self.graph.n_positions else "")
+            return
         self.hovered.emit("" if point is None else self.describe_at(*point))
+
+    def token_text(self, t: int) -> str:
+        return f"position {t} {self.pieces[t]!r}: click its column to trace the routes into it."
 
     def describe_at(self, x: float, y: float, px: float, py: float) -> str:
         """What lies within a few pixels of view point (x, y), pixels being (px, py) view units."""
@@ -158,19 +195,22 @@ class RoutesPlot(pg.PlotWidget):
             text = (f"{where}, output of layer {row - 1}. Attention block: residual {share['residual']:.0%}, "
                     f"heads {share['attention']:.0%}. MLP block: MLP {share['mlp']:.0%}, residual "
                     f"{share['mlp_residual']:.0%}.")
-        if self._flow is not None and self._flow[row, t] > 0:
-            text += f" {self._flow[row, t]:.0%} of the chosen token's information passes here."
+        if self.traced is not None and self.traced.flow[row, t] > 0:
+            text += f" {self.traced.flow[row, t]:.0%} of the chosen token's information passes here."
         return text
 
     def edge_text(self, layer: int, s: int, t: int, weight: float) -> str:
-        raw = float(self.graph.edges[layer, t, s])
-        heads = self.graph.heads(layer, t, s)
-        shown = ", ".join(f"L{layer}H{h} {share:.0%}" for h, share in heads[:4] if share >= 0.005)
-        rest = 1.0 - sum(share for _, share in heads)
-        if s == t:
-            shown = f"residual {rest:.0%}" + (f", {shown}" if shown else "")
+        graph = self.graph
+        raw = graph.edge(layer, t, s)
+        heads = graph.heads(layer, t, s)
+        named = [(h, share) for h, share in heads[:4] if share >= 0.005]
+        residual, _ = graph.rest(layer, t, s)
+        others = 1.0 - residual - sum(share for _, share in named)  # smaller heads, and parts under epsilon
+        parts = ([f"residual {residual:.0%}"] if s == t else []) + [f"L{layer}H{h} {share:.0%}" for h, share in named]
+        if others >= 0.005:
+            parts.append(f"other heads {others:.0%}")
         return (f"layer {layer}: {s} {self.pieces[s]!r} → {t} {self.pieces[t]!r}, weight {weight:.2f} "
-                f"({raw:.2f} of the sum before renormalising). Carried by {shown or 'no head'}.")
+                f"({raw:.2f} of the sum before renormalising). Carried by {', '.join(parts) or 'no head'}.")
 
     def _on_clicked(self, event) -> None:
         if event.button() != Qt.MouseButton.LeftButton or self.graph is None:

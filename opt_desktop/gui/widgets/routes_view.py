@@ -10,7 +10,7 @@ only the routes into it, traced back to the input tokens; clicking it again show
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QStackedWidget, QVBoxLayout, QWidget
 
 from ...engine.messages.results import Routes
 from ...session.route_graph import DEFAULT_THRESHOLD, RouteGraph
@@ -19,9 +19,14 @@ from .job_controls import JobControls
 from .routes_plot import RoutesPlot
 from .setting_slider import SettingSlider
 
-EXPLANATION = ("Each line is what one layer's attention moved from one position (bottom) to another (top), as "
-               "wide as its share of what that node was built from; the red square on a node is its MLP's share. "
-               "Click a token for the routes into it. Wheel: zoom; drag: pan.")
+EXPLANATION = ("Each blue line is what one layer's attention moved from one position (bottom) to a later one (top), "
+               "as wide as its share of what that node was built from; a grey upright line is what a position kept "
+               "of itself (its residual, and its heads' attention to itself); the red square on a node is its MLP's "
+               "share. Click a token for the routes into it. Wheel: zoom; drag: pan.")
+PLACEHOLDER = ("The routes of the shown run are drawn here once computed: one column per token, one row of nodes "
+               "per layer from the embeddings up, and a line for what each layer's attention moved from one "
+               "position to another. They are computed when this tab is in view and the run's model is loaded "
+               "and idle, and kept with the run.")
 
 
 class RoutesView(JobControls, QWidget):
@@ -59,6 +64,14 @@ class RoutesView(JobControls, QWidget):
 
         self.plot = RoutesPlot()
         self.plot.column_clicked.connect(self._on_column_clicked)
+        self.placeholder = QLabel(PLACEHOLDER)  # instead of an empty plot, until there are routes to draw
+        self.placeholder.setWordWrap(True)
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setTextFormat(Qt.TextFormat.PlainText)
+        self.placeholder.setContentsMargins(40, 0, 40, 0)
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.placeholder)
+        self.pages.addWidget(self.plot)
         self.readout = QLabel(EXPLANATION)
         self.readout.setTextFormat(Qt.TextFormat.PlainText)
         self.readout.setWordWrap(True)
@@ -69,7 +82,7 @@ class RoutesView(JobControls, QWidget):
         layout.addWidget(self.target)
         layout.addLayout(controls)
         layout.addWidget(self.status)
-        layout.addWidget(self.plot, 1)
+        layout.addWidget(self.pages, 1)
         layout.addWidget(self.readout)
         self.set_routes(None)
 
@@ -82,6 +95,8 @@ class RoutesView(JobControls, QWidget):
         if self.position is not None and (self.graph is None or self.position >= self.graph.n_positions):
             self.position = None
         self.plot.set_graph(self.graph, self._pieces)
+        self.pages.setCurrentWidget(self.plot if self.graph is not None else self.placeholder)
+        self.readout.setVisible(self.graph is not None)
         self._redraw()
         self._update_buttons()
 
@@ -101,8 +116,7 @@ class RoutesView(JobControls, QWidget):
         threshold = float(self.threshold.value())
         self.all_button.setEnabled(self.position is not None)
         if self.graph is None:
-            self.target.setText("Generate or open a run, then compute its routes: where each token's "
-                                "information came from, layer by layer.")
+            self.target.setText("Where each token's information came from, layer by layer.")
             return
         self.plot.show_edges(threshold, self.position)
         if self.position is None:
@@ -110,8 +124,10 @@ class RoutesView(JobControls, QWidget):
                                 f"{self.graph.n_layers} layers). Click a token to trace the routes into it.")
         else:
             t = self.position
+            inputs = ", ".join(f"{i} {self._pieces[i]!r} {share:.0%}" for i, share in self.plot.traced.inputs(3))
             self.target.setText(f"Routes into position {t} {self._pieces[t]!r} at the last layer (what predicts "
-                                f"the next token), traced back to the input tokens.")
+                                f"the next token), traced back to the input tokens. Most of it comes from "
+                                f"{inputs or 'no input token above the threshold'}.")
 
     # --- the job ----------------------------------------------------------------------------------------
 
@@ -127,6 +143,7 @@ class RoutesView(JobControls, QWidget):
         ok, reason = self._available
         self.run_button.setEnabled(ok and not self._running)
         self.stop_button.setEnabled(self._running)
+        self.progress.setVisible(self._running or self.graph is not None)  # no empty bar before the first job
         self.run_button.setToolTip(plain_tip(reason) if not ok and reason else
                                    "Compute the routes of every token of the shown run")
         if not ok and reason and not self._running and self.graph is None:
