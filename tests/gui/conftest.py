@@ -14,6 +14,8 @@ from window_driver import ENGINES, load_demo, new_window
 
 @pytest.fixture
 def loop(qapp):
+    # A test's app outlives its windows: the last one closing must not end the loop a test waits in.
+    qapp.setQuitOnLastWindowClosed(False)
     loop = qasync.QEventLoop(qapp)
     asyncio.set_event_loop(loop)
     yield loop

@@ -86,20 +86,20 @@ def test_unmask_and_clear(qtbot, view):
 
 
 def test_scale_dialog_and_the_bar_scale(qtbot, view, monkeypatch):
-    from opt_desktop.gui.widgets import attention_view
+    from opt_desktop.gui.widgets import attention_mask_editing
 
-    monkeypatch.setattr(attention_view.QInputDialog, "getDouble", lambda *a, **k: (1.5, True))
+    monkeypatch.setattr(attention_mask_editing.QInputDialog, "getDouble", lambda *a, **k: (1.5, True))
     with qtbot.waitSignal(view.head_mask_changed, timeout=1000) as blocker:
         action(view.mask_menu(("head", 2, 0)), "Scale head L2H0…").trigger()
     assert triples(blocker.args[0]) == [(2, 0, 1.5)]
     assert view.mask_overlay.cells() == {(2, 0): 1.5}
 
-    monkeypatch.setattr(attention_view.QInputDialog, "getDouble", lambda *a, **k: (1.0, True))
+    monkeypatch.setattr(attention_mask_editing.QInputDialog, "getDouble", lambda *a, **k: (1.0, True))
     with qtbot.waitSignal(view.head_mask_changed, timeout=1000) as blocker:
         action(view.mask_menu(("head", 2, 0)), "Scale head L2H0…").trigger()
     assert blocker.args[0] == ()  # scaling by 1 is no mask at all
 
-    monkeypatch.setattr(attention_view.QInputDialog, "getDouble", lambda *a, **k: (0.25, False))
+    monkeypatch.setattr(attention_mask_editing.QInputDialog, "getDouble", lambda *a, **k: (0.25, False))
     with qtbot.assertNotEmitted(view.head_mask_changed):
         action(view.mask_menu(("head", 2, 0)), "Scale head L2H0…").trigger()  # cancelled
 

@@ -48,7 +48,9 @@ def test_rerun_reproduces_the_run(pre_engine, settings):
     assert request.inspect.top_alternatives == 3
     again = generate(pre_engine, request)
     assert again.token_ids == first.token_ids
-    np.testing.assert_array_equal(again.logprob, first.logprob)
+    # The same tokens; their log-probabilities equal up to float32 rounding, since "auto" may compute
+    # with another thread count under another load (sums in another order differ in the last bits).
+    np.testing.assert_allclose(again.logprob, first.logprob, rtol=1e-5, atol=1e-5)
     assert again.started.head_mask == first.started.head_mask == ((2, 1, 0.0),)
     if settings.do_sample:  # the recorded seed is what makes it repeat
         other_seed = request.replace(settings=request.settings.replace(seed=first.started.seed + 1))
