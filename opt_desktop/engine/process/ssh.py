@@ -24,6 +24,7 @@ from . import ssh_lines
 from .process_messages import Hello
 from .remote_engine import HELLO_TIMEOUT_S, RemoteEngine, _guarded
 from .ssh_host import SshHost
+from .transport import ChildProcess
 
 log = logging.getLogger("opt_desktop.engine.ssh")
 
@@ -44,8 +45,9 @@ class ConnectStep:
 StepFn = Callable[[ConnectStep], None]
 
 
-class SshTransport:
-    """A Transport to `host.command` on `host`, through ssh."""
+class SshTransport(ChildProcess):
+    """A Transport to `host.command` on `host`, through ssh (a child process of this one: the ssh client;
+    closing its input and killing it are the pipe's own)."""
 
     heavy_arrays_stay = True
 
@@ -110,18 +112,6 @@ class SshTransport:
                 self.remote_status = int(text.split()[2])
             except (IndexError, ValueError):
                 pass
-
-    def close_input(self) -> None:
-        try:
-            self.to_engine.close()
-        except OSError:
-            pass
-
-    def kill(self) -> None:
-        try:
-            self.process.kill()
-        except OSError:
-            pass
 
     def wait(self, timeout: float | None = None) -> int | None:
         try:
