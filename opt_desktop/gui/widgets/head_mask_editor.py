@@ -115,7 +115,20 @@ class HeadMaskBar(QWidget):
 
 # --- the marks on the grid ---------------------------------------------------------------------------
 
-class HeadMaskOverlay(pg.GraphicsObject):
+class GridOverlay(pg.GraphicsObject):
+    """An item over a layers × heads heatmap covering its cells (`_shape`: rows, columns); the mask's
+    hatching and the role letters both paint on it."""
+
+    def __init__(self):
+        super().__init__()
+        self._shape = (0, 0)
+
+    def boundingRect(self) -> QRectF:  # noqa: N802 (Qt's name)
+        n_rows, n_cols = self._shape
+        return QRectF(-0.5, -0.5, max(n_cols, 0), max(n_rows, 0))
+
+
+class HeadMaskOverlay(GridOverlay):
     """Hatched, outlined cells with their scale written in, over a layers × heads heatmap.
 
     Drawn in device pixels (the transform is reset in paint) so the hatching, outlines and text keep
@@ -125,7 +138,6 @@ class HeadMaskOverlay(pg.GraphicsObject):
     def __init__(self):
         super().__init__()
         self._cells: MaskDict = {}
-        self._shape = (0, 0)
         self._line = QColor(Qt.GlobalColor.black)
         self._halo = QColor(Qt.GlobalColor.white)
         self.setZValue(5)  # over the image, under the heatmap's selection outline
@@ -149,10 +161,6 @@ class HeadMaskOverlay(pg.GraphicsObject):
     def set_colors(self, line: QColor, halo: QColor) -> None:
         self._line, self._halo = QColor(line), QColor(halo)
         self.update()
-
-    def boundingRect(self) -> QRectF:  # noqa: N802 (Qt's name)
-        n_rows, n_cols = self._shape
-        return QRectF(-0.5, -0.5, max(n_cols, 0), max(n_rows, 0))
 
     def paint(self, painter: QPainter, option, widget=None) -> None:
         if not self._cells:

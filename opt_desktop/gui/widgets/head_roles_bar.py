@@ -8,7 +8,6 @@ from __future__ import annotations
 import html
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import QPoint, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QTextDocument
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
@@ -17,6 +16,7 @@ from ...session.head_roles import (
     MARGIN, MOST_PER_ROLE, ROLE_DEFINITIONS, ROLE_LETTERS, ROLE_NAMES, ROLES, THRESHOLD, MarkedHead, RoleScores,
     candidates,
 )
+from .head_mask_editor import GridOverlay
 
 LEGEND = (f"{', '.join(ROLE_LETTERS[r] for r in ROLES)} on the grid: score ≥ {THRESHOLD:g} and ≥ {MARGIN:g} above "
           f"chance, at most {MOST_PER_ROLE} per role. Hover for the definitions.")
@@ -106,14 +106,13 @@ def _link(m: MarkedHead) -> str:
     return f'<a href="{m.role}:{m.layer}:{m.head}">{m.label}</a>'
 
 
-class HeadRoleMarks(pg.GraphicsObject):
+class HeadRoleMarks(GridOverlay):
     """The role letters (P, I, S) in the top-left corner of each marked head of a layers × heads heatmap,
     drawn in device pixels like HeadMaskOverlay, on a halo so they read on every colour."""
 
     def __init__(self):
         super().__init__()
         self._letters: dict[tuple[int, int], str] = {}
-        self._shape = (0, 0)
         self._text = QColor(Qt.GlobalColor.black)
         self._halo = QColor(Qt.GlobalColor.white)
         self.setZValue(6)  # over the mask hatching, under the heatmap's selection outline
@@ -136,10 +135,6 @@ class HeadRoleMarks(pg.GraphicsObject):
     def set_colors(self, text: QColor, halo: QColor) -> None:
         self._text, self._halo = QColor(text), QColor(halo)
         self.update()
-
-    def boundingRect(self) -> QRectF:  # noqa: N802 (Qt's name)
-        n_rows, n_cols = self._shape
-        return QRectF(-0.5, -0.5, max(n_cols, 0), max(n_rows, 0))
 
     def paint(self, painter: QPainter, option, widget=None) -> None:
         if not self._letters:
