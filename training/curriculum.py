@@ -39,9 +39,10 @@ def phases(args) -> list[Phase]:
         ph = Phase(int(f["steps"]), int(f.get("context", args.context)), int(f.get("batch", args.batch)),
                    int(f.get("copy", args.induction_rows)), (lo, hi), float(f.get("lr", args.lr)),
                    f.get("schedule", "run"), f.get("style", "fill"))
+        styles = ph.style.split("+")
         if not (ph.context <= args.context and 0 <= ph.copy <= ph.batch and 1 <= lo <= hi < ph.context - 1
-                and ph.schedule in ("run", "constant", "cosine") and ph.style in ("fill", "insert")
-                and (ph.style == "fill" or 2 * hi < ph.context - 1) and set(f) <= set(Phase.__dataclass_fields__)):
+                and ph.schedule in ("run", "constant", "cosine") and set(styles) <= {"fill", "insert", "noise", "skip"}
+                and ({"insert", "noise"}.isdisjoint(styles) or 2 * hi < ph.context - 1) and set(f) <= set(Phase.__dataclass_fields__)):
             raise SystemExit(f"bad phase {spec!r}")
         out.append(ph)
     return out
@@ -81,7 +82,14 @@ class Batches:
     - 'insert': a text window with the sequence written over it twice, at random places, so the
       distance between the copies varies over the whole row and only matching content (an
       induction head) predicts the second copy. The text around is scored as usual; the first copy
-      and the second copy's first token (unpredictable) are not.
+      and the second copy's first token (unpredictable) are not;
+    - 'noise': the same, written over random ordinary tokens instead of text, and every token scored.
+      Only the second copy can be predicted: everywhere else the best a head can do is attend to
+      nothing useful, i.e. to position 0, which is how induction heads come with attention sinks;
+    - 'skip': random ordinary tokens in threes, the third of each equal to the first ("a b a c d c"),
+      every token scored. Only the third can be predicted, and only by attending to the previous
+      token and copying it: it grows the previous-token head that an induction head builds on,
+      while no shortcut (the tokens in context, the one seen longest ago) helps.
 
     Every draw comes from the one generator `g`, whose state the checkpoints keep: a resumed run
     draws the same batches as an uninterrupted one."""
@@ -95,18 +103,33 @@ class Batches:
         starts = torch.randint(0, len(self.stream) - n, (ph.batch - copies,), generator=self.g)
         rows = [torch.cat([torch.tensor([BOS]), self.stream[s:s + n]]) for s in starts.tolist()]
         labels = [r.clone() for r in rows]
-        if copies and ph.style == "insert":
-            for _ in range(copies):
-                row, label = self._insert_row(n, ph.period)
-                rows.append(row)
-                labels.append(label)
-        elif copies:
-            ids, copy_labels = self._copy_rows(copies, n, ph.period)
-            rows += list(ids)
-            labels += list(copy_labels)
+        styles = ph.style.split("+")  # 'noise+skip': the copy rows shared between styles, in order
+        for i, style in enumerate(styles):
+            count = copies // len(styles) + (i < copies % len(styles))
+            if not count:
+                continue
+            if style == "skip":
+                for _ in range(count):
+                    row = self._skip_row(n)
+                    rows.append(row)
+                    labels.append(row.clone())
+            elif style in ("insert", "noise"):
+                for _ in range(count):
+                    row, label = self._insert_row(n, ph.period, noise=style == "noise")
+                    rows.append(row)
+                    labels.append(label)
+            else:
+                ids, copy_labels = self._copy_rows(count, n, ph.period)
+                rows += list(ids)
+                labels += list(copy_labels)
         return torch.stack(rows), torch.stack(labels)
 
-    def _insert_row(self, n: int, period_range: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _skip_row(self, n: int) -> torch.Tensor:
+        row = torch.cat([torch.tensor([BOS]), torch.randint(4, self.vocab, (n,), generator=self.g)])
+        row[3::3] = row[1:-2:3][: len(row[3::3])]
+        return row
+
+    def _insert_row(self, n: int, period_range: tuple[int, int], noise: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         lo, hi = period_range
         length = int(torch.randint(lo, hi + 1, (1,), generator=self.g))
         seq = torch.randint(4, self.vocab, (length,), generator=self.g)
@@ -116,9 +139,13 @@ class Batches:
         gap = int(torch.randint(0, n - 2 * length + 1, (1,), generator=self.g))
         a = 1 + int(torch.randint(0, n - 2 * length - gap + 1, (1,), generator=self.g))
         b = a + length + gap
+        if noise:
+            row[1:] = torch.randint(4, self.vocab, (n,), generator=self.g)
         row[a:a + length] = seq
         row[b:b + length] = seq
         label = row.clone()
+        if noise:
+            return row, label
         label[a:a + length] = -100
         label[b] = -100
         return row, label

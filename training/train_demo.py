@@ -63,7 +63,7 @@ def parse_args(argv=None):
                    help="std of the initial weights (OPT's init_std); see build_model")
     p.add_argument("--phase", action="append", metavar="SPEC",
                    help="a curriculum phase, repeatable, in order: 'steps=N[,context=C][,batch=B][,copy=K]"
-                        "[,period=LO-HI][,lr=X][,schedule=run|constant|cosine][,style=fill|insert]' (unset fields "
+                        "[,period=LO-HI][,lr=X][,schedule=run|constant|cosine][,style=fill|insert|noise|skip, or several joined by +]' (unset fields "
                         "take --context, --batch, --induction-rows, 8-48, --lr, 'run': the whole run's cosine, and "
                         "'fill'; see Batches for the styles); with phases, --steps is their sum")
     p.add_argument("--log-every", type=int, default=25)

@@ -137,10 +137,15 @@ def test_the_apps_sink_statistic_agrees(model, passage):
     np.testing.assert_allclose(ours, reference, atol=1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason="no induction head formed: median rank 818, 1856, 2591 for seeds 0, 1, 2")
+@pytest.mark.xfail(strict=True, reason="no induction head formed: median rank 818, 1856, 2591 for seeds 0, 1, 2; "
+                                        "no head above layer 0 puts over 0.05 on the token after the earlier copy")
 def test_induction_copies_a_repeated_random_sequence(model):
     for seed in range(3):
         assert figures.induction_median_rank(model, model.config.vocab_size, length=20, seed=seed) <= 3
+        # ... and does it with an induction head. Ranks near 3 can come without one: a model that boosts
+        # the token seen longest ago gets them on a sequence repeated back to back (training/README.md, r1).
+        scores = figures.induction_scores(model, model.config.vocab_size, length=20, seed=seed)
+        assert scores[1:].max() > 0.3, scores
 
 
 def test_logit_lens_agreement_rises_to_the_last_row(model, passage):
@@ -163,6 +168,7 @@ def test_reference_figures_fail_on_random_weights(tokenizer):
     sinks = figures.held_out_sink_weights(untrained, held, config.max_position_embeddings)
     assert not (sinks[1:].max(-1).values > 0.3).all()
     assert figures.induction_median_rank(untrained, config.vocab_size) > 3
+    assert figures.induction_scores(untrained, config.vocab_size)[1:].max() <= 0.3
 
 
 # --- reproducibility ---------------------------------------------------------------------------
