@@ -84,8 +84,9 @@ class Batches:
       induction head) predicts the second copy. The text around is scored as usual; the first copy
       and the second copy's first token (unpredictable) are not;
     - 'noise': the same, written over random ordinary tokens instead of text, and every token scored.
-      Only the second copy can be predicted: everywhere else the best a head can do is attend to
-      nothing useful, i.e. to position 0, which is how induction heads come with attention sinks;
+      Only the second copy can be predicted, and only by matching content; elsewhere a head that
+      looks for an earlier copy finds none and is best parked on position 0 (the hope was that this
+      would grow sinks too: in tries n1, n2 and p1 it did not, see training/README.md);
     - 'skip': random ordinary tokens in threes, the third of each equal to the first ("a b a c d c"),
       every token scored. Only the third can be predicted, and only by attending to the previous
       token and copying it: it grows the previous-token head that an induction head builds on,
