@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 BOS = 2  # OPT's </s>, which starts every row
+STYLES = ("fill", "insert", "noise", "skip")  # the kinds of copy row; Batches has a `_<style>_row` for each
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def phases(args) -> list[Phase]:
                    f.get("schedule", "run"), f.get("style", "fill"))
         styles = ph.style.split("+")
         if not (ph.context <= args.context and 0 <= ph.copy <= ph.batch and 1 <= lo <= hi < ph.context - 1
-                and ph.schedule in ("run", "constant", "cosine") and set(styles) <= {"fill", "insert", "noise", "skip"}
+                and ph.schedule in ("run", "constant", "cosine") and set(styles) <= set(STYLES)
                 and ({"insert", "noise"}.isdisjoint(styles) or 2 * hi < ph.context - 1) and set(f) <= set(Phase.__dataclass_fields__)):
             raise SystemExit(f"bad phase {spec!r}")
         out.append(ph)
@@ -106,29 +107,19 @@ class Batches:
         labels = [r.clone() for r in rows]
         styles = ph.style.split("+")  # 'noise+skip': the copy rows shared between styles, in order
         for i, style in enumerate(styles):
-            count = copies // len(styles) + (i < copies % len(styles))
-            if not count:
-                continue
-            if style == "skip":
-                for _ in range(count):
-                    row = self._skip_row(n)
-                    rows.append(row)
-                    labels.append(row.clone())
-            elif style in ("insert", "noise"):
-                for _ in range(count):
-                    row, label = self._insert_row(n, ph.period, noise=style == "noise")
-                    rows.append(row)
-                    labels.append(label)
-            else:
-                ids, copy_labels = self._copy_rows(count, n, ph.period)
-                rows += list(ids)
-                labels += list(copy_labels)
+            for _ in range(copies // len(styles) + (i < copies % len(styles))):
+                row, label = getattr(self, f"_{style}_row")(n, ph.period)
+                rows.append(row)
+                labels.append(label)
         return torch.stack(rows), torch.stack(labels)
 
-    def _skip_row(self, n: int) -> torch.Tensor:
+    def _skip_row(self, n: int, period_range: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         row = torch.cat([torch.tensor([BOS]), torch.randint(4, self.vocab, (n,), generator=self.g)])
         row[3::3] = row[1:-2:3][: len(row[3::3])]
-        return row
+        return row, row.clone()  # (the period plays no part: every skip row has the same shape)
+
+    def _noise_row(self, n: int, period_range: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._insert_row(n, period_range, noise=True)
 
     def _insert_row(self, n: int, period_range: tuple[int, int], noise: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         lo, hi = period_range
@@ -151,19 +142,15 @@ class Batches:
         label[b] = -100
         return row, label
 
-    def _copy_rows(self, count: int, n: int, period_range: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """`count` rows of </s> + a random sequence of ordinary tokens repeated to length n."""
-        rows, labels = [], []
+    def _fill_row(self, n: int, period_range: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """</s> + a random sequence of ordinary tokens repeated to length n."""
         lo, hi = period_range
-        for _ in range(count):
-            period = int(torch.randint(lo, hi + 1, (1,), generator=self.g))
-            seq = torch.randint(4, self.vocab, (period,), generator=self.g)
-            row = torch.cat([torch.tensor([BOS]), seq.repeat(n // period + 1)[:n]])
-            label = row.clone()
-            label[: 1 + period] = -100  # the first copy is unpredictable noise: no loss there
-            rows.append(row)
-            labels.append(label)
-        return torch.stack(rows), torch.stack(labels)
+        period = int(torch.randint(lo, hi + 1, (1,), generator=self.g))
+        seq = torch.randint(4, self.vocab, (period,), generator=self.g)
+        row = torch.cat([torch.tensor([BOS]), seq.repeat(n // period + 1)[:n]])
+        label = row.clone()
+        label[: 1 + period] = -100  # the first copy is unpredictable noise: no loss there
+        return row, label
 
 
 def lr_at(step: int, args) -> float:
