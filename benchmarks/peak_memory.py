@@ -8,16 +8,24 @@ import threading
 import time
 
 
-def anon_rss() -> int:
-    """Anonymous resident memory (heap, tensors): unlike total RSS, not moved by code pages of
-    torch's shared libraries being faulted in the first time a kernel runs."""
+def status_bytes(field: str) -> int | None:
+    """A memory figure of this process from /proc/self/status (Linux), e.g. "VmHWM", in bytes; or None."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("RssAnon:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def anon_rss() -> int:
+    """Anonymous resident memory (heap, tensors): unlike total RSS, not moved by code pages of
+    torch's shared libraries being faulted in the first time a kernel runs."""
+    anon = status_bytes("RssAnon")
+    if anon is not None:
+        return anon
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -36,6 +36,7 @@ import torch
 
 from attribution_patching import median_time
 from bench_models import opt_config, random_model
+from peak_memory import status_bytes
 from opt_desktop.engine.analyses.routes import MEMORY_BOUND, routes
 from opt_desktop.engine.loading.loader import _model_info
 from opt_desktop.engine.running.attention import register as register_attention
@@ -164,14 +165,7 @@ def differences(config, T: int) -> int:
 
 def peak_rss() -> int | None:
     """This process's resident high-water mark in bytes (Linux), or None."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return status_bytes("VmHWM")
 
 
 def reset_peak() -> None:
